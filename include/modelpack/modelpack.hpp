@@ -1,0 +1,277 @@
+// modelpack.hpp - the C++ API of libmodelpack.
+//
+// Error model: no exceptions. Fallible calls return mpk::Status or mpk::Result<T>; codes are the C
+// ABI's mpk_status values, messages name the tensor/key and the byte offsets involved.
+// Ownership: mpk::Model and mpk::Writer are move-only owners. Views (TensorView, MetaValue, spans,
+// string_views) borrow from the Model they came from and must not outlive it.
+// Threads: a Model may be used from any number of threads at once; a Writer from one at a time.
+#pragma once
+
+#include <modelpack/modelpack.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace mpk {
+
+// ---- status -------------------------------------------------------------------------------------
+
+class [[nodiscard]] Status {
+ public:
+  Status() = default;
+  Status(mpk_status code, std::string message) : code_(code), message_(std::move(message)) {}
+  static Status Ok() { return {}; }
+
+  bool ok() const { return code_ == MPK_OK; }
+  explicit operator bool() const { return ok(); }
+  mpk_status code() const { return code_; }
+  const std::string &message() const { return message_; }
+  // "MPK_ERR_OVERLAP: tensor 'b' [0x40,0x80) overlaps 'a' [0x0,0x50)"
+  std::string to_string() const;
+
+ private:
+  mpk_status code_ = MPK_OK;
+  std::string message_;
+};
+
+// Either a value or a non-OK Status (shaped like std::expected).
+template <class T>
+class [[nodiscard]] Result {
+ public:
+  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}
+  Result(Status status) : v_(std::in_place_index<1>, std::move(status)) {}
+  bool ok() const { return v_.index() == 0; }
+  explicit operator bool() const { return ok(); }
+  T &value() & { return std::get<0>(v_); }
+  const T &value() const & { return std::get<0>(v_); }
+  T &&value() && { return std::get<0>(std::move(v_)); }
+  T *operator->() { return &std::get<0>(v_); }
+  const T *operator->() const { return &std::get<0>(v_); }
+  T &operator*() & { return value(); }
+  const T &operator*() const & { return value(); }
+  // The error (an OK status when there is a value).
+  Status status() const { return ok() ? Status() : std::get<1>(v_); }
+
+ private:
+  std::variant<T, Status> v_;
+};
+
+// ---- dtypes -------------------------------------------------------------------------------------
+
+using DType = mpk_dtype;
+MPK_API std::string_view dtype_name(DType dtype);   // "" for unknown
+MPK_API size_t dtype_size(DType dtype);             // 0 for unknown
+MPK_API std::optional<DType> dtype_from_name(std::string_view name);
+
+template <class T> constexpr DType dtype_of();
+template <> constexpr DType dtype_of<double>() { return MPK_DTYPE_F64; }
+template <> constexpr DType dtype_of<float>() { return MPK_DTYPE_F32; }
+template <> constexpr DType dtype_of<int64_t>() { return MPK_DTYPE_I64; }
+template <> constexpr DType dtype_of<int32_t>() { return MPK_DTYPE_I32; }
+template <> constexpr DType dtype_of<int16_t>() { return MPK_DTYPE_I16; }
+template <> constexpr DType dtype_of<int8_t>() { return MPK_DTYPE_I8; }
+template <> constexpr DType dtype_of<uint64_t>() { return MPK_DTYPE_U64; }
+template <> constexpr DType dtype_of<uint32_t>() { return MPK_DTYPE_U32; }
+template <> constexpr DType dtype_of<uint16_t>() { return MPK_DTYPE_U16; }
+template <> constexpr DType dtype_of<uint8_t>() { return MPK_DTYPE_U8; }
+template <> constexpr DType dtype_of<bool>() { return MPK_DTYPE_BOOL; }
+
+// XXH3-64 (seed 0), the checksum used for tensors.
+MPK_API uint64_t checksum(std::span<const std::byte> bytes);
+
+// ---- metadata values ----------------------------------------------------------------------------
+
+using Bytes = std::vector<std::byte>;
+// What a writer stores. Index order matches nothing on disk; use MetaValue::type() when reading.
+using MetaInput = std::variant<std::string, int64_t, double, bool, Bytes, std::vector<std::string>,
+                               std::vector<int64_t>, std::vector<double>, std::vector<bool>,
+                               std::vector<Bytes>>;
+
+// A borrowed metadata value of an open model.
+class MPK_API MetaValue {
+ public:
+  mpk_meta_type type() const { return type_; }
+  Result<std::string_view> as_string() const;
+  Result<int64_t> as_int64() const;
+  Result<double> as_float64() const;
+  Result<bool> as_bool() const;
+  Result<std::span<const std::byte>> as_bytes() const;
+  Result<std::span<const int64_t>> as_int64_array() const;
+  Result<std::span<const double>> as_float64_array() const;
+  Result<std::span<const uint8_t>> as_bool_array() const;  // one byte (0/1) per item
+  size_t array_length() const;                             // 0 for scalars
+  Result<std::string_view> string_item(size_t i) const;
+  Result<std::span<const std::byte>> bytes_item(size_t i) const;
+
+  MetaValue(mpk_meta_type type, const void *table, std::string_view key)
+      : type_(type), table_(table), key_(key) {}
+
+ private:
+  Status mismatch(mpk_meta_type want) const;
+  mpk_meta_type type_;
+  const void *table_;  // the FlatBuffers value table
+  std::string_view key_;
+};
+
+// ---- reading ------------------------------------------------------------------------------------
+
+enum class Access { Map = MPK_ACCESS_MAP, Read = MPK_ACCESS_READ };
+enum class Verify { None = MPK_VERIFY_NONE, Header = MPK_VERIFY_HEADER, Full = MPK_VERIFY_FULL };
+
+struct OpenOptions {
+  Access access = Access::Map;
+  Verify verify = Verify::Header;
+  unsigned threads = 1;  // for Verify::Full
+  uint64_t max_header_bytes = MPK_DEFAULT_MAX_HEADER_BYTES;
+};
+
+struct TensorInfo {
+  std::string_view name;
+  DType dtype = MPK_DTYPE_INVALID;
+  std::span<const uint64_t> shape;
+  uint32_t component = 0;
+  uint64_t offset = 0;  // absolute file offset
+  uint64_t nbytes = 0;
+  uint64_t xxh3 = 0;
+  uint64_t numel() const {
+    uint64_t n = 1;
+    for (uint64_t d : shape) n *= d;  // cannot overflow: validated at open
+    return n;
+  }
+};
+
+// A tensor with its bytes: zero-copy from the map, or loaded once and kept (Access::Read).
+struct TensorView : TensorInfo {
+  std::span<const std::byte> data;
+  // Typed view; empty optional when T does not match the dtype.
+  template <class T>
+  std::optional<std::span<const T>> as() const {
+    if (dtype != dtype_of<T>()) return std::nullopt;
+    return std::span<const T>(reinterpret_cast<const T *>(data.data()), data.size() / sizeof(T));
+  }
+};
+
+struct ComponentInfo {
+  std::string_view name;
+  std::string_view kind;
+  uint64_t tensors = 0;
+  uint64_t nbytes = 0;
+};
+
+struct ModelImpl;
+
+class MPK_API Model {
+ public:
+  static Result<Model> open(const std::string &path, const OpenOptions &options = {});
+  Model(Model &&) noexcept;
+  Model &operator=(Model &&) noexcept;
+  ~Model();
+
+  // Format and identity.
+  unsigned format_major() const;
+  unsigned format_minor() const;
+  uint64_t incompatible_features() const;
+  uint64_t compatible_features() const;
+  std::string_view content_id() const;
+  uint64_t file_size() const;
+  uint32_t alignment() const;
+  uint64_t header_offset() const;
+  uint64_t header_size() const;
+  uint64_t data_offset() const;
+  uint64_t data_size() const;
+  std::string_view writer() const;
+  Access access() const;
+
+  // Tensors, in name order.
+  size_t tensor_count() const;
+  TensorInfo info(size_t index) const;                       // index < tensor_count()
+  std::optional<size_t> find(std::string_view name) const;   // binary search
+  Result<TensorView> tensor(size_t index) const;
+  Result<TensorView> tensor(std::string_view name) const;
+  // Copies a tensor's bytes (or a byte range of them) into dst, without keeping them.
+  Status read(size_t index, std::span<std::byte> dst, uint64_t byte_offset = 0) const;
+  // Tensor indices in file order (by offset): the order for sequential passes.
+  std::vector<size_t> file_order() const;
+
+  // Checks. Full verification hashes every tensor (threads >= 1) and names the first mismatch.
+  Status verify(Verify mode, unsigned threads = 1) const;
+  Status verify_tensor(size_t index) const;
+
+  // Components.
+  size_t component_count() const;
+  ComponentInfo component(size_t index) const;
+  std::optional<size_t> find_component(std::string_view name) const;
+  std::vector<size_t> component_tensors(size_t component) const;
+  Status verify_component(size_t component, unsigned threads = 1) const;
+  // Asks the OS to load a component's pages in the background (Access::Map; no-op otherwise).
+  void prefetch_component(size_t component) const;
+
+  // Metadata, in key order.
+  size_t metadata_count() const;
+  std::string_view metadata_key(size_t index) const;
+  MetaValue metadata_value(size_t index) const;
+  std::optional<size_t> find_metadata(std::string_view key) const;
+  std::optional<MetaValue> metadata(std::string_view key) const;
+
+ private:
+  explicit Model(std::unique_ptr<ModelImpl> impl);
+  std::unique_ptr<ModelImpl> impl_;
+};
+
+// ---- writing ------------------------------------------------------------------------------------
+
+struct WriterOptions {
+  uint32_t alignment = MPK_DEFAULT_ALIGNMENT;  // power of two in [1, 65536]
+  bool fsync = true;                           // sync file and directory before/after rename
+};
+
+struct WriterImpl;
+
+// Streams tensors into a temporary file next to the target; commit() writes the header, syncs and
+// renames it into place. Memory held: one small record per tensor plus a 4 MiB write buffer.
+// Destroying an uncommitted writer removes the temporary file.
+class MPK_API Writer {
+ public:
+  static Result<Writer> create(const std::string &path, const WriterOptions &options = {});
+  Writer(Writer &&) noexcept;
+  Writer &operator=(Writer &&) noexcept;
+  ~Writer();
+
+  // Components: tensors added with an empty component name go to "weights".
+  Status add_component(std::string_view name, std::string_view kind);
+
+  Status add_tensor(std::string_view name, DType dtype, std::span<const uint64_t> shape,
+                    std::span<const std::byte> data, std::string_view component = {});
+  template <class T>
+  Status add(std::string_view name, std::span<const uint64_t> shape, std::span<const T> values,
+             std::string_view component = {}) {
+    return add_tensor(name, dtype_of<T>(), shape, std::as_bytes(values), component);
+  }
+
+  // Streaming: begin, write pieces, end.
+  Status begin_tensor(std::string_view name, DType dtype, std::span<const uint64_t> shape,
+                      std::string_view component = {});
+  Status write(std::span<const std::byte> bytes);
+  Status end_tensor();
+
+  Status set_metadata(std::string_view key, MetaInput value);
+
+  uint64_t bytes_written() const;
+  Status commit();
+  // Removes the temporary file; the target path is untouched. Idempotent.
+  void abort();
+
+ private:
+  explicit Writer(std::unique_ptr<WriterImpl> impl);
+  std::unique_ptr<WriterImpl> impl_;
+};
+
+}  // namespace mpk

@@ -1,0 +1,219 @@
+#include "io/file.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <random>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace mpk::detail {
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+// ---- File ----
+
+File &File::operator=(File &&o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = o.fd_;
+    size_ = o.size_;
+    path_ = std::move(o.path_);
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+File::~File() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Result<File> File::open_read(const std::string &path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail(MPK_ERR_IO, "cannot open ", quote(path), ": ", errno_text(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int e = errno;
+    ::close(fd);
+    return fail(MPK_ERR_IO, "cannot stat ", quote(path), ": ", errno_text(e));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return fail(MPK_ERR_IO, quote(path), " is not a regular file");
+  }
+  File f;
+  f.fd_ = fd;
+  f.size_ = uint64_t(st.st_size);
+  f.path_ = path;
+  return f;
+}
+
+Status File::pread_full(uint64_t off, void *buf, uint64_t n) const {
+  auto *p = static_cast<uint8_t *>(buf);
+  while (n > 0) {
+    size_t chunk = n > (1u << 30) ? (1u << 30) : size_t(n);
+    ssize_t r = ::pread(fd_, p, chunk, off_t(off));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return fail(MPK_ERR_IO, "read of ", quote(path_), " at ", Hex{off}, " failed: ", errno_text(errno));
+    }
+    if (r == 0)
+      return fail(MPK_ERR_TRUNCATED, quote(path_), " ends at ", Hex{off}, ", before the ", n,
+                  " more bytes expected there (was the file truncated while open?)");
+    p += r;
+    off += uint64_t(r);
+    n -= uint64_t(r);
+  }
+  return {};
+}
+
+// ---- Mapping ----
+
+Mapping &Mapping::operator=(Mapping &&o) noexcept {
+  if (this != &o) {
+    if (p_) ::munmap(p_, n_);
+    p_ = o.p_;
+    n_ = o.n_;
+    o.p_ = nullptr;
+    o.n_ = 0;
+  }
+  return *this;
+}
+
+Mapping::~Mapping() {
+  if (p_) ::munmap(p_, n_);
+}
+
+Result<Mapping> Mapping::map(const File &f) {
+  Mapping m;
+  if (f.size() == 0) return m;
+  void *p = ::mmap(nullptr, f.size(), PROT_READ, MAP_PRIVATE, f.fd(), 0);
+  if (p == MAP_FAILED) return fail(MPK_ERR_IO, "cannot map ", quote(f.path()), ": ", errno_text(errno));
+  m.p_ = p;
+  m.n_ = f.size();
+  return m;
+}
+
+void Mapping::will_need(uint64_t off, uint64_t n) const {
+  if (!p_ || n == 0 || off >= n_) return;
+  static const uint64_t page = uint64_t(::sysconf(_SC_PAGESIZE));
+  uint64_t start = off & ~(page - 1);
+  uint64_t end = std::min(n_, off + n);
+  ::madvise(static_cast<uint8_t *>(p_) + start, end - start, MADV_WILLNEED);
+}
+
+// ---- AtomicFile ----
+
+AtomicFile::AtomicFile(AtomicFile &&o) noexcept
+    : fd_(o.fd_), pos_(o.pos_), target_(std::move(o.target_)), tmp_(std::move(o.tmp_)) {
+  o.fd_ = -1;
+  o.tmp_.clear();
+}
+
+AtomicFile &AtomicFile::operator=(AtomicFile &&o) noexcept {
+  if (this != &o) {
+    abort();
+    fd_ = o.fd_;
+    pos_ = o.pos_;
+    target_ = std::move(o.target_);
+    tmp_ = std::move(o.tmp_);
+    o.fd_ = -1;
+    o.tmp_.clear();
+  }
+  return *this;
+}
+
+AtomicFile::~AtomicFile() { abort(); }
+
+Result<AtomicFile> AtomicFile::create(const std::string &target) {
+  if (target.empty()) return fail(MPK_ERR_INVALID_ARGUMENT, "empty output path");
+  size_t slash = target.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : target.substr(0, slash + 1);
+  std::string base = slash == std::string::npos ? target : target.substr(slash + 1);
+  if (base.empty()) return fail(MPK_ERR_INVALID_ARGUMENT, "output path ", quote(target), " names a directory");
+  struct stat st;
+  if (::stat(target.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    return fail(MPK_ERR_IO, "output path ", quote(target), " is a directory");
+  std::random_device rd;
+  std::mt19937_64 rng((uint64_t(rd()) << 32) ^ rd() ^ uint64_t(::getpid()));
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    char suffix[32];
+    std::snprintf(suffix, sizeof suffix, ".tmp-%012llx", static_cast<unsigned long long>(rng() & 0xffffffffffffULL));
+    std::string tmp = (slash == std::string::npos ? std::string() : dir) + "." + base + suffix;
+    // 0666 & ~umask, like any file the user creates.
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0) {
+      if (errno == EEXIST) continue;
+      return fail(MPK_ERR_IO, "cannot create a temporary file in ", quote(dir), " for ", quote(target), ": ",
+                  errno_text(errno));
+    }
+    AtomicFile a;
+    a.fd_ = fd;
+    a.target_ = target;
+    a.tmp_ = std::move(tmp);
+    return a;
+  }
+  return fail(MPK_ERR_IO, "cannot create a unique temporary file in ", quote(dir));
+}
+
+Status AtomicFile::pwrite_all(uint64_t off, const void *data, uint64_t n) {
+  if (fd_ < 0) return fail(MPK_ERR_STATE, "file is closed");
+  const auto *p = static_cast<const uint8_t *>(data);
+  while (n > 0) {
+    size_t chunk = n > (1u << 30) ? (1u << 30) : size_t(n);
+    ssize_t r = ::pwrite(fd_, p, chunk, off_t(off));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return fail(MPK_ERR_IO, "write to ", quote(tmp_), " at ", Hex{off}, " failed: ", errno_text(errno));
+    }
+    p += r;
+    off += uint64_t(r);
+    n -= uint64_t(r);
+  }
+  return {};
+}
+
+Status AtomicFile::write_all(const void *data, uint64_t n) {
+  Status s = pwrite_all(pos_, data, n);
+  if (s) pos_ += n;
+  return s;
+}
+
+Status AtomicFile::commit(bool sync) {
+  if (fd_ < 0) return fail(MPK_ERR_STATE, "file is closed");
+  if (sync && ::fsync(fd_) != 0) return fail(MPK_ERR_IO, "fsync of ", quote(tmp_), " failed: ", errno_text(errno));
+  if (::close(fd_) != 0) {
+    fd_ = -1;
+    return fail(MPK_ERR_IO, "close of ", quote(tmp_), " failed: ", errno_text(errno));
+  }
+  fd_ = -1;
+  if (::rename(tmp_.c_str(), target_.c_str()) != 0)
+    return fail(MPK_ERR_IO, "cannot rename ", quote(tmp_), " to ", quote(target_), ": ", errno_text(errno));
+  tmp_.clear();
+  if (sync) {
+    size_t slash = target_.rfind('/');
+    std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : target_.substr(0, slash));
+    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);  // best effort: makes the rename durable
+      ::close(dfd);
+    }
+  }
+  return {};
+}
+
+void AtomicFile::abort() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  if (!tmp_.empty()) {
+    ::unlink(tmp_.c_str());
+    tmp_.clear();
+  }
+}
+
+}  // namespace mpk::detail

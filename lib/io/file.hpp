@@ -1,0 +1,77 @@
+// Byte sources and sinks: read-only files, memory maps, and the atomic file writer.
+#pragma once
+
+#include "common.hpp"
+
+#include <cstdint>
+#include <string>
+
+namespace mpk::detail {
+
+// A read-only file descriptor.
+class File {
+ public:
+  File() = default;
+  static Result<File> open_read(const std::string &path);
+  File(File &&o) noexcept : fd_(o.fd_), size_(o.size_), path_(std::move(o.path_)) { o.fd_ = -1; }
+  File &operator=(File &&o) noexcept;
+  ~File();
+
+  int fd() const { return fd_; }
+  uint64_t size() const { return size_; }
+  const std::string &path() const { return path_; }
+  // Reads exactly n bytes at off; MPK_ERR_TRUNCATED if the file ends first.
+  Status pread_full(uint64_t off, void *buf, uint64_t n) const;
+
+ private:
+  int fd_ = -1;
+  uint64_t size_ = 0;
+  std::string path_;
+};
+
+// A read-only private mapping of a whole file.
+class Mapping {
+ public:
+  Mapping() = default;
+  static Result<Mapping> map(const File &f);
+  Mapping(Mapping &&o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr; o.n_ = 0; }
+  Mapping &operator=(Mapping &&o) noexcept;
+  ~Mapping();
+  const uint8_t *data() const { return static_cast<const uint8_t *>(p_); }
+  uint64_t size() const { return n_; }
+  // madvise(MADV_WILLNEED) over [off, off+n) rounded out to pages; best effort.
+  void will_need(uint64_t off, uint64_t n) const;
+
+ private:
+  void *p_ = nullptr;
+  uint64_t n_ = 0;
+};
+
+// Writes a file under a temporary name in the target's directory; commit() syncs and renames it
+// into place, so the target path only ever holds a complete file. Destruction without commit
+// removes the temporary file.
+class AtomicFile {
+ public:
+  AtomicFile() = default;
+  static Result<AtomicFile> create(const std::string &target);
+  AtomicFile(AtomicFile &&o) noexcept;
+  AtomicFile &operator=(AtomicFile &&o) noexcept;
+  ~AtomicFile();
+
+  Status write_all(const void *data, uint64_t n);               // at the current end
+  Status pwrite_all(uint64_t off, const void *data, uint64_t n);  // anywhere, no position change
+  uint64_t position() const { return pos_; }
+  Status commit(bool sync);
+  void abort();
+  const std::string &temp_path() const { return tmp_; }
+  const std::string &target_path() const { return target_; }
+
+ private:
+  int fd_ = -1;
+  uint64_t pos_ = 0;
+  std::string target_, tmp_;
+};
+
+std::string errno_text(int err);
+
+}  // namespace mpk::detail

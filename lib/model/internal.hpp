@@ -1,0 +1,28 @@
+// Internals shared by the reader, the writer and the metadata code.
+#pragma once
+
+#include "common.hpp"
+#include "modelpack_generated.h"
+
+#include <flatbuffers/flatbuffers.h>
+
+namespace mpk::detail {
+
+flatbuffers::Offset<fb::MetaEntry> build_meta_entry(flatbuffers::FlatBufferBuilder &b, std::string_view key,
+                                                    const MetaInput &value);
+
+// Validates a metadata vector: keys valid, strictly increasing, values of known types well formed.
+// `where` names the vector in messages ("metadata", "component 'x' metadata").
+Status validate_metadata(const flatbuffers::Vector<flatbuffers::Offset<fb::MetaEntry>> *entries,
+                         std::string_view where);
+
+mpk_meta_type meta_type_of(const fb::MetaEntry *e);
+
+// Byte-wise comparison of names (as memcmp on unsigned bytes; std::string_view does this).
+inline int compare_names(std::string_view a, std::string_view b) { return a.compare(b); }
+
+inline std::string_view sv(const flatbuffers::String *s) {
+  return s ? std::string_view(s->c_str(), s->size()) : std::string_view();
+}
+
+}  // namespace mpk::detail

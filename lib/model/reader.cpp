@@ -1,0 +1,520 @@
+// The .mpk reader: open validates the preamble and the header (never the data), lookups are binary
+// searches over the header, tensor bytes come from the map (zero-copy) or from pread on demand.
+#include "codec/hash.hpp"
+#include "format/content_id.hpp"
+#include "format/preamble.hpp"
+#include "io/file.hpp"
+#include "model/internal.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace mpk {
+
+using namespace detail;
+namespace fbs = flatbuffers;
+
+namespace {
+struct FreeDeleter {
+  void operator()(void *p) const { std::free(p); }
+};
+using AlignedBuf = std::unique_ptr<std::byte, FreeDeleter>;
+
+// Aligned storage for tensors read with pread (Access::Read).
+AlignedBuf aligned_buffer(uint64_t n, uint64_t alignment) {
+  size_t a = std::max<uint64_t>(64, std::min<uint64_t>(alignment, 4096));
+  size_t size = align_up(std::max<uint64_t>(n, 1), a);
+  return AlignedBuf(static_cast<std::byte *>(std::aligned_alloc(a, size)));
+}
+}  // namespace
+
+struct ModelImpl {
+  File file;
+  Mapping map;                      // Access::Map: the whole file
+  std::vector<uint8_t> header_buf;  // Access::Read: the header only
+  Access access = Access::Map;
+  Preamble pre;
+  const uint8_t *header = nullptr;
+  const fb::Header *hdr = nullptr;
+  const fbs::Vector<fbs::Offset<fb::Tensor>> *tensors = nullptr;
+  uint32_t ntensors = 0;
+  uint32_t alignment = MPK_DEFAULT_ALIGNMENT;
+  std::string content_id;
+  // Access::Read: tensors loaded so far.
+  mutable std::mutex mu;
+  mutable std::unordered_map<size_t, AlignedBuf> loaded;
+
+  const fb::Tensor *t(size_t i) const { return tensors->Get(fbs::uoffset_t(i)); }
+  uint64_t abs_offset(const fb::Tensor *x) const { return pre.data_offset + x->offset(); }
+
+  Status check_header_checksum() const {
+    uint64_t computed = xxh3_64(header, pre.header_size);
+    if (computed != pre.header_xxh3)
+      return fail(MPK_ERR_CHECKSUM, "header checksum mismatch: stored ", Hex{pre.header_xxh3}, ", computed ",
+                  Hex{computed}, " (header [", Hex{pre.header_offset}, ",", Hex{pre.header_offset + pre.header_size},
+                  "))");
+    return {};
+  }
+  Status validate(Verify mode);
+  Status check_features() const;
+  Result<std::span<const std::byte>> bytes(size_t i) const;
+  Status hash_check(size_t i, std::vector<std::byte> *scratch) const;
+  Status verify_set(const std::vector<size_t> &which, unsigned threads) const;
+};
+
+Status ModelImpl::check_features() const {
+  uint64_t unknown = pre.incompatible & ~kKnownIncompatible;
+  if (!unknown) return {};
+  std::string names;
+  for (int bit = 0; bit < 64; ++bit) {
+    if (!(unknown >> bit & 1)) continue;
+    std::string name;
+    if (hdr && hdr->feature_names())
+      for (const fb::FeatureName *f : *hdr->feature_names())
+        if (f->bit() == bit && f->incompatible() && f->name()) name = quote(sv(f->name()));
+    if (!names.empty()) names += ", ";
+    names += name.empty() ? cat("bit ", bit) : cat(name, " (bit ", bit, ")");
+  }
+  return fail(MPK_ERR_UNSUPPORTED_FEATURE, "the file needs incompatible feature(s) ", names,
+              " that this reader (libmodelpack " MPK_VERSION_STRING ", format ", kFormatMajor, ".", kFormatMinor,
+              ") does not support");
+}
+
+Status ModelImpl::validate(Verify mode) {
+  if (mode != Verify::None)
+    if (Status s = check_header_checksum(); !s) return s;
+  // The FlatBuffers Verifier bounds every offset, vector and string inside the header. Cap the
+  // table count by the header size so verification time is linear in it.
+  fbs::Verifier::Options vo;
+  vo.max_depth = 16;
+  vo.max_tables = fbs::uoffset_t(std::min<uint64_t>(pre.header_size / 4 + 16, 1u << 30));
+  fbs::Verifier v(header, size_t(pre.header_size), vo);
+  if (!fbs::BufferHasIdentifier(header, "MPKH"))
+    return fail(MPK_ERR_CORRUPT_HEADER, "header [", Hex{pre.header_offset}, ",+", pre.header_size,
+                ") does not carry the 'MPKH' identifier");
+  if (!fb::VerifyHeaderBuffer(v))
+    return fail(MPK_ERR_CORRUPT_HEADER, "header [", Hex{pre.header_offset}, ",+", pre.header_size,
+                ") is not a valid modelpack FlatBuffer (the FlatBuffers Verifier refused it)");
+  hdr = fb::GetHeader(header);
+  if (Status s = check_features(); !s) return s;
+
+  alignment = hdr->alignment();
+  if (!is_pow2(alignment) || alignment > MPK_MAX_ALIGNMENT)
+    return fail(MPK_ERR_CORRUPT_HEADER, "alignment ", alignment, " is not a power of two in [1, 65536]");
+  if (pre.data_offset % alignment != 0)
+    return fail(MPK_ERR_MISALIGNED, "data section offset ", Hex{pre.data_offset}, " is not a multiple of the alignment ",
+                alignment);
+
+  static const fbs::Vector<fbs::Offset<fb::Tensor>> *const kEmpty = nullptr;
+  tensors = hdr->tensors() ? hdr->tensors() : kEmpty;
+  ntensors = tensors ? tensors->size() : 0;
+
+  // Components: valid, unique names.
+  uint32_t ncomp = hdr->components() ? hdr->components()->size() : 0;
+  if (ncomp) {
+    std::unordered_set<std::string_view> seen;
+    for (uint32_t i = 0; i < ncomp; ++i) {
+      const fb::Component *c = hdr->components()->Get(i);
+      std::string_view name = sv(c->name()), kind = sv(c->kind());
+      if (name.empty() || name.size() > MPK_MAX_NAME_BYTES || !valid_name(name))
+        return fail(MPK_ERR_BAD_NAME, "component ", i, " has an invalid name ", quote(name));
+      if (kind.size() > MPK_MAX_NAME_BYTES || !valid_name(kind))
+        return fail(MPK_ERR_BAD_NAME, "component ", quote(name), " has an invalid kind ", quote(kind));
+      if (!seen.insert(name).second) return fail(MPK_ERR_DUPLICATE, "component ", quote(name), " appears twice");
+      if (Status s = validate_metadata(c->metadata(), cat("component ", quote(name), " metadata")); !s) return s;
+    }
+  }
+  if (Status s = validate_metadata(hdr->metadata(), "metadata"); !s) return s;
+
+  // Tensors: names sorted and unique, dtypes known, shapes consistent with sizes, extents inside the
+  // data section and aligned. The content id is computed on the way.
+  ContentIdBuilder cid;
+  std::string_view prev;
+  for (uint32_t i = 0; i < ntensors; ++i) {
+    const fb::Tensor *x = t(i);
+    std::string_view name = sv(x->name());
+    if (name.empty() || name.size() > MPK_MAX_NAME_BYTES || !valid_name(name))
+      return fail(MPK_ERR_BAD_NAME, "tensor ", i, " has an invalid name ", quote(name),
+                  " (empty, over 65535 bytes, NUL or invalid UTF-8)");
+    if (i > 0) {
+      int c = compare_names(prev, name);
+      if (c == 0) return fail(MPK_ERR_DUPLICATE, "tensor ", quote(name), " appears twice");
+      if (c > 0) return fail(MPK_ERR_UNSORTED, "tensors are not sorted by name: ", quote(prev), " before ", quote(name));
+    }
+    prev = name;
+    auto dtype = static_cast<DType>(x->dtype());
+    size_t esize = dtype_size(dtype);
+    if (esize == 0)
+      return fail(MPK_ERR_BAD_DTYPE, "tensor ", quote(name), " has unknown dtype ", unsigned(x->dtype()));
+    if (x->encoding() != fb::Encoding::RAW)
+      return fail(MPK_ERR_UNSUPPORTED_FEATURE, "tensor ", quote(name), " uses encoding ", unsigned(x->encoding()),
+                  ", which format 1.0 does not define");
+    std::span<const uint64_t> shape;
+    if (x->shape()) shape = {x->shape()->data(), x->shape()->size()};
+    if (shape.size() > MPK_MAX_RANK)
+      return fail(MPK_ERR_BAD_SHAPE, "tensor ", quote(name), " has ", shape.size(), " dimensions, more than ", MPK_MAX_RANK);
+    uint64_t n = 1, nbytes;
+    for (uint64_t d : shape)
+      if (mul_overflow(n, d, &n))
+        return fail(MPK_ERR_OVERFLOW, "tensor ", quote(name), ": element count of its shape overflows 64 bits");
+    if (mul_overflow(n, esize, &nbytes))
+      return fail(MPK_ERR_OVERFLOW, "tensor ", quote(name), ": byte size of its shape overflows 64 bits");
+    if (nbytes != x->size())
+      return fail(MPK_ERR_BAD_SHAPE, "tensor ", quote(name), " declares ", x->size(), " bytes but its ",
+                  dtype_name(dtype), " shape needs ", nbytes);
+    if (x->component() >= ncomp)
+      return fail(MPK_ERR_OUT_OF_BOUNDS, "tensor ", quote(name), " refers to component ", x->component(),
+                  " but the file has ", ncomp);
+    uint64_t end;
+    if (add_overflow(x->offset(), x->size(), &end))
+      return fail(MPK_ERR_OVERFLOW, "tensor ", quote(name), ": offset ", Hex{x->offset()}, " + size ", Hex{x->size()},
+                  " overflows");
+    if (end > pre.data_size)
+      return fail(MPK_ERR_OUT_OF_BOUNDS, "tensor ", quote(name), " [", Hex{abs_offset(x)}, ",",
+                  Hex{pre.data_offset + std::min(end, ~uint64_t(0) - pre.data_offset)},
+                  ") extends past the data section [", Hex{pre.data_offset}, ",", Hex{pre.data_offset + pre.data_size}, ")");
+    if (abs_offset(x) % alignment != 0)
+      return fail(MPK_ERR_MISALIGNED, "tensor ", quote(name), " at ", Hex{abs_offset(x)}, " is not aligned to ",
+                  alignment, " bytes");
+    cid.add(name, x->dtype() == fb::DType::INVALID ? 0 : uint16_t(x->dtype()), shape, x->xxh3());
+  }
+
+  // No two tensors share bytes: data_order lists them by offset, so neighbours are enough.
+  const fbs::Vector<uint32_t> *order = hdr->data_order();
+  uint32_t norder = order ? order->size() : 0;
+  if (norder != ntensors)
+    return fail(MPK_ERR_CORRUPT_HEADER, "data_order has ", norder, " entries for ", ntensors, " tensors");
+  if (ntensors) {
+    std::vector<uint8_t> seen(ntensors, 0);
+    const fb::Tensor *last = nullptr;
+    for (uint32_t k = 0; k < ntensors; ++k) {
+      uint32_t idx = order->Get(k);
+      if (idx >= ntensors)
+        return fail(MPK_ERR_CORRUPT_HEADER, "data_order entry ", k, " is ", idx, ", past the ", ntensors, " tensors");
+      if (seen[idx]) return fail(MPK_ERR_CORRUPT_HEADER, "data_order lists tensor ", quote(sv(t(idx)->name())), " twice");
+      seen[idx] = 1;
+      const fb::Tensor *x = t(idx);
+      if (last) {
+        if (x->offset() < last->offset())
+          return fail(MPK_ERR_UNSORTED, "data_order is not in offset order: ", quote(sv(x->name())), " at ",
+                      Hex{abs_offset(x)}, " comes after ", quote(sv(last->name())), " at ", Hex{abs_offset(last)});
+        if (x->offset() < last->offset() + last->size() && x->size() > 0)
+          return fail(MPK_ERR_OVERLAP, "tensor ", quote(sv(x->name())), " [", Hex{abs_offset(x)}, ",",
+                      Hex{abs_offset(x) + x->size()}, ") overlaps ", quote(sv(last->name())), " [", Hex{abs_offset(last)},
+                      ",", Hex{abs_offset(last) + last->size()}, ")");
+      }
+      if (!last || x->size() > 0) last = x;
+    }
+  }
+
+  content_id = cid.finish();
+  if (mode != Verify::None && hdr->content_id() && sv(hdr->content_id()) != content_id)
+    return fail(MPK_ERR_CHECKSUM, "content id mismatch: header says ", quote(sv(hdr->content_id())),
+                ", the tensors give '", content_id, "'");
+  return {};
+}
+
+Result<std::span<const std::byte>> ModelImpl::bytes(size_t i) const {
+  const fb::Tensor *x = t(i);
+  uint64_t off = abs_offset(x), n = x->size();
+  if (access == Access::Map) {
+    static const std::byte kEmptyTensor[1] = {};
+    if (n == 0) return std::span<const std::byte>(kEmptyTensor, 0);
+    return std::span<const std::byte>(reinterpret_cast<const std::byte *>(map.data() + off), n);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = loaded.find(i);
+    if (it != loaded.end()) return std::span<const std::byte>(it->second.get(), n);
+  }
+  AlignedBuf buf = aligned_buffer(n, alignment);
+  if (!buf) return fail(MPK_ERR_NO_MEMORY, "cannot allocate ", n, " bytes for tensor ", quote(sv(x->name())));
+  if (Status s = file.pread_full(off, buf.get(), n); !s) return s;
+  std::lock_guard<std::mutex> lock(mu);
+  auto [it, inserted] = loaded.emplace(i, std::move(buf));  // a racing loader may have won: keep theirs
+  return std::span<const std::byte>(it->second.get(), n);
+}
+
+Status ModelImpl::hash_check(size_t i, std::vector<std::byte> *scratch) const {
+  const fb::Tensor *x = t(i);
+  uint64_t off = abs_offset(x), n = x->size(), computed;
+  if (access == Access::Map) {
+    computed = xxh3_64(map.data() + off, n);
+  } else {
+    // Stream through a small buffer that stays in cache; nothing is kept.
+    constexpr uint64_t kChunk = 1u << 20;
+    scratch->resize(kChunk);
+    Hasher64 h;
+    for (uint64_t done = 0; done < n;) {
+      uint64_t m = std::min(kChunk, n - done);
+      if (Status s = file.pread_full(off + done, scratch->data(), m); !s) return s;
+      h.update(scratch->data(), m);
+      done += m;
+    }
+    computed = h.digest();
+  }
+  if (computed != x->xxh3())
+    return fail(MPK_ERR_CHECKSUM, "tensor ", quote(sv(x->name())), " [", Hex{off}, ",", Hex{off + n},
+                ") checksum mismatch: stored ", Hex{x->xxh3()}, ", computed ", Hex{computed});
+  return {};
+}
+
+Status ModelImpl::verify_set(const std::vector<size_t> &which, unsigned threads) const {
+  if (which.empty()) return {};
+  threads = std::max(1u, std::min<unsigned>(threads, unsigned(which.size())));
+  // Each worker takes the next tensor in file order; the first failure in file order is reported.
+  std::atomic<size_t> next{0};
+  std::vector<Status> errors(which.size());
+  std::atomic<size_t> first_bad{which.size()};
+  auto work = [&] {
+    std::vector<std::byte> scratch;
+    for (size_t k; (k = next.fetch_add(1)) < which.size();) {
+      if (k > first_bad.load(std::memory_order_relaxed)) break;
+      Status s = hash_check(which[k], &scratch);
+      if (!s) {
+        errors[k] = std::move(s);
+        size_t cur = first_bad.load();
+        while (k < cur && !first_bad.compare_exchange_weak(cur, k)) {
+        }
+      }
+    }
+  };
+  if (threads == 1) {
+    work();
+  } else {
+    std::vector<std::thread> pool;
+    for (unsigned i = 0; i < threads; ++i) pool.emplace_back(work);
+    for (auto &th : pool) th.join();
+  }
+  size_t bad = first_bad.load();
+  return bad < which.size() ? errors[bad] : Status();
+}
+
+// ---- Model ----
+
+Model::Model(std::unique_ptr<ModelImpl> impl) : impl_(std::move(impl)) {}
+Model::Model(Model &&) noexcept = default;
+Model &Model::operator=(Model &&) noexcept = default;
+Model::~Model() = default;
+
+Result<Model> Model::open(const std::string &path, const OpenOptions &options) {
+  if (options.max_header_bytes == 0 || options.max_header_bytes > 0x7fffffffu)
+    return fail(MPK_ERR_INVALID_ARGUMENT, "max_header_bytes must be in [1, 2^31 - 1]");
+  auto impl = std::make_unique<ModelImpl>();
+  ModelImpl &m = *impl;
+  auto file = File::open_read(path);
+  if (!file) return file.status();
+  m.file = std::move(file.value());
+  m.access = options.access;
+  uint64_t size = m.file.size();
+
+  uint8_t pre[kPreambleSize];
+  uint64_t avail = std::min<uint64_t>(size, kPreambleSize);
+  if (Status s = m.file.pread_full(0, pre, avail); !s) return s;
+  if (Status s = decode_preamble(pre, avail, size, options.max_header_bytes, &m.pre); !s)
+    return Status(s.code(), cat(quote(path), ": ", s.message()));
+
+  if (m.access == Access::Map) {
+    auto map = Mapping::map(m.file);
+    if (!map) return map.status();
+    m.map = std::move(map.value());
+    m.header = m.map.data() + m.pre.header_offset;
+  } else {
+    m.header_buf.resize(m.pre.header_size);
+    if (Status s = m.file.pread_full(m.pre.header_offset, m.header_buf.data(), m.pre.header_size); !s) return s;
+    m.header = m.header_buf.data();
+  }
+  if (Status s = m.validate(options.verify); !s) return Status(s.code(), cat(quote(path), ": ", s.message()));
+  Model model(std::move(impl));
+  if (options.verify == Verify::Full)
+    if (Status s = model.verify(Verify::Full, options.threads); !s)
+      return Status(s.code(), cat(quote(path), ": ", s.message()));
+  return model;
+}
+
+unsigned Model::format_major() const { return impl_->pre.major; }
+unsigned Model::format_minor() const { return impl_->pre.minor; }
+uint64_t Model::incompatible_features() const { return impl_->pre.incompatible; }
+uint64_t Model::compatible_features() const { return impl_->pre.compatible; }
+std::string_view Model::content_id() const { return impl_->content_id; }
+uint64_t Model::file_size() const { return impl_->file.size(); }
+uint32_t Model::alignment() const { return impl_->alignment; }
+uint64_t Model::header_offset() const { return impl_->pre.header_offset; }
+uint64_t Model::header_size() const { return impl_->pre.header_size; }
+uint64_t Model::data_offset() const { return impl_->pre.data_offset; }
+uint64_t Model::data_size() const { return impl_->pre.data_size; }
+std::string_view Model::writer() const { return sv(impl_->hdr->writer()); }
+Access Model::access() const { return impl_->access; }
+
+size_t Model::tensor_count() const { return impl_->ntensors; }
+
+TensorInfo Model::info(size_t index) const {
+  const fb::Tensor *x = impl_->t(index);
+  TensorInfo ti;
+  ti.name = sv(x->name());
+  ti.dtype = static_cast<DType>(x->dtype());
+  if (x->shape()) ti.shape = {x->shape()->data(), x->shape()->size()};
+  ti.component = x->component();
+  ti.offset = impl_->abs_offset(x);
+  ti.nbytes = x->size();
+  ti.xxh3 = x->xxh3();
+  return ti;
+}
+
+std::optional<size_t> Model::find(std::string_view name) const {
+  size_t lo = 0, hi = impl_->ntensors;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int c = compare_names(sv(impl_->t(mid)->name()), name);
+    if (c == 0) return mid;
+    if (c < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return std::nullopt;
+}
+
+Result<TensorView> Model::tensor(size_t index) const {
+  if (index >= impl_->ntensors)
+    return fail(MPK_ERR_INVALID_ARGUMENT, "tensor index ", index, " is out of range (", impl_->ntensors, " tensors)");
+  auto b = impl_->bytes(index);
+  if (!b) return b.status();
+  TensorView v;
+  static_cast<TensorInfo &>(v) = info(index);
+  v.data = *b;
+  return v;
+}
+
+Result<TensorView> Model::tensor(std::string_view name) const {
+  auto i = find(name);
+  if (!i) return fail(MPK_ERR_NOT_FOUND, "no tensor named ", quote(name));
+  return tensor(*i);
+}
+
+Status Model::read(size_t index, std::span<std::byte> dst, uint64_t byte_offset) const {
+  if (index >= impl_->ntensors)
+    return fail(MPK_ERR_INVALID_ARGUMENT, "tensor index ", index, " is out of range (", impl_->ntensors, " tensors)");
+  const fb::Tensor *x = impl_->t(index);
+  if (byte_offset > x->size() || dst.size() > x->size() - byte_offset)
+    return fail(MPK_ERR_INVALID_ARGUMENT, "range [", byte_offset, ",+", dst.size(), ") is outside tensor ",
+                quote(sv(x->name())), " of ", x->size(), " bytes");
+  uint64_t off = impl_->abs_offset(x) + byte_offset;
+  if (impl_->access == Access::Map) {
+    if (!dst.empty()) std::memcpy(dst.data(), impl_->map.data() + off, dst.size());
+    return {};
+  }
+  return impl_->file.pread_full(off, dst.data(), dst.size());
+}
+
+std::vector<size_t> Model::file_order() const {
+  std::vector<size_t> out(impl_->ntensors);
+  for (size_t k = 0; k < out.size(); ++k) out[k] = impl_->hdr->data_order()->Get(fbs::uoffset_t(k));
+  return out;
+}
+
+Status Model::verify(Verify mode, unsigned threads) const {
+  if (mode == Verify::None) return {};
+  // Header: re-read the preamble from the file (it is not kept) and re-check the header.
+  uint8_t pre[kPreambleSize];
+  if (Status s = impl_->file.pread_full(0, pre, kPreambleSize); !s) return s;
+  Preamble p;
+  if (Status s = decode_preamble(pre, kPreambleSize, impl_->file.size(), ~uint64_t(0), &p); !s) return s;
+  if (std::memcmp(&p, &impl_->pre, sizeof p) != 0)
+    return fail(MPK_ERR_CHECKSUM, "the preamble changed since the file was opened");
+  if (Status s = impl_->check_header_checksum(); !s) return s;
+  if (impl_->hdr->content_id() && sv(impl_->hdr->content_id()) != impl_->content_id)
+    return fail(MPK_ERR_CHECKSUM, "content id mismatch");
+  if (mode == Verify::Header) return {};
+  return impl_->verify_set(file_order(), threads);
+}
+
+Status Model::verify_tensor(size_t index) const {
+  if (index >= impl_->ntensors)
+    return fail(MPK_ERR_INVALID_ARGUMENT, "tensor index ", index, " is out of range (", impl_->ntensors, " tensors)");
+  std::vector<std::byte> scratch;
+  return impl_->hash_check(index, &scratch);
+}
+
+size_t Model::component_count() const {
+  return impl_->hdr->components() ? impl_->hdr->components()->size() : 0;
+}
+
+ComponentInfo Model::component(size_t index) const {
+  const fb::Component *c = impl_->hdr->components()->Get(fbs::uoffset_t(index));
+  ComponentInfo ci;
+  ci.name = sv(c->name());
+  ci.kind = sv(c->kind());
+  for (size_t i = 0; i < impl_->ntensors; ++i) {
+    const fb::Tensor *x = impl_->t(i);
+    if (x->component() == index) {
+      ++ci.tensors;
+      ci.nbytes += x->size();
+    }
+  }
+  return ci;
+}
+
+std::optional<size_t> Model::find_component(std::string_view name) const {
+  for (size_t i = 0; i < component_count(); ++i)
+    if (sv(impl_->hdr->components()->Get(fbs::uoffset_t(i))->name()) == name) return i;
+  return std::nullopt;
+}
+
+std::vector<size_t> Model::component_tensors(size_t component) const {
+  std::vector<size_t> out;
+  for (size_t k = 0; k < impl_->ntensors; ++k) {
+    size_t i = impl_->hdr->data_order()->Get(fbs::uoffset_t(k));
+    if (impl_->t(i)->component() == component) out.push_back(i);
+  }
+  return out;
+}
+
+Status Model::verify_component(size_t component, unsigned threads) const {
+  if (component >= component_count())
+    return fail(MPK_ERR_INVALID_ARGUMENT, "component index ", component, " is out of range");
+  return impl_->verify_set(component_tensors(component), threads);
+}
+
+void Model::prefetch_component(size_t component) const {
+  if (impl_->access != Access::Map) return;
+  for (size_t i : component_tensors(component)) {
+    const fb::Tensor *x = impl_->t(i);
+    impl_->map.will_need(impl_->abs_offset(x), x->size());
+  }
+}
+
+size_t Model::metadata_count() const { return impl_->hdr->metadata() ? impl_->hdr->metadata()->size() : 0; }
+
+std::string_view Model::metadata_key(size_t index) const {
+  return sv(impl_->hdr->metadata()->Get(fbs::uoffset_t(index))->key());
+}
+
+MetaValue Model::metadata_value(size_t index) const {
+  const fb::MetaEntry *e = impl_->hdr->metadata()->Get(fbs::uoffset_t(index));
+  return MetaValue(meta_type_of(e), e->value(), sv(e->key()));
+}
+
+std::optional<size_t> Model::find_metadata(std::string_view key) const {
+  size_t lo = 0, hi = metadata_count();
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int c = compare_names(metadata_key(mid), key);
+    if (c == 0) return mid;
+    if (c < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return std::nullopt;
+}
+
+std::optional<MetaValue> Model::metadata(std::string_view key) const {
+  auto i = find_metadata(key);
+  if (!i) return std::nullopt;
+  return metadata_value(*i);
+}
+
+}  // namespace mpk

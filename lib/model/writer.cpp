@@ -1,0 +1,316 @@
+// The streaming, atomic .mpk writer.
+//
+// Layout written: [preamble 96 B][zero pad to alignment][tensors, each aligned][header at a multiple
+// of 8]. Tensor bytes are written as they arrive; the header (which needs every tensor's offset and
+// checksum) goes after them, and the preamble that points at it is written last, at offset 0.
+#include "codec/hash.hpp"
+#include "format/content_id.hpp"
+#include "format/preamble.hpp"
+#include "io/file.hpp"
+#include "model/internal.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <unordered_map>
+
+namespace mpk {
+
+using namespace detail;
+namespace fbs = flatbuffers;
+
+namespace {
+constexpr size_t kBufferSize = 4u << 20;   // coalesces small tensors and padding
+constexpr size_t kDirectWrite = 1u << 20;  // larger pieces go straight from the caller's memory
+
+struct Record {
+  std::string name;
+  DType dtype;
+  std::vector<uint64_t> shape;
+  uint32_t component;
+  uint64_t offset;  // relative to the data section
+  uint64_t size;
+  uint64_t xxh3;
+};
+
+struct ComponentRec {
+  std::string name, kind;
+};
+}  // namespace
+
+struct WriterImpl {
+  AtomicFile file;
+  WriterOptions opts;
+  uint64_t data_offset = 0;
+  std::vector<uint8_t> buf;  // pending bytes at file.position()
+  std::vector<Record> records;
+  std::unordered_map<std::string, size_t> names;
+  std::vector<ComponentRec> components;
+  std::map<std::string, MetaInput, std::less<>> metadata;
+  // Streaming state.
+  bool in_tensor = false;
+  Record cur;
+  uint64_t cur_written = 0;
+  Hasher64 hasher;
+  // A failed write leaves the file in an unknown state: everything after it is refused.
+  Status broken;
+  bool done = false;
+
+  uint64_t pos() const { return file.position() + buf.size(); }
+
+  Status flush() {
+    if (buf.empty()) return {};
+    Status s = file.write_all(buf.data(), buf.size());
+    buf.clear();
+    return s;
+  }
+  Status append(const void *p, uint64_t n) {
+    if (n >= kDirectWrite) {
+      if (Status s = flush(); !s) return s;
+      return file.write_all(p, n);
+    }
+    if (buf.size() + n > kBufferSize)
+      if (Status s = flush(); !s) return s;
+    const auto *b = static_cast<const uint8_t *>(p);
+    buf.insert(buf.end(), b, b + n);
+    return {};
+  }
+  Status pad_to(uint64_t alignment) {
+    uint64_t target = align_up(pos(), alignment);
+    buf.resize(buf.size() + (target - pos()), 0);
+    if (buf.size() >= kBufferSize) return flush();
+    return {};
+  }
+  Status usable() const {
+    if (done) return fail(MPK_ERR_STATE, "the writer was already committed or aborted");
+    if (!broken.ok()) return fail(MPK_ERR_STATE, "the writer failed earlier: ", broken.message());
+    return {};
+  }
+  Status io(Status s) {
+    if (!s.ok()) broken = s;
+    return s;
+  }
+
+  Result<uint32_t> resolve_component(std::string_view name) {
+    if (name.empty()) name = "weights";
+    for (size_t i = 0; i < components.size(); ++i)
+      if (components[i].name == name) return uint32_t(i);
+    if (name == "weights") {
+      components.push_back({"weights", "weights"});
+      return uint32_t(components.size() - 1);
+    }
+    return fail(MPK_ERR_NOT_FOUND, "component ", quote(name), " was not declared (add_component first)");
+  }
+
+  // Checks a new tensor's name, dtype and shape; returns its byte size.
+  Result<uint64_t> check_tensor(std::string_view name, DType dtype, std::span<const uint64_t> shape) {
+    if (name.empty() || name.size() > MPK_MAX_NAME_BYTES || !valid_name(name))
+      return fail(MPK_ERR_BAD_NAME, "tensor name ", quote(name),
+                  " is invalid (empty, over 65535 bytes, NUL or invalid UTF-8)");
+    if (names.count(std::string(name))) return fail(MPK_ERR_DUPLICATE, "tensor ", quote(name), " was already added");
+    size_t esize = dtype_size(dtype);
+    if (esize == 0) return fail(MPK_ERR_BAD_DTYPE, "tensor ", quote(name), " has unknown dtype ", int(dtype));
+    if (shape.size() > MPK_MAX_RANK)
+      return fail(MPK_ERR_BAD_SHAPE, "tensor ", quote(name), " has ", shape.size(), " dimensions, more than ",
+                  MPK_MAX_RANK);
+    uint64_t n = 1;
+    for (uint64_t d : shape)
+      if (mul_overflow(n, d, &n))
+        return fail(MPK_ERR_OVERFLOW, "tensor ", quote(name), ": element count overflows 64 bits");
+    uint64_t bytes;
+    if (mul_overflow(n, esize, &bytes))
+      return fail(MPK_ERR_OVERFLOW, "tensor ", quote(name), ": byte size overflows 64 bits");
+    return bytes;
+  }
+
+  Status start(std::string_view name, DType dtype, std::span<const uint64_t> shape, std::string_view component,
+               uint64_t *out_bytes) {
+    if (Status s = usable(); !s) return s;
+    if (in_tensor) return fail(MPK_ERR_STATE, "tensor ", quote(cur.name), " is still open (call end_tensor)");
+    auto bytes = check_tensor(name, dtype, shape);
+    if (!bytes) return bytes.status();
+    auto comp = resolve_component(component);
+    if (!comp) return comp.status();
+    if (Status s = io(pad_to(opts.alignment)); !s) return s;
+    cur = Record{std::string(name), dtype, std::vector<uint64_t>(shape.begin(), shape.end()), *comp,
+                 pos() - data_offset, *bytes, 0};
+    *out_bytes = *bytes;
+    return {};
+  }
+
+  void finish_record() {
+    names.emplace(cur.name, records.size());
+    records.push_back(std::move(cur));
+  }
+};
+
+Writer::Writer(std::unique_ptr<WriterImpl> impl) : impl_(std::move(impl)) {}
+Writer::Writer(Writer &&) noexcept = default;
+Writer &Writer::operator=(Writer &&) noexcept = default;
+Writer::~Writer() = default;  // AtomicFile's destructor removes an uncommitted temporary file
+
+Result<Writer> Writer::create(const std::string &path, const WriterOptions &options) {
+  if (!is_pow2(options.alignment) || options.alignment > MPK_MAX_ALIGNMENT)
+    return fail(MPK_ERR_INVALID_ARGUMENT, "alignment ", options.alignment,
+                " must be a power of two between 1 and 65536");
+  auto file = AtomicFile::create(path);
+  if (!file) return file.status();
+  auto impl = std::make_unique<WriterImpl>();
+  impl->file = std::move(file.value());
+  impl->opts = options;
+  impl->buf.reserve(kBufferSize);
+  // Room for the preamble, written last.
+  impl->buf.resize(kPreambleSize, 0);
+  impl->data_offset = align_up(kPreambleSize, options.alignment);
+  impl->buf.resize(impl->data_offset, 0);
+  return Writer(std::move(impl));
+}
+
+Status Writer::add_component(std::string_view name, std::string_view kind) {
+  if (Status s = impl_->usable(); !s) return s;
+  if (name.empty() || name.size() > MPK_MAX_NAME_BYTES || !valid_name(name))
+    return fail(MPK_ERR_BAD_NAME, "component name ", quote(name), " is invalid");
+  if (kind.size() > MPK_MAX_NAME_BYTES || !valid_name(kind))
+    return fail(MPK_ERR_BAD_NAME, "component kind ", quote(kind), " is invalid");
+  for (const auto &c : impl_->components)
+    if (c.name == name) return fail(MPK_ERR_DUPLICATE, "component ", quote(name), " was already added");
+  impl_->components.push_back({std::string(name), std::string(kind)});
+  return {};
+}
+
+Status Writer::add_tensor(std::string_view name, DType dtype, std::span<const uint64_t> shape,
+                          std::span<const std::byte> data, std::string_view component) {
+  WriterImpl &w = *impl_;
+  if (Status s = w.usable(); !s) return s;
+  if (w.in_tensor) return fail(MPK_ERR_STATE, "tensor ", quote(w.cur.name), " is still open (call end_tensor)");
+  auto bytes = w.check_tensor(name, dtype, shape);
+  if (!bytes) return bytes.status();
+  if (*bytes != data.size())
+    return fail(MPK_ERR_SIZE_MISMATCH, "tensor ", quote(name), " of dtype ", dtype_name(dtype), " and ",
+                shape.size(), "-d shape needs ", *bytes, " bytes, got ", data.size());
+  uint64_t n;
+  if (Status s = w.start(name, dtype, shape, component, &n); !s) return s;
+  w.cur.xxh3 = xxh3_64(data.data(), data.size());
+  if (Status s = w.io(w.append(data.data(), data.size())); !s) return s;
+  w.finish_record();
+  return {};
+}
+
+Status Writer::begin_tensor(std::string_view name, DType dtype, std::span<const uint64_t> shape,
+                            std::string_view component) {
+  WriterImpl &w = *impl_;
+  uint64_t n;
+  if (Status s = w.start(name, dtype, shape, component, &n); !s) return s;
+  w.in_tensor = true;
+  w.cur_written = 0;
+  w.hasher.reset();
+  return {};
+}
+
+Status Writer::write(std::span<const std::byte> bytes) {
+  WriterImpl &w = *impl_;
+  if (Status s = w.usable(); !s) return s;
+  if (!w.in_tensor) return fail(MPK_ERR_STATE, "write() outside begin_tensor/end_tensor");
+  if (bytes.size() > w.cur.size - w.cur_written)
+    return fail(MPK_ERR_SIZE_MISMATCH, "tensor ", quote(w.cur.name), " needs ", w.cur.size, " bytes; writing ",
+                bytes.size(), " more after ", w.cur_written, " would exceed it");
+  w.hasher.update(bytes.data(), bytes.size());
+  if (Status s = w.io(w.append(bytes.data(), bytes.size())); !s) return s;
+  w.cur_written += bytes.size();
+  return {};
+}
+
+Status Writer::end_tensor() {
+  WriterImpl &w = *impl_;
+  if (Status s = w.usable(); !s) return s;
+  if (!w.in_tensor) return fail(MPK_ERR_STATE, "end_tensor() without begin_tensor()");
+  if (w.cur_written != w.cur.size)
+    return fail(MPK_ERR_SIZE_MISMATCH, "tensor ", quote(w.cur.name), " needs ", w.cur.size, " bytes, only ",
+                w.cur_written, " were written");
+  w.cur.xxh3 = w.hasher.digest();
+  w.in_tensor = false;
+  w.finish_record();
+  return {};
+}
+
+Status Writer::set_metadata(std::string_view key, MetaInput value) {
+  if (Status s = impl_->usable(); !s) return s;
+  if (key.empty() || key.size() > MPK_MAX_NAME_BYTES || !valid_name(key))
+    return fail(MPK_ERR_BAD_NAME, "metadata key ", quote(key), " is invalid (empty, too long, NUL or invalid UTF-8)");
+  impl_->metadata.insert_or_assign(std::string(key), std::move(value));
+  return {};
+}
+
+uint64_t Writer::bytes_written() const { return impl_->pos(); }
+
+void Writer::abort() {
+  impl_->done = true;
+  impl_->file.abort();
+}
+
+Status Writer::commit() {
+  WriterImpl &w = *impl_;
+  if (Status s = w.usable(); !s) return s;
+  if (w.in_tensor) return fail(MPK_ERR_STATE, "tensor ", quote(w.cur.name), " is still open (call end_tensor)");
+  w.done = true;  // whatever happens next, the writer is finished
+
+  uint64_t data_end = w.pos();
+  // Name order for the header; records are already in offset order (written sequentially).
+  std::vector<uint32_t> by_name(w.records.size());
+  for (uint32_t i = 0; i < by_name.size(); ++i) by_name[i] = i;
+  std::sort(by_name.begin(), by_name.end(),
+            [&](uint32_t a, uint32_t b) { return w.records[a].name < w.records[b].name; });
+  std::vector<uint32_t> rank(w.records.size());  // record index -> position in name order
+  for (uint32_t i = 0; i < by_name.size(); ++i) rank[by_name[i]] = i;
+
+  fbs::FlatBufferBuilder b(1024 + w.records.size() * 128);
+  ContentIdBuilder cid;
+  std::vector<fbs::Offset<fb::Tensor>> tensors;
+  tensors.reserve(w.records.size());
+  for (uint32_t i : by_name) {
+    const Record &r = w.records[i];
+    auto name = b.CreateString(r.name);
+    auto shape = b.CreateVector(r.shape);
+    tensors.push_back(fb::CreateTensor(b, name, static_cast<fb::DType>(r.dtype), shape, r.component, r.offset,
+                                       r.size, r.xxh3));
+    cid.add(r.name, uint16_t(r.dtype), r.shape, r.xxh3);
+  }
+  auto tensors_vec = b.CreateVector(tensors);
+  auto order_vec = b.CreateVector(rank);  // records (in offset order) -> their name-order index
+  std::vector<fbs::Offset<fb::Component>> comps;
+  for (const auto &c : w.components) comps.push_back(fb::CreateComponent(b, b.CreateString(c.name), b.CreateString(c.kind)));
+  auto comps_vec = b.CreateVector(comps);
+  std::vector<fbs::Offset<fb::MetaEntry>> meta;
+  for (const auto &[k, v] : w.metadata) meta.push_back(build_meta_entry(b, k, v));
+  auto meta_vec = b.CreateVector(meta);
+  std::string content_id = cid.finish();
+  auto cid_str = b.CreateString(content_id);
+  auto writer_str = b.CreateString("libmodelpack " MPK_VERSION_STRING);
+  fb::HeaderBuilder hb(b);
+  hb.add_format_major(kFormatMajor);
+  hb.add_format_minor(kFormatMinor);
+  hb.add_alignment(w.opts.alignment);
+  hb.add_tensors(tensors_vec);
+  hb.add_data_order(order_vec);
+  hb.add_components(comps_vec);
+  hb.add_metadata(meta_vec);
+  hb.add_content_id(cid_str);
+  hb.add_writer(writer_str);
+  b.Finish(hb.Finish(), "MPKH");
+
+  if (Status s = w.io(w.pad_to(8)); !s) return s;
+  Preamble p;
+  p.data_offset = w.data_offset;
+  p.data_size = data_end - w.data_offset;
+  p.header_offset = w.pos();
+  p.header_size = b.GetSize();
+  p.header_xxh3 = xxh3_64(b.GetBufferPointer(), b.GetSize());
+  if (Status s = w.io(w.append(b.GetBufferPointer(), b.GetSize())); !s) return s;
+  if (Status s = w.io(w.flush()); !s) return s;
+  uint8_t pre[kPreambleSize];
+  encode_preamble(p, pre);
+  if (Status s = w.io(w.file.pwrite_all(0, pre, sizeof pre)); !s) return s;
+  return w.io(w.file.commit(w.opts.fsync));
+}
+
+}  // namespace mpk

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages modelpack needs to build, test and run its demo, if any is missing.
+# Usage: scripts/deps.sh [build|test|demo]   (default: test)
+set -euo pipefail
+what=${1:-test}
+pkgs=(cmake g++ make pkg-config libflatbuffers-dev flatbuffers-compiler libxxhash-dev libzstd-dev zstd
+      libdnnl-dev ocl-icd-opencl-dev libcli11-dev nlohmann-json3-dev)
+case "$what" in
+  build) ;;
+  test) pkgs+=(catch2 libbenchmark-dev python3 python3-numpy binutils abigail-tools) ;;
+  demo) pkgs+=(python3 python3-numpy python3-sklearn) ;;
+  *) echo "usage: $0 [build|test|demo]" >&2; exit 2 ;;
+esac
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing missing Debian packages: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

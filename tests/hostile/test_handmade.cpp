@@ -1,0 +1,255 @@
+// Hand-made hostile headers: each defect gets its own status and a message naming the culprit.
+#include "hostile/handmade.hpp"
+
+using namespace handmade;
+using testutil::TempDir;
+
+namespace {
+Spec two_tensors() {
+  Spec s;
+  s.tensors = {{"a", MPK_DTYPE_F32, {4}, 0, 0, 16}, {"b", MPK_DTYPE_F32, {8}, 0, 64, 32}};
+  return s;
+}
+void expect(const Spec &s, mpk_status code, const std::string &needle) {
+  TempDir dir;
+  mpk::Status st = open_bytes(dir, build(s));
+  INFO(st.to_string());
+  CHECK(st.code() == code);
+  CHECK(st.message().find(needle) != std::string::npos);
+  // The plain-read path validates the same way.
+  mpk::Status st2 = open_bytes(dir, build(s), mpk::Verify::Header, mpk::Access::Read);
+  CHECK(st2.code() == code);
+}
+}  // namespace
+
+TEST_CASE("a hand-made valid file opens", "[hostile]") {
+  TempDir dir;
+  REQUIRE_OK(open_bytes(dir, build(two_tensors())));
+  REQUIRE_OK(open_bytes(dir, build(two_tensors()), mpk::Verify::Full));
+}
+
+TEST_CASE("overlapping tensors are refused, naming both", "[hostile]") {
+  Spec s = two_tensors();
+  s.tensors[1].offset = 0;  // b [0,32) overlaps a [0,16)
+  expect(s, MPK_ERR_OVERLAP, "overlaps");
+  s.tensors[1].offset = 8 * 64 / 64;  // misaligned too: alignment is checked first
+  s.alignment = 8;
+  s.tensors[1].offset = 8;
+  expect(s, MPK_ERR_OVERLAP, "'b'");
+}
+
+TEST_CASE("tensors outside the data section are refused", "[hostile]") {
+  Spec s = two_tensors();
+  s.data_size = 96;
+  s.tensors[1].offset = 128;
+  expect(s, MPK_ERR_OUT_OF_BOUNDS, "'b'");
+}
+
+TEST_CASE("offset + size overflowing 64 bits is refused", "[hostile]") {
+  Spec s = two_tensors();
+  s.data_size = 128;
+  s.tensors[1].offset = ~uint64_t(0) - 15;
+  s.tensors[1].xxh3 = 0;
+  expect(s, MPK_ERR_OVERFLOW, "overflows");
+}
+
+TEST_CASE("shapes whose element count overflows are refused", "[hostile]") {
+  Spec s = two_tensors();
+  s.tensors[1].shape = {uint64_t(1) << 40, uint64_t(1) << 40};
+  expect(s, MPK_ERR_OVERFLOW, "'b'");
+  s.tensors[1].shape = {uint64_t(1) << 62};  // count fits, bytes (x4) do not
+  expect(s, MPK_ERR_OVERFLOW, "byte size");
+}
+
+TEST_CASE("a size that disagrees with the shape is refused", "[hostile]") {
+  Spec s = two_tensors();
+  s.tensors[1].shape = {9};
+  expect(s, MPK_ERR_BAD_SHAPE, "needs 36");
+}
+
+TEST_CASE("rank over the limit is refused", "[hostile]") {
+  Spec s = two_tensors();
+  s.tensors[0].shape = std::vector<uint64_t>(33, 1);
+  s.tensors[0].size = 4;
+  expect(s, MPK_ERR_BAD_SHAPE, "33 dimensions");
+}
+
+TEST_CASE("misaligned tensors are refused", "[hostile]") {
+  Spec s = two_tensors();
+  s.tensors[1].offset = 40;
+  expect(s, MPK_ERR_MISALIGNED, "'b'");
+}
+
+TEST_CASE("unsorted and duplicate names are refused", "[hostile]") {
+  Spec s = two_tensors();
+  std::swap(s.tensors[0].name, s.tensors[1].name);
+  expect(s, MPK_ERR_UNSORTED, "not sorted");
+  s.tensors[0].name = "a";
+  s.tensors[1].name = "a";
+  expect(s, MPK_ERR_DUPLICATE, "'a' appears twice");
+}
+
+TEST_CASE("invalid names are refused", "[hostile]") {
+  Spec s = two_tensors();
+  s.tensors[0].name = std::string("\xff\xfe", 2);
+  expect(s, MPK_ERR_BAD_NAME, "invalid name");
+  s.tensors[0].name = "";
+  expect(s, MPK_ERR_BAD_NAME, "invalid name");
+  s.tensors[0].name = std::string("a\0x", 3);
+  expect(s, MPK_ERR_BAD_NAME, "invalid name");
+  s.tensors[0].name = "\xed\xa0\x80";  // a UTF-16 surrogate
+  expect(s, MPK_ERR_BAD_NAME, "invalid name");
+}
+
+TEST_CASE("unknown dtypes and encodings are refused by value", "[hostile]") {
+  Spec s = two_tensors();
+  s.tensors[0].dtype = 999;
+  expect(s, MPK_ERR_BAD_DTYPE, "dtype 999");
+  s.tensors[0].dtype = 0;
+  expect(s, MPK_ERR_BAD_DTYPE, "dtype 0");
+  s = two_tensors();
+  s.tensors[0].encoding = 7;
+  expect(s, MPK_ERR_UNSUPPORTED_FEATURE, "encoding 7");
+}
+
+TEST_CASE("a component index past the list is refused", "[hostile]") {
+  Spec s = two_tensors();
+  s.tensors[1].component = 5;
+  expect(s, MPK_ERR_OUT_OF_BOUNDS, "component 5");
+  s = two_tensors();
+  s.components = {"weights", "weights"};
+  expect(s, MPK_ERR_DUPLICATE, "component 'weights'");
+}
+
+TEST_CASE("a broken data_order is refused", "[hostile]") {
+  Spec s = two_tensors();
+  s.data_order = std::vector<uint32_t>{0};
+  expect(s, MPK_ERR_CORRUPT_HEADER, "data_order has 1");
+  s.data_order = std::vector<uint32_t>{0, 7};
+  expect(s, MPK_ERR_CORRUPT_HEADER, "past the 2");
+  s.data_order = std::vector<uint32_t>{1, 1};
+  expect(s, MPK_ERR_CORRUPT_HEADER, "twice");
+  s.data_order = std::vector<uint32_t>{1, 0};
+  expect(s, MPK_ERR_UNSORTED, "offset order");
+}
+
+TEST_CASE("unknown incompatible features are refused by name; compatible ones are ignored", "[hostile]") {
+  Spec s = two_tensors();
+  s.incompatible = 1ull << 5;
+  s.feature_names = {{5, true, "zstd-chunks"}};
+  expect(s, MPK_ERR_UNSUPPORTED_FEATURE, "'zstd-chunks' (bit 5)");
+  s.feature_names.clear();
+  expect(s, MPK_ERR_UNSUPPORTED_FEATURE, "bit 5");
+  s = two_tensors();
+  s.compatible = 1ull << 9;
+  s.feature_names = {{9, false, "some-hint"}};
+  TempDir dir;
+  REQUIRE_OK(open_bytes(dir, build(s)));
+}
+
+TEST_CASE("a newer major version is refused; a newer minor is read", "[hostile]") {
+  Spec s = two_tensors();
+  s.major = 2;
+  expect(s, MPK_ERR_UNSUPPORTED_VERSION, "format version 2.0");
+  s.major = 1;
+  s.minor = 7;
+  TempDir dir;
+  REQUIRE_OK(open_bytes(dir, build(s)));
+}
+
+TEST_CASE("metadata must be sorted and unique; unknown value types are tolerated", "[hostile]") {
+  Spec s = two_tensors();
+  s.metadata = {{"b", 1}, {"a", 2}};
+  expect(s, MPK_ERR_UNSORTED, "metadata keys are not sorted");
+  s.metadata = {{"a", 1}, {"a", 2}};
+  expect(s, MPK_ERR_DUPLICATE, "'a' appears twice");
+  s.metadata = {{"a", 1, 99}, {"b", 2}};  // a value type from a future writer
+  TempDir dir;
+  std::string path = dir / "m.mpk";
+  testutil::write_file(path, build(s));
+  auto m = mpk::Model::open(path);
+  REQUIRE(m.ok());
+  REQUIRE(m->metadata_count() == 2);
+  CHECK(m->metadata_value(0).type() == MPK_META_UNKNOWN);
+  CHECK(m->metadata("b")->as_int64().value() == 2);
+  CHECK(m->metadata("a")->as_int64().status().code() == MPK_ERR_TYPE_MISMATCH);
+}
+
+TEST_CASE("section defects in the preamble are refused", "[hostile]") {
+  auto base = build(two_tensors());
+  uint64_t header_offset = mpk::detail::load_u64(base.data() + 32);
+  Spec s = two_tensors();
+  s.header_offset = header_offset + 4;  // not a multiple of 8
+  expect(s, MPK_ERR_MISALIGNED, "header offset");
+  s = two_tensors();
+  s.header_offset = 128 + 8;  // lands inside the data section [128, 224)
+  expect(s, MPK_ERR_OVERLAP, "overlaps the data section");
+  s = two_tensors();
+  s.header_size = ~uint64_t(0) - 8;
+  {
+    TempDir dir;
+    mpk::Status st = open_bytes(dir, build(s));
+    CHECK((st.code() == MPK_ERR_OVERFLOW || st.code() == MPK_ERR_LIMIT));
+  }
+  s = two_tensors();
+  s.header_size = 1ull << 40;
+  expect(s, MPK_ERR_LIMIT, "exceeds the limit");
+  s = two_tensors();
+  s.data_offset = 16;
+  expect(s, MPK_ERR_OUT_OF_BOUNDS, "inside the preamble");
+  s = two_tensors();
+  s.data_offset = 96;  // not a multiple of the 64-byte alignment
+  expect(s, MPK_ERR_MISALIGNED, "data section offset");
+}
+
+TEST_CASE("header-level defects are refused", "[hostile]") {
+  Spec s = two_tensors();
+  s.identifier = "XXXX";
+  expect(s, MPK_ERR_CORRUPT_HEADER, "MPKH");
+  s = two_tensors();
+  s.alignment = 48;
+  expect(s, MPK_ERR_CORRUPT_HEADER, "alignment 48");
+  s = two_tensors();
+  s.content_id = "mpk1-00000000000000000000000000000000";
+  expect(s, MPK_ERR_CHECKSUM, "content id mismatch");
+  s.omit_content_id = true;  // optional: then it is computed
+  TempDir dir;
+  REQUIRE_OK(open_bytes(dir, build(s)));
+}
+
+TEST_CASE("a wrong tensor checksum is found by full verification, naming the tensor", "[hostile]") {
+  Spec s = two_tensors();
+  s.tensors[1].xxh3 = 12345;
+  TempDir dir;
+  REQUIRE_OK(open_bytes(dir, build(s), mpk::Verify::Header));
+  for (auto access : {mpk::Access::Map, mpk::Access::Read}) {
+    mpk::Status st = open_bytes(dir, build(s), mpk::Verify::Full, access);
+    INFO(st.to_string());
+    CHECK(st.code() == MPK_ERR_CHECKSUM);
+    CHECK(st.message().find("tensor 'b' [0xc0,0xe0) checksum mismatch") != std::string::npos);
+  }
+}
+
+TEST_CASE("damaged magics are diagnosed", "[hostile]") {
+  TempDir dir;
+  auto f = build(two_tensors());
+  auto crlf_to_lf = f;
+  crlf_to_lf.erase(crlf_to_lf.begin() + 4);  // 0d 0a -> 0a
+  mpk::Status st = open_bytes(dir, crlf_to_lf);
+  CHECK(st.code() == MPK_ERR_BAD_MAGIC);
+  CHECK(st.message().find("text-mode") != std::string::npos);
+  auto lf_to_crlf = f;
+  lf_to_crlf.insert(lf_to_crlf.begin() + 7, 0x0d);  // final 0a -> 0d 0a
+  st = open_bytes(dir, lf_to_crlf);
+  CHECK(st.code() == MPK_ERR_BAD_MAGIC);
+  CHECK(st.message().find("text-mode") != std::string::npos);
+  auto seven_bit = f;
+  seven_bit[0] &= 0x7f;
+  st = open_bytes(dir, seven_bit);
+  CHECK(st.code() == MPK_ERR_BAD_MAGIC);
+  CHECK(st.message().find("7-bit") != std::string::npos);
+  std::vector<uint8_t> gguf = {'G', 'G', 'U', 'F', 3, 0, 0, 0, 0, 0, 0, 0};
+  st = open_bytes(dir, gguf);
+  CHECK(st.code() == MPK_ERR_BAD_MAGIC);
+  CHECK(st.message().find("GGUF") != std::string::npos);
+}

@@ -1,0 +1,162 @@
+// Reader behaviour: lookups, lazy page use, verify modes, options.
+#include "testutil.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+using namespace testutil;
+
+TEST_CASE("lookup is by exact name over sorted tensors", "[reader]") {
+  TempDir dir;
+  std::string path = dir / "many.mpk";
+  std::vector<std::string> names;
+  {
+    auto w = mpk::Writer::create(path, {64, false});
+    REQUIRE(w.ok());
+    for (int i = 999; i >= 0; --i) {  // added in reverse: the reader still sees name order
+      std::string n = "blk." + std::to_string(i) + ".w";
+      names.push_back(n);
+      int32_t v = i;
+      uint64_t s[] = {1};
+      REQUIRE_OK(w->add<int32_t>(n, s, std::span<const int32_t>(&v, 1)));
+    }
+    REQUIRE_OK(w->commit());
+  }
+  auto m = mpk::Model::open(path);
+  REQUIRE(m.ok());
+  REQUIRE(m->tensor_count() == 1000);
+  for (size_t i = 1; i < m->tensor_count(); ++i) CHECK(m->info(i - 1).name < m->info(i).name);
+  for (const auto &n : names) {
+    auto i = m->find(n);
+    REQUIRE(i);
+    auto t = m->tensor(*i);
+    REQUIRE(t.ok());
+    CHECK(t->name == n);
+    CHECK((*t->as<int32_t>())[0] == std::stoi(n.substr(4)));
+    CHECK(!t->as<float>());
+  }
+  CHECK(!m->find("blk.1000.w"));
+  CHECK(!m->find(""));
+  CHECK(!m->find(std::string_view("blk.1.w\0", 8)));
+  CHECK(m->tensor("zzz").status().code() == MPK_ERR_NOT_FOUND);
+  CHECK(m->tensor(size_t(5000)).status().code() == MPK_ERR_INVALID_ARGUMENT);
+  // File order is the order of addition (reverse name order here).
+  auto order = m->file_order();
+  REQUIRE(order.size() == 1000);
+  for (size_t k = 1; k < order.size(); ++k) CHECK(m->info(order[k - 1]).offset < m->info(order[k]).offset);
+  CHECK(m->info(order[0]).name == "blk.999.w");
+}
+
+TEST_CASE("open reads no tensor data, and a tensor touches only its own pages", "[reader]") {
+  TempDir dir;
+  std::string path = dir / "pages.mpk";
+  const size_t kTensor = 4u << 20;  // 4 MiB each, far apart in the file
+  {
+    auto w = mpk::Writer::create(path, {4096, true});
+    REQUIRE(w.ok());
+    for (int i = 0; i < 8; ++i) {
+      uint64_t s[] = {kTensor};
+      REQUIRE_OK(w->add_tensor("t" + std::to_string(i), MPK_DTYPE_U8, s, random_bytes(kTensor, uint64_t(i))));
+    }
+    REQUIRE_OK(w->commit());
+  }
+  // Drop the file's pages from the page cache.
+  int fd = ::open(path.c_str(), O_RDONLY);
+  REQUIRE(fd >= 0);
+  REQUIRE(::fdatasync(fd) == 0);
+  REQUIRE(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
+  long page = ::sysconf(_SC_PAGESIZE);
+  auto resident = [&](uint64_t off, uint64_t len) {
+    // mincore over a private mapping of the range tells which file pages are in the page cache.
+    void *p = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, off_t(off));
+    REQUIRE(p != MAP_FAILED);
+    std::vector<unsigned char> vec((len + page - 1) / page);
+    REQUIRE(::mincore(p, len, vec.data()) == 0);
+    ::munmap(p, len);
+    size_t n = 0;
+    for (auto v : vec) n += v & 1;
+    return n;
+  };
+  auto probe = mpk::Model::open(path);
+  REQUIRE(probe.ok());
+  std::vector<mpk::TensorInfo> infos;
+  for (size_t i = 0; i < 8; ++i) infos.push_back(probe->info(i));
+  probe = mpk::Model::open(path);  // fresh open for the measurement
+  (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  auto m = mpk::Model::open(path);
+  REQUIRE(m.ok());
+  // The kernel reads ahead around the preamble (file start) and the header (file end): up to its
+  // readahead window (128 KiB by default) may land in the first and last tensors. Nothing else.
+  const size_t kReadahead = (128u << 10) / size_t(page);
+  size_t before = 0;
+  for (const auto &ti : infos) before += resident(ti.offset, ti.nbytes);
+  CHECK(before <= 2 * kReadahead);
+  for (int i = 1; i < 7; ++i) CHECK(resident(infos[size_t(i)].offset, infos[size_t(i)].nbytes) == 0);
+  auto t = m->tensor("t3");
+  REQUIRE(t.ok());
+  volatile uint8_t sink = 0;
+  for (size_t i = 0; i < t->data.size(); i += size_t(page)) sink = sink ^ uint8_t(t->data[i]);
+  CHECK(resident(infos[3].offset, infos[3].nbytes) == kTensor / size_t(page));
+  // Tensors two or more away stay cold (mmap read-around may reach into the neighbours).
+  for (int i : {1, 5, 6}) {
+    INFO("tensor t" << i);
+    CHECK(resident(infos[size_t(i)].offset, infos[size_t(i)].nbytes) == 0);
+  }
+  for (int i : {0, 7}) CHECK(resident(infos[size_t(i)].offset, infos[size_t(i)].nbytes) <= kReadahead);
+  ::close(fd);
+}
+
+TEST_CASE("plain-read access loads tensors on demand and keeps them", "[reader]") {
+  TempDir dir;
+  std::string path = dir / "r.mpk";
+  write_sample(path);
+  auto m = mpk::Model::open(path, {mpk::Access::Read});
+  REQUIRE(m.ok());
+  CHECK(m->access() == mpk::Access::Read);
+  auto a = m->tensor("layer.0.weight");
+  auto b = m->tensor("layer.0.weight");
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  CHECK(a->data.data() == b->data.data());  // loaded once
+  CHECK((*a->as<float>())[3] == 1.5f);
+  REQUIRE_OK(m->verify(mpk::Verify::Full));
+  REQUIRE_OK(m->verify_tensor(0));
+}
+
+TEST_CASE("open reports missing files and bad options", "[reader]") {
+  TempDir dir;
+  REQUIRE_CODE(status_of(mpk::Model::open(dir / "missing.mpk")), MPK_ERR_IO);
+  REQUIRE_CODE(status_of(mpk::Model::open(dir.path.string())), MPK_ERR_IO);
+  std::string path = dir / "s.mpk";
+  write_sample(path);
+  mpk::OpenOptions o;
+  o.max_header_bytes = 0;
+  REQUIRE_CODE(status_of(mpk::Model::open(path, o)), MPK_ERR_INVALID_ARGUMENT);
+  o.max_header_bytes = 64;
+  auto st = status_of(mpk::Model::open(path, o));
+  CHECK(st.code() == MPK_ERR_LIMIT);
+  CHECK(st.message().find("max_header_bytes") != std::string::npos);
+}
+
+TEST_CASE("verify catches a file changed after open", "[reader]") {
+  TempDir dir;
+  std::string path = dir / "v.mpk";
+  write_sample(path);
+  auto m = mpk::Model::open(path, {mpk::Access::Read});
+  REQUIRE(m.ok());
+  REQUIRE_OK(m->verify(mpk::Verify::Full));
+  // Corrupt the bytes of 'vocab' in place (same inode).
+  auto info = m->info(*m->find("vocab"));
+  int fd = ::open(path.c_str(), O_WRONLY);
+  REQUIRE(fd >= 0);
+  uint8_t x = 0xAA;
+  REQUIRE(::pwrite(fd, &x, 1, off_t(info.offset + 10)) == 1);
+  ::close(fd);
+  REQUIRE_OK(m->verify(mpk::Verify::Header));
+  auto st = m->verify(mpk::Verify::Full, 3);
+  CHECK(st.code() == MPK_ERR_CHECKSUM);
+  CHECK(st.message().find("'vocab'") != std::string::npos);
+  CHECK(m->verify_tensor(*m->find("vocab")).code() == MPK_ERR_CHECKSUM);
+  REQUIRE_OK(m->verify_tensor(*m->find("scale")));
+}

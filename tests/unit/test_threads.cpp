@@ -1,0 +1,45 @@
+// Many threads reading and verifying one open model.
+#include "testutil.hpp"
+
+#include <atomic>
+#include <thread>
+
+using namespace testutil;
+
+TEST_CASE("8 threads read and verify one model at once", "[threads]") {
+  TempDir dir;
+  std::string path = dir / "t.mpk";
+  std::vector<std::vector<std::byte>> data;
+  {
+    auto w = mpk::Writer::create(path, {64, false});
+    REQUIRE(w.ok());
+    for (int i = 0; i < 64; ++i) {
+      data.push_back(random_bytes(size_t(1000 + i * 4096), uint64_t(i)));
+      uint64_t s[] = {data.back().size()};
+      REQUIRE_OK(w->add_tensor("t" + std::to_string(100 + i), MPK_DTYPE_U8, s, data.back()));
+    }
+    REQUIRE_OK(w->commit());
+  }
+  for (auto access : {mpk::Access::Map, mpk::Access::Read}) {
+    auto m = mpk::Model::open(path, {access});
+    REQUIRE(m.ok());
+    std::atomic<int> failures{0};
+    std::vector<std::thread> pool;
+    for (int th = 0; th < 8; ++th) {
+      pool.emplace_back([&, th] {
+        for (int round = 0; round < 4; ++round) {
+          for (int k = 0; k < 64; ++k) {
+            int i = (k * 7 + th * 13 + round) % 64;
+            auto t = m->tensor("t" + std::to_string(100 + i));
+            if (!t || t->data.size() != data[size_t(i)].size() ||
+                std::memcmp(t->data.data(), data[size_t(i)].data(), t->data.size()) != 0)
+              failures++;
+          }
+          if (!m->verify(mpk::Verify::Full, th % 2 ? 2 : 1).ok()) failures++;
+        }
+      });
+    }
+    for (auto &t : pool) t.join();
+    CHECK(failures == 0);
+  }
+}

@@ -1,0 +1,133 @@
+// The writer refuses bad input when it is added, and never leaves a partial file at the target.
+#include "testutil.hpp"
+
+#include <sys/stat.h>
+
+using namespace testutil;
+
+TEST_CASE("the writer refuses bad tensors when they are added", "[writer]") {
+  TempDir dir;
+  auto w = mpk::Writer::create(dir / "w.mpk");
+  REQUIRE(w.ok());
+  auto b16 = random_bytes(16, 1);
+  uint64_t s4[] = {4};
+  REQUIRE_OK(w->add_tensor("a", MPK_DTYPE_F32, s4, b16));
+  REQUIRE_CODE(w->add_tensor("a", MPK_DTYPE_F32, s4, b16), MPK_ERR_DUPLICATE);
+  REQUIRE_CODE(w->add_tensor("b", MPK_DTYPE_F32, s4, std::span(b16).first(15)), MPK_ERR_SIZE_MISMATCH);
+  REQUIRE_CODE(w->add_tensor("b", static_cast<mpk_dtype>(77), s4, b16), MPK_ERR_BAD_DTYPE);
+  REQUIRE_CODE(w->add_tensor("b", MPK_DTYPE_INVALID, s4, b16), MPK_ERR_BAD_DTYPE);
+  std::vector<uint64_t> rank33(33, 1);
+  REQUIRE_CODE(w->add_tensor("b", MPK_DTYPE_U8, rank33, std::span(b16).first(1)), MPK_ERR_BAD_SHAPE);
+  uint64_t huge[] = {uint64_t(1) << 40, uint64_t(1) << 40};
+  REQUIRE_CODE(w->add_tensor("b", MPK_DTYPE_U8, huge, b16), MPK_ERR_OVERFLOW);
+  uint64_t huge2[] = {uint64_t(1) << 63};
+  REQUIRE_CODE(w->add_tensor("b", MPK_DTYPE_F32, huge2, b16), MPK_ERR_OVERFLOW);
+  REQUIRE_CODE(w->add_tensor("", MPK_DTYPE_F32, s4, b16), MPK_ERR_BAD_NAME);
+  REQUIRE_CODE(w->add_tensor("\xc3", MPK_DTYPE_F32, s4, b16), MPK_ERR_BAD_NAME);
+  REQUIRE_CODE(w->add_tensor(std::string("x\0y", 3), MPK_DTYPE_F32, s4, b16), MPK_ERR_BAD_NAME);
+  REQUIRE_CODE(w->add_tensor("b", MPK_DTYPE_F32, s4, b16, "nope"), MPK_ERR_NOT_FOUND);
+  REQUIRE_CODE(w->add_component("weights", "x"), MPK_ERR_DUPLICATE);  // created by the first add
+  REQUIRE_CODE(w->add_component("", "x"), MPK_ERR_BAD_NAME);
+  // Refusals do not poison the writer.
+  REQUIRE_OK(w->add_tensor("b", MPK_DTYPE_F32, s4, b16));
+  REQUIRE_OK(w->commit());
+  auto m = mpk::Model::open(dir / "w.mpk");
+  REQUIRE(m.ok());
+  CHECK(m->tensor_count() == 2);
+}
+
+TEST_CASE("streaming checks its byte count and state", "[writer]") {
+  TempDir dir;
+  auto w = mpk::Writer::create(dir / "s.mpk");
+  REQUIRE(w.ok());
+  auto b = random_bytes(8, 1);
+  uint64_t s2[] = {2};
+  REQUIRE_CODE(w->write(b), MPK_ERR_STATE);
+  REQUIRE_CODE(w->end_tensor(), MPK_ERR_STATE);
+  REQUIRE_OK(w->begin_tensor("t", MPK_DTYPE_F32, s2));
+  REQUIRE_CODE(w->add_tensor("u", MPK_DTYPE_F32, s2, b), MPK_ERR_STATE);
+  REQUIRE_CODE(w->begin_tensor("u", MPK_DTYPE_F32, s2), MPK_ERR_STATE);
+  REQUIRE_CODE(w->commit(), MPK_ERR_STATE);
+  REQUIRE_OK(w->write(std::span(b).first(3)));
+  REQUIRE_CODE(w->end_tensor(), MPK_ERR_SIZE_MISMATCH);
+  REQUIRE_CODE(w->write(b), MPK_ERR_SIZE_MISMATCH);  // 3 + 8 > 8
+  REQUIRE_OK(w->write(std::span(b).subspan(3)));
+  REQUIRE_OK(w->end_tensor());
+  REQUIRE_OK(w->commit());
+  REQUIRE_CODE(w->commit(), MPK_ERR_STATE);
+  REQUIRE_CODE(w->add_tensor("v", MPK_DTYPE_F32, s2, b), MPK_ERR_STATE);
+  auto m = mpk::Model::open(dir / "s.mpk", {mpk::Access::Map, mpk::Verify::Full});
+  REQUIRE(m.ok());
+  CHECK(m->tensor("t")->xxh3 == mpk::checksum(b));
+}
+
+TEST_CASE("an uncommitted writer leaves no file, and the old target stays intact", "[writer]") {
+  TempDir dir;
+  std::string path = dir / "model.mpk";
+  write_sample(path);
+  auto before = read_file(path);
+  uint64_t s[] = {1024};
+  {
+    auto w = mpk::Writer::create(path);
+    REQUIRE(w.ok());
+    REQUIRE_OK(w->add_tensor("x", MPK_DTYPE_F32, s, random_bytes(4096, 3)));
+    CHECK(dir.entries().size() == 2);  // the target and the temporary file
+    // destroyed without commit
+  }
+  CHECK(dir.entries() == std::vector<std::string>{"model.mpk"});
+  CHECK(read_file(path) == before);
+  {
+    auto w = mpk::Writer::create(path);
+    REQUIRE(w.ok());
+    REQUIRE_OK(w->add_tensor("x", MPK_DTYPE_F32, s, random_bytes(4096, 3)));
+    w->abort();
+    CHECK(dir.entries() == std::vector<std::string>{"model.mpk"});
+    REQUIRE_CODE(w->commit(), MPK_ERR_STATE);
+  }
+  CHECK(read_file(path) == before);
+  // A commit replaces the target whole.
+  {
+    auto w = mpk::Writer::create(path);
+    REQUIRE(w.ok());
+    REQUIRE_OK(w->add_tensor("x", MPK_DTYPE_F32, s, random_bytes(4096, 3)));
+    REQUIRE_OK(w->commit());
+  }
+  CHECK(dir.entries() == std::vector<std::string>{"model.mpk"});
+  auto m = mpk::Model::open(path);
+  REQUIRE(m.ok());
+  CHECK(m->tensor_count() == 1);
+}
+
+TEST_CASE("the writer reports unusable targets and options", "[writer]") {
+  TempDir dir;
+  REQUIRE_CODE(status_of(mpk::Writer::create(dir / "no/such/dir/x.mpk")), MPK_ERR_IO);
+  REQUIRE_CODE(status_of(mpk::Writer::create(dir.path.string())), MPK_ERR_IO);
+  REQUIRE_CODE(status_of(mpk::Writer::create("")), MPK_ERR_INVALID_ARGUMENT);
+  REQUIRE_CODE(status_of(mpk::Writer::create(dir / "x.mpk", {48})), MPK_ERR_INVALID_ARGUMENT);
+  REQUIRE_CODE(status_of(mpk::Writer::create(dir / "x.mpk", {131072})), MPK_ERR_INVALID_ARGUMENT);
+  REQUIRE_CODE(status_of(mpk::Writer::create(dir / "x.mpk", {0})), MPK_ERR_INVALID_ARGUMENT);
+  CHECK(dir.entries().empty());
+}
+
+TEST_CASE("the written file respects the umask like any other file", "[writer]") {
+  TempDir dir;
+  std::string path = dir / "perm.mpk";
+  write_sample(path);
+  struct stat st;
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  mode_t mask = ::umask(0);
+  ::umask(mask);
+  CHECK((st.st_mode & 0777) == (0666 & ~mask));
+}
+
+TEST_CASE("an empty model is valid", "[writer]") {
+  TempDir dir;
+  auto w = mpk::Writer::create(dir / "e.mpk");
+  REQUIRE(w.ok());
+  REQUIRE_OK(w->commit());
+  auto m = mpk::Model::open(dir / "e.mpk", {mpk::Access::Map, mpk::Verify::Full});
+  REQUIRE(m.ok());
+  CHECK(m->tensor_count() == 0);
+  CHECK(m->component_count() == 0);
+  CHECK(m->content_id().size() == MPK_CONTENT_ID_LENGTH);
+}
