@@ -21,6 +21,8 @@ mpk_meta_type meta_type_of(const fb::MetaEntry *e);
 // Byte-wise comparison of names (as memcmp on unsigned bytes; std::string_view does this).
 inline int compare_names(std::string_view a, std::string_view b) { return a.compare(b); }
 
+inline bool aligned8(const void *p) { return (reinterpret_cast<uintptr_t>(p) & 7) == 0; }
+
 inline std::string_view sv(const flatbuffers::String *s) {
   return s ? std::string_view(s->c_str(), s->size()) : std::string_view();
 }

@@ -92,7 +92,13 @@ Status detail::validate_metadata(const fbs::Vector<fbs::Offset<fb::MetaEntry>> *
       if (c > 0) return fail(MPK_ERR_UNSORTED, where, " keys are not sorted: ", quote(prev), " before ", quote(key));
     }
     prev = key;
-    // Strings inside values: any bytes are allowed (they are data), the Verifier bounds them.
+    // Strings inside values: any bytes are allowed (they are data), the Verifier bounds them. The
+    // Verifier checks vectors for 4-byte alignment only; 8-byte element arrays need more.
+    const void *data8 = nullptr;
+    if (auto *a = e->value_as_Int64Array(); a && a->value() && a->value()->size()) data8 = a->value()->Data();
+    if (auto *a = e->value_as_Float64Array(); a && a->value() && a->value()->size()) data8 = a->value()->Data();
+    if (data8 && !aligned8(data8))
+      return fail(MPK_ERR_CORRUPT_HEADER, where, " ", quote(key), ": array is not 8-byte aligned");
   }
   return {};
 }

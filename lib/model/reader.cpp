@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <sys/stat.h>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -62,6 +63,14 @@ struct ModelImpl {
     return {};
   }
   Status validate(Verify mode);
+  Status check_size() const {
+    struct stat st;
+    if (::fstat(file.fd(), &st) != 0) return fail(MPK_ERR_IO, "cannot stat ", quote(file.path()));
+    if (uint64_t(st.st_size) != file.size())
+      return fail(MPK_ERR_TRUNCATED, quote(file.path()), " changed size since it was opened (", file.size(), " -> ",
+                  uint64_t(st.st_size), " bytes)");
+    return {};
+  }
   Status check_features() const;
   Result<std::span<const std::byte>> bytes(size_t i) const;
   Status hash_check(size_t i, std::vector<std::byte> *scratch) const;
@@ -111,8 +120,7 @@ Status ModelImpl::validate(Verify mode) {
     return fail(MPK_ERR_MISALIGNED, "data section offset ", Hex{pre.data_offset}, " is not a multiple of the alignment ",
                 alignment);
 
-  static const fbs::Vector<fbs::Offset<fb::Tensor>> *const kEmpty = nullptr;
-  tensors = hdr->tensors() ? hdr->tensors() : kEmpty;
+  tensors = hdr->tensors();
   ntensors = tensors ? tensors->size() : 0;
 
   // Components: valid, unique names.
@@ -156,7 +164,12 @@ Status ModelImpl::validate(Verify mode) {
       return fail(MPK_ERR_UNSUPPORTED_FEATURE, "tensor ", quote(name), " uses encoding ", unsigned(x->encoding()),
                   ", which format 1.0 does not define");
     std::span<const uint64_t> shape;
-    if (x->shape()) shape = {x->shape()->data(), x->shape()->size()};
+    if (x->shape()) {
+      // The FlatBuffers 2.0.8 Verifier checks vectors for 4-byte alignment only.
+      if (x->shape()->size() > 0 && !aligned8(x->shape()->Data()))
+        return fail(MPK_ERR_CORRUPT_HEADER, "tensor ", quote(name), ": shape vector is not 8-byte aligned");
+      shape = {x->shape()->data(), x->shape()->size()};
+    }
     if (shape.size() > MPK_MAX_RANK)
       return fail(MPK_ERR_BAD_SHAPE, "tensor ", quote(name), " has ", shape.size(), " dimensions, more than ", MPK_MAX_RANK);
     uint64_t n = 1, nbytes;
@@ -419,12 +432,17 @@ std::vector<size_t> Model::file_order() const {
 
 Status Model::verify(Verify mode, unsigned threads) const {
   if (mode == Verify::None) return {};
+  // A mapped file that shrank would fault (SIGBUS) on access: refuse before touching it.
+  if (Status s = impl_->check_size(); !s) return s;
   // Header: re-read the preamble from the file (it is not kept) and re-check the header.
   uint8_t pre[kPreambleSize];
   if (Status s = impl_->file.pread_full(0, pre, kPreambleSize); !s) return s;
   Preamble p;
   if (Status s = decode_preamble(pre, kPreambleSize, impl_->file.size(), ~uint64_t(0), &p); !s) return s;
-  if (std::memcmp(&p, &impl_->pre, sizeof p) != 0)
+  const Preamble &q = impl_->pre;
+  if (p.major != q.major || p.minor != q.minor || p.incompatible != q.incompatible ||
+      p.compatible != q.compatible || p.header_offset != q.header_offset || p.header_size != q.header_size ||
+      p.data_offset != q.data_offset || p.data_size != q.data_size || p.header_xxh3 != q.header_xxh3)
     return fail(MPK_ERR_CHECKSUM, "the preamble changed since the file was opened");
   if (Status s = impl_->check_header_checksum(); !s) return s;
   if (impl_->hdr->content_id() && sv(impl_->hdr->content_id()) != impl_->content_id)
@@ -436,6 +454,7 @@ Status Model::verify(Verify mode, unsigned threads) const {
 Status Model::verify_tensor(size_t index) const {
   if (index >= impl_->ntensors)
     return fail(MPK_ERR_INVALID_ARGUMENT, "tensor index ", index, " is out of range (", impl_->ntensors, " tensors)");
+  if (Status s = impl_->check_size(); !s) return s;
   std::vector<std::byte> scratch;
   return impl_->hash_check(index, &scratch);
 }
@@ -477,6 +496,7 @@ std::vector<size_t> Model::component_tensors(size_t component) const {
 Status Model::verify_component(size_t component, unsigned threads) const {
   if (component >= component_count())
     return fail(MPK_ERR_INVALID_ARGUMENT, "component index ", component, " is out of range");
+  if (Status s = impl_->check_size(); !s) return s;
   return impl_->verify_set(component_tensors(component), threads);
 }
 

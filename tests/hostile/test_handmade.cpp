@@ -253,3 +253,29 @@ TEST_CASE("damaged magics are diagnosed", "[hostile]") {
   CHECK(st.code() == MPK_ERR_BAD_MAGIC);
   CHECK(st.message().find("GGUF") != std::string::npos);
 }
+
+TEST_CASE("8-byte vectors must be 8-byte aligned (the Verifier checks 4)", "[hostile]") {
+  // Shift a 2-element shape vector by 4 bytes: write the header, then patch the vector's offset.
+  Spec s;
+  s.tensors = {{"a", MPK_DTYPE_U8, {2, 2}, 0, 0, 4}};
+  auto f = build(s);
+  uint64_t header_offset = mpk::detail::load_u64(f.data() + 32);
+  auto *hdr = mpk::fb::GetHeader(f.data() + header_offset);
+  const auto *shape = hdr->tensors()->Get(0)->shape();
+  // The uoffset field pointing at the shape vector sits in the tensor table; find it by value.
+  const uint8_t *vec = reinterpret_cast<const uint8_t *>(shape);
+  bool patched = false;
+  for (size_t p = header_offset; p + 4 <= f.size() && !patched; p += 4) {
+    uint32_t rel = mpk::detail::load_u32(f.data() + p);
+    if (f.data() + p + rel == vec) {
+      // Point 4 bytes earlier at a fake vector: length 1, then the element at a 4 mod 8 address.
+      mpk::detail::store_u32(f.data() + p, rel - 4);
+      patched = true;
+    }
+  }
+  REQUIRE(patched);
+  TempDir dir;
+  mpk::Status st = open_bytes(dir, f, mpk::Verify::None);
+  INFO(st.to_string());
+  CHECK(st.code() != MPK_OK);
+}

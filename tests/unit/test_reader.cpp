@@ -160,3 +160,20 @@ TEST_CASE("verify catches a file changed after open", "[reader]") {
   CHECK(m->verify_tensor(*m->find("vocab")).code() == MPK_ERR_CHECKSUM);
   REQUIRE_OK(m->verify_tensor(*m->find("scale")));
 }
+
+TEST_CASE("verify refuses a file that shrank after open instead of faulting", "[reader]") {
+  TempDir dir;
+  std::string path = dir / "shrink.mpk";
+  write_sample(path);
+  for (auto access : {mpk::Access::Map, mpk::Access::Read}) {
+    write_sample(path);
+    auto m = mpk::Model::open(path, {access});
+    REQUIRE(m.ok());
+    REQUIRE(::truncate(path.c_str(), 200) == 0);
+    auto st = m->verify(mpk::Verify::Full);
+    INFO(st.to_string());
+    CHECK(st.code() == MPK_ERR_TRUNCATED);
+    CHECK(st.message().find("changed size") != std::string::npos);
+    CHECK(m->verify_tensor(0).code() == MPK_ERR_TRUNCATED);
+  }
+}
