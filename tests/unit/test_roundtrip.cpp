@@ -2,6 +2,7 @@
 #include "testutil.hpp"
 
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 using namespace testutil;
@@ -191,6 +192,12 @@ TEST_CASE("files and tensors over 4 GiB", "[roundtrip][large]") {
   TempDir dir;
   std::string path = dir / "large.mpk";
   const uint64_t n = (uint64_t(4) << 30) + 4096 + 3;  // one u8 tensor just over 4 GiB
+  auto max_rss_mib = [] {
+    struct rusage ru;
+    ::getrusage(RUSAGE_SELF, &ru);
+    return uint64_t(ru.ru_maxrss) / 1024;  // Linux reports KiB
+  };
+  uint64_t rss_before = 0;
   {
     auto w = mpk::Writer::create(path, {4096, false});
     REQUIRE(w.ok());
@@ -200,6 +207,7 @@ TEST_CASE("files and tensors over 4 GiB", "[roundtrip][large]") {
     REQUIRE_OK(w->begin_tensor("b.huge", MPK_DTYPE_U8, shape));
     std::vector<std::byte> chunk(64u << 20);
     for (size_t i = 0; i < chunk.size(); ++i) chunk[i] = std::byte(i * 131 >> 3);
+    rss_before = max_rss_mib();
     for (uint64_t done = 0; done < n;) {
       uint64_t k = std::min<uint64_t>(chunk.size(), n - done);
       REQUIRE_OK(w->write(std::span(chunk).first(k)));
@@ -209,6 +217,10 @@ TEST_CASE("files and tensors over 4 GiB", "[roundtrip][large]") {
     REQUIRE_OK(w->add_tensor("c.tail", MPK_DTYPE_U8, s1, random_bytes(5, 2)));
     REQUIRE_OK(w->commit());
   }
+  // Streaming: writing 4 GiB grew the peak RSS by no more than the writer's small buffer.
+  uint64_t rss_growth = max_rss_mib() - rss_before;
+  INFO("peak RSS grew by " << rss_growth << " MiB while writing 4 GiB");
+  CHECK(rss_growth < 32);
   auto m = mpk::Model::open(path);
   REQUIRE(m.ok());
   CHECK(m->file_size() > (uint64_t(4) << 30));
