@@ -1,7 +1,7 @@
 /*
  * modelpack.h - the stable C ABI of libmodelpack.
  *
- * Conventions (see docs/API.md for the long form):
+ * Conventions (docs/DESIGN.md explains the design behind them):
  *  - Every function that can fail returns an mpk_status; MPK_OK (0) is success. Status values never
  *    change meaning once released. On failure, out-parameters are left untouched and a thread-local
  *    message says what and where: mpk_last_error_message().

@@ -35,7 +35,7 @@ class [[nodiscard]] Status {
   mpk_status code() const { return code_; }
   const std::string &message() const { return message_; }
   // "MPK_ERR_OVERLAP: tensor 'b' [0x40,0x80) overlaps 'a' [0x0,0x50)"
-  std::string to_string() const;
+  MPK_API std::string to_string() const;
 
  private:
   mpk_status code_ = MPK_OK;

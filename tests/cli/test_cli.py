@@ -1,0 +1,424 @@
+#!/usr/bin/python3
+"""End-to-end tests of the `mpk` command-line tool.
+
+Usage: test_cli.py MPK_BINARY CASE   (CASE: help, usage, roundtrip, metadata, corrupt, truncated,
+missing, pack_errors, extract_errors, or all)
+
+Each case works in its own temporary directory, makes .npy files with NumPy, runs mpk and checks
+exit codes, stdout/stderr and the files written. Tensor checksums are checked independently
+against libxxhash's XXH3_64bits through ctypes.
+"""
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+MPK = None
+FAILURES = []
+
+
+def run(*args, expect=None):
+    """Runs mpk with args; returns (code, stdout, stderr). Checks the exit code when expect is set."""
+    p = subprocess.run([MPK, *map(str, args)], capture_output=True, text=True, timeout=60)
+    if expect is not None and p.returncode != expect:
+        raise AssertionError(
+            f"mpk {' '.join(map(str, args))}: exit {p.returncode}, expected {expect}\n"
+            f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+    return p.returncode, p.stdout, p.stderr
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+_xxh = None
+
+
+def xxh3(data: bytes) -> str:
+    global _xxh
+    if _xxh is None:
+        _xxh = ctypes.CDLL("libxxhash.so.0").XXH3_64bits
+        _xxh.restype = ctypes.c_uint64
+        _xxh.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    return f"{_xxh(data, len(data)):016x}"
+
+
+def listing(d):
+    return sorted(os.path.relpath(os.path.join(r, f), d) for r, _, fs in os.walk(d) for f in fs)
+
+
+# ---- fixtures ------------------------------------------------------------------------------------
+
+def make_arrays():
+    """name -> array; names with '/' live in subdirectories."""
+    rng = np.random.default_rng(7)
+    a = {
+        "f64": rng.standard_normal((3, 4)),
+        "f32": rng.standard_normal((5, 7)).astype(np.float32),
+        "f16": rng.standard_normal((9,)).astype(np.float16),
+        "i64": rng.integers(-2**62, 2**62, size=(2, 3, 4), dtype=np.int64),
+        "i32": rng.integers(-2**31, 2**31 - 1, size=(6,), dtype=np.int32),
+        "i16": rng.integers(-2**15, 2**15 - 1, size=(4, 2), dtype=np.int16),
+        "i8": rng.integers(-128, 127, size=(10,), dtype=np.int8),
+        "u64": rng.integers(0, 2**63, size=(3,), dtype=np.uint64),
+        "u32": rng.integers(0, 2**32 - 1, size=(3,), dtype=np.uint32),
+        "u16": rng.integers(0, 2**16 - 1, size=(2, 2), dtype=np.uint16),
+        "u8": rng.integers(0, 255, size=(17,), dtype=np.uint8),
+        "bool": rng.integers(0, 2, size=(3, 3)).astype(np.bool_),
+        "scalar": np.array(2.5, dtype=np.float32),
+        "empty": np.zeros((0, 3), dtype=np.float32),
+        "nested/deeper/w": rng.standard_normal((4, 4)).astype(np.float32),
+        "nested/b": np.arange(5, dtype=np.int64),
+        "bigendian": np.arange(6, dtype=">f4").reshape(2, 3),
+        "twin_a": np.arange(8, dtype=np.int32),
+        "twin_b": np.arange(8, dtype=np.int32),
+    }
+    return a
+
+
+def write_tree(root, arrays):
+    for name, arr in arrays.items():
+        path = os.path.join(root, name + ".npy")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.save(path, arr)
+    with open(os.path.join(root, "README.txt"), "w") as f:
+        f.write("not a tensor\n")
+    os.makedirs(os.path.join(root, "nested"), exist_ok=True)
+    with open(os.path.join(root, "nested", "notes.json"), "w") as f:
+        f.write("{}\n")
+
+
+def packed(tmp, arrays=None, extra=()):
+    """Writes the arrays and packs them; returns (src_dir, mpk_path, arrays)."""
+    arrays = make_arrays() if arrays is None else arrays
+    src = os.path.join(tmp, "src")
+    os.makedirs(src)
+    write_tree(src, arrays)
+    out = os.path.join(tmp, "model.mpk")
+    _, stdout, stderr = run("pack", src, "-o", out, *extra, expect=0)
+    check(stderr == "", f"pack printed to stderr while piped: {stderr!r}")
+    check(f"packed {len(arrays)} tensors" in stdout, stdout)
+    check("ignored 2 non-.npy files" in stdout, stdout)
+    return src, out, arrays
+
+
+def inspect_json(path):
+    _, stdout, _ = run("inspect", path, "--json", expect=0)
+    return json.loads(stdout)
+
+
+# ---- cases ---------------------------------------------------------------------------------------
+
+def case_help(tmp):
+    _, out, _ = run("--help", expect=0)
+    for word in ("inspect", "verify", "pack", "extract", "Exit codes", "usage error"):
+        check(word in out, f"'{word}' missing from mpk --help:\n{out}")
+    for sub in ("inspect", "verify", "pack", "extract"):
+        _, out, _ = run(sub, "--help", expect=0)
+        check(sub in out and "Exit codes" in out, f"mpk {sub} --help:\n{out}")
+    _, out, _ = run("--version", expect=0)
+    check(out.strip() != "", "empty --version")
+
+
+def case_usage(tmp):
+    f = os.path.join(tmp, "x.mpk")
+    d = os.path.join(tmp, "d")
+    os.makedirs(d)
+    np.save(os.path.join(d, "a.npy"), np.arange(3))
+    bad = [
+        (),                                          # no subcommand
+        ("frobnicate",),                             # unknown subcommand
+        ("inspect",),                                # missing FILE
+        ("inspect", f, "--bogus"),                   # unknown option
+        ("verify", f, "--mode", "sideways"),         # bad choice
+        ("verify", f, "--threads", "0"),             # out of range
+        ("verify", f, "--threads", "many"),          # not a number
+        ("pack", d),                                 # missing -o
+        ("extract", f, "-o", "x.npy"),               # missing NAME
+        ("pack", d, "-o", f, "--meta-int", "k=abc"),  # not an int
+        ("pack", d, "-o", f, "--meta-int", "k=9223372036854775808"),  # int64 overflow
+        ("pack", d, "-o", f, "--meta-float", "k=1.5x"),
+        ("pack", d, "-o", f, "--meta-bool", "k=yes"),
+        ("pack", d, "-o", f, "--meta", "novalue"),
+        ("pack", d, "-o", f, "--meta", "=v"),
+        ("pack", d, "-o", f, "--alignment", "3"),    # not a power of two
+        ("pack", d, "-o", f, "--alignment", "131072"),  # over the maximum
+    ]
+    for args in bad:
+        code, _, err = run(*args)
+        check(code == 2, f"mpk {' '.join(args)}: exit {code}, expected 2; stderr: {err}")
+        check(err.startswith("mpk: error: "), f"mpk {' '.join(args)}: stderr {err!r}")
+    check(not os.path.exists(f), "a usage error created the output file")
+    check(listing(tmp) == ["d/a.npy"], f"files left: {listing(tmp)}")
+
+
+def case_roundtrip(tmp):
+    src, out, arrays = packed(tmp, extra=["--meta", "arch=mlp", "--alignment", "128"])
+    names = sorted(arrays)
+
+    # inspect (text)
+    _, text, _ = run("inspect", out, expect=0)
+    for word in ("format:", "content id:", "mpk1-", "components (1)", "weights", "tensors (%d)" % len(names),
+                 "arch", '"mlp"'):
+        check(word in text, f"'{word}' missing from inspect:\n{text}")
+    for n in names:
+        check(f"\n  {n} " in text, f"tensor {n} missing from inspect:\n{text}")
+
+    # inspect --json
+    doc = inspect_json(out)
+    check(doc["file_size"] == os.path.getsize(out), "file_size")
+    check(doc["format_version"]["major"] == 1, "format major")
+    check(doc["alignment"] == 128, f"alignment {doc['alignment']}")
+    check(doc["content_id"].startswith("mpk1-") and len(doc["content_id"]) == 37, doc["content_id"])
+    check(doc["header"]["size"] > 0 and doc["data"]["size"] >= sum(a.nbytes for a in arrays.values()),
+          f"sections {doc['header']} {doc['data']}")
+    tensors = {t["name"]: t for t in doc["tensors"]}
+    check([t["name"] for t in doc["tensors"]] == names, f"tensor order {list(tensors)}")
+    with open(out, "rb") as f:
+        blob = f.read()
+    for n, arr in arrays.items():
+        t = tensors[n]
+        le = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<")))
+        want_dtype = {"float64": "f64", "float32": "f32", "float16": "f16", "int64": "i64", "int32": "i32",
+                      "int16": "i16", "int8": "i8", "uint64": "u64", "uint32": "u32", "uint16": "u16",
+                      "uint8": "u8", "bool": "bool"}[le.dtype.name]
+        check(t["dtype"] == want_dtype, f"{n}: dtype {t['dtype']} != {want_dtype}")
+        check(t["shape"] == list(arr.shape), f"{n}: shape {t['shape']} != {list(arr.shape)}")
+        check(t["bytes"] == arr.nbytes and t["numel"] == arr.size, f"{n}: size")
+        check(t["offset"] % 128 == 0 and t["alignment"] >= 128, f"{n}: offset {t['offset']}")
+        check(t["alignment"] & (t["alignment"] - 1) == 0 and t["offset"] % t["alignment"] == 0,
+              f"{n}: alignment {t['alignment']}")
+        raw = le.tobytes()
+        check(blob[t["offset"]:t["offset"] + t["bytes"]] == raw, f"{n}: bytes in the file differ")
+        check(t["xxh3"] == xxh3(raw), f"{n}: xxh3 {t['xxh3']} != {xxh3(raw)}")
+        check(t["component"] == "weights", f"{n}: component")
+    check(tensors["twin_a"]["xxh3"] == tensors["twin_b"]["xxh3"], "equal tensors, different checksums")
+    comp = doc["components"][0]
+    check(comp["tensors"] == len(names) and comp["bytes"] == sum(a.nbytes for a in arrays.values()),
+          f"component {comp}")
+
+    # verify
+    for mode in ("full", "header"):
+        _, o, e = run("verify", out, "--mode", mode, expect=0)
+        check(o.startswith("OK: ") and e == "", f"verify {mode}: {o!r} {e!r}")
+    _, o, _ = run("verify", out, "--threads", "2", expect=0)
+    check("%d tensors" % len(names) in o and "bytes" in o and "verified in " in o, o)
+
+    # extract every tensor and compare with the source
+    ext = os.path.join(tmp, "ext")
+    os.makedirs(ext)
+    for n, arr in arrays.items():
+        dst = os.path.join(ext, n.replace("/", "_") + ".npy")
+        _, o, e = run("extract", out, n, "-o", dst, expect=0)
+        check(e == "", f"extract printed to stderr: {e!r}")
+        got = np.load(dst, allow_pickle=False)
+        want = arr.astype(arr.dtype.newbyteorder("<"))
+        check(got.dtype == want.dtype, f"{n}: extracted dtype {got.dtype} != {want.dtype}")
+        check(got.shape == arr.shape, f"{n}: extracted shape {got.shape} != {arr.shape}")
+        check(np.array_equal(got, arr), f"{n}: extracted values differ")
+        # Byte-identical to what np.save writes for the little-endian array.
+        ref = os.path.join(tmp, "ref.npy")
+        np.save(ref, want)
+        with open(ref, "rb") as f1, open(dst, "rb") as f2:
+            check(f1.read() == f2.read(), f"{n}: extracted file is not byte-identical to np.save's")
+    check(sorted(os.listdir(ext)) == sorted(n.replace("/", "_") + ".npy" for n in arrays),
+          f"stray files after extract: {os.listdir(ext)}")
+
+    # pack is deterministic: the same input gives the same content id
+    out2 = os.path.join(tmp, "again.mpk")
+    run("pack", src, "-o", out2, "--meta", "arch=mlp", "--alignment", "128", expect=0)
+    check(inspect_json(out2)["content_id"] == doc["content_id"], "content id differs between packs")
+
+    # --verbose lists packed and ignored files on stderr
+    _, _, e = run("pack", src, "-o", os.path.join(tmp, "v.mpk"), "--verbose", expect=0)
+    check("README.txt" in e and "ignoring" in e and "packing" in e, f"--verbose: {e!r}")
+
+
+def case_metadata(tmp):
+    extra = ["--meta", "name=digits mlp", "--meta", "empty=", "--meta", "eq=a=b",
+             "--meta-int", "layers=2", "--meta-int", "neg=-9223372036854775808",
+             "--meta-float", "accuracy=0.9725", "--meta-float", "tiny=1e-300",
+             "--meta-bool", "trained=true", "--meta-bool", "frozen=false",
+             "--meta", "long=" + "x" * 500]
+    _, out, _ = packed(tmp, arrays={"w": np.ones((2, 2), np.float32)}, extra=extra)
+    doc = inspect_json(out)
+    meta = {m["key"]: (m["type"], m["value"]) for m in doc["metadata"]}
+    want = {
+        "name": ("string", "digits mlp"), "empty": ("string", ""), "eq": ("string", "a=b"),
+        "layers": ("int64", 2), "neg": ("int64", -9223372036854775808),
+        "accuracy": ("float64", 0.9725), "tiny": ("float64", 1e-300),
+        "trained": ("bool", True), "frozen": ("bool", False), "long": ("string", "x" * 500),
+    }
+    check(meta == want, f"metadata {meta}")
+    check([m["key"] for m in doc["metadata"]] == sorted(want), "metadata not in key order")
+    _, text, _ = run("inspect", out, expect=0)
+    check("0.9725" in text and "digits mlp" in text and "true" in text, text)
+    check("x" * 500 not in text and "(500 bytes)" in text, "long string not abbreviated in text mode")
+
+
+def case_corrupt(tmp):
+    _, out, arrays = packed(tmp)
+    doc = inspect_json(out)
+    victim = next(t for t in doc["tensors"] if t["name"] == "nested/deeper/w")
+    with open(out, "r+b") as f:
+        f.seek(victim["offset"] + 5)
+        b = f.read(1)
+        f.seek(victim["offset"] + 5)
+        f.write(bytes([b[0] ^ 0x01]))
+    for threads in ("1", "2"):
+        code, o, e = run("verify", out, "--threads", threads)
+        check(code == 1, f"verify of a corrupted file: exit {code}")
+        check(e.startswith("mpk: error: MPK_ERR_CHECKSUM: ") and "nested/deeper/w" in e,
+              f"verify stderr does not name the tensor: {e!r}")
+        check(not o.startswith("OK"), o)
+    # The header is intact: header-only verification passes.
+    run("verify", out, "--mode", "header", expect=0)
+    # Extract of the damaged tensor refuses and writes nothing; other tensors still extract.
+    dst = os.path.join(tmp, "w.npy")
+    code, _, e = run("extract", out, "nested/deeper/w", "-o", dst)
+    check(code == 1 and "MPK_ERR_CHECKSUM" in e, f"extract of a damaged tensor: {code} {e!r}")
+    check(not os.path.exists(dst), "extract left a file for a damaged tensor")
+    run("extract", out, "f32", "-o", dst, expect=0)
+    # Damage in the header is caught at open by every command.
+    with open(out, "r+b") as f:
+        f.seek(doc["header"]["offset"] + doc["header"]["size"] // 2)
+        b = f.read(1)
+        f.seek(doc["header"]["offset"] + doc["header"]["size"] // 2)
+        f.write(bytes([b[0] ^ 0x40]))
+    for args in (("verify", out), ("verify", out, "--mode", "header"), ("inspect", out),
+                 ("inspect", out, "--json"), ("extract", out, "f32", "-o", dst + "2")):
+        code, o, e = run(*args)
+        check(code == 1 and e.startswith("mpk: error: MPK_ERR_"), f"{args}: {code} {e!r}")
+    check(not os.path.exists(dst + "2"), "extract from a damaged file wrote output")
+
+
+def case_truncated(tmp):
+    _, out, _ = packed(tmp)
+    with open(out, "rb") as f:
+        blob = f.read()
+    doc = inspect_json(out)
+    cuts = [0, 1, 8, 40, doc["header"]["offset"] + doc["header"]["size"] // 2, doc["data"]["offset"],
+            len(blob) // 2, len(blob) - 1]
+    for n in cuts:
+        t = os.path.join(tmp, f"cut{n}.mpk")
+        with open(t, "wb") as f:
+            f.write(blob[:n])
+        for args in (("verify", t), ("inspect", t), ("inspect", t, "--json")):
+            code, o, e = run(*args)
+            check(code == 1, f"{args} of a file cut to {n} bytes: exit {code}, stderr {e!r}")
+            check(e.startswith("mpk: error: MPK_ERR_") and t in e,
+                  f"{args} of a file cut to {n} bytes: unclear message {e!r}")
+            check(o == "", f"{args}: output for an invalid file: {o!r}")
+    # A file that is not an .mpk at all.
+    t = os.path.join(tmp, "x.npy")
+    np.save(t, np.arange(100))
+    code, _, e = run("verify", t)
+    check(code == 1 and "MPK_ERR_BAD_MAGIC" in e, f"verify of a .npy: {code} {e!r}")
+
+
+def case_missing(tmp):
+    m = os.path.join(tmp, "nope.mpk")
+    for args in (("verify", m), ("inspect", m), ("extract", m, "w", "-o", os.path.join(tmp, "o.npy"))):
+        code, _, e = run(*args)
+        check(code == 1 and e.startswith("mpk: error: MPK_ERR_NOT_FOUND: ") and m in e,
+              f"{args}: {code} {e!r}")
+    code, _, e = run("pack", os.path.join(tmp, "nodir"), "-o", m)
+    check(code == 1 and "MPK_ERR_NOT_FOUND" in e, f"pack of a missing dir: {code} {e!r}")
+    os.makedirs(os.path.join(tmp, "emptydir"))
+    code, _, e = run("pack", os.path.join(tmp, "emptydir"), "-o", m)
+    check(code == 1 and "no .npy files" in e, f"pack of an empty dir: {code} {e!r}")
+    check(listing(tmp) == [], f"files left: {listing(tmp)}")
+
+
+def case_pack_errors(tmp):
+    src = os.path.join(tmp, "src")
+    os.makedirs(os.path.join(src, "sub"))
+    np.save(os.path.join(src, "a.npy"), np.arange(10, dtype=np.float32))
+    np.save(os.path.join(src, "sub", "b.npy"), np.ones((3, 3)))
+    before = listing(tmp)
+
+    # Output directory does not exist: fails (I/O), leaves no file anywhere.
+    code, _, e = run("pack", src, "-o", os.path.join(tmp, "no", "such", "dir", "m.mpk"))
+    check(code == 3 and "MPK_ERR_IO" in e, f"pack into a missing dir: {code} {e!r}")
+    check(listing(tmp) == before, f"files left: {listing(tmp)}")
+
+    out = os.path.join(tmp, "out", "m.mpk")
+    os.makedirs(os.path.dirname(out))
+    bad_files = {
+        "fortran.npy": (lambda p: np.save(p, np.asfortranarray(np.ones((2, 3)))), "MPK_ERR_BAD_FORMAT", 1),
+        "object.npy": (lambda p: np.save(p, np.array([1, "x"], dtype=object), allow_pickle=True),
+                       "MPK_ERR_BAD_DTYPE", 1),
+        "strings.npy": (lambda p: np.save(p, np.array(["ab", "cd"])), "MPK_ERR_BAD_DTYPE", 1),
+        "complex.npy": (lambda p: np.save(p, np.ones(3, np.complex64)), "MPK_ERR_BAD_DTYPE", 1),
+        "truncated.npy": (lambda p: open(p, "wb").write(open(os.path.join(src, "a.npy"), "rb").read()[:-3]),
+                          "MPK_ERR_TRUNCATED", 1),
+        "long.npy": (lambda p: open(p, "wb").write(open(os.path.join(src, "a.npy"), "rb").read() + b"x"),
+                     "MPK_ERR_SIZE_MISMATCH", 1),
+        "garbage.npy": (lambda p: open(p, "wb").write(b"hello, world"), "MPK_ERR_BAD_MAGIC", 1),
+    }
+    for fname, (make, status, want) in bad_files.items():
+        p = os.path.join(src, "sub", fname)
+        make(p)
+        code, o, e = run("pack", src, "-o", out)
+        check(code == want and e.startswith(f"mpk: error: {status}: ") and fname in e,
+              f"pack with {fname}: exit {code}, stderr {e!r}")
+        check(os.listdir(os.path.dirname(out)) == [], f"pack with {fname} left {os.listdir(os.path.dirname(out))}")
+        os.remove(p)
+    # An existing output is replaced only by a complete new file.
+    run("pack", src, "-o", out, expect=0)
+    cid = inspect_json(out)["content_id"]
+    np.save(os.path.join(src, "sub", "bad.npy"), np.asfortranarray(np.ones((2, 3))))
+    code, _, _ = run("pack", src, "-o", out)
+    check(code == 1, "pack with a bad file succeeded")
+    check(inspect_json(out)["content_id"] == cid, "a failed pack changed the existing output")
+    check(os.listdir(os.path.dirname(out)) == ["m.mpk"], f"left: {os.listdir(os.path.dirname(out))}")
+
+
+def case_extract_errors(tmp):
+    _, out, _ = packed(tmp)
+    dst = os.path.join(tmp, "o.npy")
+    code, _, e = run("extract", out, "no/such/tensor", "-o", dst)
+    check(code == 1 and e.startswith("mpk: error: MPK_ERR_NOT_FOUND: ") and "no/such/tensor" in e,
+          f"extract of a missing tensor: {code} {e!r}")
+    code, _, e = run("extract", out, "f32", "-o", os.path.join(tmp, "no", "dir", "o.npy"))
+    check(code == 3 and "MPK_ERR_IO" in e, f"extract into a missing dir: {code} {e!r}")
+    # Extract over an existing file replaces it.
+    with open(dst, "w") as f:
+        f.write("old")
+    run("extract", out, "u8", "-o", dst, expect=0)
+    check(np.array_equal(np.load(dst), make_arrays()["u8"]), "extract did not replace the file")
+    check(not any(n.startswith(".o.npy") for n in os.listdir(tmp)), f"temp files left: {os.listdir(tmp)}")
+
+
+CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
+
+
+def main():
+    global MPK
+    if len(sys.argv) != 3 or (sys.argv[2] not in CASES and sys.argv[2] != "all"):
+        print(f"usage: {sys.argv[0]} MPK_BINARY {{{'|'.join(CASES)}|all}}", file=sys.stderr)
+        return 2
+    MPK = os.path.abspath(sys.argv[1])
+    names = list(CASES) if sys.argv[2] == "all" else [sys.argv[2]]
+    failed = 0
+    for name in names:
+        tmp = tempfile.mkdtemp(prefix=f"mpk_cli_{name}_")
+        try:
+            CASES[name](tmp)
+            print(f"ok   {name}")
+        except AssertionError as e:
+            failed += 1
+            print(f"FAIL {name}: {e}")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,345 @@
+// cmd_inspect.cpp - `mpk inspect FILE [--json]`.
+//
+// Text mode abbreviates long metadata values (strings over 80 bytes, arrays over 8 items, bytes
+// over 16); --json prints everything, with bytes as lowercase hex strings and checksums as 16-digit
+// hex strings. Invalid UTF-8 in strings is replaced by U+FFFD in JSON.
+#include "common.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace mpk::cli {
+namespace {
+
+// ordered_json keeps the keys in the order written below (file facts first, tables last).
+using json = nlohmann::ordered_json;
+
+constexpr size_t kTextMaxString = 80;
+constexpr size_t kTextMaxItems = 8;
+constexpr size_t kTextMaxBytes = 16;
+
+const char *meta_type_name(mpk_meta_type t) {
+  switch (t) {
+    case MPK_META_STRING: return "string";
+    case MPK_META_INT64: return "int64";
+    case MPK_META_FLOAT64: return "float64";
+    case MPK_META_BOOL: return "bool";
+    case MPK_META_BYTES: return "bytes";
+    case MPK_META_STRING_ARRAY: return "string[]";
+    case MPK_META_INT64_ARRAY: return "int64[]";
+    case MPK_META_FLOAT64_ARRAY: return "float64[]";
+    case MPK_META_BOOL_ARRAY: return "bool[]";
+    case MPK_META_BYTES_ARRAY: return "bytes[]";
+    default: return "unknown";
+  }
+}
+
+std::string to_hex(std::span<const std::byte> b, size_t max = SIZE_MAX) {
+  static const char digits[] = "0123456789abcdef";
+  std::string s;
+  size_t n = std::min(b.size(), max);
+  s.reserve(2 * n);
+  for (size_t i = 0; i < n; ++i) {
+    auto v = std::to_integer<unsigned>(b[i]);
+    s += digits[v >> 4];
+    s += digits[v & 15];
+  }
+  return s;
+}
+
+// A string for a terminal: double-quoted, control characters and quotes escaped, cut when long.
+std::string text_string(std::string_view s, size_t max = kTextMaxString) {
+  std::string out = "\"";
+  size_t n = std::min(s.size(), max);
+  for (size_t i = 0; i < n; ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += char(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else {
+      out += char(c);
+    }
+  }
+  out += "\"";
+  if (s.size() > max) out += "... (" + std::to_string(s.size()) + " bytes)";
+  return out;
+}
+
+std::string text_bytes(std::span<const std::byte> b) {
+  std::string s = "0x" + to_hex(b, kTextMaxBytes);
+  if (b.size() > kTextMaxBytes) s += "...";
+  return s + " (" + std::to_string(b.size()) + " bytes)";
+}
+
+// Joins the first kTextMaxItems items rendered by f(i), then "... (N items)".
+template <class F>
+std::string text_list(size_t n, F f) {
+  std::string s = "[";
+  for (size_t i = 0; i < n && i < kTextMaxItems; ++i) {
+    if (i) s += ", ";
+    s += f(i);
+  }
+  if (n > kTextMaxItems) s += ", ...";
+  s += "]";
+  if (n > kTextMaxItems) s += " (" + std::to_string(n) + " items)";
+  return s;
+}
+
+// Renders a metadata value for text (abbreviated) or JSON (complete). A value that cannot be read
+// (a damaged entry) renders as "<error: ...>" / null instead of failing the whole inspect.
+std::string meta_text(const MetaValue &v) {
+  auto err = [](const Status &s) {
+    return "<error: " + std::string(mpk_status_name(s.code())) + ": " + s.message() + ">";
+  };
+  switch (v.type()) {
+    case MPK_META_STRING: {
+      auto r = v.as_string();
+      return r ? text_string(*r) : err(r.status());
+    }
+    case MPK_META_INT64: {
+      auto r = v.as_int64();
+      return r ? std::to_string(*r) : err(r.status());
+    }
+    case MPK_META_FLOAT64: {
+      auto r = v.as_float64();
+      return r ? format_double(*r) : err(r.status());
+    }
+    case MPK_META_BOOL: {
+      auto r = v.as_bool();
+      return r ? (*r ? "true" : "false") : err(r.status());
+    }
+    case MPK_META_BYTES: {
+      auto r = v.as_bytes();
+      return r ? text_bytes(*r) : err(r.status());
+    }
+    case MPK_META_STRING_ARRAY:
+      return text_list(v.array_length(), [&](size_t i) {
+        auto r = v.string_item(i);
+        return r ? text_string(*r, 40) : err(r.status());
+      });
+    case MPK_META_INT64_ARRAY: {
+      auto r = v.as_int64_array();
+      if (!r) return err(r.status());
+      return text_list(r->size(), [&](size_t i) { return std::to_string((*r)[i]); });
+    }
+    case MPK_META_FLOAT64_ARRAY: {
+      auto r = v.as_float64_array();
+      if (!r) return err(r.status());
+      return text_list(r->size(), [&](size_t i) { return format_double((*r)[i]); });
+    }
+    case MPK_META_BOOL_ARRAY: {
+      auto r = v.as_bool_array();
+      if (!r) return err(r.status());
+      return text_list(r->size(), [&](size_t i) { return std::string((*r)[i] ? "true" : "false"); });
+    }
+    case MPK_META_BYTES_ARRAY:
+      return text_list(v.array_length(), [&](size_t i) {
+        auto r = v.bytes_item(i);
+        return r ? text_bytes(*r) : err(r.status());
+      });
+    default:
+      return "<unknown type>";
+  }
+}
+
+json meta_json(const MetaValue &v) {
+  switch (v.type()) {
+    case MPK_META_STRING: {
+      auto r = v.as_string();
+      return r ? json(std::string(*r)) : json();
+    }
+    case MPK_META_INT64: {
+      auto r = v.as_int64();
+      return r ? json(*r) : json();
+    }
+    case MPK_META_FLOAT64: {  // NaN and infinities become null (JSON has no such numbers)
+      auto r = v.as_float64();
+      return r ? json(*r) : json();
+    }
+    case MPK_META_BOOL: {
+      auto r = v.as_bool();
+      return r ? json(*r) : json();
+    }
+    case MPK_META_BYTES: {
+      auto r = v.as_bytes();
+      return r ? json(to_hex(*r)) : json();
+    }
+    case MPK_META_STRING_ARRAY: {
+      json a = json::array();
+      for (size_t i = 0; i < v.array_length(); ++i) {
+        auto r = v.string_item(i);
+        a.push_back(r ? json(std::string(*r)) : json());
+      }
+      return a;
+    }
+    case MPK_META_INT64_ARRAY: {
+      auto r = v.as_int64_array();
+      return r ? json(std::vector<int64_t>(r->begin(), r->end())) : json();
+    }
+    case MPK_META_FLOAT64_ARRAY: {
+      auto r = v.as_float64_array();
+      return r ? json(std::vector<double>(r->begin(), r->end())) : json();
+    }
+    case MPK_META_BOOL_ARRAY: {
+      auto r = v.as_bool_array();
+      if (!r) return json();
+      json a = json::array();
+      for (uint8_t b : *r) a.push_back(b != 0);
+      return a;
+    }
+    case MPK_META_BYTES_ARRAY: {
+      json a = json::array();
+      for (size_t i = 0; i < v.array_length(); ++i) {
+        auto r = v.bytes_item(i);
+        a.push_back(r ? json(to_hex(*r)) : json());
+      }
+      return a;
+    }
+    default:
+      return json();
+  }
+}
+
+// Prints rows as left-aligned columns (the last column unpadded), two spaces apart.
+void print_table(const std::vector<std::vector<std::string>> &rows, const std::string &indent) {
+  if (rows.empty()) return;
+  std::vector<size_t> width(rows[0].size(), 0);
+  for (const auto &r : rows)
+    for (size_t c = 0; c < r.size(); ++c) width[c] = std::max(width[c], r[c].size());
+  std::string line;
+  for (const auto &r : rows) {
+    line = indent;
+    for (size_t c = 0; c < r.size(); ++c) {
+      line += r[c];
+      if (c + 1 < r.size()) line.append(width[c] - r[c].size() + 2, ' ');
+    }
+    std::printf("%s\n", line.c_str());
+  }
+}
+
+std::string component_name(const Model &m, uint32_t index) {
+  return index < m.component_count() ? std::string(m.component(index).name) : "?";
+}
+
+int print_json(const Model &m, const std::string &path) {
+  json doc;
+  doc["file"] = path;
+  doc["file_size"] = m.file_size();
+  doc["format_version"] = {{"major", m.format_major()}, {"minor", m.format_minor()}};
+  doc["features"] = {{"incompatible", m.incompatible_features()},
+                     {"compatible", m.compatible_features()}};
+  doc["alignment"] = m.alignment();
+  doc["header"] = {{"offset", m.header_offset()}, {"size", m.header_size()}};
+  doc["data"] = {{"offset", m.data_offset()}, {"size", m.data_size()}};
+  doc["content_id"] = std::string(m.content_id());
+  doc["writer"] = std::string(m.writer());
+
+  json comps = json::array();
+  for (size_t i = 0; i < m.component_count(); ++i) {
+    ComponentInfo c = m.component(i);
+    comps.push_back({{"name", std::string(c.name)},
+                     {"kind", std::string(c.kind)},
+                     {"tensors", c.tensors},
+                     {"bytes", c.nbytes}});
+  }
+  doc["components"] = std::move(comps);
+
+  json meta = json::array();
+  for (size_t i = 0; i < m.metadata_count(); ++i) {
+    MetaValue v = m.metadata_value(i);
+    meta.push_back({{"key", std::string(m.metadata_key(i))},
+                    {"type", meta_type_name(v.type())},
+                    {"value", meta_json(v)}});
+  }
+  doc["metadata"] = std::move(meta);
+
+  json tensors = json::array();
+  for (size_t i = 0; i < m.tensor_count(); ++i) {
+    TensorInfo t = m.info(i);
+    tensors.push_back({{"name", std::string(t.name)},
+                       {"dtype", std::string(dtype_name(t.dtype))},
+                       {"shape", std::vector<uint64_t>(t.shape.begin(), t.shape.end())},
+                       {"numel", t.numel()},
+                       {"bytes", t.nbytes},
+                       {"offset", t.offset},
+                       {"alignment", offset_alignment(t.offset)},
+                       {"component", component_name(m, t.component)},
+                       {"xxh3", hex64(t.xxh3)}});
+  }
+  doc["tensors"] = std::move(tensors);
+
+  std::string out = doc.dump(2, ' ', false, json::error_handler_t::replace);
+  std::printf("%s\n", out.c_str());
+  return kExitOk;
+}
+
+int print_text(const Model &m, const std::string &path) {
+  auto kv = [](const char *k, const std::string &v) { std::printf("%-14s %s\n", k, v.c_str()); };
+  kv("file:", path);
+  kv("file size:", std::to_string(m.file_size()) + " bytes (" + human_bytes(m.file_size()) + ")");
+  kv("format:", std::to_string(m.format_major()) + "." + std::to_string(m.format_minor()));
+  auto bits = [](uint64_t v) {
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "0x%llx", (unsigned long long)v);
+    return std::string(buf);
+  };
+  kv("features:", "incompatible " + bits(m.incompatible_features()) + ", compatible " +
+                      bits(m.compatible_features()));
+  kv("alignment:", std::to_string(m.alignment()));
+  kv("header:", "offset " + std::to_string(m.header_offset()) + ", size " +
+                    std::to_string(m.header_size()));
+  kv("data:", "offset " + std::to_string(m.data_offset()) + ", size " +
+                  std::to_string(m.data_size()) + " (" + human_bytes(m.data_size()) + ")");
+  kv("content id:", std::string(m.content_id()));
+  kv("writer:", text_string(m.writer()));
+
+  std::printf("\ncomponents (%zu):\n", m.component_count());
+  std::vector<std::vector<std::string>> rows{{"name", "kind", "tensors", "bytes"}};
+  for (size_t i = 0; i < m.component_count(); ++i) {
+    ComponentInfo c = m.component(i);
+    rows.push_back({printable(c.name), printable(c.kind), std::to_string(c.tensors),
+                    std::to_string(c.nbytes)});
+  }
+  if (rows.size() > 1) print_table(rows, "  ");
+
+  std::printf("\nmetadata (%zu):\n", m.metadata_count());
+  rows = {{"key", "type", "value"}};
+  for (size_t i = 0; i < m.metadata_count(); ++i) {
+    MetaValue v = m.metadata_value(i);
+    rows.push_back({printable(m.metadata_key(i)), meta_type_name(v.type()), meta_text(v)});
+  }
+  if (rows.size() > 1) print_table(rows, "  ");
+
+  std::printf("\ntensors (%zu):\n", m.tensor_count());
+  rows = {{"name", "dtype", "shape", "bytes", "offset", "align", "xxh3"}};
+  for (size_t i = 0; i < m.tensor_count(); ++i) {
+    TensorInfo t = m.info(i);
+    rows.push_back({printable(t.name), std::string(dtype_name(t.dtype)), shape_string(t.shape),
+                    std::to_string(t.nbytes), std::to_string(t.offset),
+                    std::to_string(offset_alignment(t.offset)), hex64(t.xxh3)});
+  }
+  if (rows.size() > 1) print_table(rows, "  ");
+  return kExitOk;
+}
+
+}  // namespace
+
+int run_inspect(const InspectArgs &args) {
+  auto model = open_model(args.file, Verify::Header);
+  if (!model) return report(model.status());
+  return args.json ? print_json(*model, args.file) : print_text(*model, args.file);
+}
+
+}  // namespace mpk::cli

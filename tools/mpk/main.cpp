@@ -1,0 +1,133 @@
+// main.cpp - the `mpk` command-line tool: command-line parsing (CLI11) and dispatch.
+//
+// CLI11 reports parse errors and --help with exceptions; they are all caught here. The subcommands
+// themselves (cmd_*.cpp) use the exception-free mpk::Status API and return an exit code.
+#include "common.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <exception>
+#include <new>
+
+namespace {
+
+constexpr const char *kExitCodes =
+    "Exit codes:\n"
+    "  0  success\n"
+    "  1  the file is invalid, verification failed, or a file/tensor was not found\n"
+    "  2  usage error (bad command line or option value)\n"
+    "  3  I/O or any other error\n"
+    "Errors are printed to stderr as 'mpk: error: <MPK_STATUS_NAME>: message'. Progress is shown\n"
+    "on stderr only when it is a terminal.\n";
+
+int run(int argc, char **argv) {
+  using namespace mpk::cli;
+  CLI::App app("mpk - inspect, verify, pack and extract .mpk model files (libmodelpack " +
+                   std::string(mpk_version_string()) + ")",
+               "mpk");
+  app.footer(kExitCodes);
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string(mpk_version_string()));
+
+  InspectArgs inspect;
+  CLI::App *c_inspect = app.add_subcommand(
+      "inspect", "Show the header of a .mpk file: format, features, sizes, content id, components, "
+                 "metadata and the tensor table");
+  c_inspect->add_option("FILE", inspect.file, "the .mpk file")->required();
+  c_inspect->add_flag("--json", inspect.json,
+                      "print one JSON document with everything (metadata values complete)");
+
+  VerifyArgs verify;
+  CLI::App *c_verify = app.add_subcommand(
+      "verify", "Check a .mpk file: header checksums and content id, and with --mode full (the "
+                "default) every tensor's XXH3 checksum");
+  c_verify->add_option("FILE", verify.file, "the .mpk file")->required();
+  c_verify->add_option("--threads,-j", verify.threads, "threads hashing tensors")
+      ->check(CLI::Range(1u, 1024u))
+      ->capture_default_str();
+  c_verify->add_option("--mode", verify.mode, "header: header only; full: also every tensor")
+      ->check(CLI::IsMember({"header", "full"}))
+      ->capture_default_str();
+
+  PackArgs pack;
+  CLI::App *c_pack = app.add_subcommand(
+      "pack",
+      "Pack every .npy file under DIR (recursively) into a .mpk file. Tensor names are the paths "
+      "relative to DIR without '.npy' ('/' separated), in sorted order. Other files are ignored "
+      "(listed with --verbose). Data is streamed in 8 MiB pieces: memory use does not grow with "
+      "the file sizes.");
+  c_pack->add_option("DIR", pack.dir, "directory of .npy files")->required();
+  c_pack->add_option("-o,--output", pack.output, "the .mpk file to write")->required();
+  c_pack->add_option("--alignment", pack.alignment,
+                     "alignment of each tensor's file offset (power of two, 1..65536)")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string &v) -> std::string {
+            unsigned long long a = 0;
+            try {
+              a = std::stoull(v);
+            } catch (...) {
+              return "not a number: " + v;
+            }
+            if (a == 0 || a > MPK_MAX_ALIGNMENT || (a & (a - 1)) != 0)
+              return "alignment must be a power of two in [1, 65536], got " + v;
+            return {};
+          },
+          "POW2"));
+  c_pack->add_option("--meta", pack.meta, "string metadata KEY=VALUE (repeatable)")
+      ->allow_extra_args(false);
+  c_pack->add_option("--meta-int", pack.meta_int, "int64 metadata KEY=N (repeatable)")
+      ->allow_extra_args(false);
+  c_pack->add_option("--meta-float", pack.meta_float, "float64 metadata KEY=X (repeatable)")
+      ->allow_extra_args(false);
+  c_pack->add_option("--meta-bool", pack.meta_bool, "bool metadata KEY=true|false (repeatable)")
+      ->allow_extra_args(false);
+  c_pack->add_flag("-v,--verbose", pack.verbose, "list the files packed and ignored");
+  c_pack->add_flag("--no-fsync", pack.no_fsync,
+                   "do not sync before the final rename (faster, less durable)");
+
+  ExtractArgs extract;
+  CLI::App *c_extract = app.add_subcommand(
+      "extract",
+      "Write one tensor of a .mpk file as a .npy file (atomically). The tensor's checksum is "
+      "verified first.");
+  c_extract->add_option("FILE", extract.file, "the .mpk file")->required();
+  c_extract->add_option("NAME", extract.name, "the tensor's name")->required();
+  c_extract->add_option("-o,--output", extract.output, "the .npy file to write")->required();
+  c_extract->add_flag("--bf16-as-u16", extract.bf16_as_u16,
+                      "write a bf16 tensor's raw bits as '<u2' (NumPy has no bf16); without it, "
+                      "bf16 tensors are refused");
+  c_extract->add_flag("--no-verify", extract.no_verify, "skip the tensor checksum check");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError &e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::fprintf(stderr, "mpk: error: usage: %s\nRun 'mpk --help' or 'mpk <command> --help'.\n",
+                 e.what());
+    return kExitUsage;
+  }
+
+  if (*c_inspect) return run_inspect(inspect);
+  if (*c_verify) return run_verify(verify);
+  if (*c_pack) return run_pack(pack);
+  if (*c_extract) return run_extract(extract);
+  return kExitUsage;  // unreachable: a subcommand is required
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  // The library never throws; this guard catches what the C++ runtime may (bad_alloc, CLI11).
+  try {
+    return run(argc, argv);
+  } catch (const std::bad_alloc &) {
+    std::fprintf(stderr, "mpk: error: MPK_ERR_NO_MEMORY: out of memory\n");
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "mpk: error: MPK_ERR_INTERNAL: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "mpk: error: MPK_ERR_INTERNAL: unknown exception\n");
+  }
+  return mpk::cli::kExitOther;
+}
