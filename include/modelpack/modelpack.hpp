@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -201,8 +202,11 @@ class MPK_API Model {
   // Tensor indices in file order (by offset): the order for sequential passes.
   std::vector<size_t> file_order() const;
 
-  // Checks. Full verification hashes every tensor (threads >= 1) and names the first mismatch.
-  Status verify(Verify mode, unsigned threads = 1) const;
+  // Checks. Full verification hashes every tensor (threads >= 1) and names the first mismatch in
+  // file order. `on_tensor`, if set, is called after each tensor is hashed and matched, with its
+  // index, from the hashing threads (it must be thread-safe): for progress reports.
+  Status verify(Verify mode, unsigned threads = 1,
+                const std::function<void(size_t index)> &on_tensor = {}) const;
   Status verify_tensor(size_t index) const;
 
   // Components.

@@ -74,7 +74,8 @@ struct ModelImpl {
   Status check_features() const;
   Result<std::span<const std::byte>> bytes(size_t i) const;
   Status hash_check(size_t i, std::vector<std::byte> *scratch) const;
-  Status verify_set(const std::vector<size_t> &which, unsigned threads) const;
+  Status verify_set(const std::vector<size_t> &which, unsigned threads,
+                    const std::function<void(size_t)> &on_tensor = {}) const;
 };
 
 Status ModelImpl::check_features() const {
@@ -278,7 +279,8 @@ Status ModelImpl::hash_check(size_t i, std::vector<std::byte> *scratch) const {
   return {};
 }
 
-Status ModelImpl::verify_set(const std::vector<size_t> &which, unsigned threads) const {
+Status ModelImpl::verify_set(const std::vector<size_t> &which, unsigned threads,
+                             const std::function<void(size_t)> &on_tensor) const {
   if (which.empty()) return {};
   threads = std::max(1u, std::min<unsigned>(threads, unsigned(which.size())));
   // Each worker takes the next tensor in file order; the first failure in file order is reported.
@@ -290,6 +292,7 @@ Status ModelImpl::verify_set(const std::vector<size_t> &which, unsigned threads)
     for (size_t k; (k = next.fetch_add(1)) < which.size();) {
       if (k > first_bad.load(std::memory_order_relaxed)) break;
       Status s = hash_check(which[k], &scratch);
+      if (s && on_tensor) on_tensor(which[k]);
       if (!s) {
         errors[k] = std::move(s);
         size_t cur = first_bad.load();
@@ -430,7 +433,7 @@ std::vector<size_t> Model::file_order() const {
   return out;
 }
 
-Status Model::verify(Verify mode, unsigned threads) const {
+Status Model::verify(Verify mode, unsigned threads, const std::function<void(size_t)> &on_tensor) const {
   if (mode == Verify::None) return {};
   // A mapped file that shrank would fault (SIGBUS) on access: refuse before touching it.
   if (Status s = impl_->check_size(); !s) return s;
@@ -448,7 +451,7 @@ Status Model::verify(Verify mode, unsigned threads) const {
   if (impl_->hdr->content_id() && sv(impl_->hdr->content_id()) != impl_->content_id)
     return fail(MPK_ERR_CHECKSUM, "content id mismatch");
   if (mode == Verify::Header) return {};
-  return impl_->verify_set(file_order(), threads);
+  return impl_->verify_set(file_order(), threads, on_tensor);
 }
 
 Status Model::verify_tensor(size_t index) const {

@@ -1,7 +1,9 @@
 // Many threads reading and verifying one open model.
 #include "testutil.hpp"
 
+#include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <thread>
 
 using namespace testutil;
@@ -41,5 +43,25 @@ TEST_CASE("8 threads read and verify one model at once", "[threads]") {
     }
     for (auto &t : pool) t.join();
     CHECK(failures == 0);
+  }
+}
+
+TEST_CASE("verify reports each matched tensor once to its progress callback", "[threads]") {
+  TempDir dir;
+  std::string path = dir / "p.mpk";
+  write_sample(path);
+  auto m = mpk::Model::open(path);
+  REQUIRE(m.ok());
+  for (unsigned threads : {1u, 3u}) {
+    std::mutex mu;
+    std::vector<size_t> seen;
+    REQUIRE_OK(m->verify(mpk::Verify::Full, threads, [&](size_t i) {
+      std::lock_guard<std::mutex> lock(mu);
+      seen.push_back(i);
+    }));
+    std::sort(seen.begin(), seen.end());
+    std::vector<size_t> all(m->tensor_count());
+    for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+    CHECK(seen == all);
   }
 }
