@@ -7,7 +7,7 @@ pkgs=(cmake g++ make pkg-config libflatbuffers-dev flatbuffers-compiler libxxhas
       libdnnl-dev ocl-icd-opencl-dev libcli11-dev nlohmann-json3-dev)
 case "$what" in
   build) ;;
-  test) pkgs+=(catch2 libbenchmark-dev python3 python3-numpy binutils abigail-tools) ;;
+  test) pkgs+=(catch2 libbenchmark-dev python3 python3-numpy python3-xxhash binutils abigail-tools clang) ;;
   demo) pkgs+=(python3 python3-numpy python3-sklearn) ;;
   *) echo "usage: $0 [build|test|demo]" >&2; exit 2 ;;
 esac

@@ -17,6 +17,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -152,10 +153,14 @@ struct TensorInfo {
 // A tensor with its bytes: zero-copy from the map, or loaded once and kept (Access::Read).
 struct TensorView : TensorInfo {
   std::span<const std::byte> data;
-  // Typed view; empty optional when T does not match the dtype.
+  // Typed view; empty optional when T does not match the dtype, or when the bytes are not aligned
+  // for T in memory (a file written with an alignment below alignof(T); copy with Model::read).
+  // bool tensors are viewed as uint8_t (files may hold any byte there: nonzero means true).
   template <class T>
   std::optional<std::span<const T>> as() const {
-    if (dtype != dtype_of<T>()) return std::nullopt;
+    static_assert(!std::is_same_v<T, bool>, "view bool tensors as uint8_t");
+    bool match = dtype == dtype_of<T>() || (std::is_same_v<T, uint8_t> && dtype == MPK_DTYPE_BOOL);
+    if (!match || reinterpret_cast<uintptr_t>(data.data()) % alignof(T) != 0) return std::nullopt;
     return std::span<const T>(reinterpret_cast<const T *>(data.data()), data.size() / sizeof(T));
   }
 };

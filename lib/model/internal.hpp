@@ -14,14 +14,18 @@ flatbuffers::Offset<fb::MetaEntry> build_meta_entry(flatbuffers::FlatBufferBuild
 // Validates a metadata vector: keys valid, strictly increasing, values of known types well formed.
 // `where` names the vector in messages ("metadata", "component 'x' metadata").
 Status validate_metadata(const flatbuffers::Vector<flatbuffers::Offset<fb::MetaEntry>> *entries,
-                         std::string_view where);
+                         const uint8_t *header, std::string_view where);
 
 mpk_meta_type meta_type_of(const fb::MetaEntry *e);
 
 // Byte-wise comparison of names (as memcmp on unsigned bytes; std::string_view does this).
 inline int compare_names(std::string_view a, std::string_view b) { return a.compare(b); }
 
-inline bool aligned8(const void *p) { return (reinterpret_cast<uintptr_t>(p) & 7) == 0; }
+// 8-byte alignment of p as a position in the header (a property of the file, not of where the
+// header happens to sit in memory; the reader keeps the header 8-aligned in memory too).
+inline bool aligned8(const void *p, const uint8_t *header) {
+  return ((static_cast<const uint8_t *>(p) - header) & 7) == 0;
+}
 
 inline std::string_view sv(const flatbuffers::String *s) {
   return s ? std::string_view(s->c_str(), s->size()) : std::string_view();

@@ -77,7 +77,8 @@ mpk_meta_type detail::meta_type_of(const fb::MetaEntry *e) {
   return MPK_META_UNKNOWN;
 }
 
-Status detail::validate_metadata(const fbs::Vector<fbs::Offset<fb::MetaEntry>> *entries, std::string_view where) {
+Status detail::validate_metadata(const fbs::Vector<fbs::Offset<fb::MetaEntry>> *entries, const uint8_t *header,
+                                 std::string_view where) {
   if (!entries) return {};
   std::string_view prev;
   for (fbs::uoffset_t i = 0; i < entries->size(); ++i) {
@@ -97,7 +98,7 @@ Status detail::validate_metadata(const fbs::Vector<fbs::Offset<fb::MetaEntry>> *
     const void *data8 = nullptr;
     if (auto *a = e->value_as_Int64Array(); a && a->value() && a->value()->size()) data8 = a->value()->Data();
     if (auto *a = e->value_as_Float64Array(); a && a->value() && a->value()->size()) data8 = a->value()->Data();
-    if (data8 && !aligned8(data8))
+    if (data8 && !aligned8(data8, header))
       return fail(MPK_ERR_CORRUPT_HEADER, where, " ", quote(key), ": array is not 8-byte aligned");
   }
   return {};

@@ -136,10 +136,11 @@ Status ModelImpl::validate(Verify mode) {
       if (kind.size() > MPK_MAX_NAME_BYTES || !valid_name(kind))
         return fail(MPK_ERR_BAD_NAME, "component ", quote(name), " has an invalid kind ", quote(kind));
       if (!seen.insert(name).second) return fail(MPK_ERR_DUPLICATE, "component ", quote(name), " appears twice");
-      if (Status s = validate_metadata(c->metadata(), cat("component ", quote(name), " metadata")); !s) return s;
+      if (Status s = validate_metadata(c->metadata(), header, cat("component ", quote(name), " metadata")); !s)
+        return s;
     }
   }
-  if (Status s = validate_metadata(hdr->metadata(), "metadata"); !s) return s;
+  if (Status s = validate_metadata(hdr->metadata(), header, "metadata"); !s) return s;
 
   // Tensors: names sorted and unique, dtypes known, shapes consistent with sizes, extents inside the
   // data section and aligned. The content id is computed on the way.
@@ -167,7 +168,7 @@ Status ModelImpl::validate(Verify mode) {
     std::span<const uint64_t> shape;
     if (x->shape()) {
       // The FlatBuffers 2.0.8 Verifier checks vectors for 4-byte alignment only.
-      if (x->shape()->size() > 0 && !aligned8(x->shape()->Data()))
+      if (x->shape()->size() > 0 && !aligned8(x->shape()->Data(), header))
         return fail(MPK_ERR_CORRUPT_HEADER, "tensor ", quote(name), ": shape vector is not 8-byte aligned");
       shape = {x->shape()->data(), x->shape()->size()};
     }
@@ -206,7 +207,9 @@ Status ModelImpl::validate(Verify mode) {
     return fail(MPK_ERR_CORRUPT_HEADER, "data_order has ", norder, " entries for ", ntensors, " tensors");
   if (ntensors) {
     std::vector<uint8_t> seen(ntensors, 0);
-    const fb::Tensor *last = nullptr;
+    // Offsets never decrease along data_order (empty tensors included); a non-empty tensor starts
+    // at or after the end of the last non-empty one before it.
+    const fb::Tensor *prev = nullptr, *last = nullptr;  // previous entry; last non-empty entry
     for (uint32_t k = 0; k < ntensors; ++k) {
       uint32_t idx = order->Get(k);
       if (idx >= ntensors)
@@ -214,16 +217,15 @@ Status ModelImpl::validate(Verify mode) {
       if (seen[idx]) return fail(MPK_ERR_CORRUPT_HEADER, "data_order lists tensor ", quote(sv(t(idx)->name())), " twice");
       seen[idx] = 1;
       const fb::Tensor *x = t(idx);
-      if (last) {
-        if (x->offset() < last->offset())
-          return fail(MPK_ERR_UNSORTED, "data_order is not in offset order: ", quote(sv(x->name())), " at ",
-                      Hex{abs_offset(x)}, " comes after ", quote(sv(last->name())), " at ", Hex{abs_offset(last)});
-        if (x->offset() < last->offset() + last->size() && x->size() > 0)
-          return fail(MPK_ERR_OVERLAP, "tensor ", quote(sv(x->name())), " [", Hex{abs_offset(x)}, ",",
-                      Hex{abs_offset(x) + x->size()}, ") overlaps ", quote(sv(last->name())), " [", Hex{abs_offset(last)},
-                      ",", Hex{abs_offset(last) + last->size()}, ")");
-      }
-      if (!last || x->size() > 0) last = x;
+      if (prev && x->offset() < prev->offset())
+        return fail(MPK_ERR_UNSORTED, "data_order is not in offset order: ", quote(sv(x->name())), " at ",
+                    Hex{abs_offset(x)}, " comes after ", quote(sv(prev->name())), " at ", Hex{abs_offset(prev)});
+      if (last && x->size() > 0 && x->offset() < last->offset() + last->size())
+        return fail(MPK_ERR_OVERLAP, "tensor ", quote(sv(x->name())), " [", Hex{abs_offset(x)}, ",",
+                    Hex{abs_offset(x) + x->size()}, ") overlaps ", quote(sv(last->name())), " [", Hex{abs_offset(last)},
+                    ",", Hex{abs_offset(last) + last->size()}, ")");
+      prev = x;
+      if (x->size() > 0) last = x;
     }
   }
 
@@ -320,8 +322,9 @@ Model &Model::operator=(Model &&) noexcept = default;
 Model::~Model() = default;
 
 Result<Model> Model::open(const std::string &path, const OpenOptions &options) {
-  if (options.max_header_bytes == 0 || options.max_header_bytes > 0x7fffffffu)
-    return fail(MPK_ERR_INVALID_ARGUMENT, "max_header_bytes must be in [1, 2^31 - 1]");
+  // FlatBuffers buffers must be smaller than 2^31 - 1 bytes (its Verifier asserts it).
+  if (options.max_header_bytes == 0 || options.max_header_bytes >= 0x7fffffffu)
+    return fail(MPK_ERR_INVALID_ARGUMENT, "max_header_bytes must be in [1, 2^31 - 2]");
   auto impl = std::make_unique<ModelImpl>();
   ModelImpl &m = *impl;
   auto file = File::open_read(path);

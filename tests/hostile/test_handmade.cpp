@@ -131,6 +131,17 @@ TEST_CASE("a broken data_order is refused", "[hostile]") {
   expect(s, MPK_ERR_CORRUPT_HEADER, "twice");
   s.data_order = std::vector<uint32_t>{1, 0};
   expect(s, MPK_ERR_UNSORTED, "offset order");
+  // Empty tensors take part in the order too: A@0, Z(empty)@128, B@64 is out of order.
+  s = two_tensors();
+  s.tensors.push_back({"z", MPK_DTYPE_F32, {0}, 0, 128, 0});
+  s.data_size = 256;
+  s.data_order = std::vector<uint32_t>{0, 2, 1};
+  expect(s, MPK_ERR_UNSORTED, "'b' at 0xc0 comes after 'z'");
+  // ... and in the right place they are fine, even inside another tensor's extent.
+  s.tensors[2].offset = 64;
+  s.data_order = std::vector<uint32_t>{0, 2, 1};
+  TempDir dir;
+  REQUIRE_OK(open_bytes(dir, build(s)));
 }
 
 TEST_CASE("unknown incompatible features are refused by name; compatible ones are ignored", "[hostile]") {

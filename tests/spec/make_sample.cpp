@@ -1,0 +1,322 @@
+// make_sample.cpp - writes the sample .mpk files that tests/spec/read_mpk.py (the independent reader
+// written from docs/FORMAT.md) is checked against, using only the public C++ API.
+//
+// Usage: make_sample OUT_DIR
+// Writes into OUT_DIR (created if missing), for each sample NAME:
+//   NAME.mpk       the file, written by mpk::Writer;
+//   NAME.lib.json  what the library reports after opening it with Verify::Full, in the shape of
+//                  `mpk inspect --json` (the keys read_mpk.py prints too).
+// Samples: every dtype incl. a scalar and empty tensors, metadata of every type, two components,
+// alignments 64, 4096 and 1, a streamed tensor, UTF-8 names, and a file with no tensors at all.
+#include <modelpack/modelpack.hpp>
+
+#include <charconv>
+#include <filesystem>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+std::vector<std::byte> pattern(size_t n, uint32_t seed) {
+  std::vector<std::byte> out(n);
+  uint32_t x = seed * 2654435761u + 12345u;
+  for (auto &b : out) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    b = std::byte(x >> 24);
+  }
+  return out;
+}
+
+// bool tensors hold 0 or 1 in each byte.
+std::vector<std::byte> bools(size_t n, uint32_t seed) {
+  auto out = pattern(n, seed);
+  for (auto &b : out) b = std::byte(std::to_integer<unsigned>(b) & 1);
+  return out;
+}
+
+size_t numel(const std::vector<uint64_t> &shape) {
+  size_t n = 1;
+  for (uint64_t d : shape) n *= size_t(d);
+  return n;
+}
+
+// (mpk::Status::to_string is not exported from the shared library, so the name is built here.)
+std::string text(const mpk::Status &s) { return std::string(mpk_status_name(s.code())) + ": " + s.message(); }
+
+bool check(const mpk::Status &s, const char *what) {
+  if (!s.ok()) std::fprintf(stderr, "make_sample: %s: %s\n", what, text(s).c_str());
+  return s.ok();
+}
+
+bool add(mpk::Writer &w, const std::string &name, mpk::DType dt, std::vector<uint64_t> shape,
+         uint32_t seed, std::string_view component = {}) {
+  size_t n = numel(shape) * mpk::dtype_size(dt);
+  auto bytes = dt == MPK_DTYPE_BOOL ? bools(n, seed) : pattern(n, seed);
+  return check(w.add_tensor(name, dt, shape, bytes, component), name.c_str());
+}
+
+// ---- JSON output (the shape of `mpk inspect --json`) ----
+
+std::string json_string(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += char(c);
+    } else if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += char(c);  // UTF-8 passes through (the samples only hold valid UTF-8)
+    }
+  }
+  return out + "\"";
+}
+
+std::string json_double(double v) {
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
+}
+
+std::string hex(std::span<const std::byte> b) {
+  static const char d[] = "0123456789abcdef";
+  std::string s;
+  for (std::byte x : b) {
+    s += d[std::to_integer<unsigned>(x) >> 4];
+    s += d[std::to_integer<unsigned>(x) & 15];
+  }
+  return s;
+}
+
+std::string hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016" PRIx64, v);
+  return buf;
+}
+
+template <class F>
+std::string json_list(size_t n, F f) {
+  std::string s = "[";
+  for (size_t i = 0; i < n; ++i) s += (i ? ", " : "") + f(i);
+  return s + "]";
+}
+
+std::pair<std::string, std::string> meta_json(const mpk::MetaValue &v) {
+  switch (v.type()) {
+    case MPK_META_STRING: return {"string", json_string(*v.as_string())};
+    case MPK_META_INT64: return {"int64", std::to_string(*v.as_int64())};
+    case MPK_META_FLOAT64: return {"float64", json_double(*v.as_float64())};
+    case MPK_META_BOOL: return {"bool", *v.as_bool() ? "true" : "false"};
+    case MPK_META_BYTES: return {"bytes", json_string(hex(*v.as_bytes()))};
+    case MPK_META_STRING_ARRAY:
+      return {"string[]", json_list(v.array_length(), [&](size_t i) { return json_string(*v.string_item(i)); })};
+    case MPK_META_INT64_ARRAY: {
+      auto a = *v.as_int64_array();
+      return {"int64[]", json_list(a.size(), [&](size_t i) { return std::to_string(a[i]); })};
+    }
+    case MPK_META_FLOAT64_ARRAY: {
+      auto a = *v.as_float64_array();
+      return {"float64[]", json_list(a.size(), [&](size_t i) { return json_double(a[i]); })};
+    }
+    case MPK_META_BOOL_ARRAY: {
+      auto a = *v.as_bool_array();
+      return {"bool[]", json_list(a.size(), [&](size_t i) { return std::string(a[i] ? "true" : "false"); })};
+    }
+    case MPK_META_BYTES_ARRAY:
+      return {"bytes[]", json_list(v.array_length(), [&](size_t i) { return json_string(hex(*v.bytes_item(i))); })};
+    default: return {"unknown", "null"};
+  }
+}
+
+uint64_t offset_alignment(uint64_t offset) {
+  if (offset == 0) return MPK_MAX_ALIGNMENT;
+  uint64_t a = offset & (~offset + 1);
+  return a > MPK_MAX_ALIGNMENT ? uint64_t(MPK_MAX_ALIGNMENT) : a;
+}
+
+bool dump(const std::string &path, const std::string &json_path) {
+  auto m = mpk::Model::open(path, {mpk::Access::Map, mpk::Verify::Full});
+  if (!m) {
+    std::fprintf(stderr, "make_sample: reopening %s: %s\n", path.c_str(), text(m.status()).c_str());
+    return false;
+  }
+  std::string j = "{\n";
+  auto kv = [&](const char *k, const std::string &v, bool last = false) {
+    j += "  " + json_string(k) + ": " + v + (last ? "\n" : ",\n");
+  };
+  kv("file", json_string(path));
+  kv("file_size", std::to_string(m->file_size()));
+  kv("format_version", "{\"major\": " + std::to_string(m->format_major()) + ", \"minor\": " +
+                           std::to_string(m->format_minor()) + "}");
+  kv("features", "{\"incompatible\": " + std::to_string(m->incompatible_features()) +
+                     ", \"compatible\": " + std::to_string(m->compatible_features()) + "}");
+  kv("alignment", std::to_string(m->alignment()));
+  kv("header", "{\"offset\": " + std::to_string(m->header_offset()) + ", \"size\": " +
+                   std::to_string(m->header_size()) + "}");
+  kv("data", "{\"offset\": " + std::to_string(m->data_offset()) + ", \"size\": " +
+                 std::to_string(m->data_size()) + "}");
+  kv("content_id", json_string(m->content_id()));
+  kv("writer", json_string(m->writer()));
+  kv("components", json_list(m->component_count(), [&](size_t i) {
+       mpk::ComponentInfo c = m->component(i);
+       return "{\"name\": " + json_string(c.name) + ", \"kind\": " + json_string(c.kind) +
+              ", \"tensors\": " + std::to_string(c.tensors) + ", \"bytes\": " + std::to_string(c.nbytes) + "}";
+     }));
+  kv("metadata", json_list(m->metadata_count(), [&](size_t i) {
+       auto [type, value] = meta_json(m->metadata_value(i));
+       return "{\"key\": " + json_string(m->metadata_key(i)) + ", \"type\": " + json_string(type) +
+              ", \"value\": " + value + "}";
+     }));
+  kv("tensors", json_list(m->tensor_count(), [&](size_t i) {
+       mpk::TensorInfo t = m->info(i);
+       std::vector<uint64_t> shape(t.shape.begin(), t.shape.end());
+       return "{\"name\": " + json_string(t.name) + ", \"dtype\": " + json_string(mpk::dtype_name(t.dtype)) +
+              ", \"shape\": " + json_list(shape.size(), [&](size_t k) { return std::to_string(shape[k]); }) +
+              ", \"numel\": " + std::to_string(t.numel()) + ", \"bytes\": " + std::to_string(t.nbytes) +
+              ", \"offset\": " + std::to_string(t.offset) + ", \"alignment\": " +
+              std::to_string(offset_alignment(t.offset)) + ", \"component\": " +
+              json_string(m->component(t.component).name) + ", \"xxh3\": " + json_string(hex64(t.xxh3)) + "}";
+     }),
+     true);
+  j += "}\n";
+  FILE *f = std::fopen(json_path.c_str(), "wb");
+  if (!f) return false;
+  bool ok = std::fwrite(j.data(), 1, j.size(), f) == j.size();
+  return std::fclose(f) == 0 && ok;
+}
+
+// Every dtype, a scalar, empty tensors, a streamed tensor, UTF-8 names, every metadata type, two
+// components (the second, "weights", created implicitly), alignment 64.
+bool sample_dtypes(const std::string &path) {
+  auto w = mpk::Writer::create(path, {64, false});
+  if (!check(w.status(), "create")) return false;
+  bool ok = check(w->add_component("tokenizer", "tokenizer"), "component");
+  // Added out of name order, so that data_order is not the identity.
+  ok = ok && add(*w, "z.f64", MPK_DTYPE_F64, {2, 3}, 1);
+  ok = ok && add(*w, "a.f32", MPK_DTYPE_F32, {4}, 2);
+  ok = ok && add(*w, "m.f16", MPK_DTYPE_F16, {3, 1}, 3);
+  ok = ok && add(*w, "m.bf16", MPK_DTYPE_BF16, {5}, 4);
+  ok = ok && add(*w, "int.i64", MPK_DTYPE_I64, {2}, 5);
+  ok = ok && add(*w, "int.i32", MPK_DTYPE_I32, {3}, 6);
+  ok = ok && add(*w, "int.i16", MPK_DTYPE_I16, {2, 3, 4}, 7);
+  ok = ok && add(*w, "int.i8", MPK_DTYPE_I8, {9}, 8);
+  ok = ok && add(*w, "uint.u64", MPK_DTYPE_U64, {1}, 9);
+  ok = ok && add(*w, "uint.u32", MPK_DTYPE_U32, {2, 2}, 10);
+  ok = ok && add(*w, "uint.u16", MPK_DTYPE_U16, {7}, 11);
+  ok = ok && add(*w, "uint.u8", MPK_DTYPE_U8, {65}, 12);
+  ok = ok && add(*w, "mask.bool", MPK_DTYPE_BOOL, {3, 3}, 13);
+  ok = ok && add(*w, "scalar", MPK_DTYPE_F32, {}, 14);
+  ok = ok && add(*w, "empty", MPK_DTYPE_F32, {0, 3}, 15);
+  ok = ok && add(*w, "empty.u8", MPK_DTYPE_U8, {0}, 16);
+  ok = ok && add(*w, "Upper", MPK_DTYPE_I32, {1, 1, 1, 1}, 17);  // 'U' < 'a': sorts first
+  ok = ok && add(*w, "\xc3\xa9t\xc3\xa9.w", MPK_DTYPE_U8, {3}, 18);  // "été.w": 0xc3 sorts last
+  ok = ok && add(*w, "tok.scores", MPK_DTYPE_F32, {10}, 19, "tokenizer");
+  if (!ok) return false;
+  // Streamed in uneven pieces.
+  auto vocab = pattern(1000, 20);
+  ok = check(w->begin_tensor("tok.vocab", MPK_DTYPE_U8, std::vector<uint64_t>{1000}, "tokenizer"), "begin");
+  for (size_t done = 0, step = 1; ok && done < vocab.size(); done += step, step = step * 3 + 1)
+    ok = check(w->write(std::span(vocab).subspan(done, std::min(step, vocab.size() - done))), "write");
+  ok = ok && check(w->end_tensor(), "end");
+  mpk::Bytes blob = {std::byte(0), std::byte(0xff), std::byte(7)};
+  ok = ok && check(w->set_metadata("general.name", std::string("sample \xe2\x9c\x93")), "meta");
+  ok = ok && check(w->set_metadata("str.nul", std::string("a\0b", 3)), "meta");
+  ok = ok && check(w->set_metadata("str.empty", std::string()), "meta");
+  ok = ok && check(w->set_metadata("int", int64_t(-9007199254740993)), "meta");
+  ok = ok && check(w->set_metadata("int.max", int64_t(INT64_MAX)), "meta");
+  ok = ok && check(w->set_metadata("float", 0.1), "meta");
+  ok = ok && check(w->set_metadata("float.tiny", 5e-324), "meta");
+  ok = ok && check(w->set_metadata("float.negzero", -0.0), "meta");
+  ok = ok && check(w->set_metadata("bool.t", true), "meta");
+  ok = ok && check(w->set_metadata("bool.f", false), "meta");
+  ok = ok && check(w->set_metadata("bytes", blob), "meta");
+  ok = ok && check(w->set_metadata("bytes.empty", mpk::Bytes{}), "meta");
+  ok = ok && check(w->set_metadata("arr.str", std::vector<std::string>{"a", "", "\xe6\x97\xa5"}), "meta");
+  ok = ok && check(w->set_metadata("arr.int", std::vector<int64_t>{1, -2, INT64_MAX, INT64_MIN}), "meta");
+  ok = ok && check(w->set_metadata("arr.float", std::vector<double>{1.5, -0.0, 1e308}), "meta");
+  ok = ok && check(w->set_metadata("arr.bool", std::vector<bool>{true, false, true}), "meta");
+  ok = ok && check(w->set_metadata("arr.bytes", std::vector<mpk::Bytes>{blob, {}, blob}), "meta");
+  ok = ok && check(w->set_metadata("arr.empty", std::vector<int64_t>{}), "meta");
+  ok = ok && check(w->set_metadata("\xe6\x97\xa5\xe6\x9c\xac", int64_t(42)), "meta");
+  ok = ok && check(w->set_metadata("Zkey", std::string("uppercase sorts first")), "meta");
+  return ok && check(w->commit(), "commit");
+}
+
+// Page alignment, two explicit components, a tensor larger than a page, an empty tensor last.
+bool sample_page(const std::string &path) {
+  auto w = mpk::Writer::create(path, {4096, false});
+  if (!check(w.status(), "create")) return false;
+  bool ok = check(w->add_component("weights", "weights"), "component");
+  ok = ok && check(w->add_component("adapter", "lora"), "component");
+  ok = ok && add(*w, "big", MPK_DTYPE_F32, {1500}, 31);
+  ok = ok && add(*w, "lora.a", MPK_DTYPE_BF16, {4, 8}, 32, "adapter");
+  ok = ok && add(*w, "bias", MPK_DTYPE_F64, {}, 33);
+  ok = ok && add(*w, "lora.b", MPK_DTYPE_BF16, {8, 4}, 34, "adapter");
+  ok = ok && add(*w, "zz.empty", MPK_DTYPE_I64, {5, 0}, 35);
+  ok = ok && check(w->set_metadata("lora.rank", int64_t(8)), "meta");
+  ok = ok && check(w->set_metadata("lora.alpha", 16.0), "meta");
+  return ok && check(w->commit(), "commit");
+}
+
+// Alignment 1: odd sizes back to back; the header is still padded to a multiple of 8.
+bool sample_tight(const std::string &path) {
+  auto w = mpk::Writer::create(path, {1, false});
+  if (!check(w.status(), "create")) return false;
+  bool ok = add(*w, "a", MPK_DTYPE_U8, {3}, 41);
+  ok = ok && add(*w, "b", MPK_DTYPE_I16, {5}, 42);
+  ok = ok && add(*w, "c", MPK_DTYPE_F64, {1}, 43);
+  ok = ok && add(*w, "d", MPK_DTYPE_U8, {1}, 44);
+  return ok && check(w->commit(), "commit");
+}
+
+// The worked example of docs/FORMAT.md: one f32 tensor "w" = [1.0, 2.0], alignment 8.
+bool sample_tiny(const std::string &path) {
+  auto w = mpk::Writer::create(path, {8, false});
+  if (!check(w.status(), "create")) return false;
+  const float v[2] = {1.0f, 2.0f};
+  bool ok = check(w->add<float>("w", std::vector<uint64_t>{2}, std::span<const float>(v, 2)), "w");
+  return ok && check(w->commit(), "commit");
+}
+
+// No tensors, no components, no metadata.
+bool sample_nothing(const std::string &path) {
+  auto w = mpk::Writer::create(path, {64, false});
+  if (!check(w.status(), "create")) return false;
+  return check(w->commit(), "commit");
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: make_sample OUT_DIR\n");
+    return 2;
+  }
+  std::string dir = argv[1];
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    std::fprintf(stderr, "make_sample: cannot create %s: %s\n", dir.c_str(), ec.message().c_str());
+    return 1;
+  }
+  struct Sample {
+    const char *name;
+    bool (*make)(const std::string &);
+  };
+  const Sample samples[] = {
+      {"dtypes_a64", sample_dtypes}, {"page_a4096", sample_page}, {"tight_a1", sample_tight},
+      {"tiny", sample_tiny},         {"nothing", sample_nothing}};
+  for (const Sample &s : samples) {
+    std::string path = dir + "/" + s.name + ".mpk";
+    if (!s.make(path) || !dump(path, dir + "/" + s.name + ".lib.json")) return 1;
+    std::printf("%s\n", path.c_str());
+  }
+  return 0;
+}

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# test_spec.sh - checks libmodelpack against docs/FORMAT.md through read_mpk.py, an independent
+# reader written from that document alone.
+#
+# Usage: test_spec.sh FILE.mpk [MPK]     one file (e.g. written by make_sample)
+#        test_spec.sh --crafted [MPK]    the hand-built files of craft.py
+#
+#   FILE.mpk   read with read_mpk.py (full verification) and, if FILE.lib.json sits next to it
+#              (make_sample writes one: what libmodelpack reported), the two summaries must match.
+#   MPK        the `mpk` CLI, optional. With it: `mpk inspect --json` must match read_mpk's summary,
+#              `mpk verify` must pass, and differential.py damages FILE in ~1000-3000 ways and
+#              requires both readers to give every variant the same status.
+#   --crafted  craft.py builds ~90 files with its own FlatBuffers encoder and checks that read_mpk
+#              (and the CLI, if given) give each the status FORMAT.md predicts.
+#
+# Needs Python 3 with the xxhash module (Debian: python3-xxhash); $PYTHON overrides /usr/bin/python3.
+# Exit status: 0 pass, 1 fail, 77 skipped (no xxhash module).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+py="${PYTHON:-/usr/bin/python3}"
+
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then
+  echo "usage: $0 FILE.mpk [MPK] | $0 --crafted [MPK]" >&2
+  exit 2
+fi
+if ! "$py" -c "import xxhash" 2>/dev/null; then
+  echo "SKIP: $py cannot import xxhash (apt-get install python3-xxhash, or set PYTHON)"
+  exit 77
+fi
+file="$1"
+mpk="${2:-}"
+if [ -n "$mpk" ] && [ ! -x "$mpk" ]; then
+  echo "FAIL: $mpk is not an executable" >&2
+  exit 1
+fi
+
+if [ "$file" = "--crafted" ]; then
+  exec "$py" "$here/craft.py" ${mpk:+"$mpk"}
+fi
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+pass() { echo "ok: $*"; }
+failed() { echo "FAIL: $*"; fails=$((fails + 1)); }
+
+# Compares two JSON summaries, ignoring the keys that differ by construction.
+same_json() {
+  "$py" - "$1" "$2" <<'EOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+for d in (a, b):
+    d.pop("file", None)
+    d.pop("verified", None)
+if a != b:
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            print(f"  {k}: {json.dumps(a.get(k))}\n  {' ' * len(k)}  {json.dumps(b.get(k))}")
+    sys.exit(1)
+EOF
+}
+
+if "$py" "$here/read_mpk.py" --verify full "$file" >"$tmp/py.json" 2>"$tmp/py.err"; then
+  pass "read_mpk.py reads and fully verifies $file"
+else
+  failed "read_mpk.py refused $file: $(cat "$tmp/py.err")"
+fi
+
+lib_json="${file%.mpk}.lib.json"
+if [ -f "$lib_json" ]; then
+  if same_json "$lib_json" "$tmp/py.json"; then
+    pass "read_mpk.py reports what libmodelpack reported ($lib_json)"
+  else
+    failed "read_mpk.py and libmodelpack ($lib_json) disagree"
+  fi
+fi
+
+if [ -n "$mpk" ]; then
+  if "$mpk" inspect --json "$file" >"$tmp/cli.json" 2>"$tmp/cli.err"; then
+    if same_json "$tmp/cli.json" "$tmp/py.json"; then
+      pass "read_mpk.py reports what \`mpk inspect --json\` reports"
+    else
+      failed "read_mpk.py and \`mpk inspect --json\` disagree"
+    fi
+  else
+    failed "mpk inspect refused $file: $(cat "$tmp/cli.err")"
+  fi
+  if "$mpk" verify "$file" >/dev/null 2>"$tmp/verify.err"; then
+    pass "mpk verify accepts $file"
+  else
+    failed "mpk verify refused $file: $(cat "$tmp/verify.err")"
+  fi
+  if "$py" "$here/differential.py" "$file" "$mpk" >"$tmp/diff.out" 2>&1; then
+    pass "differential: $(tail -n 1 "$tmp/diff.out")"
+  else
+    failed "differential: read_mpk.py and mpk disagree on damaged variants of $file:"
+    cat "$tmp/diff.out"
+  fi
+fi
+
+if [ "$fails" -gt 0 ]; then
+  echo "$fails check(s) failed"
+  exit 1
+fi
+echo "all checks passed"
