@@ -167,13 +167,13 @@ void mpk_clear_error(void) {
 
 /* ---- options ----------------------------------------------------------------------------- */
 
-void mpk_open_options_init(mpk_open_options *opts) {
-  if (!opts) {
-    mpk::capi::set_error(MPK_ERR_INVALID_ARGUMENT, "mpk_open_options_init: opts is NULL");
-    return;
-  }
-  const mpk_open_options defaults = MPK_OPEN_OPTIONS_INIT;
-  *opts = defaults;
+mpk_status mpk_open_options_init(mpk_open_options *opts, size_t struct_size) {
+  static constexpr const char *fn = "mpk_open_options_init";
+  return guard(fn, [&]() -> mpk_status {
+    const mpk_open_options defaults = MPK_OPEN_OPTIONS_INIT;
+    // mpk_open_options has had all its fields since the first release.
+    return mpk::capi::init_options(fn, opts, struct_size, sizeof(mpk_open_options), defaults);
+  });
 }
 
 /* ---- opening a model --------------------------------------------------------------------- */

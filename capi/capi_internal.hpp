@@ -17,6 +17,8 @@
 #include <modelpack/modelpack.h>
 #include <modelpack/modelpack.hpp>
 
+#include "common_enum.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -28,19 +30,8 @@
 
 namespace mpk::capi {
 
-// The value a C caller passed in an enum parameter. C lets a caller pass any int there, but in C++
-// loading an enum object whose value lies outside the enum's range (the smallest bit-field that
-// holds all its enumerators: 0..15 for mpk_dtype) is undefined behaviour, and UBSan's -fsanitize=enum
-// reports it. So parameters of enum type are read through their object representation and checked
-// before they are used as enums.
-template <class E>
-std::underlying_type_t<E> raw_enum(const E &value) noexcept {
-  static_assert(std::is_enum_v<E>);
-  std::underlying_type_t<E> raw;
-  static_assert(sizeof raw == sizeof value);
-  std::memcpy(&raw, &value, sizeof raw);
-  return raw;
-}
+// Enum parameters from C are read as integers first (see lib/common_enum.hpp).
+using mpk::detail::raw_enum;
 
 // Stores `message` as this thread's last error. Never throws: when the copy cannot be allocated the
 // message degrades to a static text naming only the status.
@@ -157,6 +148,37 @@ mpk_status read_options(const char *function, const T *in, size_t v1_size, T *ou
     }
   }
   std::memcpy(static_cast<void *>(out), in, size < sizeof(T) ? size : sizeof(T));
+  return MPK_OK;
+}
+
+// Body of mpk_*_options_init(opts, struct_size): `struct_size` is sizeof the struct as the caller
+// compiled it, which may be older (smaller) or newer (larger) than ours.
+//  * NULL, struct_size below the first released size (`v1_size`) or over kMaxStructSize
+//    -> MPK_ERR_INVALID_ARGUMENT, nothing written.
+//  * Otherwise exactly struct_size bytes are written: the first min(struct_size, sizeof(T)) bytes
+//    of `defaults`, zeros after them (a newer caller's fields default to zero, which is also what
+//    read_options() requires of fields it does not know), then struct_size itself.
+// Never writes past struct_size: an older caller's smaller struct is not overrun once T grows.
+template <class T>
+mpk_status init_options(const char *function, T *opts, size_t struct_size, size_t v1_size,
+                        const T &defaults) {
+  static_assert(std::is_trivially_copyable_v<T> && std::is_standard_layout_v<T>);
+  if (!opts) return null_arg(function, "opts");
+  if (struct_size < v1_size || struct_size > kMaxStructSize) {
+    return fail(MPK_ERR_INVALID_ARGUMENT,
+                std::string(function) + ": struct_size " + std::to_string(struct_size) +
+                    " is not valid (pass sizeof the struct, " + std::to_string(sizeof(T)) +
+                    " in this library's header; at least " + std::to_string(v1_size) +
+                    ", at most " + std::to_string(kMaxStructSize) + ")");
+  }
+  auto *bytes = reinterpret_cast<unsigned char *>(opts);
+  const size_t known = struct_size < sizeof(T) ? struct_size : sizeof(T);
+  std::memcpy(bytes, &defaults, known);
+  if (struct_size > known) std::memset(bytes + known, 0, struct_size - known);
+  // struct_size is the first member of every option struct (offset 0, uint32_t).
+  static_assert(offsetof(T, struct_size) == 0 && sizeof(defaults.struct_size) == sizeof(uint32_t));
+  const uint32_t size32 = static_cast<uint32_t>(struct_size);
+  std::memcpy(bytes, &size32, sizeof size32);
   return MPK_OK;
 }
 

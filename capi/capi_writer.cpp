@@ -96,13 +96,13 @@ mpk_status set_meta(const char *function, mpk_writer *w, const char *key, MakeVa
 
 extern "C" {
 
-void mpk_writer_options_init(mpk_writer_options *opts) {
-  if (!opts) {
-    mpk::capi::set_error(MPK_ERR_INVALID_ARGUMENT, "mpk_writer_options_init: opts is NULL");
-    return;
-  }
-  const mpk_writer_options defaults = MPK_WRITER_OPTIONS_INIT;
-  *opts = defaults;
+mpk_status mpk_writer_options_init(mpk_writer_options *opts, size_t struct_size) {
+  static constexpr const char *fn = "mpk_writer_options_init";
+  return guard(fn, [&]() -> mpk_status {
+    const mpk_writer_options defaults = MPK_WRITER_OPTIONS_INIT;
+    // mpk_writer_options has had all its fields since the first release.
+    return mpk::capi::init_options(fn, opts, struct_size, sizeof(mpk_writer_options), defaults);
+  });
 }
 
 mpk_status mpk_writer_create(mpk_writer **out, const char *path, const mpk_writer_options *opts) {
@@ -273,6 +273,29 @@ mpk_status mpk_writer_set_string_array(mpk_writer *writer, const char *key,
                                                   "')");
       }
       items.emplace_back(values[i]);
+    }
+    v = std::move(items);
+    return MPK_OK;
+  });
+}
+
+mpk_status mpk_writer_set_bytes_array(mpk_writer *writer, const char *key,
+                                      const void *const *values, const size_t *lens, size_t count) {
+  static constexpr const char *fn = "mpk_writer_set_bytes_array";
+  return set_meta(fn, writer, key, [&](mpk::MetaInput &v) -> mpk_status {
+    if (count > 0 && !values) return null_arg(fn, "values");
+    if (count > 0 && !lens) return null_arg(fn, "lens");
+    std::vector<mpk::Bytes> items;
+    items.reserve(count);
+    for (size_t i = 0; i < count; ++i) {
+      if (!values[i] && lens[i] > 0) {
+        return fail(MPK_ERR_INVALID_ARGUMENT,
+                    std::string(fn) + ": values[" + std::to_string(i) + "] is NULL but lens[" +
+                        std::to_string(i) + "] is " + std::to_string(lens[i]) + " (key '" + key +
+                        "')");
+      }
+      const auto *p = static_cast<const std::byte *>(values[i]);
+      items.push_back(lens[i] ? mpk::Bytes(p, p + lens[i]) : mpk::Bytes());
     }
     v = std::move(items);
     return MPK_OK;

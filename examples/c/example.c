@@ -38,11 +38,17 @@ static int write_model(const char *path) {
   static const uint64_t ids_shape[1] = {5};
   static const char *const vocab[5] = {"<s>", "</s>", "hello", "world", "!"};
   static const int64_t dims[2] = {4, 3};
+  static const char merge0[] = "he llo", merge1[] = "wor ld";
+  static const void *const merges[2] = {merge0, merge1};
+  static const size_t merge_lens[2] = {sizeof merge0 - 1, sizeof merge1 - 1};
   mpk_writer *w = NULL;
-  mpk_writer_options opts = MPK_WRITER_OPTIONS_INIT;
+  mpk_writer_options opts;
   int rc = 1;
   size_t i;
 
+  /* Options: MPK_WRITER_OPTIONS_INIT, or (as here, and from other languages) the init function,
+   * told the size of the struct this program was compiled with. */
+  if (failed(mpk_writer_options_init(&opts, sizeof opts), "mpk_writer_options_init")) return 1;
   opts.alignment = 64; /* the default; shown for completeness */
   if (failed(mpk_writer_create(&w, path, &opts), "mpk_writer_create")) return 1;
 
@@ -52,7 +58,9 @@ static int write_model(const char *path) {
       failed(mpk_writer_set_float64(w, "model.eps", 1e-5), "set_float64") ||
       failed(mpk_writer_set_bool(w, "model.tied", 1), "set_bool") ||
       failed(mpk_writer_set_int64_array(w, "model.dims", dims, 2), "set_int64_array") ||
-      failed(mpk_writer_set_string_array(w, "tokenizer.vocab", vocab, 5), "set_string_array"))
+      failed(mpk_writer_set_string_array(w, "tokenizer.vocab", vocab, 5), "set_string_array") ||
+      failed(mpk_writer_set_bytes_array(w, "tokenizer.merges", merges, merge_lens, 2),
+             "set_bytes_array"))
     goto done;
 
   /* A whole tensor at once (component NULL = "weights"). */

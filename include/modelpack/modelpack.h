@@ -1,18 +1,69 @@
 /*
  * modelpack.h - the stable C ABI of libmodelpack.
  *
- * Conventions (docs/DESIGN.md explains the design behind them):
- *  - Every function that can fail returns an mpk_status; MPK_OK (0) is success. Status values never
- *    change meaning once released. On failure, out-parameters are left untouched and a thread-local
- *    message says what and where: mpk_last_error_message().
- *  - Objects are opaque handles made by *_open / *_create and released by the matching *_free, which
- *    accepts NULL. Strings and pointers handed out by getters are *lent*: they stay valid until the
- *    handle they came from is freed.
- *  - Option structs begin with their own size. Initialise them with the *_INIT macro or the *_init()
- *    function; fields are only ever appended. NULL options mean defaults.
- *  - No C++ exception crosses this boundary; no global initialisation is needed.
- *  - Threads: an mpk_model may be used from many threads at once (all model functions are
- *    read-only); an mpk_writer must be used from one thread at a time.
+ * The comments in this header are the API reference (docs/DESIGN.md explains the design behind
+ * them). The rules below hold for every function unless its own comment says otherwise.
+ *
+ * ERRORS
+ *  - A function that can fail returns an mpk_status; MPK_OK (0) is success. Status values never
+ *    change meaning once released.
+ *  - On failure, out-parameters are left untouched, no partial file is left behind, and a
+ *    thread-local message says what and where: mpk_last_error_message().
+ *  - On success the message is left as it was (libgit2's rule): it always describes the last call
+ *    that *failed* on this thread, so look at the returned status to learn whether a call failed,
+ *    and at the message only after a failure. mpk_clear_error() resets it to "".
+ *  - A NULL handle or a NULL required out-pointer is MPK_ERR_INVALID_ARGUMENT; the message names
+ *    the function and the parameter. Out-pointers documented as optional may be NULL.
+ *  - Getters that return a value instead of a status (mpk_model_tensor_count,
+ *    mpk_model_component_count, mpk_model_metadata_count, mpk_model_file_size,
+ *    mpk_model_alignment, mpk_model_content_id, mpk_model_metadata_type) return 0, "" or
+ *    MPK_META_UNKNOWN when given a NULL model or an index out of range, and set the message. The
+ *    void getters (mpk_model_format_version, mpk_model_features) then leave their outputs untouched
+ *    and set the message.
+ *  - No C++ exception crosses this boundary; running out of memory is MPK_ERR_NO_MEMORY.
+ *
+ * OBJECTS AND LENT POINTERS
+ *  - Objects are opaque handles made by *_open / *_create and released by the matching *_free,
+ *    which accepts NULL. No global initialisation or cleanup is needed.
+ *  - Pointers returned by mpk_model_* functions (names, keys, kinds, metadata values and items,
+ *    shapes, tensor bytes, the content id) are *lent*: they point into memory the model owns, do
+ *    not change, and stay valid until mpk_model_free of that model, across any number of other
+ *    calls. Do not free them or write through them. Lent strings are NUL-terminated; where a length
+ *    comes with one (out_len, name_len), that length is authoritative.
+ *  - mpk_version_string, mpk_status_name and mpk_dtype_name return static strings, valid forever.
+ *    mpk_last_error_message's string is valid until the next libmodelpack call on the same thread.
+ *  - What the caller passes in (paths, names, keys, shapes, tensor bytes, metadata values, option
+ *    structs) is only read during the call and may be freed as soon as it returns.
+ *
+ * VERSIONED STRUCTS (struct_size)
+ *  - Every option or info struct begins with `uint32_t struct_size`, the size of the struct as the
+ *    caller compiled it; fields are only ever appended, never reordered or removed.
+ *  - Structs passed IN (mpk_open_options, mpk_writer_options; NULL means all defaults): initialise
+ *    them with the *_INIT macro, or from other languages with *_init(&opts, sizeof opts). On entry:
+ *      smaller than the struct's size in its first release -> MPK_ERR_INVALID_ARGUMENT;
+ *      up to this library's size (a program built against an older header) -> fields past
+ *        struct_size take their defaults;
+ *      larger than this library's size (a newer header) -> accepted only if every byte this
+ *        library does not know is zero (the newer fields were left at their defaults); a non-zero
+ *        one is an option this library cannot honour: MPK_ERR_INVALID_ARGUMENT, never ignored;
+ *      over 4096 -> MPK_ERR_INVALID_ARGUMENT.
+ *    The first released sizes are those of version 0.1.0: sizeof(mpk_open_options) == 24 and
+ *    sizeof(mpk_writer_options) == 12.
+ *  - Structs passed OUT (mpk_tensor_info): the caller sets struct_size (MPK_TENSOR_INFO_INIT). The
+ *    library fills only the fields that lie entirely within struct_size, never writes a byte past
+ *    it and never changes struct_size. The same bounds apply (smaller than the first release, 72
+ *    bytes on LP64, or over 4096: MPK_ERR_INVALID_ARGUMENT, nothing written).
+ *
+ * THREADS
+ *  - The last-error message is per thread.
+ *  - An mpk_model may be used from any number of threads at once: every mpk_model_* function other
+ *    than mpk_model_free only reads the model (MPK_ACCESS_READ loads tensor bytes under a lock), so
+ *    they may run concurrently on the same model. mpk_model_free must not overlap any other call
+ *    on that model.
+ *  - An mpk_writer must be used from one thread at a time (calls on one writer must not overlap);
+ *    different writers are independent.
+ *  - Functions without a handle (versions, mpk_status_name, mpk_dtype_*, mpk_*_options_init, the
+ *    error functions) may be called from any thread at any time.
  */
 #ifndef MODELPACK_H
 #define MODELPACK_H
@@ -82,11 +133,15 @@ typedef enum mpk_status {
   MPK_ERR_BAD_NAME = 25           /* empty name, invalid UTF-8, embedded NUL, or too long */
 } mpk_status;
 
-/* The constant name of a status, e.g. "MPK_ERR_OVERLAP"; never NULL. */
+/* The constant name of a status, e.g. "MPK_ERR_OVERLAP"; a static string, never NULL. Any int is
+ * accepted: a value this library does not know (e.g. from a newer libmodelpack) is
+ * "MPK_ERR_UNKNOWN". Does not touch the last-error message. */
 MPK_API const char *mpk_status_name(mpk_status status);
-/* The message of the last failed call on this thread ("" if none). Valid until the next
- * libmodelpack call on the same thread. */
+/* The message of the last call that failed on this thread ("" if none since the thread started or
+ * since mpk_clear_error). Successful calls do not change it. Never NULL; the string is valid until
+ * the next libmodelpack call on the same thread (copy it to keep it). */
 MPK_API const char *mpk_last_error_message(void);
+/* Resets this thread's message to "". */
 MPK_API void mpk_clear_error(void);
 
 /* ---- element types ------------------------------------------------------------------------- */
@@ -109,11 +164,14 @@ typedef enum mpk_dtype {
   MPK_DTYPE_BOOL = 13
 } mpk_dtype;
 
-/* "f32", "bf16", ... or NULL for an unknown value. */
+/* "f32", "bf16", ... (static strings) or NULL for MPK_DTYPE_INVALID and any value this library does
+ * not know; any int is accepted. Does not touch the last-error message. */
 MPK_API const char *mpk_dtype_name(mpk_dtype dtype);
-/* Bytes per element, 0 for an unknown value. */
+/* Bytes per element, 0 for MPK_DTYPE_INVALID and any unknown value. Does not touch the message. */
 MPK_API size_t mpk_dtype_size(mpk_dtype dtype);
-/* Parses a name as printed by mpk_dtype_name; MPK_ERR_BAD_DTYPE if unknown. */
+/* Parses a name as printed by mpk_dtype_name (exact, case-sensitive: "f32", not "float32" or
+ * "F32"). MPK_ERR_BAD_DTYPE if unknown (the message names it and lists the known names);
+ * MPK_ERR_INVALID_ARGUMENT if out or name is NULL. */
 MPK_API mpk_status mpk_dtype_from_name(mpk_dtype *out, const char *name);
 
 /* ---- limits ------------------------------------------------------------------------------ */
@@ -136,7 +194,8 @@ typedef enum mpk_access {
 
 typedef enum mpk_verify_mode {
   MPK_VERIFY_NONE = 0,   /* structure only: bounds, overlap, alignment (always checked) */
-  MPK_VERIFY_HEADER = 1, /* + preamble/header checksums and the content id (default at open) */
+  MPK_VERIFY_HEADER = 1, /* + header checksum and content id (default at open; the preamble
+                            checksum is checked at every level) */
   MPK_VERIFY_FULL = 2    /* + every tensor's checksum over its bytes */
 } mpk_verify_mode;
 
@@ -145,33 +204,48 @@ typedef struct mpk_open_options {
   uint32_t access;            /* mpk_access */
   uint32_t verify;            /* mpk_verify_mode applied at open */
   uint32_t threads;           /* for MPK_VERIFY_FULL; 0 = 1 thread */
-  uint64_t max_header_bytes;  /* 0 = MPK_DEFAULT_MAX_HEADER_BYTES; at most 2^31 - 1 */
+  uint64_t max_header_bytes;  /* 0 = MPK_DEFAULT_MAX_HEADER_BYTES; at most 2^31 - 2 (a FlatBuffers limit) */
 } mpk_open_options;
 
 #define MPK_OPEN_OPTIONS_INIT \
   { sizeof(mpk_open_options), MPK_ACCESS_MAP, MPK_VERIFY_HEADER, 0, 0 }
-MPK_API void mpk_open_options_init(mpk_open_options *opts);
+/* The same defaults as MPK_OPEN_OPTIONS_INIT, for callers that cannot use the macro (FFI).
+ * struct_size is sizeof(mpk_open_options) as the caller compiled it: exactly struct_size bytes are
+ * written (the defaults this library knows, zeros for any newer fields beyond them) and
+ * opts->struct_size is set to struct_size. MPK_ERR_INVALID_ARGUMENT, nothing written, if opts is
+ * NULL or struct_size is below the first released size or over 4096. */
+MPK_API mpk_status mpk_open_options_init(mpk_open_options *opts, size_t struct_size);
 
 /* Opens and validates a model. Reads only the preamble and the header (plus every tensor with
- * MPK_VERIFY_FULL). *out is set only on success. */
+ * MPK_VERIFY_FULL). opts may be NULL (defaults); see VERSIONED STRUCTS for opts->struct_size.
+ * *out is set only on success; free it with mpk_model_free. */
 MPK_API mpk_status mpk_model_open(mpk_model **out, const char *path, const mpk_open_options *opts);
+/* Frees the model and everything it lent; NULL is a no-op. No other call on the model may run
+ * concurrently with it or follow it. */
 MPK_API void mpk_model_free(mpk_model *model);
 
 /* Re-checks an open model. threads: 0 = 1. On a tensor checksum mismatch the message names the
- * tensor and its byte range. */
+ * tensor and its byte range. MPK_ERR_INVALID_ARGUMENT for an unknown mode. */
 MPK_API mpk_status mpk_model_verify(const mpk_model *model, mpk_verify_mode mode, uint32_t threads);
 
-/* Content id of the model (lent, NUL-terminated, MPK_CONTENT_ID_LENGTH characters). */
+/* Content id of the model (lent, NUL-terminated, MPK_CONTENT_ID_LENGTH characters); "" and the
+ * message set for a NULL model. */
 MPK_API const char *mpk_model_content_id(const mpk_model *model);
+/* Size of the file in bytes; 0 and the message set for a NULL model. */
 MPK_API uint64_t mpk_model_file_size(const mpk_model *model);
+/* Alignment of the tensor data (a power of two); 0 and the message set for a NULL model. */
 MPK_API uint32_t mpk_model_alignment(const mpk_model *model);
+/* Format version of the file. Each out-pointer may be NULL; for a NULL model neither is written. */
 MPK_API void mpk_model_format_version(const mpk_model *model, unsigned *out_major,
                                       unsigned *out_minor);
+/* Feature bits of the file (docs/FORMAT.md). Each out-pointer may be NULL; for a NULL model
+ * neither is written. */
 MPK_API void mpk_model_features(const mpk_model *model, uint64_t *out_incompatible,
                                 uint64_t *out_compatible);
 
 /* ---- tensors ------------------------------------------------------------------------------- */
 
+/* Filled by mpk_model_tensor_info; see VERSIONED STRUCTS (passed OUT). Pointers are lent. */
 typedef struct mpk_tensor_info {
   uint32_t struct_size;   /* set by the caller: sizeof(mpk_tensor_info) */
   uint32_t ndim;
@@ -188,10 +262,13 @@ typedef struct mpk_tensor_info {
 
 #define MPK_TENSOR_INFO_INIT { sizeof(mpk_tensor_info), 0, NULL, 0, MPK_DTYPE_INVALID, 0, NULL, 0, 0, 0, 0 }
 
-/* Tensors are indexed 0..count-1 in name order (byte-wise). */
+/* Tensors are indexed 0..count-1 in name order (byte-wise). 0 and the message set for a NULL
+ * model. An index >= count is MPK_ERR_INVALID_ARGUMENT in every function that takes one. */
 MPK_API size_t mpk_model_tensor_count(const mpk_model *model);
 /* Binary search by name; MPK_ERR_NOT_FOUND if absent. */
 MPK_API mpk_status mpk_model_find_tensor(const mpk_model *model, const char *name, size_t *out_index);
+/* Fills *out up to out->struct_size (set it first: MPK_TENSOR_INFO_INIT). Its name and shape are
+ * lent. */
 MPK_API mpk_status mpk_model_tensor_info(const mpk_model *model, size_t index, mpk_tensor_info *out);
 /* Pointer to the tensor's bytes, valid until mpk_model_free. With MPK_ACCESS_MAP it points into the
  * mapping (zero-copy); with MPK_ACCESS_READ the bytes are read on the first call and kept. The bytes
@@ -199,17 +276,25 @@ MPK_API mpk_status mpk_model_tensor_info(const mpk_model *model, size_t index, m
  * *out_data may be any non-NULL pointer. */
 MPK_API mpk_status mpk_model_tensor_data(const mpk_model *model, size_t index, const void **out_data,
                                          uint64_t *out_nbytes);
-/* Copies the bytes into dst (dst_size must be at least nbytes); never keeps them. */
+/* Copies the tensor's nbytes bytes into dst and never keeps them (with MPK_ACCESS_READ they are
+ * read straight into dst). dst_size may exceed nbytes: only nbytes bytes are written. dst_size <
+ * nbytes is MPK_ERR_SIZE_MISMATCH and dst is untouched. dst may not be NULL, even for an empty
+ * tensor. Not checksummed: see mpk_model_verify_tensor. */
 MPK_API mpk_status mpk_model_tensor_read(const mpk_model *model, size_t index, void *dst,
                                          uint64_t dst_size);
+/* Hashes the tensor's bytes; MPK_ERR_CHECKSUM (the message names the tensor) on a mismatch. */
 MPK_API mpk_status mpk_model_verify_tensor(const mpk_model *model, size_t index);
 
 /* ---- components ---------------------------------------------------------------------------- */
 
+/* Components are indexed 0..count-1. 0 and the message set for a NULL model. */
 MPK_API size_t mpk_model_component_count(const mpk_model *model);
+/* MPK_ERR_NOT_FOUND if no component has that name. */
 MPK_API mpk_status mpk_model_find_component(const mpk_model *model, const char *name,
                                             size_t *out_index);
-/* Lent name and kind ("" when absent); out_tensors/out_nbytes may be NULL. */
+/* out_name and out_kind are required (NULL: MPK_ERR_INVALID_ARGUMENT): the lent name and kind
+ * ("" when the file has no kind). out_tensors (number of tensors) and out_nbytes (their total
+ * bytes) are optional: NULL skips them. On failure none of the four is written. */
 MPK_API mpk_status mpk_model_component_info(const mpk_model *model, size_t index,
                                             const char **out_name, const char **out_kind,
                                             uint64_t *out_tensors, uint64_t *out_nbytes);
@@ -231,12 +316,17 @@ typedef enum mpk_meta_type {
   MPK_META_BYTES_ARRAY = 10
 } mpk_meta_type;
 
-/* Entries are indexed 0..count-1 in key order. */
+/* Entries are indexed 0..count-1 in key order (byte-wise). 0 and the message set for a NULL model.
+ * In the getters below every out-pointer is required, values are lent, and an entry of another
+ * type is MPK_ERR_TYPE_MISMATCH (the message names the key). */
 MPK_API size_t mpk_model_metadata_count(const mpk_model *model);
+/* MPK_ERR_NOT_FOUND if the key is absent. */
 MPK_API mpk_status mpk_model_metadata_find(const mpk_model *model, const char *key, size_t *out_index);
 MPK_API mpk_status mpk_model_metadata_key(const mpk_model *model, size_t index, const char **out_key);
+/* The type of an entry; MPK_META_UNKNOWN for a type written by a newer libmodelpack (skip it), and
+ * MPK_META_UNKNOWN with the message set for a NULL model or an index out of range. */
 MPK_API mpk_meta_type mpk_model_metadata_type(const mpk_model *model, size_t index);
-/* Scalars. MPK_ERR_TYPE_MISMATCH when the entry has another type. */
+/* Scalars. A string is NUL-terminated at *out_len. An empty bytes value gives a non-NULL *out. */
 MPK_API mpk_status mpk_model_metadata_string(const mpk_model *model, size_t index,
                                              const char **out, size_t *out_len);
 MPK_API mpk_status mpk_model_metadata_int64(const mpk_model *model, size_t index, int64_t *out);
@@ -252,7 +342,7 @@ MPK_API mpk_status mpk_model_metadata_int64_array(const mpk_model *model, size_t
                                                   const int64_t **out, size_t *out_len);
 MPK_API mpk_status mpk_model_metadata_float64_array(const mpk_model *model, size_t index,
                                                     const double **out, size_t *out_len);
-/* One byte (0 or 1) per item. */
+/* One byte per item, nonzero = true (files from other writers may hold any byte). */
 MPK_API mpk_status mpk_model_metadata_bool_array(const mpk_model *model, size_t index,
                                                  const uint8_t **out, size_t *out_len);
 /* Item `item` of a string or bytes array. */
@@ -265,6 +355,7 @@ MPK_API mpk_status mpk_model_metadata_bytes_item(const mpk_model *model, size_t 
 
 typedef struct mpk_writer mpk_writer;
 
+/* See VERSIONED STRUCTS (passed IN). */
 typedef struct mpk_writer_options {
   uint32_t struct_size;  /* sizeof(mpk_writer_options) */
   uint32_t alignment;    /* power of two in [1, 65536]; 0 = MPK_DEFAULT_ALIGNMENT (64) */
@@ -275,9 +366,12 @@ typedef struct mpk_writer_options {
 #define MPK_WRITER_NO_FSYNC 0x1u
 
 #define MPK_WRITER_OPTIONS_INIT { sizeof(mpk_writer_options), 0, 0 }
-MPK_API void mpk_writer_options_init(mpk_writer_options *opts);
+/* The same defaults as MPK_WRITER_OPTIONS_INIT, for callers that cannot use the macro (FFI);
+ * struct_size and errors as for mpk_open_options_init. */
+MPK_API mpk_status mpk_writer_options_init(mpk_writer_options *opts, size_t struct_size);
 
-/* Starts writing to a temporary file next to `path`; nothing appears at `path` until commit. */
+/* Starts writing to a temporary file next to `path`; nothing appears at `path` until commit. opts
+ * may be NULL (defaults). *out is set only on success; free it with mpk_writer_free. */
 MPK_API mpk_status mpk_writer_create(mpk_writer **out, const char *path, const mpk_writer_options *opts);
 /* Frees the writer; if it was not committed, the temporary file is removed and `path` untouched. */
 MPK_API void mpk_writer_free(mpk_writer *writer);
@@ -305,12 +399,19 @@ MPK_API mpk_status mpk_writer_set_float64(mpk_writer *writer, const char *key, d
 MPK_API mpk_status mpk_writer_set_bool(mpk_writer *writer, const char *key, int value);
 MPK_API mpk_status mpk_writer_set_bytes(mpk_writer *writer, const char *key, const void *value,
                                         size_t len);
+/* Arrays: values may be NULL when count is 0 (an empty array). values[i] may not be NULL. */
 MPK_API mpk_status mpk_writer_set_string_array(mpk_writer *writer, const char *key,
                                                const char *const *values, size_t count);
+/* An array of byte strings: item i is lens[i] bytes at values[i]. values and lens may be NULL when
+ * count is 0; values[i] may be NULL only when lens[i] is 0 (an empty item). */
+MPK_API mpk_status mpk_writer_set_bytes_array(mpk_writer *writer, const char *key,
+                                              const void *const *values, const size_t *lens,
+                                              size_t count);
 MPK_API mpk_status mpk_writer_set_int64_array(mpk_writer *writer, const char *key,
                                               const int64_t *values, size_t count);
 MPK_API mpk_status mpk_writer_set_float64_array(mpk_writer *writer, const char *key,
                                                 const double *values, size_t count);
+/* One byte per item; any non-zero byte is true. */
 MPK_API mpk_status mpk_writer_set_bool_array(mpk_writer *writer, const char *key,
                                              const uint8_t *values, size_t count);
 

@@ -108,7 +108,7 @@ class MPK_API MetaValue {
   Result<std::span<const std::byte>> as_bytes() const;
   Result<std::span<const int64_t>> as_int64_array() const;
   Result<std::span<const double>> as_float64_array() const;
-  Result<std::span<const uint8_t>> as_bool_array() const;  // one byte (0/1) per item
+  Result<std::span<const uint8_t>> as_bool_array() const;  // one byte per item, nonzero = true
   size_t array_length() const;                             // 0 for scalars
   Result<std::string_view> string_item(size_t i) const;
   Result<std::span<const std::byte>> bytes_item(size_t i) const;

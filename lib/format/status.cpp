@@ -1,9 +1,12 @@
 #include "common.hpp"
+#include "common_enum.hpp"
 
 #include <cstdio>
 
+// `status` may hold any int a C caller passed (e.g. a status of a newer libmodelpack): it is read
+// as an integer, never loaded as an mpk_status (see raw_enum), and unknown values get a fixed name.
 extern "C" MPK_API const char *mpk_status_name(mpk_status status) {
-  switch (status) {
+  switch (mpk::detail::raw_enum(status)) {
     case MPK_OK: return "MPK_OK";
     case MPK_ERR_INVALID_ARGUMENT: return "MPK_ERR_INVALID_ARGUMENT";
     case MPK_ERR_IO: return "MPK_ERR_IO";

@@ -21,8 +21,16 @@ int header_test_use(void) {
   mpk_meta_type type = MPK_META_STRING;
   mpk_access access = MPK_ACCESS_READ;
   mpk_verify_mode verify = MPK_VERIFY_FULL;
+  /* Signatures that changed before 1.0, pinned: a mismatch is a compile error. */
+  mpk_status (*open_init)(mpk_open_options *, size_t) = mpk_open_options_init;
+  mpk_status (*writer_init)(mpk_writer_options *, size_t) = mpk_writer_options_init;
+  mpk_status (*set_bytes_array)(mpk_writer *, const char *, const void *const *, const size_t *,
+                                size_t) = mpk_writer_set_bytes_array;
   (void)model;
   (void)writer;
+  (void)open_init;
+  (void)writer_init;
+  (void)set_bytes_array;
   return (int)open_options.struct_size + (int)writer_options.struct_size + (int)info.struct_size +
          (int)status + (int)dtype + (int)type + (int)access + (int)verify + MPK_VERSION_NUMBER +
          MPK_ABI_VERSION + MPK_FORMAT_MAJOR + MPK_CONTENT_ID_LENGTH + MPK_MAX_RANK;

@@ -282,6 +282,21 @@ static void test_status_names(void) {
           unknown);
   unknown = mpk_status_name((mpk_status)-1);
   CHECK(unknown != NULL, "mpk_status_name(-1) must not be NULL");
+  /* Any int may arrive from C (a status of a newer libmodelpack, garbage): inside the enum's range
+   * (26..31) or outside it (32 and up, negative; UB if loaded as the enum), all get the same name,
+   * and none touches the last-error message. */
+  {
+    static const long out_of_range[] = {26, 31, 32, 255, 256, 999, 65536, 0x7fffffffL, -1, -26};
+    mpk_clear_error();
+    for (j = 0; j < sizeof out_of_range / sizeof out_of_range[0]; ++j) {
+      unknown = mpk_status_name((mpk_status)out_of_range[j]);
+      CHECK(unknown != NULL && strcmp(unknown, "MPK_ERR_UNKNOWN") == 0,
+            "mpk_status_name(%ld) = %s, expected MPK_ERR_UNKNOWN", out_of_range[j],
+            unknown ? unknown : "(null)");
+    }
+    CHECK(strcmp(mpk_last_error_message(), "") == 0, "mpk_status_name set a message: \"%s\"",
+          mpk_last_error_message());
+  }
 }
 
 static void test_dtypes(void) {
@@ -307,43 +322,170 @@ static void test_dtypes(void) {
   CHECK(mpk_dtype_name((mpk_dtype)255) == NULL, "name of 255 should be NULL");
   CHECK(mpk_dtype_size(MPK_DTYPE_INVALID) == 0, "size of MPK_DTYPE_INVALID should be 0");
   CHECK(mpk_dtype_size((mpk_dtype)14) == 0, "size of 14 should be 0");
+  /* Outside the enum's range (0..15): read as an int, never loaded as the enum. */
+  {
+    static const long out_of_range[] = {16, 99, 255, 256, 65536, 0x7fffffffL, -1};
+    size_t j;
+    for (j = 0; j < sizeof out_of_range / sizeof out_of_range[0]; ++j) {
+      CHECK(mpk_dtype_name((mpk_dtype)out_of_range[j]) == NULL, "name of %ld should be NULL",
+            out_of_range[j]);
+      CHECK(mpk_dtype_size((mpk_dtype)out_of_range[j]) == 0, "size of %ld should be 0",
+            out_of_range[j]);
+    }
+  }
   out = MPK_DTYPE_U16;
+  mpk_clear_error();
   CHECK_STATUS(mpk_dtype_from_name(&out, "float32"), MPK_ERR_BAD_DTYPE);
+  /* The message names the rejected name and says what would have been accepted. */
+  CHECK_MESSAGE("mpk_dtype_from_name");
+  CHECK_MESSAGE("'float32'");
+  CHECK_MESSAGE("f32");
+  CHECK_MESSAGE("bf16");
   CHECK_STATUS(mpk_dtype_from_name(&out, ""), MPK_ERR_BAD_DTYPE);
   CHECK_STATUS(mpk_dtype_from_name(&out, "F32"), MPK_ERR_BAD_DTYPE);
   CHECK(out == MPK_DTYPE_U16, "out changed on failure");
+  CHECK_MESSAGE("'F32'");
   CHECK_STATUS(mpk_dtype_from_name(&out, NULL), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_MESSAGE("name is NULL");
   CHECK_STATUS(mpk_dtype_from_name(NULL, "f32"), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_MESSAGE("out is NULL");
   CHECK(out == MPK_DTYPE_U16, "out changed on failure");
+  mpk_clear_error();
 }
 
+/* Bytes [from, to) of `p` all equal `v`. */
+static int all_bytes(const void *p, size_t from, size_t to, unsigned char v) {
+  const unsigned char *b = (const unsigned char *)p;
+  size_t i;
+  for (i = from; i < to; ++i)
+    if (b[i] != v) return 0;
+  return 1;
+}
+
+/* mpk_*_options_init(opts, struct_size) writes exactly struct_size bytes: defaults for the fields
+ * this library knows, zeros beyond them (a newer caller's fields), never past struct_size. */
 static void test_options_init(void) {
   mpk_open_options a = MPK_OPEN_OPTIONS_INIT, b;
   mpk_writer_options wa = MPK_WRITER_OPTIONS_INIT, wb;
   mpk_tensor_info ti = MPK_TENSOR_INFO_INIT;
+  /* A caller's struct followed by newer fields (when struct_size covers them) and by bytes it does
+   * not own (the canary, never covered). */
+  struct {
+    mpk_open_options o;
+    uint64_t newer[2];
+    unsigned char canary[16];
+  } ob;
+  struct {
+    mpk_writer_options o;
+    uint32_t newer[3];
+    unsigned char canary[16];
+  } wbig;
+  static union {
+    uint64_t align;
+    unsigned char bytes[4096 + 16];
+  } huge;
+  const size_t too_small[] = {0, 1, 4, sizeof(mpk_writer_options) - 1,
+                              sizeof(mpk_open_options) - 1};
+  size_t i, covered;
+
+  /* The first released sizes: struct_size checks compare against them, so they must not move. */
+  CHECK(sizeof(mpk_open_options) == 24, "sizeof(mpk_open_options) = %u, released as 24",
+        (unsigned)sizeof(mpk_open_options));
+  CHECK(sizeof(mpk_writer_options) == 12, "sizeof(mpk_writer_options) = %u, released as 12",
+        (unsigned)sizeof(mpk_writer_options));
+  if (sizeof(void *) == 8)
+    CHECK(sizeof(mpk_tensor_info) == 72, "sizeof(mpk_tensor_info) = %u, released as 72 on LP64",
+          (unsigned)sizeof(mpk_tensor_info));
+  CHECK(ti.struct_size == sizeof(mpk_tensor_info), "MPK_TENSOR_INFO_INIT struct_size %u",
+        ti.struct_size);
+
+  /* Same size as ours: the macro's values, and not one byte more. */
   memset(&b, 0xA5, sizeof b);
-  mpk_open_options_init(&b);
+  CHECK_OK(mpk_open_options_init(&b, sizeof b));
   CHECK(memcmp(&a, &b, sizeof a) == 0, "mpk_open_options_init differs from MPK_OPEN_OPTIONS_INIT");
   CHECK(b.struct_size == sizeof(mpk_open_options), "struct_size %u", b.struct_size);
   CHECK(b.access == MPK_ACCESS_MAP && b.verify == MPK_VERIFY_HEADER && b.threads == 0 &&
             b.max_header_bytes == 0,
         "open defaults: access %u verify %u threads %u max_header %llu", b.access, b.verify,
         b.threads, (unsigned long long)b.max_header_bytes);
+  memset(&ob, 0xA5, sizeof ob);
+  CHECK_OK(mpk_open_options_init(&ob.o, sizeof ob.o));
+  CHECK(memcmp(&ob.o, &a, sizeof a) == 0, "defaults differ");
+  CHECK(all_bytes(&ob, sizeof ob.o, sizeof ob, 0xA5),
+        "mpk_open_options_init wrote past struct_size %u", (unsigned)sizeof ob.o);
+
   memset(&wb, 0xA5, sizeof wb);
-  mpk_writer_options_init(&wb);
+  CHECK_OK(mpk_writer_options_init(&wb, sizeof wb));
   CHECK(memcmp(&wa, &wb, sizeof wa) == 0,
         "mpk_writer_options_init differs from MPK_WRITER_OPTIONS_INIT");
   CHECK(wb.struct_size == sizeof(mpk_writer_options) && wb.alignment == 0 && wb.flags == 0,
         "writer defaults: size %u alignment %u flags %u", wb.struct_size, wb.alignment, wb.flags);
-  CHECK(ti.struct_size == sizeof(mpk_tensor_info), "MPK_TENSOR_INFO_INIT struct_size %u",
-        ti.struct_size);
-  /* NULL is a caller error, reported through the message (the functions return void). */
+  memset(&wbig, 0xA5, sizeof wbig);
+  CHECK_OK(mpk_writer_options_init(&wbig.o, sizeof wbig.o));
+  CHECK(memcmp(&wbig.o, &wa, sizeof wa) == 0, "defaults differ");
+  CHECK(all_bytes(&wbig, sizeof wbig.o, sizeof wbig, 0xA5),
+        "mpk_writer_options_init wrote past struct_size %u", (unsigned)sizeof wbig.o);
+
+  /* A caller built against a newer, larger header: its extra fields are zeroed, up to its
+   * struct_size and not beyond. */
+  memset(&ob, 0xA5, sizeof ob);
+  covered = (size_t)(ob.canary - (unsigned char *)&ob);
+  CHECK_OK(mpk_open_options_init(&ob.o, covered));
+  CHECK(ob.o.struct_size == covered, "struct_size %u, expected %u", ob.o.struct_size,
+        (unsigned)covered);
+  CHECK(ob.o.access == a.access && ob.o.verify == a.verify && ob.o.threads == a.threads &&
+            ob.o.max_header_bytes == a.max_header_bytes,
+        "known fields of a larger struct are not the defaults");
+  CHECK(ob.newer[0] == 0 && ob.newer[1] == 0, "newer fields not zeroed");
+  CHECK(all_bytes(&ob, covered, sizeof ob, 0xA5), "wrote past struct_size %u", (unsigned)covered);
+  memset(&wbig, 0xA5, sizeof wbig);
+  covered = sizeof wbig.o + sizeof wbig.newer;
+  CHECK_OK(mpk_writer_options_init(&wbig.o, covered));
+  CHECK(wbig.o.struct_size == covered && wbig.o.alignment == 0 && wbig.o.flags == 0,
+        "writer: size %u alignment %u flags %u", wbig.o.struct_size, wbig.o.alignment,
+        wbig.o.flags);
+  CHECK(wbig.newer[0] == 0 && wbig.newer[1] == 0 && wbig.newer[2] == 0, "newer fields not zeroed");
+  CHECK(all_bytes(&wbig, covered, sizeof wbig, 0xA5), "wrote past struct_size %u",
+        (unsigned)covered);
+  /* The largest accepted size, 4096. */
+  memset(huge.bytes, 0xA5, sizeof huge.bytes);
+  CHECK_OK(mpk_open_options_init((mpk_open_options *)huge.bytes, 4096));
+  CHECK(memcmp(huge.bytes + 4, (const unsigned char *)&a + 4, sizeof a - 4) == 0, "defaults");
+  CHECK(all_bytes(huge.bytes, sizeof a, 4096, 0), "bytes up to 4096 not zeroed");
+  CHECK(all_bytes(huge.bytes, 4096, sizeof huge.bytes, 0xA5), "wrote past 4096");
+
+  /* Refused, nothing written: smaller than the first release, over 4096, NULL. */
+  for (i = 0; i < sizeof too_small / sizeof too_small[0]; ++i) {
+    memset(&ob, 0xA5, sizeof ob);
+    mpk_clear_error();
+    CHECK_STATUS(mpk_open_options_init(&ob.o, too_small[i]), MPK_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE("struct_size");
+    CHECK(all_bytes(&ob, 0, sizeof ob, 0xA5), "open options written with struct_size %u",
+          (unsigned)too_small[i]);
+    if (too_small[i] >= sizeof(mpk_writer_options)) continue;
+    memset(&wbig, 0xA5, sizeof wbig);
+    CHECK_STATUS(mpk_writer_options_init(&wbig.o, too_small[i]), MPK_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE("mpk_writer_options_init");
+    CHECK(all_bytes(&wbig, 0, sizeof wbig, 0xA5), "writer options written with struct_size %u",
+          (unsigned)too_small[i]);
+  }
+  memset(huge.bytes, 0xA5, sizeof huge.bytes);
+  CHECK_STATUS(mpk_open_options_init((mpk_open_options *)huge.bytes, 4097),
+               MPK_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(mpk_writer_options_init((mpk_writer_options *)huge.bytes, 4097),
+               MPK_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(mpk_open_options_init((mpk_open_options *)huge.bytes, (size_t)-1),
+               MPK_ERR_INVALID_ARGUMENT);
+  CHECK(all_bytes(huge.bytes, 0, sizeof huge.bytes, 0xA5), "written with struct_size > 4096");
   mpk_clear_error();
-  mpk_open_options_init(NULL);
-  CHECK_MESSAGE("opts is NULL");
-  mpk_clear_error();
-  mpk_writer_options_init(NULL);
-  CHECK_MESSAGE("opts is NULL");
+  CHECK_STATUS(mpk_open_options_init(NULL, sizeof(mpk_open_options)), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_MESSAGE("mpk_open_options_init: opts is NULL");
+  CHECK_STATUS(mpk_writer_options_init(NULL, sizeof(mpk_writer_options)),
+               MPK_ERR_INVALID_ARGUMENT);
+  CHECK_MESSAGE("mpk_writer_options_init: opts is NULL");
+  /* A success does not clear the message of the earlier failure. */
+  CHECK_OK(mpk_open_options_init(&b, sizeof b));
+  CHECK_MESSAGE("mpk_writer_options_init: opts is NULL");
   mpk_clear_error();
 }
 
@@ -404,6 +546,9 @@ static const double kDoubles[] = {-0.5, 0.0, 3.141592653589793, 1e300};
 static const uint8_t kBoolsIn[] = {1, 0, 7, 0, 255};
 static const uint8_t kBoolsOut[] = {1, 0, 1, 0, 1};
 static const unsigned char kBlob[] = {0x00, 0xff, 0x00, 0x10, 0x80};
+/* A bytes array: data, an empty item given as NULL, text, an empty item given as a pointer. */
+static const void *const kBytesItems[] = {kBlob, NULL, "xyz", kBlob};
+static const size_t kBytesLens[] = {sizeof kBlob, 0, 3, 0};
 
 /* Writes the reference model to `path` (alignment 128, no fsync). */
 static void write_reference_model(const char *path) {
@@ -552,6 +697,8 @@ static void write_reference_model(const char *path) {
   CHECK_OK(mpk_writer_set_int64_array(w, "a.int.empty", NULL, 0));
   CHECK_OK(mpk_writer_set_float64_array(w, "a.f64", kDoubles, 4));
   CHECK_OK(mpk_writer_set_bool_array(w, "a.bool", kBoolsIn, 5));
+  CHECK_OK(mpk_writer_set_bytes_array(w, "a.bytes", kBytesItems, kBytesLens, 4));
+  CHECK_OK(mpk_writer_set_bytes_array(w, "a.bytes.empty", NULL, NULL, 0));
   /* The last value set for a key wins, whatever its type. */
   CHECK_OK(mpk_writer_set_int64(w, "dup", 1));
   CHECK_OK(mpk_writer_set_string(w, "dup", "second"));
@@ -571,6 +718,22 @@ static void write_reference_model(const char *path) {
     CHECK_STATUS(mpk_writer_set_string_array(w, "k", with_null, 3), MPK_ERR_INVALID_ARGUMENT);
     CHECK_MESSAGE("values[1]");
   }
+  {
+    const void *with_null[3] = {kBlob, NULL, kBlob};
+    const size_t lens[3] = {1, 2, 3};
+    CHECK_STATUS(mpk_writer_set_bytes_array(w, "k", NULL, kBytesLens, 2), MPK_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE("values is NULL");
+    CHECK_STATUS(mpk_writer_set_bytes_array(w, "k", kBytesItems, NULL, 2),
+                 MPK_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE("lens is NULL");
+    CHECK_STATUS(mpk_writer_set_bytes_array(w, "k", with_null, lens, 3), MPK_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE("values[1] is NULL but lens[1] is 2");
+    CHECK_STATUS(mpk_writer_set_bytes_array(w, NULL, kBytesItems, kBytesLens, 4),
+                 MPK_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mpk_writer_set_bytes_array(NULL, "k", kBytesItems, kBytesLens, 4),
+                 MPK_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mpk_writer_set_bytes_array(w, "", kBytesItems, kBytesLens, 4), MPK_ERR_BAD_NAME);
+  }
 
   CHECK_OK(mpk_writer_commit(w));
 
@@ -584,6 +747,7 @@ static void write_reference_model(const char *path) {
   CHECK_STATUS(mpk_writer_add_component(w, "late", "late"), MPK_ERR_STATE);
   CHECK_STATUS(mpk_writer_set_int64(w, "late", 1), MPK_ERR_STATE);
   CHECK_STATUS(mpk_writer_set_string_array(w, "late", kStrings, 1), MPK_ERR_STATE);
+  CHECK_STATUS(mpk_writer_set_bytes_array(w, "late", kBytesItems, kBytesLens, 4), MPK_ERR_STATE);
   CHECK_STATUS(mpk_writer_commit(w), MPK_ERR_STATE);
   mpk_writer_free(w);
   mpk_writer_free(NULL);
@@ -608,12 +772,12 @@ static void test_writer_options(void) {
   CHECK_MESSAGE("struct_size");
   o.struct_size = 0;
   CHECK_STATUS(mpk_writer_create(&w, path, &o), MPK_ERR_INVALID_ARGUMENT);
-  mpk_writer_options_init(&o);
+  REQUIRE_OK(mpk_writer_options_init(&o, sizeof o));
   o.alignment = 3;
   CHECK_STATUS(mpk_writer_create(&w, path, &o), MPK_ERR_INVALID_ARGUMENT);
   o.alignment = 2 * MPK_MAX_ALIGNMENT;
   CHECK_STATUS(mpk_writer_create(&w, path, &o), MPK_ERR_INVALID_ARGUMENT);
-  mpk_writer_options_init(&o);
+  REQUIRE_OK(mpk_writer_options_init(&o, sizeof o));
   o.flags = 0x80;
   CHECK_STATUS(mpk_writer_create(&w, path, &o), MPK_ERR_INVALID_ARGUMENT);
   CHECK_MESSAGE("flags");
@@ -621,9 +785,10 @@ static void test_writer_options(void) {
   CHECK(count_entries(g_dir, NULL, 0) == 0, "a failed create left a file behind");
 
   /* A caller built against a newer header: accepted when the unknown tail is zero. */
-  memset(&big, 0, sizeof big);
-  mpk_writer_options_init(&big.o);
-  big.o.struct_size = sizeof big;
+  memset(&big, 0xA5, sizeof big);
+  REQUIRE_OK(mpk_writer_options_init(&big.o, sizeof big)); /* zeroes newer_field */
+  CHECK(big.o.struct_size == sizeof big && big.newer_field == 0, "size %u, newer field %u",
+        big.o.struct_size, big.newer_field);
   big.o.flags = MPK_WRITER_NO_FSYNC;
   big.newer_field = 1;
   CHECK_STATUS(mpk_writer_create(&w, path, &big.o), MPK_ERR_INVALID_ARGUMENT);
@@ -960,10 +1125,11 @@ static size_t find_key(const mpk_model *m, const char *key) {
 }
 
 static void check_metadata(const mpk_model *m) {
-  static const char *const keys[] = {"a.bool",  "a.f64",      "a.int",       "a.int.empty",
-                                     "a.str",   "a.str.empty", "b.false",     "b.true",
-                                     "blob",    "blob.empty", "dup",         "f.pi",
-                                     "general.empty", "general.name", "n.max", "n.min"};
+  static const char *const keys[] = {"a.bool",  "a.bytes",     "a.bytes.empty", "a.f64",
+                                     "a.int",   "a.int.empty", "a.str",         "a.str.empty",
+                                     "b.false", "b.true",      "blob",          "blob.empty",
+                                     "dup",     "f.pi",        "general.empty", "general.name",
+                                     "n.max",   "n.min"};
   const size_t nkeys = sizeof keys / sizeof keys[0];
   size_t n = mpk_model_metadata_count(m), i, idx, len;
   const char *key, *s;
@@ -1056,6 +1222,36 @@ static void check_metadata(const mpk_model *m) {
   CHECK_OK(mpk_model_metadata_array_length(m, idx, &len));
   CHECK(len == 0, "a.str.empty length %u", (unsigned)len);
   CHECK_STATUS(mpk_model_metadata_string_item(m, idx, 0, &s, &len), MPK_ERR_INVALID_ARGUMENT);
+
+  /* Bytes arrays (mpk_writer_set_bytes_array): every item back, empty ones non-NULL. */
+  idx = find_key(m, "a.bytes");
+  CHECK(mpk_model_metadata_type(m, idx) == MPK_META_BYTES_ARRAY, "a.bytes type %d",
+        (int)mpk_model_metadata_type(m, idx));
+  len = 0;
+  CHECK_OK(mpk_model_metadata_array_length(m, idx, &len));
+  CHECK(len == 4, "a.bytes length %u", (unsigned)len);
+  for (i = 0; i < 4; ++i) {
+    p = NULL;
+    len = 99;
+    CHECK_OK(mpk_model_metadata_bytes_item(m, idx, i, &p, &len));
+    CHECK(p != NULL && len == kBytesLens[i] &&
+              (len == 0 || memcmp(p, kBytesItems[i], len) == 0),
+          "a.bytes[%u]: %u bytes at %p, expected %u", (unsigned)i, (unsigned)len, p,
+          (unsigned)kBytesLens[i]);
+  }
+  p = (const void *)0x1;
+  len = 99;
+  CHECK_STATUS(mpk_model_metadata_bytes_item(m, idx, 4, &p, &len), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_MESSAGE("a.bytes");
+  CHECK(p == (const void *)0x1 && len == 99, "outs changed on failure");
+  CHECK_STATUS(mpk_model_metadata_string_item(m, idx, 0, &s, &len), MPK_ERR_TYPE_MISMATCH);
+  CHECK_STATUS(mpk_model_metadata_bytes(m, idx, &p, &len), MPK_ERR_TYPE_MISMATCH);
+  idx = find_key(m, "a.bytes.empty");
+  CHECK(mpk_model_metadata_type(m, idx) == MPK_META_BYTES_ARRAY, "a.bytes.empty type");
+  len = 99;
+  CHECK_OK(mpk_model_metadata_array_length(m, idx, &len));
+  CHECK(len == 0, "a.bytes.empty length %u", (unsigned)len);
+  CHECK_STATUS(mpk_model_metadata_bytes_item(m, idx, 0, &p, &len), MPK_ERR_INVALID_ARGUMENT);
 
   idx = find_key(m, "a.int");
   CHECK(mpk_model_metadata_type(m, idx) == MPK_META_INT64_ARRAY, "type");
@@ -1241,24 +1437,25 @@ static void test_open_errors(const char *good) {
   CHECK_STATUS(mpk_model_open(&m, good, &o), MPK_ERR_INVALID_ARGUMENT);
   o.struct_size = 1u << 30;
   CHECK_STATUS(mpk_model_open(&m, good, &o), MPK_ERR_INVALID_ARGUMENT);
-  mpk_open_options_init(&o);
+  REQUIRE_OK(mpk_open_options_init(&o, sizeof o));
   o.access = 2;
   CHECK_STATUS(mpk_model_open(&m, good, &o), MPK_ERR_INVALID_ARGUMENT);
   CHECK_MESSAGE("access");
-  mpk_open_options_init(&o);
+  REQUIRE_OK(mpk_open_options_init(&o, sizeof o));
   o.verify = 3;
   CHECK_STATUS(mpk_model_open(&m, good, &o), MPK_ERR_INVALID_ARGUMENT);
   CHECK_MESSAGE("verify");
-  mpk_open_options_init(&o);
+  REQUIRE_OK(mpk_open_options_init(&o, sizeof o));
   o.max_header_bytes = (uint64_t)1 << 31;
   CHECK_STATUS(mpk_model_open(&m, good, &o), MPK_ERR_INVALID_ARGUMENT);
   o.max_header_bytes = 16; /* smaller than this model's header */
   CHECK_STATUS(mpk_model_open(&m, good, &o), MPK_ERR_LIMIT);
   CHECK(m == (mpk_model *)0x1, "out changed on failure");
 
-  memset(&big, 0, sizeof big);
-  mpk_open_options_init(&big.o);
-  big.o.struct_size = sizeof big;
+  memset(&big, 0xA5, sizeof big);
+  REQUIRE_OK(mpk_open_options_init(&big.o, sizeof big)); /* zeroes newer_field */
+  CHECK(big.o.struct_size == sizeof big && big.newer_field == 0, "size %u, newer field %llu",
+        big.o.struct_size, (unsigned long long)big.newer_field);
   big.newer_field = 5;
   CHECK_STATUS(mpk_model_open(&m, good, &big.o), MPK_ERR_INVALID_ARGUMENT);
   CHECK_MESSAGE("non-zero");
@@ -1267,7 +1464,7 @@ static void test_open_errors(const char *good) {
   CHECK_OK(mpk_model_open(&m, good, &big.o));
   mpk_model_free(m);
   /* threads 0 and max_header_bytes 0 mean defaults; READ + FULL works. */
-  mpk_open_options_init(&o);
+  REQUIRE_OK(mpk_open_options_init(&o, sizeof o));
   o.access = MPK_ACCESS_READ;
   o.verify = MPK_VERIFY_FULL;
   o.threads = 2;
@@ -1330,7 +1527,7 @@ static void test_open_errors(const char *good) {
       CHECK_OK(mpk_model_verify_tensor(c, other));
       mpk_model_free(c);
 
-      mpk_open_options_init(&o);
+      REQUIRE_OK(mpk_open_options_init(&o, sizeof o));
       o.access = (uint32_t)access;
       o.verify = MPK_VERIFY_FULL;
       m = (mpk_model *)0x1;

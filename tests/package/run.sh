@@ -5,7 +5,8 @@
 # would, then runs them:
 #   1. CMake: find_package(modelpack CONFIG REQUIRED) -> modelpack::modelpack (C++ and C programs)
 #      and modelpack::modelpack_static (consumer/CMakeLists.txt);
-#   2. pkg-config: cc main.c $(pkg-config --cflags --libs modelpack).
+#   2. pkg-config: cc main.c $(pkg-config --cflags --libs modelpack), after moving the installed
+#      tree elsewhere: modelpack.pc is relocatable.
 # Also checks that the prefix holds the public headers and no internal ones.
 #
 # Environment: CMAKE, CC, CXX, PKG_CONFIG (defaults: from PATH); MPK_SANITIZE_FLAGS, e.g.
@@ -77,15 +78,48 @@ if command -v ldd > /dev/null 2>&1 && ldd "$tmp/cmake-build/consumer_static" | g
   fail "consumer_static is linked against the shared libmodelpack"
 fi
 
-step "pkg-config consumer (C)"
-pcdir=$(dirname "$pc")
-# The .pc file carries the configure-time prefix; point it at the temporary one.
-flags=$(PKG_CONFIG_PATH="$pcdir" "$PKG_CONFIG" --define-variable=prefix="$prefix" --cflags --libs modelpack) ||
-  fail "pkg-config --cflags --libs modelpack"
+step "pkg-config consumer (C), after moving the installed tree"
+# modelpack.pc finds its prefix from its own directory (${pcfiledir}): no --define-variable is
+# needed, and it must still be right once the whole tree has moved somewhere else. An absolute
+# configure-time prefix (/usr/local) fails the checks below.
+moved=$tmp/moved-prefix
+mv "$prefix" "$moved"
+pcdir=$moved${pc#"$prefix"}
+pcdir=$(dirname "$pcdir")
+libdir=$moved${libdir#"$prefix"}
+[ -f "$pcdir/modelpack.pc" ] || fail "modelpack.pc is not in $pcdir after the move"
+# Only this .pc file, never one installed on the system; and no automatic relocation by the tool.
+pc_opts=""
+if "$PKG_CONFIG" --dont-define-prefix --version > /dev/null 2>&1; then
+  pc_opts="--dont-define-prefix"
+fi
+pc_query() {
+  # shellcheck disable=SC2086  # $pc_opts is empty or one option
+  PKG_CONFIG_LIBDIR="$pcdir" PKG_CONFIG_PATH="" "$PKG_CONFIG" $pc_opts "$@"
+}
+flags=$(pc_query --cflags --libs modelpack) || fail "pkg-config --cflags --libs modelpack"
 echo "pkg-config: $flags"
+# Where pkg-config points must be, physically, the moved tree's include and lib directories.
+real() { (cd "$1" 2> /dev/null && pwd -P) || echo "(missing: $1)"; }
+want_inc=$(real "$moved/include")
+want_lib=$(real "$libdir")
+got_inc=$(real "$(pc_query --variable=includedir modelpack)")
+got_lib=$(real "$(pc_query --variable=libdir modelpack)")
+[ "$got_inc" = "$want_inc" ] || fail "includedir resolves to $got_inc, expected $want_inc"
+[ "$got_lib" = "$want_lib" ] || fail "libdir resolves to $got_lib, expected $want_lib"
+for f in $flags; do
+  case "$f" in
+    -I*) [ "$(real "${f#-I}")" = "$want_inc" ] || fail "$f is not $moved/include" ;;
+    -L*) [ "$(real "${f#-L}")" = "$want_lib" ] || fail "$f is not $libdir" ;;
+  esac
+done
 case "$flags" in
-  *"-I$prefix/include"* | *"-L$prefix/"*) ;;
-  *) fail "pkg-config flags do not point into $prefix: $flags" ;;
+  *-I*) ;;
+  *) fail "no -I in the pkg-config flags: $flags" ;;
+esac
+case "$flags" in
+  *-L*) ;;
+  *) fail "no -L in the pkg-config flags: $flags" ;;
 esac
 # shellcheck disable=SC2086  # $flags and $san are lists of words
 "$CC" -std=c99 -Wall -Wextra -pedantic -Werror $san "$src/tests/package/consumer/main.c" $flags \

@@ -37,7 +37,12 @@ int main(int argc, char **argv) {
   TRY(mpk_writer_commit(w));
   mpk_writer_free(w);
 
-  TRY(mpk_model_open(&m, argv[1], NULL));
+  {
+    mpk_open_options opts;
+    TRY(mpk_open_options_init(&opts, sizeof opts));
+    opts.verify = MPK_VERIFY_FULL;
+    TRY(mpk_model_open(&m, argv[1], &opts));
+  }
   TRY(mpk_model_verify(m, MPK_VERIFY_FULL, 0));
   TRY(mpk_model_find_tensor(m, "w", &index));
   TRY(mpk_model_tensor_read(m, index, back, sizeof back));
