@@ -55,21 +55,6 @@ bool is_array(mpk_meta_type t) noexcept {
          t == MPK_META_BOOL_ARRAY || t == MPK_META_BYTES_ARRAY;
 }
 
-const char *meta_type_name(mpk_meta_type t) noexcept {
-  switch (t) {
-    case MPK_META_STRING: return "string";
-    case MPK_META_INT64: return "int64";
-    case MPK_META_FLOAT64: return "float64";
-    case MPK_META_BOOL: return "bool";
-    case MPK_META_BYTES: return "bytes";
-    case MPK_META_STRING_ARRAY: return "string array";
-    case MPK_META_INT64_ARRAY: return "int64 array";
-    case MPK_META_FLOAT64_ARRAY: return "float64 array";
-    case MPK_META_BOOL_ARRAY: return "bool array";
-    case MPK_META_BYTES_ARRAY: return "bytes array";
-    default: return "unknown";
-  }
-}
 
 // Common prologue of the metadata getters: model and out pointers non-NULL, index in range.
 mpk_status meta_prologue(const char *function, const mpk_model *model, size_t index,
@@ -537,7 +522,7 @@ mpk_status mpk_model_metadata_array_length(const mpk_model *model, size_t index,
     if (!mpk::capi::is_array(v.type())) {
       return fail(MPK_ERR_TYPE_MISMATCH,
                   std::string("metadata '") + std::string(model->model.metadata_key(index)) +
-                      "' is a " + mpk::capi::meta_type_name(v.type()) + ", not an array");
+                      "' is a " + mpk_meta_type_name(v.type()) + ", not an array");
     }
     *out_len = v.array_length();
     return MPK_OK;

@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -30,6 +31,7 @@ struct TempDir {
     fs::remove_all(path, ec);
   }
   std::string operator/(const std::string &name) const { return (path / name).string(); }
+  std::string file(const std::string &name) const { return *this / name; }
   // Names of the entries in the directory (to prove no temporary file was left behind).
   std::vector<std::string> entries() const {
     std::vector<std::string> out;

@@ -316,6 +316,10 @@ typedef enum mpk_meta_type {
   MPK_META_BYTES_ARRAY = 10
 } mpk_meta_type;
 
+/* "string", "int64", "float64", "bool", "bytes", "string[]", "int64[]", "float64[]", "bool[]",
+ * "bytes[]", or "unknown" for any other value; never NULL. */
+MPK_API const char *mpk_meta_type_name(mpk_meta_type type);
+
 /* Entries are indexed 0..count-1 in key order (byte-wise). 0 and the message set for a NULL model.
  * In the getters below every out-pointer is required, values are lent, and an entry of another
  * type is MPK_ERR_TYPE_MISMATCH (the message names the key). */

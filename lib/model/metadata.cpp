@@ -1,5 +1,23 @@
 #include "model/internal.hpp"
 
+#include "common_enum.hpp"
+
+extern "C" MPK_API const char *mpk_meta_type_name(mpk_meta_type type) {
+  switch (mpk::detail::raw_enum(type)) {  // callers may pass any int: no out-of-range enum loads
+    case MPK_META_STRING: return "string";
+    case MPK_META_INT64: return "int64";
+    case MPK_META_FLOAT64: return "float64";
+    case MPK_META_BOOL: return "bool";
+    case MPK_META_BYTES: return "bytes";
+    case MPK_META_STRING_ARRAY: return "string[]";
+    case MPK_META_INT64_ARRAY: return "int64[]";
+    case MPK_META_FLOAT64_ARRAY: return "float64[]";
+    case MPK_META_BOOL_ARRAY: return "bool[]";
+    case MPK_META_BYTES_ARRAY: return "bytes[]";
+    default: return "unknown";
+  }
+}
+
 namespace mpk {
 
 using namespace detail;
@@ -107,9 +125,8 @@ Status detail::validate_metadata(const fbs::Vector<fbs::Offset<fb::MetaEntry>> *
 // ---- MetaValue ----
 
 Status MetaValue::mismatch(mpk_meta_type want) const {
-  static const char *names[] = {"unknown", "string", "int64", "float64", "bool", "bytes", "string array",
-                                "int64 array", "float64 array", "bool array", "bytes array"};
-  return fail(MPK_ERR_TYPE_MISMATCH, "metadata ", quote(key_), " is ", names[type_], ", not ", names[want]);
+  return fail(MPK_ERR_TYPE_MISMATCH, "metadata ", quote(key_), " is ", mpk_meta_type_name(type_), ", not ",
+              mpk_meta_type_name(want));
 }
 
 namespace {

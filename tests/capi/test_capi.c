@@ -299,6 +299,18 @@ static void test_status_names(void) {
   }
 }
 
+static void test_meta_type_names(void) {
+  static const char *const want[] = {"unknown", "string", "int64", "float64", "bool", "bytes",
+                                     "string[]", "int64[]", "float64[]", "bool[]", "bytes[]"};
+  int i;
+  for (i = 0; i <= 10; i++)
+    CHECK(strcmp(mpk_meta_type_name((mpk_meta_type)i), want[i]) == 0, "type %d is named %s", i,
+          mpk_meta_type_name((mpk_meta_type)i));
+  CHECK(strcmp(mpk_meta_type_name((mpk_meta_type)11), "unknown") == 0, "11");
+  CHECK(strcmp(mpk_meta_type_name((mpk_meta_type)-1), "unknown") == 0, "-1");
+  CHECK(strcmp(mpk_meta_type_name((mpk_meta_type)100000), "unknown") == 0, "100000");
+}
+
 static void test_dtypes(void) {
   int d;
   mpk_dtype out;
@@ -1612,6 +1624,7 @@ int main(int argc, char **argv) {
     test_versions();
     test_status_names();
     test_dtypes();
+    test_meta_type_names();
     test_options_init();
     test_last_error();
     test_null_model();

@@ -3,7 +3,7 @@
 // enumerated by failure kind, each asserting the exact status code.
 #include <modelpack/npy.hpp>
 
-#include <catch2/catch.hpp>
+#include "testutil.hpp"
 
 #include <unistd.h>
 
@@ -20,23 +20,7 @@ namespace npy = mpk::npy;
 
 namespace {
 
-// A fresh directory per test, removed at the end.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "mpk_npy_test_XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string &name) const { return (path / name).string(); }
-  size_t entries() const {
-    return size_t(std::distance(fs::directory_iterator(path), fs::directory_iterator()));
-  }
-};
+using testutil::TempDir;
 
 Bytes to_bytes(std::string_view s) {
   Bytes b(s.size());
@@ -508,30 +492,30 @@ TEST_CASE("the writer is atomic and checks sizes", "[npy][writer]") {
   SECTION("a missing directory fails and creates nothing") {
     auto st = npy::write_file(d.file("no/such/dir/x.npy"), MPK_DTYPE_F32, shape, data);
     CHECK(st.code() == MPK_ERR_IO);
-    CHECK(d.entries() == 0);
+    CHECK(d.entries().empty());
   }
   SECTION("an uncommitted writer leaves nothing behind") {
     {
       auto w = npy::Writer::create(d.file("x.npy"), MPK_DTYPE_F32, shape);
       REQUIRE(w.ok());
       REQUIRE(w->write(std::span(data).first(8)).ok());
-      CHECK(d.entries() == 1);  // the temporary file
+      CHECK(d.entries().size() == 1);  // the temporary file
     }
-    CHECK(d.entries() == 0);
+    CHECK(d.entries().empty());
   }
   SECTION("too few bytes at commit") {
     auto w = npy::Writer::create(d.file("x.npy"), MPK_DTYPE_F32, shape);
     REQUIRE(w.ok());
     REQUIRE(w->write(std::span(data).first(12)).ok());
     CHECK(w->commit().code() == MPK_ERR_SIZE_MISMATCH);
-    CHECK(d.entries() == 0);
+    CHECK(d.entries().empty());
     CHECK(w->write(data).code() == MPK_ERR_STATE);
   }
   SECTION("too many bytes") {
     Bytes more = pattern(20);
     CHECK(npy::write_file(d.file("x.npy"), MPK_DTYPE_F32, shape, more).code() ==
           MPK_ERR_SIZE_MISMATCH);
-    CHECK(d.entries() == 0);
+    CHECK(d.entries().empty());
   }
   SECTION("an existing target is replaced only on commit") {
     write_raw(d.file("x.npy"), to_bytes("old"));
@@ -547,7 +531,7 @@ TEST_CASE("the writer is atomic and checks sizes", "[npy][writer]") {
     auto a = npy::read_file(d.file("x.npy"));
     REQUIRE(a.ok());
     CHECK(a->data == data);
-    CHECK(d.entries() == 1);
+    CHECK(d.entries().size() == 1);
   }
   SECTION("bf16 and bad dtypes or shapes are refused") {
     CHECK(npy::write_file(d.file("x.npy"), MPK_DTYPE_BF16, shape, pattern(8)).code() ==
@@ -560,6 +544,6 @@ TEST_CASE("the writer is atomic and checks sizes", "[npy][writer]") {
     const uint64_t huge[] = {uint64_t(1) << 62, 8};
     CHECK(npy::Writer::create(d.file("x.npy"), MPK_DTYPE_U8, huge).status().code() ==
           MPK_ERR_OVERFLOW);
-    CHECK(d.entries() == 0);
+    CHECK(d.entries().empty());
   }
 }

@@ -22,21 +22,6 @@ constexpr size_t kTextMaxString = 80;
 constexpr size_t kTextMaxItems = 8;
 constexpr size_t kTextMaxBytes = 16;
 
-const char *meta_type_name(mpk_meta_type t) {
-  switch (t) {
-    case MPK_META_STRING: return "string";
-    case MPK_META_INT64: return "int64";
-    case MPK_META_FLOAT64: return "float64";
-    case MPK_META_BOOL: return "bool";
-    case MPK_META_BYTES: return "bytes";
-    case MPK_META_STRING_ARRAY: return "string[]";
-    case MPK_META_INT64_ARRAY: return "int64[]";
-    case MPK_META_FLOAT64_ARRAY: return "float64[]";
-    case MPK_META_BOOL_ARRAY: return "bool[]";
-    case MPK_META_BYTES_ARRAY: return "bytes[]";
-    default: return "unknown";
-  }
-}
 
 std::string to_hex(std::span<const std::byte> b, size_t max = SIZE_MAX) {
   static const char digits[] = "0123456789abcdef";
@@ -260,7 +245,7 @@ int print_json(const Model &m, const std::string &path) {
   for (size_t i = 0; i < m.metadata_count(); ++i) {
     MetaValue v = m.metadata_value(i);
     meta.push_back({{"key", std::string(m.metadata_key(i))},
-                    {"type", meta_type_name(v.type())},
+                    {"type", mpk_meta_type_name(v.type())},
                     {"value", meta_json(v)}});
   }
   doc["metadata"] = std::move(meta);
@@ -318,7 +303,7 @@ int print_text(const Model &m, const std::string &path) {
   rows = {{"key", "type", "value"}};
   for (size_t i = 0; i < m.metadata_count(); ++i) {
     MetaValue v = m.metadata_value(i);
-    rows.push_back({printable(m.metadata_key(i)), meta_type_name(v.type()), meta_text(v)});
+    rows.push_back({printable(m.metadata_key(i)), mpk_meta_type_name(v.type()), meta_text(v)});
   }
   if (rows.size() > 1) print_table(rows, "  ");
 
