@@ -2,6 +2,7 @@
 #include "common_enum.hpp"
 
 #include <cstdio>
+#include <cstring>
 
 // `status` may hold any int a C caller passed (e.g. a status of a newer libmodelpack): it is read
 // as an integer, never loaded as an mpk_status (see raw_enum), and unknown values get a fixed name.
@@ -70,6 +71,15 @@ std::string quote(std::string_view s) {
 bool valid_name(std::string_view s) {
   const auto *p = reinterpret_cast<const unsigned char *>(s.data());
   const auto *end = p + s.size();
+  // Fast path: 8 bytes at a time while all are ASCII and none is NUL (names almost always are); the
+  // byte loop below takes over at the first word that is not.
+  constexpr uint64_t kLow = 0x0101010101010101ULL, kHigh = 0x8080808080808080ULL;
+  while (end - p >= 8) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    if ((w & kHigh) | ((w - kLow) & ~w & kHigh)) break;
+    p += 8;
+  }
   while (p < end) {
     unsigned c = *p;
     if (c == 0) return false;

@@ -158,7 +158,8 @@ Status ModelImpl::validate(Verify mode) {
       if (c > 0) return fail(MPK_ERR_UNSORTED, "tensors are not sorted by name: ", quote(prev), " before ", quote(name));
     }
     prev = name;
-    auto dtype = static_cast<DType>(x->dtype());
+    const fb::DType fdtype = x->dtype();
+    auto dtype = static_cast<DType>(fdtype);
     size_t esize = dtype_size(dtype);
     if (esize == 0)
       return fail(MPK_ERR_BAD_DTYPE, "tensor ", quote(name), " has unknown dtype ", unsigned(x->dtype()));
@@ -180,24 +181,25 @@ Status ModelImpl::validate(Verify mode) {
         return fail(MPK_ERR_OVERFLOW, "tensor ", quote(name), ": element count of its shape overflows 64 bits");
     if (mul_overflow(n, esize, &nbytes))
       return fail(MPK_ERR_OVERFLOW, "tensor ", quote(name), ": byte size of its shape overflows 64 bits");
-    if (nbytes != x->size())
-      return fail(MPK_ERR_BAD_SHAPE, "tensor ", quote(name), " declares ", x->size(), " bytes but its ",
+    const uint64_t toff = x->offset(), tsize = x->size();  // each FlatBuffers field read once
+    if (nbytes != tsize)
+      return fail(MPK_ERR_BAD_SHAPE, "tensor ", quote(name), " declares ", tsize, " bytes but its ",
                   dtype_name(dtype), " shape needs ", nbytes);
     if (x->component() >= ncomp)
       return fail(MPK_ERR_OUT_OF_BOUNDS, "tensor ", quote(name), " refers to component ", x->component(),
                   " but the file has ", ncomp);
     uint64_t end;
-    if (add_overflow(x->offset(), x->size(), &end))
-      return fail(MPK_ERR_OVERFLOW, "tensor ", quote(name), ": offset ", Hex{x->offset()}, " + size ", Hex{x->size()},
+    if (add_overflow(toff, tsize, &end))
+      return fail(MPK_ERR_OVERFLOW, "tensor ", quote(name), ": offset ", Hex{toff}, " + size ", Hex{tsize},
                   " overflows");
     if (end > pre.data_size)
       return fail(MPK_ERR_OUT_OF_BOUNDS, "tensor ", quote(name), " [", Hex{abs_offset(x)}, ",",
                   Hex{pre.data_offset + std::min(end, ~uint64_t(0) - pre.data_offset)},
                   ") extends past the data section [", Hex{pre.data_offset}, ",", Hex{pre.data_offset + pre.data_size}, ")");
-    if (abs_offset(x) % alignment != 0)
+    if (((pre.data_offset + toff) & (alignment - 1)) != 0)  // a power of two: no division
       return fail(MPK_ERR_MISALIGNED, "tensor ", quote(name), " at ", Hex{abs_offset(x)}, " is not aligned to ",
                   alignment, " bytes");
-    cid.add(name, x->dtype() == fb::DType::INVALID ? 0 : uint16_t(x->dtype()), shape, x->xxh3());
+    cid.add(name, fdtype == fb::DType::INVALID ? 0 : uint16_t(fdtype), shape, x->xxh3());
   }
 
   // No two tensors share bytes: data_order lists them by offset, so neighbours are enough.
@@ -210,6 +212,7 @@ Status ModelImpl::validate(Verify mode) {
     // Offsets never decrease along data_order (empty tensors included); a non-empty tensor starts
     // at or after the end of the last non-empty one before it.
     const fb::Tensor *prev = nullptr, *last = nullptr;  // previous entry; last non-empty entry
+    uint64_t prev_off = 0, last_end = 0;  // their offset / end (no overflow: checked above)
     for (uint32_t k = 0; k < ntensors; ++k) {
       uint32_t idx = order->Get(k);
       if (idx >= ntensors)
@@ -217,15 +220,20 @@ Status ModelImpl::validate(Verify mode) {
       if (seen[idx]) return fail(MPK_ERR_CORRUPT_HEADER, "data_order lists tensor ", quote(sv(t(idx)->name())), " twice");
       seen[idx] = 1;
       const fb::Tensor *x = t(idx);
-      if (prev && x->offset() < prev->offset())
+      const uint64_t off = x->offset(), size = x->size();  // each FlatBuffers field read once
+      if (prev && off < prev_off)
         return fail(MPK_ERR_UNSORTED, "data_order is not in offset order: ", quote(sv(x->name())), " at ",
                     Hex{abs_offset(x)}, " comes after ", quote(sv(prev->name())), " at ", Hex{abs_offset(prev)});
-      if (last && x->size() > 0 && x->offset() < last->offset() + last->size())
+      if (last && size > 0 && off < last_end)
         return fail(MPK_ERR_OVERLAP, "tensor ", quote(sv(x->name())), " [", Hex{abs_offset(x)}, ",",
                     Hex{abs_offset(x) + x->size()}, ") overlaps ", quote(sv(last->name())), " [", Hex{abs_offset(last)},
                     ",", Hex{abs_offset(last) + last->size()}, ")");
       prev = x;
-      if (x->size() > 0) last = x;
+      prev_off = off;
+      if (size > 0) {
+        last = x;
+        last_end = off + size;
+      }
     }
   }
 

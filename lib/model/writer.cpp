@@ -190,8 +190,21 @@ Status Writer::add_tensor(std::string_view name, DType dtype, std::span<const ui
                 shape.size(), "-d shape needs ", *bytes, " bytes, got ", data.size());
   uint64_t n;
   if (Status s = w.start(name, dtype, shape, component, &n); !s) return s;
-  w.cur.xxh3 = xxh3_64(data.data(), data.size());
-  if (Status s = w.io(w.append(data.data(), data.size())); !s) return s;
+  if (data.size() < 2 * kDirectWrite) {
+    w.cur.xxh3 = xxh3_64(data.data(), data.size());
+    if (Status s = w.io(w.append(data.data(), data.size())); !s) return s;
+  } else {
+    // Hash each piece just before writing it: the kernel's copy into the page cache then reads
+    // bytes the hash left in cache instead of streaming the tensor from memory a second time.
+    w.hasher.reset();
+    for (size_t done = 0; done < data.size();) {
+      size_t n = std::min(kDirectWrite, data.size() - done);
+      w.hasher.update(data.data() + done, n);
+      if (Status s = w.io(w.append(data.data() + done, n)); !s) return s;
+      done += n;
+    }
+    w.cur.xxh3 = w.hasher.digest();
+  }
   w.finish_record();
   return {};
 }

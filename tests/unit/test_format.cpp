@@ -51,6 +51,19 @@ TEST_CASE("name validation accepts UTF-8 and rejects the rest", "[format]") {
   CHECK_FALSE(valid_name("\xf4\x90\x80\x80"));  // > U+10FFFF
   CHECK_FALSE(valid_name("\xe2\x82"));          // truncated sequence
   CHECK_FALSE(valid_name("\x80"));              // lone continuation byte
+  // Past the 8-bytes-at-a-time ASCII fast path, at every position of a long name.
+  for (size_t pos = 0; pos < 40; ++pos) {
+    std::string name(40, 'a');
+    CHECK(valid_name(name));
+    name[pos] = '\0';
+    CHECK_FALSE(valid_name(name));
+    name[pos] = '\xff';
+    CHECK_FALSE(valid_name(name));
+    name.replace(pos, 1, "\xc3\xa9");  // é: valid multi-byte UTF-8 anywhere
+    CHECK(valid_name(name));
+    name.replace(pos, 2, "\xc3");        // truncated sequence
+    CHECK_FALSE(valid_name(name));
+  }
 }
 
 TEST_CASE("messages quote names safely", "[format]") {
