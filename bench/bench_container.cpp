@@ -526,68 +526,6 @@ void run_find_hash_map(benchmark::State &state, const Model &m) {
   state.counters["tensors"] = double(m.names.size());
 }
 
-// Name validation, the largest single cost of open (perf: ~26% of open at 10k tensors): a copy of
-// the library's byte-at-a-time UTF-8 check vs the same check with an 8-bytes-at-a-time ASCII fast path.
-__attribute__((noinline)) bool valid_name_bytewise(std::string_view s) {
-  const auto *p = reinterpret_cast<const unsigned char *>(s.data());
-  const auto *end = p + s.size();
-  while (p < end) {
-    unsigned c = *p;
-    if (c == 0) return false;
-    if (c < 0x80) {
-      ++p;
-      continue;
-    }
-    int len;
-    uint32_t cp;
-    if ((c & 0xe0) == 0xc0) { len = 2; cp = c & 0x1f; }
-    else if ((c & 0xf0) == 0xe0) { len = 3; cp = c & 0x0f; }
-    else if ((c & 0xf8) == 0xf0) { len = 4; cp = c & 0x07; }
-    else return false;
-    if (end - p < len) return false;
-    for (int i = 1; i < len; ++i) {
-      if ((p[i] & 0xc0) != 0x80) return false;
-      cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return false;
-    if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
-    p += len;
-  }
-  return true;
-}
-
-__attribute__((noinline)) bool valid_name_swar(std::string_view s) {
-  const auto *p = reinterpret_cast<const unsigned char *>(s.data());
-  const auto *end = p + s.size();
-  constexpr uint64_t kLow = 0x0101010101010101ULL, kHigh = 0x8080808080808080ULL;
-  while (end - p >= 8) {  // 8 ASCII, non-NUL bytes at a time
-    uint64_t w;
-    std::memcpy(&w, p, 8);
-    if ((w & kHigh) | ((w - kLow) & ~w & kHigh)) break;
-    p += 8;
-  }
-  return valid_name_bytewise(std::string_view(reinterpret_cast<const char *>(p), size_t(end - p)));
-}
-
-void run_valid_name(benchmark::State &state, bool (*fn)(std::string_view)) {
-  const Model &m = small_model(10000);
-  std::vector<std::string> names = m.names;
-  names.push_back(std::string("caf\xc3\xa9.weight"));  // valid UTF-8
-  std::string bad = "model.layers.0.mlp";
-  bad[3] = '\0';
-  CHECK_OR_SKIP(fn(names.back()) && !fn(bad) && !fn("model.layers.\xc3(") && !fn("\xed\xa0\x80 surrogate"),
-                "name check gives a wrong answer");
-  for (auto _ : state) {
-    size_t ok = 0;
-    for (const auto &nm : names) ok += fn(nm);
-    if (ok != names.size()) {
-      state.SkipWithError("a valid name was refused");
-      break;
-    }
-  }
-  state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(names.size()));
-}
-
 // ---- full verification of the 1 GiB model and its baselines ---------------------------------------
 
 void set_bytes(benchmark::State &state, uint64_t per_iteration) {
@@ -1205,11 +1143,6 @@ void register_all() {
     reg("baseline/find_hash_map/" + N, [n](benchmark::State &s) { run_find_hash_map(s, small_model(n)); })
         ->Unit(kNanosecond);
   }
-
-  reg("proto/valid_name_bytewise/10000", [](benchmark::State &s) { run_valid_name(s, valid_name_bytewise); })
-      ->Unit(kMicrosecond);
-  reg("proto/valid_name_swar/10000", [](benchmark::State &s) { run_valid_name(s, valid_name_swar); })
-      ->Unit(kMicrosecond);
 
   for (unsigned t : {1u, 2u}) {
     auto T = std::to_string(t);
