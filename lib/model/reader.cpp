@@ -37,8 +37,8 @@ AlignedBuf aligned_buffer(uint64_t n, uint64_t alignment) {
 
 struct ModelImpl {
   File file;
-  Mapping map;                      // Access::Map: the whole file
-  std::vector<uint8_t> header_buf;  // Access::Read: the header only
+  Mapping map;                            // Access::Map: the whole file
+  std::unique_ptr<uint8_t[]> header_buf;  // a private copy of the header (both access modes)
   Access access = Access::Map;
   Preamble pre;
   const uint8_t *header = nullptr;
@@ -47,6 +47,7 @@ struct ModelImpl {
   uint32_t ntensors = 0;
   uint32_t alignment = MPK_DEFAULT_ALIGNMENT;
   std::string content_id;
+  std::vector<ComponentInfo> components;  // names, kinds, tensor counts and bytes, filled at open
   // Access::Read: tensors loaded so far.
   mutable std::mutex mu;
   mutable std::unordered_map<size_t, AlignedBuf> loaded;
@@ -60,6 +61,27 @@ struct ModelImpl {
       return fail(MPK_ERR_CHECKSUM, "header checksum mismatch: stored ", Hex{pre.header_xxh3}, ", computed ",
                   Hex{computed}, " (header [", Hex{pre.header_offset}, ",", Hex{pre.header_offset + pre.header_size},
                   "))");
+    return {};
+  }
+  // The header as it is in the file now (open works on a private copy).
+  Status check_disk_header() const {
+    uint64_t computed;
+    if (access == Access::Map) {
+      computed = xxh3_64(map.data() + pre.header_offset, pre.header_size);
+    } else {
+      Hasher64 h;
+      std::vector<uint8_t> chunk(std::min<uint64_t>(pre.header_size, 1u << 20));
+      for (uint64_t done = 0; done < pre.header_size;) {
+        uint64_t n = std::min<uint64_t>(chunk.size(), pre.header_size - done);
+        if (Status s = file.pread_full(pre.header_offset + done, chunk.data(), n); !s) return s;
+        h.update(chunk.data(), n);
+        done += n;
+      }
+      computed = h.digest();
+    }
+    if (computed != pre.header_xxh3)
+      return fail(MPK_ERR_CHECKSUM, "header checksum mismatch: stored ", Hex{pre.header_xxh3}, ", the file now gives ",
+                  Hex{computed}, " (was it changed since it was opened?)");
     return {};
   }
   Status validate(Verify mode);
@@ -81,15 +103,16 @@ struct ModelImpl {
 Status ModelImpl::check_features() const {
   uint64_t unknown = pre.incompatible & ~kKnownIncompatible;
   if (!unknown) return {};
+  // One pass over the writer's feature names (the last named entry for a bit wins), then the bits.
+  std::string_view by_bit[64];
+  if (hdr && hdr->feature_names())
+    for (const fb::FeatureName *f : *hdr->feature_names())
+      if (f->bit() < 64 && f->incompatible() && f->name()) by_bit[f->bit()] = sv(f->name());
   std::string names;
   for (int bit = 0; bit < 64; ++bit) {
     if (!(unknown >> bit & 1)) continue;
-    std::string name;
-    if (hdr && hdr->feature_names())
-      for (const fb::FeatureName *f : *hdr->feature_names())
-        if (f->bit() == bit && f->incompatible() && f->name()) name = quote(sv(f->name()));
     if (!names.empty()) names += ", ";
-    names += name.empty() ? cat("bit ", bit) : cat(name, " (bit ", bit, ")");
+    names += by_bit[bit].empty() ? cat("bit ", bit) : cat(quote(by_bit[bit]), " (bit ", bit, ")");
   }
   return fail(MPK_ERR_UNSUPPORTED_FEATURE, "the file needs incompatible feature(s) ", names,
               " that this reader (libmodelpack " MPK_VERSION_STRING ", format ", kFormatMajor, ".", kFormatMinor,
@@ -126,6 +149,7 @@ Status ModelImpl::validate(Verify mode) {
 
   // Components: valid, unique names.
   uint32_t ncomp = hdr->components() ? hdr->components()->size() : 0;
+  components.assign(ncomp, ComponentInfo{});
   if (ncomp) {
     std::unordered_set<std::string_view> seen;
     for (uint32_t i = 0; i < ncomp; ++i) {
@@ -136,6 +160,8 @@ Status ModelImpl::validate(Verify mode) {
       if (kind.size() > MPK_MAX_NAME_BYTES || !valid_name(kind))
         return fail(MPK_ERR_BAD_NAME, "component ", quote(name), " has an invalid kind ", quote(kind));
       if (!seen.insert(name).second) return fail(MPK_ERR_DUPLICATE, "component ", quote(name), " appears twice");
+      components[i].name = name;
+      components[i].kind = kind;
       if (Status s = validate_metadata(c->metadata(), header, cat("component ", quote(name), " metadata")); !s)
         return s;
     }
@@ -193,13 +219,16 @@ Status ModelImpl::validate(Verify mode) {
       return fail(MPK_ERR_OVERFLOW, "tensor ", quote(name), ": offset ", Hex{toff}, " + size ", Hex{tsize},
                   " overflows");
     if (end > pre.data_size)
-      return fail(MPK_ERR_OUT_OF_BOUNDS, "tensor ", quote(name), " [", Hex{abs_offset(x)}, ",",
+      return fail(MPK_ERR_OUT_OF_BOUNDS, "tensor ", quote(name), " [",
+                  Hex{pre.data_offset + std::min(toff, ~uint64_t(0) - pre.data_offset)}, ",",
                   Hex{pre.data_offset + std::min(end, ~uint64_t(0) - pre.data_offset)},
                   ") extends past the data section [", Hex{pre.data_offset}, ",", Hex{pre.data_offset + pre.data_size}, ")");
     if (((pre.data_offset + toff) & (alignment - 1)) != 0)  // a power of two: no division
       return fail(MPK_ERR_MISALIGNED, "tensor ", quote(name), " at ", Hex{abs_offset(x)}, " is not aligned to ",
                   alignment, " bytes");
     cid.add(name, fdtype == fb::DType::INVALID ? 0 : uint16_t(fdtype), shape, x->xxh3());
+    components[x->component()].tensors++;
+    components[x->component()].nbytes += tsize;
   }
 
   // No two tensors share bytes: data_order lists them by offset, so neighbours are enough.
@@ -247,9 +276,9 @@ Status ModelImpl::validate(Verify mode) {
 Result<std::span<const std::byte>> ModelImpl::bytes(size_t i) const {
   const fb::Tensor *x = t(i);
   uint64_t off = abs_offset(x), n = x->size();
+  static const std::byte kEmptyTensor[1] = {};
+  if (n == 0) return std::span<const std::byte>(kEmptyTensor, 0);  // nothing to map, load or cache
   if (access == Access::Map) {
-    static const std::byte kEmptyTensor[1] = {};
-    if (n == 0) return std::span<const std::byte>(kEmptyTensor, 0);
     return std::span<const std::byte>(reinterpret_cast<const std::byte *>(map.data() + off), n);
   }
   {
@@ -292,7 +321,9 @@ Status ModelImpl::hash_check(size_t i, std::vector<std::byte> *scratch) const {
 Status ModelImpl::verify_set(const std::vector<size_t> &which, unsigned threads,
                              const std::function<void(size_t)> &on_tensor) const {
   if (which.empty()) return {};
-  threads = std::max(1u, std::min<unsigned>(threads, unsigned(which.size())));
+  // More threads than cores only adds contention; the cap also bounds what a caller can ask for.
+  unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  threads = std::max(1u, std::min({threads, 2 * cores, unsigned(std::min<size_t>(which.size(), 1024))}));
   // Each worker takes the next tensor in file order; the first failure in file order is reported.
   std::atomic<size_t> next{0};
   std::vector<Status> errors(which.size());
@@ -302,7 +333,13 @@ Status ModelImpl::verify_set(const std::vector<size_t> &which, unsigned threads,
     for (size_t k; (k = next.fetch_add(1)) < which.size();) {
       if (k > first_bad.load(std::memory_order_relaxed)) break;
       Status s = hash_check(which[k], &scratch);
-      if (s && on_tensor) on_tensor(which[k]);
+      if (s && on_tensor) {
+        try {
+          on_tensor(which[k]);
+        } catch (...) {  // a throwing callback must not terminate the process from a worker thread
+          s = fail(MPK_ERR_INTERNAL, "the verify progress callback threw an exception");
+        }
+      }
       if (!s) {
         errors[k] = std::move(s);
         size_t cur = first_bad.load();
@@ -311,13 +348,16 @@ Status ModelImpl::verify_set(const std::vector<size_t> &which, unsigned threads,
       }
     }
   };
-  if (threads == 1) {
-    work();
-  } else {
-    std::vector<std::thread> pool;
-    for (unsigned i = 0; i < threads; ++i) pool.emplace_back(work);
-    for (auto &th : pool) th.join();
+  // The calling thread works too; if the system refuses more threads, the ones started so far
+  // (possibly none) share the work.
+  std::vector<std::thread> pool;
+  try {
+    pool.reserve(threads - 1);
+    for (unsigned i = 1; i < threads; ++i) pool.emplace_back(work);
+  } catch (...) {
   }
+  work();
+  for (auto &th : pool) th.join();
   size_t bad = first_bad.load();
   return bad < which.size() ? errors[bad] : Status();
 }
@@ -347,15 +387,16 @@ Result<Model> Model::open(const std::string &path, const OpenOptions &options) {
   if (Status s = decode_preamble(pre, avail, size, options.max_header_bytes, &m.pre); !s)
     return Status(s.code(), cat(quote(path), ": ", s.message()));
 
+  // The header is copied out of the file in both access modes: offsets validated once must not
+  // change afterwards, and a mapping would show another process rewriting the file in place.
+  m.header_buf.reset(new (std::nothrow) uint8_t[m.pre.header_size]);  // operator new[]: 16-aligned
+  if (!m.header_buf) return fail(MPK_ERR_NO_MEMORY, "cannot allocate ", m.pre.header_size, " bytes for the header");
+  if (Status s = m.file.pread_full(m.pre.header_offset, m.header_buf.get(), m.pre.header_size); !s) return s;
+  m.header = m.header_buf.get();
   if (m.access == Access::Map) {
     auto map = Mapping::map(m.file);
     if (!map) return map.status();
     m.map = std::move(map.value());
-    m.header = m.map.data() + m.pre.header_offset;
-  } else {
-    m.header_buf.resize(m.pre.header_size);
-    if (Status s = m.file.pread_full(m.pre.header_offset, m.header_buf.data(), m.pre.header_size); !s) return s;
-    m.header = m.header_buf.data();
   }
   if (Status s = m.validate(options.verify); !s) return Status(s.code(), cat(quote(path), ": ", s.message()));
   Model model(std::move(impl));
@@ -458,7 +499,7 @@ Status Model::verify(Verify mode, unsigned threads, const std::function<void(siz
       p.compatible != q.compatible || p.header_offset != q.header_offset || p.header_size != q.header_size ||
       p.data_offset != q.data_offset || p.data_size != q.data_size || p.header_xxh3 != q.header_xxh3)
     return fail(MPK_ERR_CHECKSUM, "the preamble changed since the file was opened");
-  if (Status s = impl_->check_header_checksum(); !s) return s;
+  if (Status s = impl_->check_disk_header(); !s) return s;
   if (impl_->hdr->content_id() && sv(impl_->hdr->content_id()) != impl_->content_id)
     return fail(MPK_ERR_CHECKSUM, "content id mismatch");
   if (mode == Verify::Header) return {};
@@ -477,24 +518,11 @@ size_t Model::component_count() const {
   return impl_->hdr->components() ? impl_->hdr->components()->size() : 0;
 }
 
-ComponentInfo Model::component(size_t index) const {
-  const fb::Component *c = impl_->hdr->components()->Get(fbs::uoffset_t(index));
-  ComponentInfo ci;
-  ci.name = sv(c->name());
-  ci.kind = sv(c->kind());
-  for (size_t i = 0; i < impl_->ntensors; ++i) {
-    const fb::Tensor *x = impl_->t(i);
-    if (x->component() == index) {
-      ++ci.tensors;
-      ci.nbytes += x->size();
-    }
-  }
-  return ci;
-}
+ComponentInfo Model::component(size_t index) const { return impl_->components[index]; }
 
 std::optional<size_t> Model::find_component(std::string_view name) const {
-  for (size_t i = 0; i < component_count(); ++i)
-    if (sv(impl_->hdr->components()->Get(fbs::uoffset_t(i))->name()) == name) return i;
+  for (size_t i = 0; i < impl_->components.size(); ++i)
+    if (impl_->components[i].name == name) return i;
   return std::nullopt;
 }
 

@@ -22,6 +22,33 @@ namespace fbs = flatbuffers;
 namespace {
 constexpr size_t kBufferSize = 4u << 20;   // coalesces small tensors and padding
 constexpr size_t kDirectWrite = 1u << 20;  // larger pieces go straight from the caller's memory
+constexpr uint64_t kMaxHeaderBytes = 0x7ffffffeu;  // FlatBuffers' limit (docs/FORMAT.md)
+
+// Upper bound of the encoded size of one metadata value (payload, plus per-item offsets, length
+// prefixes, NULs, padding and tables).
+uint64_t meta_bound(const MetaInput &v) {
+  return std::visit(
+      [](const auto &x) -> uint64_t {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, std::string> || std::is_same_v<T, Bytes>) {
+          return x.size() + 64;
+        } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+          uint64_t n = 64;
+          for (const auto &i : x) n += i.size() + 16;
+          return n;
+        } else if constexpr (std::is_same_v<T, std::vector<Bytes>>) {
+          uint64_t n = 64;
+          for (const auto &i : x) n += i.size() + 48;
+          return n;
+        } else if constexpr (std::is_same_v<T, std::vector<int64_t>> || std::is_same_v<T, std::vector<double>> ||
+                             std::is_same_v<T, std::vector<bool>>) {
+          return 64 + 8 * uint64_t(x.size());
+        } else {
+          return 64;  // scalars
+        }
+      },
+      v);
+}
 
 struct Record {
   std::string name;
@@ -136,6 +163,16 @@ struct WriterImpl {
                  pos() - data_offset, *bytes, 0};
     *out_bytes = *bytes;
     return {};
+  }
+
+  Status commit();
+
+  uint64_t header_bound() const {
+    uint64_t n = 4096;
+    for (const auto &r : records) n += r.name.size() + 8 * r.shape.size() + 128;
+    for (const auto &c : components) n += c.name.size() + c.kind.size() + 96;
+    for (const auto &[k, v] : metadata) n += k.size() + 64 + meta_bound(v);
+    return n;
   }
 
   void finish_record() {
@@ -266,6 +303,13 @@ Status Writer::commit() {
   if (Status s = w.usable(); !s) return s;
   if (w.in_tensor) return fail(MPK_ERR_STATE, "tensor ", quote(w.cur.name), " is still open (call end_tensor)");
   w.done = true;  // whatever happens next, the writer is finished
+  Status s = w.commit();
+  if (!s) w.file.abort();  // a failed commit leaves nothing behind, not even the temporary file
+  return s;
+}
+
+Status WriterImpl::commit() {
+  WriterImpl &w = *this;
 
   uint64_t data_end = w.pos();
   // Name order for the header; records are already in offset order (written sequentially).
@@ -276,6 +320,12 @@ Status Writer::commit() {
   std::vector<uint32_t> rank(w.records.size());  // record index -> position in name order
   for (uint32_t i = 0; i < by_name.size(); ++i) rank[by_name[i]] = i;
 
+  // FlatBuffers sizes are 32-bit and the format caps the header below 2^31 - 1 bytes: refuse a
+  // header that could exceed it before building it (an upper bound of the encoded size), and
+  // check the exact size after.
+  if (uint64_t estimate = w.header_bound(); estimate > kMaxHeaderBytes)
+    return fail(MPK_ERR_LIMIT, "the header would need up to ", estimate, " bytes (", w.records.size(),
+                " tensors, ", w.metadata.size(), " metadata entries); the format allows ", kMaxHeaderBytes);
   fbs::FlatBufferBuilder b(1024 + w.records.size() * 128);
   ContentIdBuilder cid;
   std::vector<fbs::Offset<fb::Tensor>> tensors;
@@ -311,6 +361,8 @@ Status Writer::commit() {
   hb.add_writer(writer_str);
   b.Finish(hb.Finish(), "MPKH");
 
+  if (b.GetSize() > kMaxHeaderBytes)
+    return fail(MPK_ERR_LIMIT, "the header is ", b.GetSize(), " bytes; the format allows ", kMaxHeaderBytes);
   if (Status s = w.io(w.pad_to(8)); !s) return s;
   Preamble p;
   p.data_offset = w.data_offset;

@@ -177,3 +177,56 @@ TEST_CASE("verify refuses a file that shrank after open instead of faulting", "[
     CHECK(m->verify_tensor(0).code() == MPK_ERR_TRUNCATED);
   }
 }
+
+TEST_CASE("a header rewritten in place after open cannot redirect reads", "[reader]") {
+  TempDir dir;
+  std::string path = dir / "inplace.mpk";
+  for (auto access : {mpk::Access::Map, mpk::Access::Read}) {
+    write_sample(path);
+    auto m = mpk::Model::open(path, {access});
+    REQUIRE(m.ok());
+    auto before = m->info(*m->find("vocab"));
+    // Another process scribbles over the whole header, keeping the file size.
+    std::vector<uint8_t> junk(m->header_size(), 0xff);
+    int fd = ::open(path.c_str(), O_WRONLY);
+    REQUIRE(fd >= 0);
+    REQUIRE(::pwrite(fd, junk.data(), junk.size(), off_t(m->header_offset())) == ssize_t(junk.size()));
+    ::close(fd);
+    // The model keeps working from its validated private copy of the header...
+    auto after = m->info(*m->find("vocab"));
+    CHECK(after.offset == before.offset);
+    CHECK(after.nbytes == before.nbytes);
+    auto t = m->tensor("vocab");
+    REQUIRE(t.ok());
+    CHECK(t->data.size() == 100);
+    // ... and verification reports that the file changed.
+    auto st = m->verify(mpk::Verify::Header);
+    INFO(st.to_string());
+    CHECK(st.code() == MPK_ERR_CHECKSUM);
+    CHECK(st.message().find("changed since it was opened") != std::string::npos);
+  }
+}
+
+TEST_CASE("empty tensors cost nothing to load in either access mode", "[reader]") {
+  TempDir dir;
+  std::string path = dir / "empties.mpk";
+  {
+    auto w = mpk::Writer::create(path, {4096, false});
+    REQUIRE(w.ok());
+    uint64_t s0[] = {0, 7};
+    for (int i = 0; i < 100; ++i) REQUIRE_OK(w->add_tensor("e" + std::to_string(i), MPK_DTYPE_F32, s0, {}));
+    REQUIRE_OK(w->commit());
+  }
+  for (auto access : {mpk::Access::Map, mpk::Access::Read}) {
+    auto m = mpk::Model::open(path, {access, mpk::Verify::Full});
+    REQUIRE(m.ok());
+    const std::byte *first = nullptr;
+    for (size_t i = 0; i < m->tensor_count(); ++i) {
+      auto t = m->tensor(i);
+      REQUIRE(t.ok());
+      CHECK(t->data.empty());
+      if (!first) first = t->data.data();
+      CHECK(t->data.data() == first);  // one shared empty span, nothing allocated per tensor
+    }
+  }
+}

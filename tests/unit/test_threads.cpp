@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <stdexcept>
 #include <mutex>
 #include <thread>
 
@@ -64,4 +65,17 @@ TEST_CASE("verify reports each matched tensor once to its progress callback", "[
     for (size_t i = 0; i < all.size(); ++i) all[i] = i;
     CHECK(seen == all);
   }
+}
+
+TEST_CASE("verify survives absurd thread counts and a throwing callback", "[threads]") {
+  TempDir dir;
+  std::string path = dir / "t.mpk";
+  write_sample(path);
+  auto m = mpk::Model::open(path);
+  REQUIRE(m.ok());
+  REQUIRE_OK(m->verify(mpk::Verify::Full, 1000000));
+  REQUIRE_OK(m->verify(mpk::Verify::Full, 0));
+  auto st = m->verify(mpk::Verify::Full, 4, [](size_t) { throw std::runtime_error("boom"); });
+  CHECK(st.code() == MPK_ERR_INTERNAL);
+  CHECK(st.message().find("callback") != std::string::npos);
 }

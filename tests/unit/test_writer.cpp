@@ -131,3 +131,21 @@ TEST_CASE("an empty model is valid", "[writer]") {
   CHECK(m->component_count() == 0);
   CHECK(m->content_id().size() == MPK_CONTENT_ID_LENGTH);
 }
+
+TEST_CASE("the writer refuses a header larger than the format allows", "[writer][large]") {
+  const char *env = std::getenv("MPK_LARGE_TESTS");
+  if (env && std::string(env) == "0") {
+    WARN("skipped: MPK_LARGE_TESTS=0 (sanitizer builds)");
+    return;
+  }
+  TempDir dir;
+  std::string path = dir / "huge-header.mpk";
+  auto w = mpk::Writer::create(path);
+  REQUIRE(w.ok());
+  mpk::Bytes blob(size_t(1) << 31);  // 2 GiB of metadata: over the 2^31 - 2 header limit
+  REQUIRE_OK(w->set_metadata("blob", std::move(blob)));
+  auto st = w->commit();
+  INFO(st.to_string());
+  CHECK(st.code() == MPK_ERR_LIMIT);
+  CHECK(dir.entries().empty());  // no file at the target, no temporary file left
+}
