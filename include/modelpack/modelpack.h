@@ -423,6 +423,33 @@ MPK_API mpk_status mpk_writer_set_bool_array(mpk_writer *writer, const char *key
  * mpk_writer_free may be called. */
 MPK_API mpk_status mpk_writer_commit(mpk_writer *writer);
 
+/* ---- converting between formats ------------------------------------------------------------ */
+
+/* Values are part of the ABI: never renumbered, never reused. */
+typedef enum mpk_file_format {
+  MPK_FILE_AUTO = 0,        /* from the path's extension (.mpk, .safetensors) */
+  MPK_FILE_MPK = 1,
+  MPK_FILE_SAFETENSORS = 2
+} mpk_file_format;
+
+typedef struct mpk_convert_options {
+  uint32_t struct_size;  /* sizeof(mpk_convert_options) */
+  uint32_t from;         /* mpk_file_format of the input */
+  uint32_t to;           /* mpk_file_format of the output */
+  uint32_t alignment;    /* .mpk output: as mpk_writer_options.alignment (0 = 64) */
+  uint32_t flags;        /* .mpk output: MPK_WRITER_* flags */
+} mpk_convert_options;
+
+#define MPK_CONVERT_OPTIONS_INIT { sizeof(mpk_convert_options), MPK_FILE_AUTO, MPK_FILE_AUTO, 0, 0 }
+/* As mpk_open_options_init: writes exactly struct_size bytes of defaults. */
+MPK_API mpk_status mpk_convert_options_init(mpk_convert_options *opts, size_t struct_size);
+
+/* Converts the file at `in` into a new file at `out` (safetensors <-> mpk today), streaming and
+ * atomically: on any error nothing new appears at `out`. Imports record provenance metadata
+ * (convert.source_format, convert.source_xxh3, convert.tool). NULL options: formats from the
+ * extensions, default writer options. */
+MPK_API mpk_status mpk_convert(const char *in, const char *out, const mpk_convert_options *opts);
+
 #ifdef __cplusplus
 }
 #endif

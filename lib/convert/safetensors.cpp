@@ -6,6 +6,8 @@
 // memory stays proportional to the header, never a multiple of it for a hostile one.
 #include <modelpack/safetensors.hpp>
 
+#include "codec/hash.hpp"
+
 #include "common.hpp"
 #include "io/file.hpp"
 
@@ -14,6 +16,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -406,6 +409,11 @@ Status import_file(const std::string &in, Writer &w) {
                 ") runs past the end of the file (", Hex{size}, " bytes)");
   std::string text(n, '\0');
   if (Status s = file->pread_full(8, text.data(), n); !s.ok()) return s;
+  // Provenance: the XXH3-64 of the whole source file. The validated tensors tile the data section
+  // exactly, so hashing the length, the header and every piece in order covers every byte once.
+  detail::Hasher64 source_hash;
+  source_hash.update(lenbuf, 8);
+  source_hash.update(text.data(), text.size());
 
   Header h;
   if (Status s = parse_header(text, h); !s.ok()) return s;
@@ -430,13 +438,17 @@ Status import_file(const std::string &in, Writer &w) {
     while (left) {
       const uint64_t piece = std::min(left, kChunk);
       if (Status s = file->pread_full(off, buf.data(), piece); !s.ok()) return s;
+      source_hash.update(buf.data(), size_t(piece));
       if (Status s = w.write(std::span<const std::byte>(buf.data(), size_t(piece))); !s.ok()) return s;
       off += piece;
       left -= piece;
     }
     if (Status s = w.end_tensor(); !s.ok()) return s;
   }
-  return {};
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(source_hash.digest()));
+  if (Status s = w.set_metadata("convert.source_xxh3", std::string(hex)); !s.ok()) return s;
+  return w.set_metadata("convert.tool", std::string("libmodelpack " MPK_VERSION_STRING));
 }
 
 Status export_file(const Model &m, const std::string &out) {

@@ -119,7 +119,7 @@ def case_help(tmp):
     _, out, _ = run("--help", expect=0)
     for word in ("inspect", "verify", "pack", "extract", "Exit codes", "usage error"):
         check(word in out, f"'{word}' missing from mpk --help:\n{out}")
-    for sub in ("inspect", "verify", "pack", "extract"):
+    for sub in ("inspect", "verify", "pack", "extract", "convert"):
         _, out, _ = run(sub, "--help", expect=0)
         check(sub in out and "Exit codes" in out, f"mpk {sub} --help:\n{out}")
     _, out, _ = run("--version", expect=0)
@@ -394,6 +394,36 @@ def case_extract_errors(tmp):
     run("extract", out, "u8", "-o", dst, expect=0)
     check(np.array_equal(np.load(dst), make_arrays()["u8"]), "extract did not replace the file")
     check(not any(n.startswith(".o.npy") for n in os.listdir(tmp)), f"temp files left: {os.listdir(tmp)}")
+
+
+def case_convert(tmp):
+    _, model, arrays = packed(tmp)
+    st = os.path.join(tmp, "out.safetensors")
+    _, out, err = run("convert", model, st, expect=0)
+    check("converted" in out and err == "", f"convert: {out!r} {err!r}")
+    with open(st, "rb") as f:
+        blob = f.read()
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    data = blob[8 + n:]
+    for name, a in arrays.items():
+        e = header[name]
+        check(list(e["shape"]) == list(a.shape), f"{name}: shape {e['shape']} vs {a.shape}")
+        b, end = e["data_offsets"]
+        check(data[b:end] == np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes(),
+              f"{name}: bytes differ")
+    back = os.path.join(tmp, "back.mpk")
+    run("convert", st, back, "--no-fsync", expect=0)
+    j1, j2 = inspect_json(model), inspect_json(back)
+    check(j1["content_id"] == j2["content_id"], "content id changed through safetensors")
+    meta = {m["key"]: m["value"] for m in j2["metadata"]}
+    check(meta.get("convert.source_format") == "safetensors", f"provenance: {meta}")
+    code, _, e = run("convert", model, os.path.join(tmp, "x.gguf"))
+    check(code != 0 and "MPK_ERR_INVALID_ARGUMENT" in e, f"unsupported target: {code} {e!r}")
+    code, _, e = run("convert", os.path.join(tmp, "nope.safetensors"), os.path.join(tmp, "y.mpk"))
+    check(code == 1 and "MPK_ERR_NOT_FOUND" in e, f"missing input: {code} {e!r}")
+    check(not os.path.exists(os.path.join(tmp, "x.gguf")) and not os.path.exists(os.path.join(tmp, "y.mpk")),
+          "a failed convert left a file")
 
 
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}

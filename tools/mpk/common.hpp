@@ -59,7 +59,16 @@ struct ExtractArgs {
   bool no_verify = false;
 };
 
+struct ConvertArgs {
+  std::string input;
+  std::string output;
+  std::string from, to;  // "" = from the extension
+  uint32_t alignment = MPK_DEFAULT_ALIGNMENT;
+  bool no_fsync = false;
+};
+
 int run_inspect(const InspectArgs &args);
+int run_convert(const ConvertArgs &args);
 int run_verify(const VerifyArgs &args);
 int run_pack(const PackArgs &args);
 int run_extract(const ExtractArgs &args);

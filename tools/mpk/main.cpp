@@ -100,6 +100,20 @@ int run(int argc, char **argv) {
                       "bf16 tensors are refused");
   c_extract->add_flag("--no-verify", extract.no_verify, "skip the tensor checksum check");
 
+  ConvertArgs convert;
+  CLI::App *c_convert = app.add_subcommand(
+      "convert", "Convert a model file to another format: safetensors -> mpk and mpk -> safetensors "
+                 "(GGUF and NumPy .npz are planned). Formats come from the extensions unless named. "
+                 "Streaming and atomic: on error nothing new appears at OUT. Imports record the source "
+                 "format, the source file's XXH3 and the tool version in the metadata.");
+  c_convert->add_option("IN", convert.input, "the input file")->required();
+  c_convert->add_option("OUT", convert.output, "the output file")->required();
+  c_convert->add_option("--from", convert.from, "input format")->check(CLI::IsMember({"mpk", "safetensors"}));
+  c_convert->add_option("--to", convert.to, "output format")->check(CLI::IsMember({"mpk", "safetensors"}));
+  c_convert->add_option("--alignment", convert.alignment, "tensor alignment of an .mpk output (power of two)")
+      ->capture_default_str();
+  c_convert->add_flag("--no-fsync", convert.no_fsync, "do not sync before the final rename");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError &e) {
@@ -113,6 +127,7 @@ int run(int argc, char **argv) {
   if (*c_verify) return run_verify(verify);
   if (*c_pack) return run_pack(pack);
   if (*c_extract) return run_extract(extract);
+  if (*c_convert) return run_convert(convert);
   return kExitUsage;  // unreachable: a subcommand is required
 }
 
