@@ -64,50 +64,45 @@ inline mpk_status bad_index(const char *function, const char *what, size_t index
 
 void set_exception_error(const char *function, mpk_status code, const char *what) noexcept;
 
-// Runs `body` (returning mpk_status); no exception escapes.
+// The one place exceptions are caught: runs `body`; if it throws, records the message and returns
+// the status the exception maps to (std::bad_alloc -> MPK_ERR_NO_MEMORY, anything else ->
+// MPK_ERR_INTERNAL); MPK_OK when it returned normally.
 template <class F>
-mpk_status guard(const char *function, F &&body) noexcept {
+mpk_status catch_all(const char *function, F &&body) noexcept {
   try {
-    return body();
+    body();
+    return MPK_OK;
   } catch (const std::bad_alloc &) {
     set_exception_error(function, MPK_ERR_NO_MEMORY, "out of memory");
     return MPK_ERR_NO_MEMORY;
   } catch (const std::exception &e) {
     set_exception_error(function, MPK_ERR_INTERNAL, e.what());
-    return MPK_ERR_INTERNAL;
   } catch (...) {
     set_exception_error(function, MPK_ERR_INTERNAL, "unknown exception");
-    return MPK_ERR_INTERNAL;
   }
+  return MPK_ERR_INTERNAL;
 }
 
-// For entry points that return a value instead of a status (counts, lent strings, void): `fallback`
+// Runs `body` (returning mpk_status); no exception escapes.
+template <class F>
+mpk_status guard(const char *function, F &&body) noexcept {
+  mpk_status result = MPK_OK;
+  mpk_status thrown = catch_all(function, [&] { result = body(); });
+  return thrown != MPK_OK ? thrown : result;
+}
+
+// For entry points that return a value instead of a status (counts, lent strings): `fallback`
 // is returned when the body throws. The body reports caller errors itself with fail().
 template <class T, class F>
 T guard_value(const char *function, T fallback, F &&body) noexcept {
-  try {
-    return body();
-  } catch (const std::bad_alloc &) {
-    set_exception_error(function, MPK_ERR_NO_MEMORY, "out of memory");
-  } catch (const std::exception &e) {
-    set_exception_error(function, MPK_ERR_INTERNAL, e.what());
-  } catch (...) {
-    set_exception_error(function, MPK_ERR_INTERNAL, "unknown exception");
-  }
-  return fallback;
+  T result = fallback;
+  (void)catch_all(function, [&] { result = body(); });
+  return result;
 }
 
 template <class F>
 void guard_void(const char *function, F &&body) noexcept {
-  try {
-    body();
-  } catch (const std::bad_alloc &) {
-    set_exception_error(function, MPK_ERR_NO_MEMORY, "out of memory");
-  } catch (const std::exception &e) {
-    set_exception_error(function, MPK_ERR_INTERNAL, e.what());
-  } catch (...) {
-    set_exception_error(function, MPK_ERR_INTERNAL, "unknown exception");
-  }
+  (void)catch_all(function, body);
 }
 
 // Checks the leading struct_size of a versioned option struct handed in by the caller.

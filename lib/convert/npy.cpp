@@ -428,32 +428,24 @@ Status check_data_size(const Header &h, uint64_t available, std::string_view sou
   return fail(available < h.data_size ? MPK_ERR_TRUNCATED : MPK_ERR_SIZE_MISMATCH, source, what);
 }
 
+template <class U, U (*Swap)(U)>
+void swap_each(std::byte *p, size_t n) {
+  for (size_t i = 0; i < n; i += sizeof(U)) {
+    U v;
+    std::memcpy(&v, p + i, sizeof(U));
+    v = Swap(v);
+    std::memcpy(p + i, &v, sizeof(U));
+  }
+}
+uint16_t bswap16(uint16_t v) { return __builtin_bswap16(v); }
+uint32_t bswap32(uint32_t v) { return __builtin_bswap32(v); }
+uint64_t bswap64(uint64_t v) { return __builtin_bswap64(v); }
+
 void swap_items(std::byte *p, size_t n, size_t item) {
   switch (item) {
-    case 2:
-      for (size_t i = 0; i < n; i += 2) {
-        uint16_t v;
-        std::memcpy(&v, p + i, 2);
-        v = __builtin_bswap16(v);
-        std::memcpy(p + i, &v, 2);
-      }
-      break;
-    case 4:
-      for (size_t i = 0; i < n; i += 4) {
-        uint32_t v;
-        std::memcpy(&v, p + i, 4);
-        v = __builtin_bswap32(v);
-        std::memcpy(p + i, &v, 4);
-      }
-      break;
-    case 8:
-      for (size_t i = 0; i < n; i += 8) {
-        uint64_t v;
-        std::memcpy(&v, p + i, 8);
-        v = __builtin_bswap64(v);
-        std::memcpy(p + i, &v, 8);
-      }
-      break;
+    case 2: swap_each<uint16_t, bswap16>(p, n); break;
+    case 4: swap_each<uint32_t, bswap32>(p, n); break;
+    case 8: swap_each<uint64_t, bswap64>(p, n); break;
     default: break;
   }
 }

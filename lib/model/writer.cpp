@@ -150,18 +150,21 @@ struct WriterImpl {
     return bytes;
   }
 
-  Status start(std::string_view name, DType dtype, std::span<const uint64_t> shape, std::string_view component,
-               uint64_t *out_bytes) {
+  // Checks a new tensor (state, name, dtype, shape); returns its byte size.
+  Result<uint64_t> admit(std::string_view name, DType dtype, std::span<const uint64_t> shape) {
     if (Status s = usable(); !s) return s;
     if (in_tensor) return fail(MPK_ERR_STATE, "tensor ", quote(cur.name), " is still open (call end_tensor)");
-    auto bytes = check_tensor(name, dtype, shape);
-    if (!bytes) return bytes.status();
+    return check_tensor(name, dtype, shape);
+  }
+
+  // Places an admitted tensor of `bytes` bytes: resolves its component and pads to the alignment.
+  Status place(std::string_view name, DType dtype, std::span<const uint64_t> shape, std::string_view component,
+               uint64_t bytes) {
     auto comp = resolve_component(component);
     if (!comp) return comp.status();
     if (Status s = io(pad_to(opts.alignment)); !s) return s;
     cur = Record{std::string(name), dtype, std::vector<uint64_t>(shape.begin(), shape.end()), *comp,
-                 pos() - data_offset, *bytes, 0};
-    *out_bytes = *bytes;
+                 pos() - data_offset, bytes, 0};
     return {};
   }
 
@@ -218,15 +221,12 @@ Status Writer::add_component(std::string_view name, std::string_view kind) {
 Status Writer::add_tensor(std::string_view name, DType dtype, std::span<const uint64_t> shape,
                           std::span<const std::byte> data, std::string_view component) {
   WriterImpl &w = *impl_;
-  if (Status s = w.usable(); !s) return s;
-  if (w.in_tensor) return fail(MPK_ERR_STATE, "tensor ", quote(w.cur.name), " is still open (call end_tensor)");
-  auto bytes = w.check_tensor(name, dtype, shape);
+  auto bytes = w.admit(name, dtype, shape);
   if (!bytes) return bytes.status();
   if (*bytes != data.size())
     return fail(MPK_ERR_SIZE_MISMATCH, "tensor ", quote(name), " of dtype ", dtype_name(dtype), " and ",
                 shape.size(), "-d shape needs ", *bytes, " bytes, got ", data.size());
-  uint64_t n;
-  if (Status s = w.start(name, dtype, shape, component, &n); !s) return s;
+  if (Status s = w.place(name, dtype, shape, component, *bytes); !s) return s;
   if (data.size() < 2 * kDirectWrite) {
     w.cur.xxh3 = xxh3_64(data.data(), data.size());
     if (Status s = w.io(w.append(data.data(), data.size())); !s) return s;
@@ -249,8 +249,9 @@ Status Writer::add_tensor(std::string_view name, DType dtype, std::span<const ui
 Status Writer::begin_tensor(std::string_view name, DType dtype, std::span<const uint64_t> shape,
                             std::string_view component) {
   WriterImpl &w = *impl_;
-  uint64_t n;
-  if (Status s = w.start(name, dtype, shape, component, &n); !s) return s;
+  auto bytes = w.admit(name, dtype, shape);
+  if (!bytes) return bytes.status();
+  if (Status s = w.place(name, dtype, shape, component, *bytes); !s) return s;
   w.in_tensor = true;
   w.cur_written = 0;
   w.hasher.reset();
