@@ -52,7 +52,8 @@ const mpk_model *checked_model(const char *function, const mpk_model *model) {
 
 bool is_array(mpk_meta_type t) noexcept {
   return t == MPK_META_STRING_ARRAY || t == MPK_META_INT64_ARRAY || t == MPK_META_FLOAT64_ARRAY ||
-         t == MPK_META_BOOL_ARRAY || t == MPK_META_BYTES_ARRAY;
+         t == MPK_META_BOOL_ARRAY || t == MPK_META_BYTES_ARRAY || t == MPK_META_TYPED_ARRAY ||
+         t == MPK_META_LIST;
 }
 
 
@@ -553,6 +554,21 @@ mpk_status mpk_model_metadata_bool_array(const mpk_model *model, size_t index,
   return guard(fn, [&] {
     return mpk::capi::meta_array<uint8_t>(fn, model, index, out, out_len,
                                           &mpk::MetaValue::as_bool_array);
+  });
+}
+
+mpk_status mpk_model_metadata_typed(const mpk_model *model, size_t index, mpk_dtype *out_dtype,
+                                    const void **out, size_t *out_count) {
+  static constexpr const char *fn = "mpk_model_metadata_typed";
+  return guard(fn, [&]() -> mpk_status {
+    if (!out_dtype) return mpk::capi::null_arg(fn, "out_dtype");
+    if (mpk_status s = mpk::capi::meta_prologue(fn, model, index, out, out_count)) return s;
+    auto r = model->model.metadata_value(index).as_typed_array();  // scalars too
+    if (!r) return check(r.status());
+    *out_dtype = r->dtype;
+    *out = r->data.data() ? static_cast<const void *>(r->data.data()) : static_cast<const void *>(mpk::capi::kEmpty);
+    *out_count = r->size();
+    return MPK_OK;
   });
 }
 

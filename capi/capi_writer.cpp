@@ -9,6 +9,7 @@
 #include <modelpack/modelpack.h>
 #include <modelpack/modelpack.hpp>
 
+#include <cstring>
 #include <span>
 #include <string>
 #include <string_view>
@@ -330,6 +331,33 @@ mpk_status mpk_writer_set_bool_array(mpk_writer *writer, const char *key, const 
     std::vector<bool> items(count);
     for (size_t i = 0; i < count; ++i) items[i] = values[i] != 0;  // any non-zero byte is true
     v = std::move(items);
+    return MPK_OK;
+  });
+}
+
+mpk_status mpk_writer_set_typed(mpk_writer *writer, const char *key, mpk_dtype dtype, const void *value) {
+  static constexpr const char *fn = "mpk_writer_set_typed";
+  return set_meta(fn, writer, key, [&](mpk::MetaInput &v) -> mpk_status {
+    if (!value) return null_arg(fn, "value");
+    mpk::TypedScalar t{dtype, 0};
+    const size_t n = mpk_dtype_size(dtype);  // 0 for unknown: the writer refuses the dtype by value
+    if (n > 0 && n <= 8) std::memcpy(&t.bits, value, n);
+    v = t;
+    return MPK_OK;
+  });
+}
+
+mpk_status mpk_writer_set_typed_array(mpk_writer *writer, const char *key, mpk_dtype dtype, const void *values,
+                                      size_t count) {
+  static constexpr const char *fn = "mpk_writer_set_typed_array";
+  return set_meta(fn, writer, key, [&](mpk::MetaInput &v) -> mpk_status {
+    if (!values && count > 0) return null_arg(fn, "values");
+    const size_t n = mpk_dtype_size(dtype);
+    uint64_t bytes = 0;
+    if (__builtin_mul_overflow(uint64_t(n), uint64_t(count), &bytes) || bytes > SIZE_MAX)
+      return mpk::capi::fail(MPK_ERR_OVERFLOW, std::string(fn) + ": count is too large");
+    const auto *p = static_cast<const std::byte *>(values);
+    v = mpk::TypedArray{dtype, bytes ? mpk::Bytes(p, p + bytes) : mpk::Bytes()};
     return MPK_OK;
   });
 }

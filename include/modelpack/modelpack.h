@@ -94,7 +94,11 @@ extern "C" {
 #define MPK_ABI_VERSION 0
 /* The container format this library writes (and the newest it reads). */
 #define MPK_FORMAT_MAJOR 1
-#define MPK_FORMAT_MINOR 0
+#define MPK_FORMAT_MINOR 1
+
+/* Feature bits (docs/FORMAT.md 4.2, 15.4). Incompatible: a reader without the feature refuses the
+ * file. Set by the writer itself. */
+#define MPK_FEATURE_EXTENDED_DTYPES (UINT64_C(1) << 1) /* dtypes 14.. (f8, f6, f4, c64, q4_0, ...) */
 
 MPK_API unsigned mpk_version_number(void);  /* MPK_VERSION_NUMBER of the library actually linked */
 MPK_API const char *mpk_version_string(void);
@@ -161,14 +165,51 @@ typedef enum mpk_dtype {
   MPK_DTYPE_U32 = 10,
   MPK_DTYPE_U16 = 11,
   MPK_DTYPE_U8 = 12,
-  MPK_DTYPE_BOOL = 13
+  MPK_DTYPE_BOOL = 13,
+  /* Format 1.1: narrow floats and complex (safetensors' F8/F6/F4/C64). Their bytes are stored as
+   * given; modelpack does not convert them. f6 packs 4 elements in 3 bytes, f4 2 in a byte, so an
+   * f6/f4 tensor's element count is a multiple of 4/2 (docs/FORMAT.md 7.2). */
+  MPK_DTYPE_F8_E4M3 = 14,
+  MPK_DTYPE_F8_E5M2 = 15,
+  MPK_DTYPE_F8_E8M0 = 16,
+  MPK_DTYPE_F6_E2M3 = 17,
+  MPK_DTYPE_F6_E3M2 = 18,
+  MPK_DTYPE_F4_E2M1 = 19,
+  MPK_DTYPE_C64 = 20, /* complex: two f32 (real, imaginary) */
+  /* Format 1.1: ggml's block-quantized types, bit for bit. Each row (innermost dimension) is cut
+   * into blocks of mpk_dtype_block_elems elements stored in mpk_dtype_block_bytes bytes; the
+   * innermost dimension is a multiple of the block (docs/FORMAT.md 7.3 gives every layout). */
+  MPK_DTYPE_Q4_0 = 32,
+  MPK_DTYPE_Q4_1 = 33,
+  MPK_DTYPE_Q5_0 = 34,
+  MPK_DTYPE_Q5_1 = 35,
+  MPK_DTYPE_Q8_0 = 36,
+  MPK_DTYPE_Q8_1 = 37,
+  MPK_DTYPE_Q2_K = 38,
+  MPK_DTYPE_Q3_K = 39,
+  MPK_DTYPE_Q4_K = 40,
+  MPK_DTYPE_Q5_K = 41,
+  MPK_DTYPE_Q6_K = 42,
+  MPK_DTYPE_Q8_K = 43
 } mpk_dtype;
 
 /* "f32", "bf16", ... (static strings) or NULL for MPK_DTYPE_INVALID and any value this library does
  * not know; any int is accepted. Does not touch the last-error message. */
 MPK_API const char *mpk_dtype_name(mpk_dtype dtype);
-/* Bytes per element, 0 for MPK_DTYPE_INVALID and any unknown value. Does not touch the message. */
+/* Bytes per element, 0 for MPK_DTYPE_INVALID, any unknown value and the dtypes whose elements are
+ * not whole bytes (f6, f4, block-quantized: use the block functions). Does not touch the message. */
 MPK_API size_t mpk_dtype_size(mpk_dtype dtype);
+/* The storage block of a dtype: mpk_dtype_block_elems elements take mpk_dtype_block_bytes bytes
+ * (1 and the element size for ordinary dtypes; 2 and 1 for f4_e2m1; 32 and 34 for q8_0). 0 for
+ * unknown values. Does not touch the message. */
+MPK_API size_t mpk_dtype_block_elems(mpk_dtype dtype);
+MPK_API size_t mpk_dtype_block_bytes(mpk_dtype dtype);
+/* The byte size of a tensor of this dtype and shape (rank <= MPK_MAX_RANK; shape may be NULL when
+ * rank is 0). MPK_ERR_BAD_DTYPE (unknown dtype), MPK_ERR_BAD_SHAPE (rank too large; an element count
+ * that is not a whole number of blocks: for block-quantized dtypes the innermost dimension must be a
+ * multiple of the block, for f6/f4 the element count), MPK_ERR_OVERFLOW, MPK_ERR_INVALID_ARGUMENT
+ * (out NULL, or shape NULL with rank > 0). */
+MPK_API mpk_status mpk_dtype_nbytes(mpk_dtype dtype, const uint64_t *shape, size_t rank, uint64_t *out);
 /* Parses a name as printed by mpk_dtype_name (exact, case-sensitive: "f32", not "float32" or
  * "F32"). MPK_ERR_BAD_DTYPE if unknown (the message names it and lists the known names);
  * MPK_ERR_INVALID_ARGUMENT if out or name is NULL. */
@@ -313,11 +354,15 @@ typedef enum mpk_meta_type {
   MPK_META_INT64_ARRAY = 7,
   MPK_META_FLOAT64_ARRAY = 8,
   MPK_META_BOOL_ARRAY = 9,
-  MPK_META_BYTES_ARRAY = 10
+  MPK_META_BYTES_ARRAY = 10,
+  /* Format 1.1 (docs/FORMAT.md 9.1): numbers that keep their exact type (e.g. GGUF's u32 or f32). */
+  MPK_META_TYPED = 11,       /* one number of a stated dtype */
+  MPK_META_TYPED_ARRAY = 12, /* a little-endian array of a stated dtype */
+  MPK_META_LIST = 13         /* a list of values of any types, lists included (C++ API: items) */
 } mpk_meta_type;
 
 /* "string", "int64", "float64", "bool", "bytes", "string[]", "int64[]", "float64[]", "bool[]",
- * "bytes[]", or "unknown" for any other value; never NULL. */
+ * "bytes[]", "typed", "typed[]", "list", or "unknown" for any other value; never NULL. */
 MPK_API const char *mpk_meta_type_name(mpk_meta_type type);
 
 /* Entries are indexed 0..count-1 in key order (byte-wise). 0 and the message set for a NULL model.
@@ -333,12 +378,14 @@ MPK_API mpk_meta_type mpk_model_metadata_type(const mpk_model *model, size_t ind
 /* Scalars. A string is NUL-terminated at *out_len. An empty bytes value gives a non-NULL *out. */
 MPK_API mpk_status mpk_model_metadata_string(const mpk_model *model, size_t index,
                                              const char **out, size_t *out_len);
+/* int64 also reads a typed integer or bool whose value fits (a u64 over INT64_MAX is
+ * MPK_ERR_TYPE_MISMATCH); float64 also reads a typed f64, f32, f16 or bf16 (widened exactly). */
 MPK_API mpk_status mpk_model_metadata_int64(const mpk_model *model, size_t index, int64_t *out);
 MPK_API mpk_status mpk_model_metadata_float64(const mpk_model *model, size_t index, double *out);
 MPK_API mpk_status mpk_model_metadata_bool(const mpk_model *model, size_t index, int *out);
 MPK_API mpk_status mpk_model_metadata_bytes(const mpk_model *model, size_t index,
                                             const void **out, size_t *out_len);
-/* Arrays: the number of items of an array entry (of any array type). */
+/* Arrays: the number of items of an array entry (of any array type, typed arrays and lists too). */
 MPK_API mpk_status mpk_model_metadata_array_length(const mpk_model *model, size_t index,
                                                    size_t *out_len);
 /* Lent, contiguous little-endian arrays. */
@@ -349,6 +396,11 @@ MPK_API mpk_status mpk_model_metadata_float64_array(const mpk_model *model, size
 /* One byte per item, nonzero = true (files from other writers may hold any byte). */
 MPK_API mpk_status mpk_model_metadata_bool_array(const mpk_model *model, size_t index,
                                                  const uint8_t **out, size_t *out_len);
+/* A typed number (MPK_META_TYPED: *out_count is 1) or typed array (MPK_META_TYPED_ARRAY): its
+ * dtype (u8..u64, i8..i64, f16, bf16, f32, f64 or bool) and its little-endian elements, lent and
+ * not necessarily aligned for the dtype (copy with memcpy). */
+MPK_API mpk_status mpk_model_metadata_typed(const mpk_model *model, size_t index, mpk_dtype *out_dtype,
+                                            const void **out, size_t *out_count);
 /* Item `item` of a string or bytes array. */
 MPK_API mpk_status mpk_model_metadata_string_item(const mpk_model *model, size_t index, size_t item,
                                                   const char **out, size_t *out_len);
@@ -418,6 +470,13 @@ MPK_API mpk_status mpk_writer_set_float64_array(mpk_writer *writer, const char *
 /* One byte per item; any non-zero byte is true. */
 MPK_API mpk_status mpk_writer_set_bool_array(mpk_writer *writer, const char *key,
                                              const uint8_t *values, size_t count);
+/* Typed numbers (format 1.1): dtype is one of u8..u64, i8..i64, f16, bf16, f32, f64, bool (else
+ * MPK_ERR_BAD_DTYPE); value / values hold mpk_dtype_size(dtype) little-endian bytes per element, in
+ * any alignment (values may be NULL when count is 0). bool bytes are stored as given. */
+MPK_API mpk_status mpk_writer_set_typed(mpk_writer *writer, const char *key, mpk_dtype dtype,
+                                        const void *value);
+MPK_API mpk_status mpk_writer_set_typed_array(mpk_writer *writer, const char *key, mpk_dtype dtype,
+                                              const void *values, size_t count);
 
 /* Writes the header, syncs and renames the file into place. After it (success or not) only
  * mpk_writer_free may be called. */

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -72,6 +73,19 @@ using DType = mpk_dtype;
 MPK_API std::string_view dtype_name(DType dtype);   // "" for unknown
 MPK_API size_t dtype_size(DType dtype);             // 0 for unknown
 MPK_API std::optional<DType> dtype_from_name(std::string_view name);
+// Storage block: `elems` elements take `bytes` bytes. Ordinary dtypes: {1, size, false}; f4_e2m1
+// {2, 1, false} (packed over the whole tensor); q8_0 {32, 34, true} (blocks along each row, so the
+// innermost dimension is a multiple of 32). {0, 0, false} for unknown values.
+struct DTypeBlock {
+  uint32_t elems = 0;
+  uint32_t bytes = 0;
+  bool rows = false;
+};
+MPK_API DTypeBlock dtype_block(DType dtype);
+// Byte size of a tensor of this dtype and shape; the errors of mpk_dtype_nbytes.
+MPK_API Result<uint64_t> dtype_nbytes(DType dtype, std::span<const uint64_t> shape);
+// Format 1.1 dtypes (f8..c64, block-quantized): files holding them set MPK_FEATURE_EXTENDED_DTYPES.
+MPK_API bool dtype_is_extended(DType dtype);
 
 template <class T> constexpr DType dtype_of();
 template <> constexpr DType dtype_of<double>() { return MPK_DTYPE_F64; }
@@ -92,26 +106,71 @@ MPK_API uint64_t checksum(std::span<const std::byte> bytes);
 // ---- metadata values ----------------------------------------------------------------------------
 
 using Bytes = std::vector<std::byte>;
+
+// A number that keeps its exact type (format 1.1; e.g. GGUF's u32 and f32 values). dtype: u8..u64,
+// i8..i64, f16, bf16, f32, f64, bool; `bits` holds the value's little-endian bytes in its low
+// dtype_size(dtype) bytes, the rest zero (bool: the byte as given).
+struct TypedScalar {
+  DType dtype = MPK_DTYPE_INVALID;
+  uint64_t bits = 0;
+  template <class T>
+  static TypedScalar of(T value) {
+    static_assert(std::is_arithmetic_v<T> && sizeof(T) <= 8);
+    TypedScalar s{std::is_same_v<T, bool> ? MPK_DTYPE_BOOL : dtype_of<T>(), 0};
+    if constexpr (std::is_same_v<T, bool>) s.bits = value ? 1 : 0;
+    else std::memcpy(&s.bits, &value, sizeof(T));  // little-endian hosts only (as the library)
+    return s;
+  }
+  bool operator==(const TypedScalar &) const = default;
+};
+// An array of typed numbers: dtype as above, `data` the little-endian elements.
+struct TypedArray {
+  DType dtype = MPK_DTYPE_INVALID;
+  Bytes data;
+  bool operator==(const TypedArray &) const = default;
+};
+struct MetaList;
 // What a writer stores. Index order matches nothing on disk; use MetaValue::type() when reading.
 using MetaInput = std::variant<std::string, int64_t, double, bool, Bytes, std::vector<std::string>,
                                std::vector<int64_t>, std::vector<double>, std::vector<bool>,
-                               std::vector<Bytes>>;
+                               std::vector<Bytes>, TypedScalar, TypedArray, MetaList>;
+// A list of values of any types, lists included (format 1.1; nesting depth at most 16).
+struct MetaList {
+  std::vector<MetaInput> items;
+};
 
-// A borrowed metadata value of an open model.
+// A borrowed typed array: `data` is not necessarily aligned for the dtype (copy with memcpy).
+struct TypedArrayView {
+  DType dtype = MPK_DTYPE_INVALID;
+  std::span<const std::byte> data;
+  size_t size() const { size_t n = dtype_size(dtype); return n ? data.size() / n : 0; }
+};
+
+// A borrowed metadata value of an open model (or an item of a list value).
 class MPK_API MetaValue {
  public:
   mpk_meta_type type() const { return type_; }
   Result<std::string_view> as_string() const;
+  // int64 values, and typed integers (and bool) whose value fits.
   Result<int64_t> as_int64() const;
+  // float64 values, and typed f64/f32/f16/bf16 (widened exactly).
   Result<double> as_float64() const;
   Result<bool> as_bool() const;
   Result<std::span<const std::byte>> as_bytes() const;
   Result<std::span<const int64_t>> as_int64_array() const;
   Result<std::span<const double>> as_float64_array() const;
   Result<std::span<const uint8_t>> as_bool_array() const;  // one byte per item, nonzero = true
-  size_t array_length() const;                             // 0 for scalars
+  Result<TypedScalar> as_typed_scalar() const;
+  // A typed array; a typed scalar reads as a one-element array (its bytes in place).
+  Result<TypedArrayView> as_typed_array() const;
+  size_t array_length() const;                             // items of any array or list; 0 for scalars
   Result<std::string_view> string_item(size_t i) const;
   Result<std::span<const std::byte>> bytes_item(size_t i) const;
+  Result<MetaValue> list_item(size_t i) const;            // item i of a list value
+  // A deep copy, e.g. to store the value in another Writer.
+  Result<MetaInput> to_input() const;
+  // A typed f64/f32/f16/bf16 number as a double (exact); TYPE_MISMATCH for other dtypes.
+  static Result<double> typed_to_double(TypedScalar t);
 
   MetaValue(mpk_meta_type type, const void *table, std::string_view key)
       : type_(type), table_(table), key_(key) {}

@@ -15,8 +15,8 @@ inline constexpr std::array<uint8_t, 8> kMagic = {0x89, 'M', 'P', 'K', 0x0d, 0x0
 inline constexpr uint16_t kFormatMajor = MPK_FORMAT_MAJOR;
 inline constexpr uint16_t kFormatMinor = MPK_FORMAT_MINOR;
 
-// Feature bits this reader understands (registry in docs/FORMAT.md). v1.0 defines none.
-inline constexpr uint64_t kKnownIncompatible = 0;
+// Feature bits this reader understands (registry in docs/FORMAT.md 15.4).
+inline constexpr uint64_t kKnownIncompatible = MPK_FEATURE_EXTENDED_DTYPES;
 inline constexpr uint64_t kKnownCompatible = 0;
 
 struct Preamble {

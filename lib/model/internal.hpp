@@ -2,6 +2,7 @@
 #pragma once
 
 #include "common.hpp"
+#include "format/dtype.hpp"
 #include "modelpack_generated.h"
 
 #include <flatbuffers/flatbuffers.h>
@@ -17,6 +18,15 @@ Status validate_metadata(const flatbuffers::Vector<flatbuffers::Offset<fb::MetaE
                          const uint8_t *header, std::string_view where);
 
 mpk_meta_type meta_type_of(const fb::MetaEntry *e);
+mpk_meta_type meta_type_of(fb::Value type, const void *value);
+
+// Lists nest at most this deep (a top-level value is depth 1).
+inline constexpr unsigned kMaxMetaDepth = 16;
+// Checks what a writer is given beyond the key: typed dtypes, whole elements, list depth.
+Status check_meta_input(const MetaInput &value, std::string_view key);
+
+// IEEE binary16 to double, exactly.
+double half_to_double(uint16_t h);
 
 // Byte-wise comparison of names (as memcmp on unsigned bytes; std::string_view does this).
 inline int compare_names(std::string_view a, std::string_view b) { return a.compare(b); }

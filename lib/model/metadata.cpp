@@ -2,6 +2,10 @@
 
 #include "common_enum.hpp"
 
+#include <cmath>
+#include <cstring>
+#include <limits>
+
 extern "C" MPK_API const char *mpk_meta_type_name(mpk_meta_type type) {
   switch (mpk::detail::raw_enum(type)) {  // callers may pass any int: no out-of-range enum loads
     case MPK_META_STRING: return "string";
@@ -14,6 +18,9 @@ extern "C" MPK_API const char *mpk_meta_type_name(mpk_meta_type type) {
     case MPK_META_FLOAT64_ARRAY: return "float64[]";
     case MPK_META_BOOL_ARRAY: return "bool[]";
     case MPK_META_BYTES_ARRAY: return "bytes[]";
+    case MPK_META_TYPED: return "typed";
+    case MPK_META_TYPED_ARRAY: return "typed[]";
+    case MPK_META_LIST: return "list";
     default: return "unknown";
   }
 }
@@ -23,77 +30,170 @@ namespace mpk {
 using namespace detail;
 namespace fbs = flatbuffers;
 
+double detail::half_to_double(uint16_t h) {
+  const int sign = h >> 15, exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
+  double v;
+  if (exp == 0) v = std::ldexp(double(frac), -24);                        // zero, subnormal
+  else if (exp == 31) v = frac ? std::numeric_limits<double>::quiet_NaN()  // (payload not kept)
+                               : std::numeric_limits<double>::infinity();
+  else v = std::ldexp(double(frac | 0x400), exp - 25);
+  return sign ? -v : v;
+}
+
 // ---- building ----
 
-fbs::Offset<fb::MetaEntry> detail::build_meta_entry(fbs::FlatBufferBuilder &b, std::string_view key,
-                                                    const MetaInput &value) {
-  auto k = b.CreateString(key.data(), key.size());
+namespace {
+struct Built {
   fb::Value type = fb::Value::NONE;
-  fbs::Offset<void> v;
+  fbs::Offset<void> value;
+};
+
+Built build_value(fbs::FlatBufferBuilder &b, const MetaInput &value) {
   auto bytes_vec = [&](const Bytes &x) {
     return b.CreateVector(reinterpret_cast<const uint8_t *>(x.data()), x.size());
   };
   switch (value.index()) {
     case 0: {
       auto s = b.CreateString(std::get<0>(value));
-      v = fb::CreateStringValue(b, s).Union();
-      type = fb::Value::StringValue;
-      break;
+      return {fb::Value::StringValue, fb::CreateStringValue(b, s).Union()};
     }
-    case 1: v = fb::CreateInt64Value(b, std::get<1>(value)).Union(); type = fb::Value::Int64Value; break;
-    case 2: v = fb::CreateFloat64Value(b, std::get<2>(value)).Union(); type = fb::Value::Float64Value; break;
-    case 3: v = fb::CreateBoolValue(b, std::get<3>(value)).Union(); type = fb::Value::BoolValue; break;
+    case 1: return {fb::Value::Int64Value, fb::CreateInt64Value(b, std::get<1>(value)).Union()};
+    case 2: return {fb::Value::Float64Value, fb::CreateFloat64Value(b, std::get<2>(value)).Union()};
+    case 3: return {fb::Value::BoolValue, fb::CreateBoolValue(b, std::get<3>(value)).Union()};
     case 4: {
       auto bv = bytes_vec(std::get<4>(value));
-      v = fb::CreateBytesValue(b, bv).Union();
-      type = fb::Value::BytesValue;
-      break;
+      return {fb::Value::BytesValue, fb::CreateBytesValue(b, bv).Union()};
     }
     case 5: {
-      auto sv_ = b.CreateVectorOfStrings(std::get<5>(value));
-      v = fb::CreateStringArray(b, sv_).Union();
-      type = fb::Value::StringArray;
-      break;
+      auto v = b.CreateVectorOfStrings(std::get<5>(value));
+      return {fb::Value::StringArray, fb::CreateStringArray(b, v).Union()};
     }
     case 6: {
       auto x = b.CreateVector(std::get<6>(value));
-      v = fb::CreateInt64Array(b, x).Union();
-      type = fb::Value::Int64Array;
-      break;
+      return {fb::Value::Int64Array, fb::CreateInt64Array(b, x).Union()};
     }
     case 7: {
       auto x = b.CreateVector(std::get<7>(value));
-      v = fb::CreateFloat64Array(b, x).Union();
-      type = fb::Value::Float64Array;
-      break;
+      return {fb::Value::Float64Array, fb::CreateFloat64Array(b, x).Union()};
     }
     case 8: {
       const auto &src = std::get<8>(value);
       std::vector<uint8_t> tmp(src.begin(), src.end());
       auto x = b.CreateVector(tmp);
-      v = fb::CreateBoolArray(b, x).Union();
-      type = fb::Value::BoolArray;
-      break;
+      return {fb::Value::BoolArray, fb::CreateBoolArray(b, x).Union()};
     }
     case 9: {
       std::vector<fbs::Offset<fb::BytesValue>> items;
       for (const auto &x : std::get<9>(value)) items.push_back(fb::CreateBytesValue(b, bytes_vec(x)));
       auto vec = b.CreateVector(items);
-      v = fb::CreateBytesArray(b, vec).Union();
-      type = fb::Value::BytesArray;
-      break;
+      return {fb::Value::BytesArray, fb::CreateBytesArray(b, vec).Union()};
+    }
+    case 10: {
+      const auto &t = std::get<10>(value);
+      return {fb::Value::TypedScalar,
+              fb::CreateTypedScalar(b, static_cast<fb::DType>(t.dtype), t.bits).Union()};
+    }
+    case 11: {
+      const auto &t = std::get<11>(value);
+      // 8-aligned in the header, so that readers on any host may view the elements in place.
+      b.ForceVectorAlignment(t.data.size(), 1, 8);
+      auto x = bytes_vec(t.data);
+      return {fb::Value::TypedArray, fb::CreateTypedArray(b, static_cast<fb::DType>(t.dtype), x).Union()};
+    }
+    case 12: {
+      std::vector<fbs::Offset<fb::ListItem>> items;
+      for (const auto &item : std::get<12>(value).items) {
+        Built v = build_value(b, item);
+        items.push_back(fb::CreateListItem(b, v.type, v.value));
+      }
+      auto vec = b.CreateVector(items);
+      return {fb::Value::ValueList, fb::CreateValueList(b, vec).Union()};
     }
   }
-  return fb::CreateMetaEntry(b, k, type, v);
+  return {};
+}
+
+Status check_input(const MetaInput &value, std::string_view key, unsigned depth) {
+  if (const auto *t = std::get_if<TypedScalar>(&value)) {
+    if (!dtype_typed_meta(t->dtype))
+      return fail(MPK_ERR_BAD_DTYPE, "metadata ", quote(key), ": dtype ", int(raw_enum(t->dtype)),
+                  " is not allowed in a typed value (u8..u64, i8..i64, f16, bf16, f32, f64, bool)");
+    size_t n = dtype_size(t->dtype);
+    if (n < 8 && (t->bits >> (8 * n)) != 0)
+      return fail(MPK_ERR_INVALID_ARGUMENT, "metadata ", quote(key), ": a typed ", dtype_name(t->dtype),
+                  " value has bits set above its ", n, " byte(s)");
+  } else if (const auto *a = std::get_if<TypedArray>(&value)) {
+    if (!dtype_typed_meta(a->dtype))
+      return fail(MPK_ERR_BAD_DTYPE, "metadata ", quote(key), ": dtype ", int(raw_enum(a->dtype)),
+                  " is not allowed in a typed array (u8..u64, i8..i64, f16, bf16, f32, f64, bool)");
+    if (a->data.size() % dtype_size(a->dtype) != 0)
+      return fail(MPK_ERR_SIZE_MISMATCH, "metadata ", quote(key), ": a typed ", dtype_name(a->dtype), " array of ",
+                  a->data.size(), " bytes is not a whole number of elements");
+  } else if (const auto *l = std::get_if<MetaList>(&value)) {
+    if (depth >= kMaxMetaDepth && !l->items.empty())
+      return fail(MPK_ERR_LIMIT, "metadata ", quote(key), ": lists nest deeper than ", kMaxMetaDepth, " levels");
+    for (const auto &item : l->items)
+      if (Status s = check_input(item, key, depth + 1); !s) return s;
+  }
+  return {};
+}
+}  // namespace
+
+Status detail::check_meta_input(const MetaInput &value, std::string_view key) { return check_input(value, key, 1); }
+
+fbs::Offset<fb::MetaEntry> detail::build_meta_entry(fbs::FlatBufferBuilder &b, std::string_view key,
+                                                    const MetaInput &value) {
+  auto k = b.CreateString(key.data(), key.size());
+  Built v = build_value(b, value);
+  return fb::CreateMetaEntry(b, k, v.type, v.value);
 }
 
 // ---- validation ----
 
-mpk_meta_type detail::meta_type_of(const fb::MetaEntry *e) {
-  auto t = static_cast<unsigned>(e->value_type());
-  if (t >= 1 && t <= 10 && e->value() != nullptr) return static_cast<mpk_meta_type>(t);
-  return MPK_META_UNKNOWN;
+mpk_meta_type detail::meta_type_of(fb::Value type, const void *value) {
+  auto t = static_cast<unsigned>(type);
+  if (t < 1 || t > 13 || value == nullptr) return MPK_META_UNKNOWN;
+  // A typed value whose dtype this reader does not allow there reads as unknown (a newer writer may
+  // allow more); so does a typed array that is not a whole number of elements.
+  if (type == fb::Value::TypedScalar) {
+    if (!dtype_typed_meta(static_cast<DType>(static_cast<const fb::TypedScalar *>(value)->dtype())))
+      return MPK_META_UNKNOWN;
+  } else if (type == fb::Value::TypedArray) {
+    auto *a = static_cast<const fb::TypedArray *>(value);
+    auto d = static_cast<DType>(a->dtype());
+    if (!dtype_typed_meta(d) || (a->data() && a->data()->size() % dtype_size(d) != 0)) return MPK_META_UNKNOWN;
+  }
+  return static_cast<mpk_meta_type>(t);
 }
+
+mpk_meta_type detail::meta_type_of(const fb::MetaEntry *e) { return meta_type_of(e->value_type(), e->value()); }
+
+namespace {
+// Checks what the Verifier cannot: 8-byte alignment of i64/f64 arrays, and the nesting of lists.
+Status check_value(fb::Value type, const void *value, const uint8_t *header, std::string_view where,
+                   std::string_view key, unsigned depth) {
+  if (!value) return {};
+  const void *data8 = nullptr;
+  if (type == fb::Value::Int64Array) {
+    auto *a = static_cast<const fb::Int64Array *>(value);
+    if (a->value() && a->value()->size()) data8 = a->value()->Data();
+  } else if (type == fb::Value::Float64Array) {
+    auto *a = static_cast<const fb::Float64Array *>(value);
+    if (a->value() && a->value()->size()) data8 = a->value()->Data();
+  } else if (type == fb::Value::ValueList) {
+    auto *items = static_cast<const fb::ValueList *>(value)->items();
+    if (items && items->size()) {
+      if (depth >= kMaxMetaDepth)
+        return fail(MPK_ERR_LIMIT, where, " ", quote(key), ": lists nest deeper than ", kMaxMetaDepth, " levels");
+      for (const fb::ListItem *item : *items)
+        if (Status s = check_value(item->value_type(), item->value(), header, where, key, depth + 1); !s) return s;
+    }
+  }
+  if (data8 && !aligned8(data8, header))
+    return fail(MPK_ERR_CORRUPT_HEADER, where, " ", quote(key), ": array is not 8-byte aligned");
+  return {};
+}
+}  // namespace
 
 Status detail::validate_metadata(const fbs::Vector<fbs::Offset<fb::MetaEntry>> *entries, const uint8_t *header,
                                  std::string_view where) {
@@ -111,13 +211,8 @@ Status detail::validate_metadata(const fbs::Vector<fbs::Offset<fb::MetaEntry>> *
       if (c > 0) return fail(MPK_ERR_UNSORTED, where, " keys are not sorted: ", quote(prev), " before ", quote(key));
     }
     prev = key;
-    // Strings inside values: any bytes are allowed (they are data), the Verifier bounds them. The
-    // Verifier checks vectors for 4-byte alignment only; 8-byte element arrays need more.
-    const void *data8 = nullptr;
-    if (auto *a = e->value_as_Int64Array(); a && a->value() && a->value()->size()) data8 = a->value()->Data();
-    if (auto *a = e->value_as_Float64Array(); a && a->value() && a->value()->size()) data8 = a->value()->Data();
-    if (data8 && !aligned8(data8, header))
-      return fail(MPK_ERR_CORRUPT_HEADER, where, " ", quote(key), ": array is not 8-byte aligned");
+    // Strings inside values: any bytes are allowed (they are data), the Verifier bounds them.
+    if (Status s = check_value(e->value_type(), e->value(), header, where, key, 1); !s) return s;
   }
   return {};
 }
@@ -145,10 +240,39 @@ Result<std::string_view> MetaValue::as_string() const {
   return sv(as_table<fb::StringValue>(table_)->value());
 }
 Result<int64_t> MetaValue::as_int64() const {
+  if (type_ == MPK_META_TYPED) {
+    TypedScalar t = *as_typed_scalar();
+    switch (t.dtype) {
+      case MPK_DTYPE_I8: return int64_t(int8_t(t.bits));
+      case MPK_DTYPE_I16: return int64_t(int16_t(t.bits));
+      case MPK_DTYPE_I32: return int64_t(int32_t(t.bits));
+      case MPK_DTYPE_I64: return int64_t(t.bits);
+      case MPK_DTYPE_U8: case MPK_DTYPE_U16: case MPK_DTYPE_U32: case MPK_DTYPE_BOOL: return int64_t(t.bits);
+      case MPK_DTYPE_U64:
+        if (t.bits <= uint64_t(INT64_MAX)) return int64_t(t.bits);
+        return fail(MPK_ERR_TYPE_MISMATCH, "metadata ", quote(key_), " is u64 ", t.bits, ", over the int64 range");
+      default: return mismatch(MPK_META_INT64);
+    }
+  }
   if (type_ != MPK_META_INT64) return mismatch(MPK_META_INT64);
   return as_table<fb::Int64Value>(table_)->value();
 }
+Result<double> MetaValue::typed_to_double(TypedScalar t) {
+  switch (t.dtype) {
+    case MPK_DTYPE_F64: { double d; std::memcpy(&d, &t.bits, 8); return d; }
+    case MPK_DTYPE_F32: { float f; uint32_t u = uint32_t(t.bits); std::memcpy(&f, &u, 4); return double(f); }
+    case MPK_DTYPE_BF16: { float f; uint32_t u = uint32_t(t.bits & 0xffff) << 16; std::memcpy(&f, &u, 4); return double(f); }
+    case MPK_DTYPE_F16: return half_to_double(uint16_t(t.bits));
+    default:
+      return fail(MPK_ERR_TYPE_MISMATCH, "a typed ", dtype_name(t.dtype), " value is not a floating-point number");
+  }
+}
 Result<double> MetaValue::as_float64() const {
+  if (type_ == MPK_META_TYPED) {
+    TypedScalar t = *as_typed_scalar();
+    if (auto d = typed_to_double(t)) return *d;
+    return mismatch(MPK_META_FLOAT64);
+  }
   if (type_ != MPK_META_FLOAT64) return mismatch(MPK_META_FLOAT64);
   return as_table<fb::Float64Value>(table_)->value();
 }
@@ -185,6 +309,8 @@ size_t MetaValue::array_length() const {
     case MPK_META_FLOAT64_ARRAY: { auto *v = as_table<fb::Float64Array>(table_)->value(); return v ? v->size() : 0; }
     case MPK_META_BOOL_ARRAY: { auto *v = as_table<fb::BoolArray>(table_)->value(); return v ? v->size() : 0; }
     case MPK_META_BYTES_ARRAY: { auto *v = as_table<fb::BytesArray>(table_)->value(); return v ? v->size() : 0; }
+    case MPK_META_TYPED_ARRAY: return as_typed_array()->size();
+    case MPK_META_LIST: { auto *v = as_table<fb::ValueList>(table_)->items(); return v ? v->size() : 0; }
     default: return 0;
   }
 }
@@ -203,6 +329,83 @@ Result<std::span<const std::byte>> MetaValue::bytes_item(size_t i) const {
     return fail(MPK_ERR_INVALID_ARGUMENT, "item ", i, " of metadata ", quote(key_), " is out of range (",
                 v ? v->size() : 0, " items)");
   return byte_span(v->Get(fbs::uoffset_t(i))->value());
+}
+
+Result<TypedScalar> MetaValue::as_typed_scalar() const {
+  if (type_ != MPK_META_TYPED) return mismatch(MPK_META_TYPED);
+  auto *t = as_table<fb::TypedScalar>(table_);
+  auto d = static_cast<DType>(t->dtype());
+  size_t n = dtype_size(d);  // 1..8: checked by meta_type_of
+  uint64_t bits = n >= 8 ? t->bits() : t->bits() & ((uint64_t(1) << (8 * n)) - 1);  // readers ignore the rest
+  return TypedScalar{d, bits};
+}
+Result<TypedArrayView> MetaValue::as_typed_array() const {
+  if (type_ == MPK_META_TYPED) {  // in place: the low bytes of the little-endian `bits` field
+    static constexpr std::byte kZero[8] = {};
+    auto *t = as_table<fb::TypedScalar>(table_);
+    auto d = static_cast<DType>(t->dtype());
+    const uint8_t *p = reinterpret_cast<const fbs::Table *>(t)->GetAddressOf(fb::TypedScalar::VT_BITS);
+    return TypedArrayView{d, {p ? reinterpret_cast<const std::byte *>(p) : kZero, dtype_size(d)}};
+  }
+  if (type_ != MPK_META_TYPED_ARRAY) return mismatch(MPK_META_TYPED_ARRAY);
+  auto *t = as_table<fb::TypedArray>(table_);
+  return TypedArrayView{static_cast<DType>(t->dtype()), byte_span(t->data())};
+}
+Result<MetaValue> MetaValue::list_item(size_t i) const {
+  if (type_ != MPK_META_LIST) return mismatch(MPK_META_LIST);
+  auto *v = as_table<fb::ValueList>(table_)->items();
+  if (!v || i >= v->size())
+    return fail(MPK_ERR_INVALID_ARGUMENT, "item ", i, " of metadata ", quote(key_), " is out of range (",
+                v ? v->size() : 0, " items)");
+  const fb::ListItem *item = v->Get(fbs::uoffset_t(i));
+  return MetaValue(meta_type_of(item->value_type(), item->value()), item->value(), key_);
+}
+
+Result<MetaInput> MetaValue::to_input() const {
+  switch (type_) {
+    case MPK_META_STRING: return MetaInput(std::string(*as_string()));
+    case MPK_META_INT64: return MetaInput(*as_int64());
+    case MPK_META_FLOAT64: return MetaInput(*as_float64());
+    case MPK_META_BOOL: return MetaInput(*as_bool());
+    case MPK_META_BYTES: { auto b = *as_bytes(); return MetaInput(Bytes(b.begin(), b.end())); }
+    case MPK_META_STRING_ARRAY: {
+      std::vector<std::string> out(array_length());
+      for (size_t i = 0; i < out.size(); ++i) out[i] = std::string(*string_item(i));
+      return MetaInput(std::move(out));
+    }
+    case MPK_META_INT64_ARRAY: { auto a = *as_int64_array(); return MetaInput(std::vector<int64_t>(a.begin(), a.end())); }
+    case MPK_META_FLOAT64_ARRAY: { auto a = *as_float64_array(); return MetaInput(std::vector<double>(a.begin(), a.end())); }
+    case MPK_META_BOOL_ARRAY: {
+      auto a = *as_bool_array();
+      std::vector<bool> out(a.size());
+      for (size_t i = 0; i < a.size(); ++i) out[i] = a[i] != 0;
+      return MetaInput(std::move(out));
+    }
+    case MPK_META_BYTES_ARRAY: {
+      std::vector<Bytes> out(array_length());
+      for (size_t i = 0; i < out.size(); ++i) { auto b = *bytes_item(i); out[i] = Bytes(b.begin(), b.end()); }
+      return MetaInput(std::move(out));
+    }
+    case MPK_META_TYPED: return MetaInput(*as_typed_scalar());
+    case MPK_META_TYPED_ARRAY: {
+      auto a = *as_typed_array();
+      return MetaInput(TypedArray{a.dtype, Bytes(a.data.begin(), a.data.end())});
+    }
+    case MPK_META_LIST: {
+      MetaList out;
+      out.items.reserve(array_length());
+      for (size_t i = 0; i < array_length(); ++i) {
+        auto item = list_item(i);
+        if (!item) return item.status();
+        auto in = item->to_input();
+        if (!in) return in.status();
+        out.items.push_back(std::move(*in));
+      }
+      return MetaInput(std::move(out));
+    }
+    default: break;
+  }
+  return fail(MPK_ERR_TYPE_MISMATCH, "metadata ", quote(key_), " has a type this library does not know");
 }
 
 }  // namespace mpk

@@ -125,7 +125,7 @@ Status ModelImpl::validate(Verify mode) {
   // The FlatBuffers Verifier bounds every offset, vector and string inside the header. Cap the
   // table count by the header size so verification time is linear in it.
   fbs::Verifier::Options vo;
-  vo.max_depth = 16;
+  vo.max_depth = 64;  // FORMAT.md 5.2 rule 9 (1.1 lists nest; rule M5 bounds them at 16 levels)
   vo.max_tables = fbs::uoffset_t(std::min<uint64_t>(pre.header_size / 4 + 16, 1u << 30));
   fbs::Verifier v(header, size_t(pre.header_size), vo);
   if (!fbs::BufferHasIdentifier(header, "MPKH"))
@@ -186,12 +186,11 @@ Status ModelImpl::validate(Verify mode) {
     prev = name;
     const fb::DType fdtype = x->dtype();
     auto dtype = static_cast<DType>(fdtype);
-    size_t esize = dtype_size(dtype);
-    if (esize == 0)
-      return fail(MPK_ERR_BAD_DTYPE, "tensor ", quote(name), " has unknown dtype ", unsigned(x->dtype()));
+    if (dtype_block(dtype).elems == 0)
+      return fail(MPK_ERR_BAD_DTYPE, "tensor ", quote(name), " has unknown dtype ", unsigned(fdtype));
     if (x->encoding() != fb::Encoding::RAW)
       return fail(MPK_ERR_UNSUPPORTED_FEATURE, "tensor ", quote(name), " uses encoding ", unsigned(x->encoding()),
-                  ", which format 1.0 does not define");
+                  ", which format 1.1 does not define");
     std::span<const uint64_t> shape;
     if (x->shape()) {
       // The FlatBuffers 2.0.8 Verifier checks vectors for 4-byte alignment only.
@@ -199,14 +198,9 @@ Status ModelImpl::validate(Verify mode) {
         return fail(MPK_ERR_CORRUPT_HEADER, "tensor ", quote(name), ": shape vector is not 8-byte aligned");
       shape = {x->shape()->data(), x->shape()->size()};
     }
-    if (shape.size() > MPK_MAX_RANK)
-      return fail(MPK_ERR_BAD_SHAPE, "tensor ", quote(name), " has ", shape.size(), " dimensions, more than ", MPK_MAX_RANK);
-    uint64_t n = 1, nbytes;
-    for (uint64_t d : shape)
-      if (mul_overflow(n, d, &n))
-        return fail(MPK_ERR_OVERFLOW, "tensor ", quote(name), ": element count of its shape overflows 64 bits");
-    if (mul_overflow(n, esize, &nbytes))
-      return fail(MPK_ERR_OVERFLOW, "tensor ", quote(name), ": byte size of its shape overflows 64 bits");
+    auto nb = tensor_nbytes(dtype, shape, cat("tensor ", quote(name)));
+    if (!nb) return nb.status();
+    const uint64_t nbytes = *nb;
     const uint64_t toff = x->offset(), tsize = x->size();  // each FlatBuffers field read once
     if (nbytes != tsize)
       return fail(MPK_ERR_BAD_SHAPE, "tensor ", quote(name), " declares ", tsize, " bytes but its ",

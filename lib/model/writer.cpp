@@ -43,6 +43,12 @@ uint64_t meta_bound(const MetaInput &v) {
         } else if constexpr (std::is_same_v<T, std::vector<int64_t>> || std::is_same_v<T, std::vector<double>> ||
                              std::is_same_v<T, std::vector<bool>>) {
           return 64 + 8 * uint64_t(x.size());
+        } else if constexpr (std::is_same_v<T, TypedArray>) {
+          return 64 + x.data.size();
+        } else if constexpr (std::is_same_v<T, MetaList>) {
+          uint64_t n = 64;
+          for (const auto &i : x.items) n += 32 + meta_bound(i);
+          return n;
         } else {
           return 64;  // scalars
         }
@@ -135,19 +141,7 @@ struct WriterImpl {
       return fail(MPK_ERR_BAD_NAME, "tensor name ", quote(name),
                   " is invalid (empty, over 65535 bytes, NUL or invalid UTF-8)");
     if (names.count(std::string(name))) return fail(MPK_ERR_DUPLICATE, "tensor ", quote(name), " was already added");
-    size_t esize = dtype_size(dtype);
-    if (esize == 0) return fail(MPK_ERR_BAD_DTYPE, "tensor ", quote(name), " has unknown dtype ", int(dtype));
-    if (shape.size() > MPK_MAX_RANK)
-      return fail(MPK_ERR_BAD_SHAPE, "tensor ", quote(name), " has ", shape.size(), " dimensions, more than ",
-                  MPK_MAX_RANK);
-    uint64_t n = 1;
-    for (uint64_t d : shape)
-      if (mul_overflow(n, d, &n))
-        return fail(MPK_ERR_OVERFLOW, "tensor ", quote(name), ": element count overflows 64 bits");
-    uint64_t bytes;
-    if (mul_overflow(n, esize, &bytes))
-      return fail(MPK_ERR_OVERFLOW, "tensor ", quote(name), ": byte size overflows 64 bits");
-    return bytes;
+    return tensor_nbytes(dtype, shape, cat("tensor ", quote(name)));
   }
 
   // Checks a new tensor (state, name, dtype, shape); returns its byte size.
@@ -288,6 +282,7 @@ Status Writer::set_metadata(std::string_view key, MetaInput value) {
   if (Status s = impl_->usable(); !s) return s;
   if (key.empty() || key.size() > MPK_MAX_NAME_BYTES || !valid_name(key))
     return fail(MPK_ERR_BAD_NAME, "metadata key ", quote(key), " is invalid (empty, too long, NUL or invalid UTF-8)");
+  if (Status s = check_meta_input(value, key); !s) return s;
   impl_->metadata.insert_or_assign(std::string(key), std::move(value));
   return {};
 }
@@ -350,6 +345,16 @@ Status WriterImpl::commit() {
   std::string content_id = cid.finish();
   auto cid_str = b.CreateString(content_id);
   auto writer_str = b.CreateString("libmodelpack " MPK_VERSION_STRING);
+  // Feature bits: set from what the file holds, each with its name for older readers (FORMAT 4.2).
+  uint64_t incompatible = 0;
+  for (const Record &r : w.records)
+    if (dtype_is_extended(r.dtype)) incompatible |= MPK_FEATURE_EXTENDED_DTYPES;
+  fbs::Offset<fbs::Vector<fbs::Offset<fb::FeatureName>>> features_vec;
+  if (incompatible & MPK_FEATURE_EXTENDED_DTYPES) {
+    std::vector<fbs::Offset<fb::FeatureName>> names{
+        fb::CreateFeatureName(b, 1, true, b.CreateString("extended-dtypes (f8/f6/f4/c64, block-quantized q4_0..q8_k)"))};
+    features_vec = b.CreateVector(names);
+  }
   fb::HeaderBuilder hb(b);
   hb.add_format_major(kFormatMajor);
   hb.add_format_minor(kFormatMinor);
@@ -360,12 +365,14 @@ Status WriterImpl::commit() {
   hb.add_metadata(meta_vec);
   hb.add_content_id(cid_str);
   hb.add_writer(writer_str);
+  if (features_vec.o) hb.add_feature_names(features_vec);
   b.Finish(hb.Finish(), "MPKH");
 
   if (b.GetSize() > kMaxHeaderBytes)
     return fail(MPK_ERR_LIMIT, "the header is ", b.GetSize(), " bytes; the format allows ", kMaxHeaderBytes);
   if (Status s = w.io(w.pad_to(8)); !s) return s;
   Preamble p;
+  p.incompatible = incompatible;
   p.data_offset = w.data_offset;
   p.data_size = data_end - w.data_offset;
   p.header_offset = w.pos();

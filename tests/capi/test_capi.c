@@ -301,12 +301,13 @@ static void test_status_names(void) {
 
 static void test_meta_type_names(void) {
   static const char *const want[] = {"unknown", "string", "int64", "float64", "bool", "bytes",
-                                     "string[]", "int64[]", "float64[]", "bool[]", "bytes[]"};
+                                     "string[]", "int64[]", "float64[]", "bool[]", "bytes[]",
+                                     "typed", "typed[]", "list"};
   int i;
-  for (i = 0; i <= 10; i++)
+  for (i = 0; i <= 13; i++)
     CHECK(strcmp(mpk_meta_type_name((mpk_meta_type)i), want[i]) == 0, "type %d is named %s", i,
           mpk_meta_type_name((mpk_meta_type)i));
-  CHECK(strcmp(mpk_meta_type_name((mpk_meta_type)11), "unknown") == 0, "11");
+  CHECK(strcmp(mpk_meta_type_name((mpk_meta_type)14), "unknown") == 0, "14");
   CHECK(strcmp(mpk_meta_type_name((mpk_meta_type)-1), "unknown") == 0, "-1");
   CHECK(strcmp(mpk_meta_type_name((mpk_meta_type)100000), "unknown") == 0, "100000");
 }
@@ -330,13 +331,50 @@ static void test_dtypes(void) {
     CHECK(out == (mpk_dtype)d, "mpk_dtype_from_name(%s) = %d", kDTypeNames[d], (int)out);
   }
   CHECK(mpk_dtype_name(MPK_DTYPE_INVALID) == NULL, "name of MPK_DTYPE_INVALID should be NULL");
-  CHECK(mpk_dtype_name((mpk_dtype)14) == NULL, "name of 14 should be NULL");
+  CHECK(mpk_dtype_name((mpk_dtype)21) == NULL, "name of 21 should be NULL");
   CHECK(mpk_dtype_name((mpk_dtype)255) == NULL, "name of 255 should be NULL");
   CHECK(mpk_dtype_size(MPK_DTYPE_INVALID) == 0, "size of MPK_DTYPE_INVALID should be 0");
-  CHECK(mpk_dtype_size((mpk_dtype)14) == 0, "size of 14 should be 0");
-  /* Outside the enum's range (0..15): read as an int, never loaded as the enum. */
+  CHECK(mpk_dtype_size((mpk_dtype)21) == 0, "size of 21 should be 0");
+  /* Format 1.1 dtypes: values frozen; blocks as docs/FORMAT.md 7.3 says. */
+  CHECK(MPK_DTYPE_F8_E4M3 == 14 && MPK_DTYPE_C64 == 20 && MPK_DTYPE_Q4_0 == 32 && MPK_DTYPE_Q8_0 == 36 &&
+            MPK_DTYPE_Q8_K == 43,
+        "format 1.1 mpk_dtype values changed");
+  CHECK(strcmp(mpk_dtype_name(MPK_DTYPE_Q4_K), "q4_k") == 0, "q4_k name");
+  CHECK(mpk_dtype_size(MPK_DTYPE_Q8_0) == 0 && mpk_dtype_size(MPK_DTYPE_F4_E2M1) == 0 &&
+            mpk_dtype_size(MPK_DTYPE_F8_E5M2) == 1 && mpk_dtype_size(MPK_DTYPE_C64) == 8,
+        "sizes of 1.1 dtypes");
+  CHECK(mpk_dtype_block_elems(MPK_DTYPE_Q8_0) == 32 && mpk_dtype_block_bytes(MPK_DTYPE_Q8_0) == 34,
+        "q8_0 block");
+  CHECK(mpk_dtype_block_elems(MPK_DTYPE_Q6_K) == 256 && mpk_dtype_block_bytes(MPK_DTYPE_Q6_K) == 210,
+        "q6_k block");
+  CHECK(mpk_dtype_block_elems(MPK_DTYPE_F6_E3M2) == 4 && mpk_dtype_block_bytes(MPK_DTYPE_F6_E3M2) == 3,
+        "f6 block");
+  CHECK(mpk_dtype_block_elems(MPK_DTYPE_F32) == 1 && mpk_dtype_block_bytes(MPK_DTYPE_F32) == 4, "f32 block");
+  CHECK(mpk_dtype_block_elems((mpk_dtype)21) == 0 && mpk_dtype_block_bytes((mpk_dtype)-1) == 0, "unknown block");
   {
-    static const long out_of_range[] = {16, 99, 255, 256, 65536, 0x7fffffffL, -1};
+    uint64_t shape[2] = {3, 64}, nb = 0;
+    CHECK_OK(mpk_dtype_nbytes(MPK_DTYPE_Q4_0, shape, 2, &nb));
+    CHECK(nb == 3 * 2 * 18, "q4_0 [3,64] = %llu bytes", (unsigned long long)nb);
+    shape[1] = 33;
+    CHECK_STATUS(mpk_dtype_nbytes(MPK_DTYPE_Q4_0, shape, 2, &nb), MPK_ERR_BAD_SHAPE);
+    CHECK_MESSAGE("multiple");
+    CHECK_STATUS(mpk_dtype_nbytes(MPK_DTYPE_F4_E2M1, shape, 2, &nb), MPK_ERR_BAD_SHAPE); /* 99 elements */
+    shape[0] = 2;
+    CHECK_OK(mpk_dtype_nbytes(MPK_DTYPE_F4_E2M1, shape, 2, &nb));
+    CHECK(nb == 33, "f4 [2,33] = %llu bytes", (unsigned long long)nb);
+    CHECK_OK(mpk_dtype_nbytes(MPK_DTYPE_F64, NULL, 0, &nb));
+    CHECK(nb == 8, "f64 scalar = %llu bytes", (unsigned long long)nb);
+    CHECK_STATUS(mpk_dtype_nbytes(MPK_DTYPE_Q8_0, NULL, 0, &nb), MPK_ERR_BAD_SHAPE);
+    CHECK_STATUS(mpk_dtype_nbytes((mpk_dtype)21, shape, 2, &nb), MPK_ERR_BAD_DTYPE);
+    CHECK_STATUS(mpk_dtype_nbytes(MPK_DTYPE_F32, NULL, 1, &nb), MPK_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mpk_dtype_nbytes(MPK_DTYPE_F32, shape, 2, NULL), MPK_ERR_INVALID_ARGUMENT);
+    shape[0] = UINT64_MAX / 2;
+    shape[1] = 4;
+    CHECK_STATUS(mpk_dtype_nbytes(MPK_DTYPE_F32, shape, 2, &nb), MPK_ERR_OVERFLOW);
+  }
+  /* Unassigned values (21..31, 44..): read as an int, never loaded as the enum. */
+  {
+    static const long out_of_range[] = {21, 31, 44, 99, 255, 256, 65536, 0x7fffffffL, -1};
     size_t j;
     for (j = 0; j < sizeof out_of_range / sizeof out_of_range[0]; ++j) {
       CHECK(mpk_dtype_name((mpk_dtype)out_of_range[j]) == NULL, "name of %ld should be NULL",
@@ -661,7 +699,7 @@ static void write_reference_model(const char *path) {
   CHECK_MESSAGE("99");
   CHECK_STATUS(mpk_writer_begin_tensor(w, "bad.dtype", (mpk_dtype)-1, 2, shape23, NULL),
                MPK_ERR_BAD_DTYPE);
-  CHECK_STATUS(mpk_writer_begin_tensor(w, "bad.dtype", (mpk_dtype)14, 2, shape23, NULL),
+  CHECK_STATUS(mpk_writer_begin_tensor(w, "bad.dtype", (mpk_dtype)21, 2, shape23, NULL),
                MPK_ERR_BAD_DTYPE);
   CHECK_STATUS(mpk_writer_add_tensor(NULL, "x", MPK_DTYPE_U8, 0, NULL, t->data, 1, NULL),
                MPK_ERR_INVALID_ARGUMENT);
@@ -711,6 +749,22 @@ static void write_reference_model(const char *path) {
   CHECK_OK(mpk_writer_set_bool_array(w, "a.bool", kBoolsIn, 5));
   CHECK_OK(mpk_writer_set_bytes_array(w, "a.bytes", kBytesItems, kBytesLens, 4));
   CHECK_OK(mpk_writer_set_bytes_array(w, "a.bytes.empty", NULL, NULL, 0));
+  /* Typed numbers (format 1.1): exact dtypes, unaligned input accepted. */
+  {
+    static const unsigned char u32le[5] = {0xee, 0x20, 0x00, 0x00, 0x00}; /* 32 at offset 1 */
+    static const unsigned char f16le[2] = {0x00, 0x3c};                   /* 1.0 */
+    static const uint16_t u16s[3] = {1, 65535, 7};
+    CHECK_OK(mpk_writer_set_typed(w, "t.u32", MPK_DTYPE_U32, u32le + 1));
+    CHECK_OK(mpk_writer_set_typed(w, "t.f16", MPK_DTYPE_F16, f16le));
+    CHECK_OK(mpk_writer_set_typed_array(w, "t.u16a", MPK_DTYPE_U16, u16s, 3));
+    CHECK_OK(mpk_writer_set_typed_array(w, "t.u8a.empty", MPK_DTYPE_U8, NULL, 0));
+    CHECK_STATUS(mpk_writer_set_typed(w, "t.bad", MPK_DTYPE_Q8_0, u32le), MPK_ERR_BAD_DTYPE);
+    CHECK_STATUS(mpk_writer_set_typed(w, "t.bad", (mpk_dtype)21, u32le), MPK_ERR_BAD_DTYPE);
+    CHECK_STATUS(mpk_writer_set_typed(w, "t.bad", MPK_DTYPE_U8, NULL), MPK_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mpk_writer_set_typed_array(w, "t.bad", MPK_DTYPE_F4_E2M1, u16s, 2), MPK_ERR_BAD_DTYPE);
+    CHECK_STATUS(mpk_writer_set_typed_array(w, "t.bad", MPK_DTYPE_U8, NULL, 2), MPK_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mpk_writer_set_typed_array(w, "t.bad", MPK_DTYPE_U64, u16s, SIZE_MAX / 4), MPK_ERR_OVERFLOW);
+  }
   /* The last value set for a key wins, whatever its type. */
   CHECK_OK(mpk_writer_set_int64(w, "dup", 1));
   CHECK_OK(mpk_writer_set_string(w, "dup", "second"));
@@ -1141,7 +1195,8 @@ static void check_metadata(const mpk_model *m) {
                                      "a.int",   "a.int.empty", "a.str",         "a.str.empty",
                                      "b.false", "b.true",      "blob",          "blob.empty",
                                      "dup",     "f.pi",        "general.empty", "general.name",
-                                     "n.max",   "n.min"};
+                                     "n.max",   "n.min",       "t.f16",         "t.u16a",
+                                     "t.u32",   "t.u8a.empty"};
   const size_t nkeys = sizeof keys / sizeof keys[0];
   size_t n = mpk_model_metadata_count(m), i, idx, len;
   const char *key, *s;
@@ -1289,6 +1344,48 @@ static void check_metadata(const mpk_model *m) {
   bools = NULL;
   CHECK_OK(mpk_model_metadata_bool_array(m, idx, &bools, &len));
   CHECK(bools && len == 5 && memcmp(bools, kBoolsOut, 5) == 0, "a.bool differs");
+
+  /* Typed numbers. */
+  {
+    mpk_dtype dt = MPK_DTYPE_INVALID;
+    const void *tp = NULL;
+    size_t count = 0;
+    uint32_t u32 = 0;
+    uint16_t u16s[3];
+    idx = find_key(m, "t.u32");
+    CHECK(mpk_model_metadata_type(m, idx) == MPK_META_TYPED, "t.u32 type");
+    CHECK_OK(mpk_model_metadata_typed(m, idx, &dt, &tp, &count));
+    CHECK(dt == MPK_DTYPE_U32 && count == 1 && tp != NULL, "t.u32: dtype %d count %u", (int)dt, (unsigned)count);
+    if (tp) memcpy(&u32, tp, 4);
+    CHECK(u32 == 32, "t.u32 = %u", (unsigned)u32);
+    i64 = 0;
+    CHECK_OK(mpk_model_metadata_int64(m, idx, &i64)); /* a typed integer reads as int64 too */
+    CHECK(i64 == 32, "t.u32 as int64 = %lld", (long long)i64);
+    f64 = 0;
+    CHECK_STATUS(mpk_model_metadata_float64(m, idx, &f64), MPK_ERR_TYPE_MISMATCH);
+    CHECK_STATUS(mpk_model_metadata_array_length(m, idx, &len), MPK_ERR_TYPE_MISMATCH);
+    idx = find_key(m, "t.f16");
+    CHECK_OK(mpk_model_metadata_typed(m, idx, &dt, &tp, &count));
+    CHECK(dt == MPK_DTYPE_F16 && count == 1 && memcmp(tp, "\x00\x3c", 2) == 0, "t.f16");
+    CHECK_OK(mpk_model_metadata_float64(m, idx, &f64));
+    CHECK(f64 == 1.0, "t.f16 as float64 = %g", f64);
+    idx = find_key(m, "t.u16a");
+    CHECK(mpk_model_metadata_type(m, idx) == MPK_META_TYPED_ARRAY, "t.u16a type");
+    CHECK_OK(mpk_model_metadata_typed(m, idx, &dt, &tp, &count));
+    CHECK(dt == MPK_DTYPE_U16 && count == 3, "t.u16a: dtype %d count %u", (int)dt, (unsigned)count);
+    memcpy(u16s, tp, sizeof u16s);
+    CHECK(u16s[0] == 1 && u16s[1] == 65535 && u16s[2] == 7, "t.u16a values");
+    CHECK_OK(mpk_model_metadata_array_length(m, idx, &len));
+    CHECK(len == 3, "t.u16a length %u", (unsigned)len);
+    idx = find_key(m, "t.u8a.empty");
+    tp = NULL;
+    CHECK_OK(mpk_model_metadata_typed(m, idx, &dt, &tp, &count));
+    CHECK(dt == MPK_DTYPE_U8 && count == 0 && tp != NULL, "t.u8a.empty");
+    CHECK_STATUS(mpk_model_metadata_typed(m, idx, NULL, &tp, &count), MPK_ERR_INVALID_ARGUMENT);
+    idx = find_key(m, "a.int");
+    CHECK_STATUS(mpk_model_metadata_typed(m, idx, &dt, &tp, &count), MPK_ERR_TYPE_MISMATCH);
+    CHECK_MESSAGE("a.int");
+  }
 
   /* Type mismatches: every getter against an entry of another type; outs untouched. */
   idx = find_key(m, "n.min");

@@ -294,3 +294,39 @@ TEST_CASE("8-byte vectors must be 8-byte aligned (the Verifier checks 4)", "[hos
   // (the patched length overwrote the end of the neighbouring name string, so the name differs)
   CHECK(st.message().find("': shape vector is not 8-byte aligned") != std::string::npos);
 }
+
+// Format 1.1: extended dtypes (FORMAT.md 7.2-7.4, rules T8a-T10) and feature bit 1.
+TEST_CASE("extended dtypes: blocks must fit the shape and the size", "[hostile]") {
+  Spec s;
+  s.tensors = {{"q", MPK_DTYPE_Q8_0, {2, 64}, 0, 0, 2 * 2 * 34}};
+  s.incompatible = MPK_FEATURE_EXTENDED_DTYPES;
+  {
+    TempDir dir;
+    REQUIRE_OK(open_bytes(dir, build(s)));
+  }
+  s.incompatible = 0;  // a 1.1 reader accepts the dtypes without the bit too (FORMAT.md 7.2)
+  {
+    TempDir dir;
+    REQUIRE_OK(open_bytes(dir, build(s)));
+  }
+  s.tensors[0].shape = {4, 33};  // 132 elements, a row of 33 is not whole blocks
+  s.tensors[0].size = 34 * 4;
+  expect(s, MPK_ERR_BAD_SHAPE, "innermost dimension 33");
+  s.tensors[0].shape = {};  // a scalar has no rows
+  s.tensors[0].size = 34;
+  expect(s, MPK_ERR_BAD_SHAPE, "at least one dimension");
+  s.tensors[0].shape = {2, 64};
+  s.tensors[0].size = 2 * 64;  // as if one byte per element
+  expect(s, MPK_ERR_BAD_SHAPE, "needs 136");
+  s.tensors[0] = {"f4", MPK_DTYPE_F4_E2M1, {3, 3}, 0, 0, 5};
+  expect(s, MPK_ERR_BAD_SHAPE, "do not fill whole bytes");
+  s.tensors[0] = {"f6", MPK_DTYPE_F6_E3M2, {2, 4}, 0, 0, 6};
+  TempDir dir;
+  REQUIRE_OK(open_bytes(dir, build(s)));
+  s.tensors[0] = {"gap", uint16_t(21), {4}, 0, 0, 4};  // between the narrow floats and the ggml types
+  expect(s, MPK_ERR_BAD_DTYPE, "dtype 21");
+  s.tensors[0] = {"past", uint16_t(44), {32}, 0, 0, 34};
+  expect(s, MPK_ERR_BAD_DTYPE, "dtype 44");
+  s.tensors[0] = {"huge", MPK_DTYPE_Q8_0, {31, uint64_t(1) << 59}, 0, 0, 34};
+  expect(s, MPK_ERR_OVERFLOW, "byte size");
+}

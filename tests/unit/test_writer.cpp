@@ -149,3 +149,44 @@ TEST_CASE("the writer refuses a header larger than the format allows", "[writer]
   CHECK(st.code() == MPK_ERR_LIMIT);
   CHECK(dir.entries().empty());  // no file at the target, no temporary file left
 }
+
+TEST_CASE("extended dtypes round-trip and set feature bit 1 only when used", "[writer]") {
+  TempDir dir;
+  const uint64_t q_shape[] = {2, 64}, f4_shape[] = {3, 2}, c_shape[] = {2};
+  auto q = random_bytes(2 * 2 * 34, 1), f4 = random_bytes(3, 2), c = random_bytes(16, 3);
+  {
+    auto w = mpk::Writer::create(dir / "ext.mpk", {64, false});
+    REQUIRE(w.ok());
+    REQUIRE_OK(w->add_tensor("q", MPK_DTYPE_Q8_0, q_shape, q));
+    REQUIRE_OK(w->add_tensor("f4", MPK_DTYPE_F4_E2M1, f4_shape, f4));
+    REQUIRE_OK(w->add_tensor("c", MPK_DTYPE_C64, c_shape, c));
+    // Sizes follow the blocks; the writer names what is wrong.
+    const uint64_t bad_row[] = {2, 48};
+    auto s = w->add_tensor("bad", MPK_DTYPE_Q4_0, bad_row, random_bytes(2 * 18 * 48 / 32, 4));
+    CHECK(s.code() == MPK_ERR_BAD_SHAPE);
+    CHECK(s.message().find("'bad'") != std::string::npos);
+    CHECK(w->add_tensor("short", MPK_DTYPE_Q8_0, q_shape, random_bytes(100, 5)).code() == MPK_ERR_SIZE_MISMATCH);
+    REQUIRE_OK(w->commit());
+  }
+  auto m = mpk::Model::open(dir / "ext.mpk", {mpk::Access::Map, mpk::Verify::Full});
+  REQUIRE(m.ok());
+  CHECK(m->incompatible_features() == MPK_FEATURE_EXTENDED_DTYPES);
+  CHECK(m->format_minor() == 1);
+  auto t = m->tensor("q").value();
+  CHECK(t.dtype == MPK_DTYPE_Q8_0);
+  CHECK(std::vector<std::byte>(t.data.begin(), t.data.end()) == q);
+  CHECK(!t.as<uint8_t>());  // no typed view of block data
+  CHECK(m->tensor("f4")->nbytes == 3);
+  CHECK(m->tensor("c")->nbytes == 16);
+  // Without extended dtypes the bit stays clear.
+  {
+    auto w = mpk::Writer::create(dir / "plain.mpk", {64, false});
+    REQUIRE(w.ok());
+    const uint64_t shape[] = {4};
+    REQUIRE_OK(w->add_tensor("x", MPK_DTYPE_F32, shape, random_bytes(16, 6)));
+    REQUIRE_OK(w->commit());
+  }
+  auto p = mpk::Model::open(dir / "plain.mpk");
+  REQUIRE(p.ok());
+  CHECK(p->incompatible_features() == 0);
+}

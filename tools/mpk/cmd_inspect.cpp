@@ -8,7 +8,9 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -82,6 +84,36 @@ std::string text_list(size_t n, F f) {
   return s;
 }
 
+// One element of a typed value (little-endian bytes at p) as JSON: integers exact, floats widened
+// to double (f16/bf16/f32 exactly; NaN and infinities become null), bool as true/false.
+json typed_json(DType d, const std::byte *p) {
+  uint64_t bits = 0;
+  std::memcpy(&bits, p, mpk::dtype_size(d));
+  switch (d) {
+    case MPK_DTYPE_U8: case MPK_DTYPE_U16: case MPK_DTYPE_U32: case MPK_DTYPE_U64: return json(bits);
+    case MPK_DTYPE_I8: return json(int64_t(int8_t(bits)));
+    case MPK_DTYPE_I16: return json(int64_t(int16_t(bits)));
+    case MPK_DTYPE_I32: return json(int64_t(int32_t(bits)));
+    case MPK_DTYPE_I64: return json(int64_t(bits));
+    case MPK_DTYPE_BOOL: return json(bits != 0);
+    default: {
+      auto f = mpk::MetaValue::typed_to_double(mpk::TypedScalar{d, bits});
+      return f && std::isfinite(*f) ? json(*f) : json();
+    }
+  }
+}
+std::string typed_text(DType d, const std::byte *p) {
+  json j = typed_json(d, p);
+  if (j.is_number_float()) return format_double(j.get<double>());
+  if (j.is_null()) {  // a NaN or an infinity
+    uint64_t bits = 0;
+    std::memcpy(&bits, p, mpk::dtype_size(d));
+    auto f = mpk::MetaValue::typed_to_double(mpk::TypedScalar{d, bits});
+    return f ? format_double(*f) : "?";
+  }
+  return j.dump();
+}
+
 // Renders a metadata value for text (abbreviated) or JSON (complete). A value that cannot be read
 // (a damaged entry) renders as "<error: ...>" / null instead of failing the whole inspect.
 std::string meta_text(const MetaValue &v) {
@@ -133,6 +165,24 @@ std::string meta_text(const MetaValue &v) {
       return text_list(v.array_length(), [&](size_t i) {
         auto r = v.bytes_item(i);
         return r ? text_bytes(*r) : err(r.status());
+      });
+    case MPK_META_TYPED: {
+      auto r = v.as_typed_array();  // the scalar as one element
+      if (!r) return err(r.status());
+      return std::string(mpk::dtype_name(r->dtype)) + " " + typed_text(r->dtype, r->data.data());
+    }
+    case MPK_META_TYPED_ARRAY: {
+      auto r = v.as_typed_array();
+      if (!r) return err(r.status());
+      const size_t n = mpk::dtype_size(r->dtype);
+      return std::string(mpk::dtype_name(r->dtype)) + " " +
+             text_list(r->size(), [&](size_t i) { return typed_text(r->dtype, r->data.data() + i * n); });
+    }
+    case MPK_META_LIST:
+      return text_list(v.array_length(), [&](size_t i) {
+        auto r = v.list_item(i);
+        if (!r) return err(r.status());
+        return std::string(mpk_meta_type_name(r->type())) + " " + meta_text(*r);
       });
     default:
       return "<unknown type>";
@@ -189,6 +239,28 @@ json meta_json(const MetaValue &v) {
       for (size_t i = 0; i < v.array_length(); ++i) {
         auto r = v.bytes_item(i);
         a.push_back(r ? json(to_hex(*r)) : json());
+      }
+      return a;
+    }
+    case MPK_META_TYPED: {  // {"dtype": "u32", "value": 32}
+      auto r = v.as_typed_array();
+      if (!r) return json();
+      return json{{"dtype", std::string(mpk::dtype_name(r->dtype))}, {"value", typed_json(r->dtype, r->data.data())}};
+    }
+    case MPK_META_TYPED_ARRAY: {  // {"dtype": "f32", "values": [...]}
+      auto r = v.as_typed_array();
+      if (!r) return json();
+      json a = json::array();
+      const size_t n = mpk::dtype_size(r->dtype);
+      for (size_t i = 0; i < r->size(); ++i) a.push_back(typed_json(r->dtype, r->data.data() + i * n));
+      return json{{"dtype", std::string(mpk::dtype_name(r->dtype))}, {"values", std::move(a)}};
+    }
+    case MPK_META_LIST: {  // [{"type": ..., "value": ...}, ...], as the top-level entries
+      json a = json::array();
+      for (size_t i = 0; i < v.array_length(); ++i) {
+        auto r = v.list_item(i);
+        if (!r) a.push_back(json());
+        else a.push_back({{"type", mpk_meta_type_name(r->type())}, {"value", meta_json(*r)}});
       }
       return a;
     }
