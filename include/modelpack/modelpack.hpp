@@ -333,6 +333,9 @@ class MPK_API Writer {
   Status set_metadata(std::string_view key, MetaInput value);
 
   uint64_t bytes_written() const;
+  // Called on the writing thread after each write to the file (every few MiB), with the number of
+  // bytes in the file so far: for progress displays. It must not call back into the writer.
+  void set_progress(std::function<void(uint64_t bytes_written)> progress);
   Status commit();
   // Removes the temporary file; the target path is untouched. Idempotent.
   void abort();

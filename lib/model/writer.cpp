@@ -10,6 +10,7 @@
 #include "model/internal.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <cstring>
 #include <map>
 #include <unordered_map>
@@ -74,6 +75,7 @@ struct ComponentRec {
 struct WriterImpl {
   AtomicFile file;
   WriterOptions opts;
+  std::function<void(uint64_t)> progress;
   uint64_t data_offset = 0;
   std::vector<uint8_t> buf;  // pending bytes at file.position()
   std::vector<Record> records;
@@ -91,16 +93,22 @@ struct WriterImpl {
 
   uint64_t pos() const { return file.position() + buf.size(); }
 
+  void report() const {
+    if (progress) progress(file.position());
+  }
   Status flush() {
     if (buf.empty()) return {};
     Status s = file.write_all(buf.data(), buf.size());
     buf.clear();
+    if (s) report();
     return s;
   }
   Status append(const void *p, uint64_t n) {
     if (n >= kDirectWrite) {
       if (Status s = flush(); !s) return s;
-      return file.write_all(p, n);
+      Status s = file.write_all(p, n);
+      if (s) report();
+      return s;
     }
     if (buf.size() + n > kBufferSize)
       if (Status s = flush(); !s) return s;
@@ -288,6 +296,10 @@ Status Writer::set_metadata(std::string_view key, MetaInput value) {
 }
 
 uint64_t Writer::bytes_written() const { return impl_->pos(); }
+
+void Writer::set_progress(std::function<void(uint64_t bytes_written)> progress) {
+  impl_->progress = std::move(progress);
+}
 
 void Writer::abort() {
   impl_->done = true;

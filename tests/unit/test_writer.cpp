@@ -190,3 +190,23 @@ TEST_CASE("extended dtypes round-trip and set feature bit 1 only when used", "[w
   REQUIRE(p.ok());
   CHECK(p->incompatible_features() == 0);
 }
+
+TEST_CASE("the progress hook reports growing byte counts up to the data written", "[writer]") {
+  TempDir dir;
+  auto w = mpk::Writer::create(dir / "progress.mpk", {64, false});
+  REQUIRE(w.ok());
+  std::vector<uint64_t> seen;
+  w->set_progress([&](uint64_t n) { seen.push_back(n); });
+  const uint64_t shape[] = {10 << 20};
+  auto big = random_bytes(10 << 20, 9);
+  REQUIRE_OK(w->begin_tensor("big", MPK_DTYPE_U8, shape));
+  for (size_t off = 0; off < big.size(); off += 300000)  // odd pieces: buffered and direct writes
+    REQUIRE_OK(w->write(std::span(big).subspan(off, std::min<size_t>(300000, big.size() - off))));
+  REQUIRE_OK(w->end_tensor());
+  REQUIRE(seen.size() >= 2);  // a 4 MiB buffer fills at least twice
+  CHECK(std::is_sorted(seen.begin(), seen.end()));
+  CHECK(seen.back() <= w->bytes_written());
+  CHECK(seen.back() + (4u << 20) >= big.size());  // at most one 4 MiB buffer pending
+  REQUIRE_OK(w->commit());
+  CHECK(seen.back() >= (10u << 20));  // the header write at commit reports too
+}
