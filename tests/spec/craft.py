@@ -8,12 +8,17 @@ Usage: craft.py [MPK] [--keep DIR]
 The files exercise what libmodelpack's writer never produces but the document allows or forbids:
 the header before the data section, vtables after their tables, shared vtables and tables, unknown
 metadata tags, feature names, empty tensors in odd places, misaligned 8-byte vectors, UTF-8 edge
-cases, missing optional fields, a header table field unknown to format 1.0, and so on.
+cases, missing optional fields, a header table field unknown to format 1.0, and so on; and for format
+1.1 (cases_1_1): every extended dtype, shapes that do or do not hold whole blocks (T8a), sizes in
+blocks (T9, T10), feature bit 1 with and without extended dtypes, typed scalars and arrays of every
+allowed dtype and of disallowed ones (read as unknown), lists of every item type, M4 inside lists,
+list depth (M5), the Verifier's nesting bound, and the order of M4 and M5.
 
 Prints one line per case that does not behave as documented and a closing "N passed, N failed" line.
 """
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -73,7 +78,10 @@ class Encoder:
             if obj.fmt:
                 size = struct.calcsize(obj.fmt)
                 align = max(4, size)
-                # Elements at a multiple of their size, or (misalign) 4 bytes off.
+                # Elements at a multiple of their size, or (misalign) 4 bytes off. Byte vectors:
+                # elements at a multiple of 8, or (misalign) at 4 modulo 8.
+                if size == 1:
+                    align = 8
                 self.pad_to(align, (align - 4 + (4 if obj.misalign else 0)) % align)
                 pos = len(self.buf)
                 self.buf += struct.pack(f"<I{len(obj.items)}{obj.fmt}", len(obj.items), *obj.items)
@@ -281,7 +289,7 @@ def cases():
         "MPK_ERR_CORRUPT_HEADER"
     yield "empty shape misaligned is fine", build([tensor("s", f32, V([], "Q", misalign=True), 0, 4)]), OK
     yield "dtype 0 (T4)", build([tensor("a", 0, [4], 0, 16)]), "MPK_ERR_BAD_DTYPE"
-    yield "dtype 14 (T4)", build([tensor("a", 14, [4], 0, 16)]), "MPK_ERR_BAD_DTYPE"
+    yield "dtype 21 (T4)", build([tensor("a", 21, [4], 0, 16)]), "MPK_ERR_BAD_DTYPE"
     yield "encoding 1 (T5)", build([tensor("a", f32, [4], 0, 16, encoding=1)]), "MPK_ERR_UNSUPPORTED_FEATURE"
     yield "encoding 0 written explicitly", build([tensor("a", f32, [4], 0, 16, encoding=0)]), OK
     yield "component 1 of 1 (T11)", build([tensor("a", f32, [4], 0, 16, component=1)]), "MPK_ERR_OUT_OF_BOUNDS"
@@ -403,6 +411,287 @@ def cases():
     yield "trailing bytes ignored", build([tensor("a", f32, [4], 0, 16)]) + b"trailing" * 9, OK
 
 
+# ---- format 1.1 (FORMAT.md §18): extended dtypes, feature bit 1, typed and list metadata --------
+EXT = 1 << 1  # incompatible feature bit 1, "extended-dtypes" (§4.2, §15.4)
+EXT_NAME = [(1, 1, "extended-dtypes")]
+
+
+def ext(tensors, **kw):
+    """A file with feature bit 1 set and named, as §7.2 requires for extended dtypes."""
+    kw.setdefault("incompatible", EXT)
+    kw.setdefault("feature_names", EXT_NAME)
+    return build(tensors, **kw)
+
+
+def typed(dtype, bits=None):
+    f = {}
+    if dtype is not None:
+        f[0] = ("H", dtype)
+    if bits is not None:
+        f[1] = ("Q", bits)
+    return T(f)
+
+
+def typed_array(dtype, data=None, misalign=False):
+    f = {0: ("H", dtype)}
+    if data is not None:
+        f[1] = ref(V(list(data), "B", misalign=misalign))
+    return T(f)
+
+
+def item(tag, value_table):
+    """A ListItem (§6.5): value_type id 0, value id 1."""
+    f = {0: ("B", tag)}
+    if value_table is not None:
+        f[1] = ref(value_table)
+    return T(f)
+
+
+def vlist(items):
+    """A ValueList (§6.5) of (tag, value table) pairs; None for `items` leaves the field absent."""
+    return T({} if items is None else {0: ref(V([item(t, v) for t, v in items]))})
+
+
+def nested(depth, innermost_items):
+    """A list value at depth 1 whose only item is a list at depth 2, ... down to a list at `depth`
+    holding `innermost_items` (at depth + 1)."""
+    v = vlist(innermost_items)
+    for _ in range(depth - 1):
+        v = vlist([(13, v)])
+    return v
+
+
+def int_table(v):
+    return T({0: ("q", v)})
+
+
+def cases_1_1():
+    OK = "MPK_OK"
+    f32 = 2
+    BAD_SHAPE, OVERFLOW, BAD_DTYPE = "MPK_ERR_BAD_SHAPE", "MPK_ERR_OVERFLOW", "MPK_ERR_BAD_DTYPE"
+    q4_0, q8_0, q4_k, q8_k, f4, f6a, f6b, c64, f8 = 32, 36, 40, 43, 19, 17, 18, 20, 14
+
+    # §7.2, §7.3, §7.4: block sizes and shapes that hold whole blocks; rules T8a, T9, T10.
+    yield "every extended dtype, right sizes (§7.2)", ext([
+        tensor(f"d{v:02}", v, shape, 1024 * k, size) for k, (v, shape, size) in enumerate([
+            (14, [5], 5), (15, [2, 3], 6), (16, [1], 1), (17, [4], 3), (18, [2, 6], 9), (19, [3, 2], 3),
+            (20, [3], 24), (32, [64], 36), (33, [1, 32], 20), (34, [2, 32], 44), (35, [32], 24), (36, [3, 32], 102),
+            (37, [32], 36), (38, [256], 84), (39, [256], 110), (40, [2, 512], 576), (41, [256], 176),
+            (42, [256], 210), (43, [256], 292)])]), OK
+    yield "q8_0 innermost 33 (T8a)", ext([tensor("q", q8_0, [2, 33], 0, 68)]), BAD_SHAPE
+    yield "q8_0 innermost 32, 33 rows", ext([tensor("q", q8_0, [33, 32], 0, 33 * 34)]), OK
+    yield "q8_0 element count a multiple of 32, innermost 16 (T8a)", ext([tensor("q", q8_0, [2, 16], 0, 34)]), BAD_SHAPE
+    yield "q4_0 rank 0 (T8a)", ext([tensor("q", q4_0, None, 0, 18)]), BAD_SHAPE
+    yield "q4_0 rank 0, shape vector empty (T8a)", ext([tensor("q", q4_0, [], 0, 18)]), BAD_SHAPE
+    yield "q4_k innermost 128 (T8a)", ext([tensor("q", q4_k, [2, 128], 0, 144)]), BAD_SHAPE
+    yield "q4_k innermost 0: empty", ext([tensor("q", q4_k, [3, 0], 0, 0)]), OK
+    yield "q4_0 outer dimension 0: empty", ext([tensor("q", q4_0, [0, 64], 0, 0)]), OK
+    yield "f4_e2m1 odd element count (T8a)", ext([tensor("f", f4, [3], 0, 2)]), BAD_SHAPE
+    yield "f4_e2m1 odd innermost, even count", ext([tensor("f", f4, [2, 3], 0, 3)]), OK
+    yield "f4_e2m1 scalar: 1 element (T8a)", ext([tensor("f", f4, None, 0, 1)]), BAD_SHAPE
+    yield "f4_e2m1 empty", ext([tensor("f", f4, [0], 0, 0)]), OK
+    yield "f6_e2m3 element count 6 (T8a)", ext([tensor("f", f6a, [6], 0, 6)]), BAD_SHAPE
+    yield "f6_e3m2 element count 6 as [2, 3] (T8a)", ext([tensor("f", f6b, [2, 3], 0, 6)]), BAD_SHAPE
+    yield "f6_e2m3 element count 12 as [3, 2, 2]", ext([tensor("f", f6a, [3, 2, 2], 0, 9)]), OK
+    yield "T8a before T10: q8_0 [33] with size 0", ext([tensor("q", q8_0, [33], 0, 0)]), BAD_SHAPE
+    yield "T8 before T8a: q8_0 count overflow, innermost 33", ext(
+        [tensor("q", q8_0, [1 << 40, 1 << 40, 33], 0, 0)]), OVERFLOW
+    yield "q4_0 size in elements, not blocks (T10)", ext([tensor("q", q4_0, [64], 0, 32)]), BAD_SHAPE
+    yield "q4_0 size of 64 blocks for 2 (T10)", ext([tensor("q", q4_0, [64], 0, 64 * 18)]), BAD_SHAPE
+    yield "q4_0 size 36 for [64]", ext([tensor("q", q4_0, [64], 0, 36)]), OK
+    yield "f4_e2m1 size = count (T10)", ext([tensor("f", f4, [8], 0, 8)]), BAD_SHAPE
+    yield "f6_e3m2 size = count (T10)", ext([tensor("f", f6b, [8], 0, 8)]), BAD_SHAPE
+    yield "c64 size of an f32 (T10)", ext([tensor("c", c64, [3], 0, 12)]), BAD_SHAPE
+    yield "q8_k size + 1 (T10)", ext([tensor("q", q8_k, [256], 0, 293)]), BAD_SHAPE
+    yield "c64 byte size overflow (T9)", ext([tensor("c", c64, [1 << 61], 0, 0)]), OVERFLOW
+    yield "q8_k byte size overflow (T9)", ext([tensor("q", q8_k, [(1 << 64) - 256], 0, 0)]), OVERFLOW
+    # count * 3 would overflow; count / 4 * 3 (the document's order) does not: T10 holds, T13 fails.
+    yield "f6 divides before it multiplies (T9, T13)", ext(
+        [tensor("f", f6a, [(1 << 64) - 4], 0, 3 * ((1 << 62) - 1))], data_size=64), "MPK_ERR_OUT_OF_BOUNDS"
+    yield "q4_0 divides before it multiplies (T9, T13)", ext(
+        [tensor("q", q4_0, [1 << 63], 0, (1 << 58) * 18)], data_size=64), "MPK_ERR_OUT_OF_BOUNDS"
+    yield "dtype 31 (T4)", ext([tensor("a", 31, [4], 0, 4)]), BAD_DTYPE
+    yield "dtype 44 (T4)", ext([tensor("a", 44, [32], 0, 18)]), BAD_DTYPE
+    yield "dtype 65535 (T4)", ext([tensor("a", 65535, [4], 0, 4)]), BAD_DTYPE
+    yield "dtype 21 with bit 1 (T4)", ext([tensor("a", 21, [4], 0, 4)]), BAD_DTYPE
+
+    # §4.2, §7.2: bit 1 is understood; a reader that implements it accepts extended dtypes either way.
+    yield "bit 1 set, ordinary dtypes only", ext([tensor("a", f32, [4], 0, 16)]), OK
+    yield "bit 1 set, no name, no tensors", build([], incompatible=EXT), OK
+    yield "bit 1 set, extended dtype", ext([tensor("q", q8_0, [32], 0, 34), tensor("r", f8, [4], 64, 4)]), OK
+    yield "extended dtype without bit 1 (§7.2)", build([tensor("q", q8_0, [32], 0, 34)]), OK
+    yield "bit 1 named as compatible, set as incompatible", build(
+        [tensor("q", c64, [1], 0, 8)], incompatible=EXT, feature_names=[(1, 0, "not this one")]), OK
+    yield "bit 1 in compatible_features, extended dtype", build(
+        [tensor("q", q4_k, [256], 0, 144)], compatible=EXT), OK
+    yield "bit 0 still refused (H4)", build([], incompatible=1), "MPK_ERR_UNSUPPORTED_FEATURE"
+    yield "bits 0 and 1 (H4)", ext([tensor("q", q8_0, [32], 0, 34)], incompatible=3,
+                                   feature_names=EXT_NAME + [(0, 1, "zstd")]), "MPK_ERR_UNSUPPORTED_FEATURE"
+    yield "bit 2 still refused (H4)", ext([], incompatible=EXT | 4), "MPK_ERR_UNSUPPORTED_FEATURE"
+    yield "bit 1 with encoding 1 (T5)", ext([tensor("q", q8_0, [32], 0, 34, encoding=1)]), \
+        "MPK_ERR_UNSUPPORTED_FEATURE"
+
+    # §6.5, §9.1: typed scalars (tag 11). Value in the low `dtype size` bytes; the rest ignored.
+    scalars = [(1, 0x400921FB54442D18), (2, 0x3FC00000), (3, 0x3C00), (4, 0x3FC0), (5, (1 << 64) - 5),
+               (6, 0x80000000), (7, 0xFFFF), (8, 0x80), (9, (1 << 64) - 1), (10, 0xFFFFFFFF), (11, 0xABCD),
+               (12, 0xFE), (13, 1)]
+    for dt, bits in scalars:
+        yield f"typed scalar {read_mpk.DTYPES[dt][0]} (§9.1)", build([], metadata=[meta("k", 11, typed(dt, bits))]), OK
+    yield "typed scalars with junk above the value", build([], metadata=sorted([
+        meta("u8", 11, typed(12, 0xFFFFFFFFFFFFFF07)), meta("i16", 11, typed(7, 0x12348000)),
+        meta("f32", 11, typed(2, 0xDEADBEEF3F800000)), meta("f16", 11, typed(3, 0xFFFF0000FFFFC000)),
+        meta("bf16", 11, typed(4, 0x11110000BF80)), meta("bool", 11, typed(13, 0xFF02)),
+        meta("bool0", 11, typed(13, 0xFF00))], key=lambda m: m.fields[0][1].data)), OK
+    yield "typed scalars: NaN, infinities, -0", build([], metadata=sorted([
+        meta("f64nan", 11, typed(1, 0x7FF8000000000001)), meta("f32inf", 11, typed(2, 0xFF800000)),
+        meta("f16nan", 11, typed(3, 0x7E00)), meta("bf16inf", 11, typed(4, 0x7F80)),
+        meta("negzero", 11, typed(1, 1 << 63)), meta("f16sub", 11, typed(3, 0x0001))],
+        key=lambda m: m.fields[0][1].data)), OK
+    yield "typed scalar, bits absent = 0", build([], metadata=[meta("k", 11, typed(10))]), OK
+    yield "typed scalar, dtype absent (INVALID): unknown", build([], metadata=[meta("k", 11, typed(None, 7))]), OK
+    yield "typed scalar, empty table: unknown", build([], metadata=[meta("k", 11, T({}))]), OK
+    for dt in (0, 14, 20, 32, 36, 43, 21, 999):
+        yield f"typed scalar dtype {dt}: unknown (§9.1)", build([], metadata=[meta("k", 11, typed(dt, 1))]), OK
+    yield "typed scalar without value: unknown", build([], metadata=[meta("k", 11, None)]), OK
+
+    # typed arrays (tag 12): whole elements only, no alignment required.
+    arrays = [(1, struct.pack("<2d", 1.5, -2.25)), (2, struct.pack("<3f", 0.1, 1e30, -0.0)),
+              (3, struct.pack("<2H", 0x3555, 0xFC00)), (4, struct.pack("<2H", 0x4049, 0x0001)),
+              (5, struct.pack("<2q", -(1 << 63), 7)), (6, struct.pack("<i", -1)), (7, struct.pack("<3h", 1, -2, 3)),
+              (8, bytes([0x7F, 0x80, 0xFF])), (9, struct.pack("<Q", (1 << 64) - 1)),
+              (10, struct.pack("<2I", 1, 1 << 31)),
+              (11, struct.pack("<H", 65535)), (12, bytes(range(0, 250, 50))), (13, bytes([0, 1, 2, 255]))]
+    for dt, data in arrays:
+        yield f"typed array {read_mpk.DTYPES[dt][0]} (§9.1)", build(
+            [], metadata=[meta("k", 12, typed_array(dt, data))]), OK
+    yield "typed array u64 data at 4 mod 8 (§9.1: not required)", build(
+        [], metadata=[meta("k", 12, typed_array(9, struct.pack("<2Q", 1, 2), misalign=True))]), OK
+    yield "typed array f64 data at 4 mod 8", build(
+        [], metadata=[meta("k", 12, typed_array(1, struct.pack("<d", 0.5), misalign=True))]), OK
+    yield "typed array, empty data", build([], metadata=[meta("k", 12, typed_array(2, b""))]), OK
+    yield "typed array, data absent", build([], metadata=[meta("k", 12, typed_array(6))]), OK
+    yield "typed array u32 with 6 bytes: unknown (§9.1)", build(
+        [], metadata=[meta("k", 12, typed_array(10, bytes(6)))]), OK
+    yield "typed array f64 with 7 bytes: unknown", build([], metadata=[meta("k", 12, typed_array(1, bytes(7)))]), OK
+    yield "typed array f16 with 1 byte: unknown", build([], metadata=[meta("k", 12, typed_array(3, b"\x01"))]), OK
+    for dt in (0, 19, 36):
+        yield f"typed array dtype {dt}: unknown", build([], metadata=[meta("k", 12, typed_array(dt, bytes(36)))]), OK
+    yield "typed array, dtype absent: unknown", build([], metadata=[meta("k", 12, T({1: ref(V([1, 2], "B"))}))]), OK
+
+    # lists (tag 13): any items, unknown ones included; depth rule M5; M4 inside lists.
+    mixed = vlist([
+        (1, T({0: ref(S("s"))})), (2, int_table(-3)), (3, T({0: ("d", 2.5)})), (4, T({0: ("B", 1)})),
+        (5, T({0: ref(V([0xAB], "B"))})), (6, T({0: ref(V([S("x"), S("")]))})),
+        (7, T({0: ref(V([1, -1], "q"))})), (8, T({0: ref(V([0.25], "d"))})), (9, T({0: ref(V([0, 3], "B"))})),
+        (10, T({0: ref(V([T({0: ref(V([1, 2], "B"))})]))})), (11, typed(11, 300)),
+        (12, typed_array(7, struct.pack("<2h", -1, 2))), (13, vlist([(2, int_table(1)), (13, vlist([]))])),
+        (13, vlist([])), (13, vlist(None)), (0, None), (0, int_table(5)), (99, S("future")), (200, None),
+        (2, None), (11, typed(36, 1)), (12, typed_array(2, bytes(3)))])
+    yield "list of every item type, unknown items included (§9.1)", build([], metadata=[meta("k", 13, mixed)]), OK
+    yield "empty list", build([], metadata=[meta("k", 13, vlist([]))]), OK
+    yield "list, items absent", build([], metadata=[meta("k", 13, vlist(None))]), OK
+    yield "list without value: unknown", build([], metadata=[meta("k", 13, None)]), OK
+    yield "list of lists of typed values", build([], metadata=[meta("k", 13, vlist(
+        [(13, vlist([(11, typed(2, 0x40490FDB)), (12, typed_array(12, b"\x01\x02"))])),
+         (13, vlist([(13, vlist([]))]))]))]), OK
+    leaf = [(2, int_table(16))]
+    # Lists at depths 1..6 (Header > MetaEntry > ValueList > ListItem > ... stays within the 16 nested
+    # tables of §5.2 rule 9), M4 inside them, and the order of M4 and M5.
+    yield "items at depth 7 (16 nested tables)", build([], metadata=[meta("k", 13, nested(6, leaf))]), OK
+    yield "empty list at depth 7", build([], metadata=[meta("k", 13, nested(7, []))]), OK
+    yield "items at depth 6 in component metadata", build([], components=(
+        component("w", "weights", [meta("k", 13, nested(5, leaf))]),)), OK
+    yield "lists nested 40 deep: more than 16 nested tables (§5.2 rule 9)", build(
+        [], metadata=[meta("k", 13, nested(40, []))]), "MPK_ERR_CORRUPT_HEADER"
+    def mis(tag):  # a misaligned non-empty Int64Array (7) or Float64Array (8) item
+        return tag, T({0: ref(V([1] if tag == 7 else [1.0], "q" if tag == 7 else "d", misalign=True))})
+    yield "misaligned int64 array inside a list (M4)", build(
+        [], metadata=[meta("k", 13, vlist([(2, int_table(1)), mis(7)]))]), "MPK_ERR_CORRUPT_HEADER"
+    yield "misaligned float64 array at depth 5 (M4)", build(
+        [], metadata=[meta("k", 13, nested(4, [mis(8)]))]), "MPK_ERR_CORRUPT_HEADER"
+    yield "misaligned int64 array inside a component's list (C4/M4)", build([], components=(
+        component("w", "weights", [meta("k", 13, vlist([mis(7)]))]),)), "MPK_ERR_CORRUPT_HEADER"
+    yield "empty misaligned int64 array inside a list", build(
+        [], metadata=[meta("k", 13, vlist([(7, T({0: ref(V([], "q", misalign=True))}))]))]), OK
+    yield "misaligned array under an unknown item tag", build(
+        [], metadata=[meta("k", 13, vlist([(42, T({0: ref(V([1], "q", misalign=True))}))]))]), OK
+    yield "M4 of an item before M4 of a later, deeper item", build([], metadata=[meta("k", 13, vlist(
+        [(13, nested(3, [(2, int_table(1))])), mis(8), (13, nested(2, [mis(7)]))]))]), "MPK_ERR_CORRUPT_HEADER"
+    yield "M4 of an entry's list before M1 of the next entry", build([], metadata=[
+        meta("a", 13, vlist([mis(7)])), meta("b\x00", 2, int_table(1))]), "MPK_ERR_CORRUPT_HEADER"
+    yield "M1 of an entry before M4 of its list", build([], metadata=[
+        meta("a\x00", 13, vlist([mis(7)]))]), "MPK_ERR_BAD_NAME"
+
+    # Rule M5 at depth 16 (up to 35 nested tables, within the 64 of §5.2 rule 9).
+    yield "items at depth 16 (M5)", build([], metadata=[meta("k", 13, nested(15, leaf))]), OK
+    yield "lists at depth 16 holding items at depth 17 (M5)", build(
+        [], metadata=[meta("k", 13, nested(16, leaf))]), "MPK_ERR_LIMIT"
+    yield "empty list at depth 16 (M5)", build([], metadata=[meta("k", 13, nested(16, []))]), OK
+    yield "list at depth 16, items absent", build([], metadata=[meta("k", 13, nested(16, None))]), OK
+    yield "list at depth 16 holding a NONE item (M5)", build(
+        [], metadata=[meta("k", 13, nested(16, [(0, None)]))]), "MPK_ERR_LIMIT"
+    yield "list at depth 16 holding an unknown item (M5)", build(
+        [], metadata=[meta("k", 13, nested(16, [(77, S("x"))]))]), "MPK_ERR_LIMIT"
+    yield "list at depth 16 holding an empty list (M5)", build(
+        [], metadata=[meta("k", 13, nested(16, [(13, vlist([]))]))]), "MPK_ERR_LIMIT"
+    yield "list at depth 17 (M5)", build([], metadata=[meta("k", 13, nested(17, []))]), "MPK_ERR_LIMIT"
+    yield "lists at depth 16 in component metadata (C4/M5)", build([], components=(
+        component("w", "weights", [meta("k", 13, nested(16, leaf))]),)), "MPK_ERR_LIMIT"
+    yield "items at depth 16 in component metadata", build([], components=(
+        component("w", "weights", [meta("k", 13, nested(15, leaf))]),)), OK
+    yield "many lists at depth 16, all empty", build([], metadata=[meta("k", 13, nested(
+        15, [(13, vlist([])), (13, vlist([])), (13, vlist(None)), (11, typed(12, 1))]))]), OK
+    yield "bytes array at depth 16", build([], components=(component("w", "weights", [meta("k", 13, nested(
+        15, [(10, T({0: ref(V([T({0: ref(V([1], "B"))})]))}))]))]),)), OK
+    yield "misaligned int64 array at depth 16 (M4)", build(
+        [], metadata=[meta("k", 13, nested(15, [(2, int_table(0)), mis(7)]))]), "MPK_ERR_CORRUPT_HEADER"
+    yield "M4 of an item before M5 of the next (M5)", build([], metadata=[meta("k", 13, vlist(
+        [mis(7), (13, nested(16, leaf))]))]), "MPK_ERR_CORRUPT_HEADER"
+    yield "M5 of an item before M4 of the next (M5)", build([], metadata=[meta("k", 13, vlist(
+        [(13, nested(16, leaf)), mis(8)]))]), "MPK_ERR_LIMIT"
+    yield "a list's M5 before its items' M4", build([], metadata=[meta("k", 13, nested(16, [mis(7)]))]), \
+        "MPK_ERR_LIMIT"
+    yield "M5 of an entry before M1 of the next", build([], metadata=[
+        meta("a", 13, nested(16, leaf)), meta("b\x00", 2, int_table(1))]), "MPK_ERR_LIMIT"
+    yield "M3 of an entry before its M5", build([], metadata=[
+        meta("b", 2, int_table(1)), meta("a", 13, nested(16, leaf))]), "MPK_ERR_UNSORTED"
+    yield "metadata M5 before tensors", build([tensor("a", 0, [1], 0, 4)], metadata=[
+        meta("k", 13, nested(17, []))]), "MPK_ERR_LIMIT"
+    # The Verifier's nesting bound (§5.2 rule 9: more than 64 nested tables, the root at 1) comes first:
+    # a list at depth d is at table depth 2d + 1, 2d + 2 in component metadata.
+    byts = lambda: (10, T({0: ref(V([T({0: ref(V([1], "B"))})]))}))  # noqa: E731  BytesArray > BytesValue
+    in_comp = lambda v: build([], components=(component("w", "weights", [meta("k", 13, v)]),))  # noqa: E731
+    yield "empty list at depth 31: 63 nested tables, then M5", build(
+        [], metadata=[meta("k", 13, nested(31, []))]), "MPK_ERR_LIMIT"
+    yield "list at depth 31 holding a NONE item: 64 nested tables, then M5", build(
+        [], metadata=[meta("k", 13, nested(31, [(0, None)]))]), "MPK_ERR_LIMIT"
+    yield "list at depth 31 holding an int64: 65 nested tables (§5.2 rule 9)", build(
+        [], metadata=[meta("k", 13, nested(31, leaf))]), "MPK_ERR_CORRUPT_HEADER"
+    yield "empty list at depth 32: 65 nested tables (§5.2 rule 9)", build(
+        [], metadata=[meta("k", 13, nested(32, []))]), "MPK_ERR_CORRUPT_HEADER"
+    yield "bytes array at depth 31: 64 nested tables, then M5", build(
+        [], metadata=[meta("k", 13, nested(30, [byts()]))]), "MPK_ERR_LIMIT"
+    yield "component: empty list at depth 31: 64 nested tables, then M5", in_comp(nested(31, [])), "MPK_ERR_LIMIT"
+    yield "component: list at depth 31 holding a NONE item: 65 nested tables", in_comp(
+        nested(31, [(0, None)])), "MPK_ERR_CORRUPT_HEADER"
+    yield "component: bytes array at depth 31: 65 nested tables", in_comp(nested(30, [byts()])), \
+        "MPK_ERR_CORRUPT_HEADER"
+    yield "list item value out of the header (§5.2 rule 4)", build(
+        [], metadata=[meta("k", 13, T({0: ref(V([T({0: ("B", 2), 1: ("ref", 0x7FFF0000)})]))}))]), \
+        "MPK_ERR_CORRUPT_HEADER"
+    yield "unknown list item, value out of the header (§5.2 rule 4)", build(
+        [], metadata=[meta("k", 13, T({0: ref(V([T({0: ("B", 99), 1: ("ref", 0x7FFF0000)})]))}))]), \
+        "MPK_ERR_CORRUPT_HEADER"
+    yield "typed array data out of the header (§5.2 rule 4)", build(
+        [], metadata=[meta("k", 12, T({0: ("H", 12), 1: ("ref", 0x7FFF0000)}))]), "MPK_ERR_CORRUPT_HEADER"
+    yield "typed array of a disallowed dtype, data out of the header", build(
+        [], metadata=[meta("k", 12, T({0: ("H", 14), 1: ("ref", 0x7FFF0000)}))]), "MPK_ERR_CORRUPT_HEADER"
+    yield "extended dtypes and every 1.1 metadata type together", ext(
+        [tensor("f", f4, [4], 64, 2), tensor("q", q4_0, [2, 32], 0, 36)], metadata=[
+            meta("l", 13, mixed), meta("t", 11, typed(10, 32)), meta("ta", 12, typed_array(2, struct.pack("<f", 1.0)))],
+        components=(component("weights", "weights", [meta("c", 13, nested(5, leaf))]),)), OK
+
+
 def build_with_ident(ident):
     f = bytearray(build([tensor("a", 2, [4], 0, 16)]))
     h_off = struct.unpack_from("<Q", f, 32)[0]
@@ -423,7 +712,7 @@ def main():
     args = ap.parse_args()
     passed = failed = 0
     with tempfile.TemporaryDirectory(prefix="mpk-craft-") as tmp:
-        for label, data, want in cases():
+        for label, data, want in itertools.chain(cases(), cases_1_1()):
             name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", label).strip("_") + ".mpk"
             path = os.path.join(args.keep or tmp, name)
             if args.keep:

@@ -7,7 +7,8 @@ Usage: differential.py FILE MPK [--max-header-mutations N] [--keep DIR]
 Variants: truncations; damaged magics; every preamble byte flipped; preamble fields set to edge
 values with the preamble checksum recomputed ("re-signed"); header bytes flipped, re-signed so that
 the damage reaches the FlatBuffers Verifier and the semantic rules of FORMAT.md section 12; tensor
-and padding bytes flipped; trailing bytes. For each variant the status of `read_mpk.py --verify full`
+dtypes and metadata union tags (top level and inside lists) rewritten with other values, re-signed;
+tensor and padding bytes flipped; trailing bytes. For each variant the status of `read_mpk.py --verify full`
 must equal the status of `mpk verify` (which opens with header verification, then hashes every
 tensor), and when both accept the file, `mpk inspect --json` must equal read_mpk's summary.
 
@@ -47,6 +48,43 @@ def set_field(orig, off, fmt, value, header=False):
     b = bytearray(orig)
     struct.pack_into("<" + fmt, b, off, value & ((1 << (8 * struct.calcsize(fmt))) - 1))
     return resign(b, header)
+
+
+def header_fields(f):
+    """File offsets of the tensors' dtype fields and of the metadata union tags (MetaEntry.value_type,
+    and ListItem.value_type inside lists, FORMAT.md §6.4, §6.5), found with read_mpk's parser. Only
+    fields present in the file are listed (the reference writer writes every non-default one)."""
+    h_off, h_size = struct.unpack_from("<QQ", f, 32)
+    fb = read_mpk.FB(f[h_off:h_off + h_size])
+
+    def table(pos):
+        t = fb.table(pos)
+        fb.end_table()
+        return t
+
+    dtypes, tags = [], []
+
+    def union(t, tag_id, value_id):
+        e = t.entry(tag_id)
+        if not e:
+            return
+        tags.append(h_off + t.pos + e)
+        vpos = t.ref(value_id)
+        if f[h_off + t.pos + e] == 13 and vpos is not None:  # a list: its items
+            for p in fb.elements(table(vpos).ref(0)):
+                union(table(p), 0, 1)
+
+    h = table(fb.u32(0))
+    for p in fb.elements(h.ref(3)):
+        e = table(p).entry(1)
+        if e:
+            dtypes.append(h_off + p + e)
+    for p in fb.elements(h.ref(5)):
+        for q in fb.elements(table(p).ref(2)):
+            union(table(q), 1, 2)
+    for p in fb.elements(h.ref(6)):
+        union(table(p), 1, 2)
+    return dtypes, tags
 
 
 def mutations(orig, max_header):
@@ -89,6 +127,8 @@ def mutations(orig, max_header):
     for bit in (0, 1, 2, 5, 63):
         yield f"incompatible bit {bit}", set_field(f, 16, "Q", 1 << bit)
     yield "incompatible bits 0+3", set_field(f, 16, "Q", 9)
+    yield "incompatible bits 0+1", set_field(f, 16, "Q", 3)
+    yield "incompatible bits 1+2", set_field(f, 16, "Q", 6)
     yield "compatible bit 3", set_field(f, 24, "Q", 1 << 3)
     yield "compatible all", set_field(f, 24, "Q", U64)
     yield "reserved bytes set", bytes(resign(bytearray(f[:72] + b"\xAA" * 16 + f[88:]), False))
@@ -125,6 +165,21 @@ def mutations(orig, max_header):
         m = masks[(i * 7 + 3) % len(masks)]
         b[h_off + i] ^= m
         yield f"header byte {i} ^ {m:#04x}", bytes(resign(b))
+
+    # Fields rewritten with every value that matters, re-signed: tensor dtypes (T4, T8a-T10 with the
+    # extended dtypes of format 1.1) and metadata union tags, at the top and inside lists (a value
+    # table verified as another type, typed values, unknown tags).
+    dtypes, tags = header_fields(f)
+    every = list(range(0, 46)) + [255, 256, 65535]
+    some = [0, 4, 13, 14, 17, 19, 20, 21, 31, 32, 36, 38, 43, 44]
+    for k, pos in enumerate(dtypes):
+        for v in (every if k < 3 else some):
+            if v != struct.unpack_from("<H", f, pos)[0]:
+                yield f"tensor {k} dtype {v}", bytes(set_field(f, pos, "H", v, header=True))
+    for k, pos in enumerate(tags):
+        for v in list(range(0, 15)) + [255]:
+            if v != f[pos]:
+                yield f"metadata tag {k} = {v}", bytes(set_field(f, pos, "B", v, header=True))
 
     # Data bytes: inside tensors (X1) and in padding (ignored).
     if d_size:

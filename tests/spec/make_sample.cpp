@@ -7,10 +7,13 @@
 //   NAME.lib.json  what the library reports after opening it with Verify::Full, in the shape of
 //                  `mpk inspect --json` (the keys read_mpk.py prints too).
 // Samples: every dtype incl. a scalar and empty tensors, metadata of every type, two components,
-// alignments 64, 4096 and 1, a streamed tensor, UTF-8 names, and a file with no tensors at all.
+// alignments 64, 4096 and 1, a streamed tensor, UTF-8 names, a file with no tensors at all, and a
+// format 1.1 file (extended dtypes, typed and list metadata).
 #include <modelpack/modelpack.hpp>
 
+#include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <filesystem>
 #include <cinttypes>
 #include <cstdio>
@@ -39,14 +42,16 @@ std::vector<std::byte> bools(size_t n, uint32_t seed) {
   return out;
 }
 
-size_t numel(const std::vector<uint64_t> &shape) {
-  size_t n = 1;
-  for (uint64_t d : shape) n *= size_t(d);
-  return n;
-}
-
 // (mpk::Status::to_string is not exported from the shared library, so the name is built here.)
 std::string text(const mpk::Status &s) { return std::string(mpk_status_name(s.code())) + ": " + s.message(); }
+
+// Writer options: the alignment, no fsync (the samples are scratch files).
+mpk::WriterOptions options(uint32_t alignment) {
+  mpk::WriterOptions o;
+  o.alignment = alignment;
+  o.fsync = false;
+  return o;
+}
 
 bool check(const mpk::Status &s, const char *what) {
   if (!s.ok()) std::fprintf(stderr, "make_sample: %s: %s\n", what, text(s).c_str());
@@ -55,7 +60,9 @@ bool check(const mpk::Status &s, const char *what) {
 
 bool add(mpk::Writer &w, const std::string &name, mpk::DType dt, std::vector<uint64_t> shape,
          uint32_t seed, std::string_view component = {}) {
-  size_t n = numel(shape) * mpk::dtype_size(dt);
+  auto nbytes = mpk::dtype_nbytes(dt, shape);  // blocks for the extended dtypes (FORMAT.md 7.4)
+  if (!check(nbytes.status(), name.c_str())) return false;
+  size_t n = size_t(*nbytes);
   auto bytes = dt == MPK_DTYPE_BOOL ? bools(n, seed) : pattern(n, seed);
   return check(w.add_tensor(name, dt, shape, bytes, component), name.c_str());
 }
@@ -80,6 +87,7 @@ std::string json_string(std::string_view s) {
 }
 
 std::string json_double(double v) {
+  if (!std::isfinite(v)) return "null";  // as `mpk inspect --json`: JSON has no NaN or infinities
   char buf[64];
   auto r = std::to_chars(buf, buf + sizeof buf, v);
   return std::string(buf, r.ptr);
@@ -108,6 +116,29 @@ std::string json_list(size_t n, F f) {
   return s + "]";
 }
 
+// One element of a typed value (format 1.1), its little-endian bytes in the low bytes of `bits`:
+// integers exact, floats widened to double (NaN and infinities: null), bool as true/false.
+std::string typed_json(mpk::DType d, uint64_t bits) {
+  switch (d) {
+    case MPK_DTYPE_U8: case MPK_DTYPE_U16: case MPK_DTYPE_U32: case MPK_DTYPE_U64: return std::to_string(bits);
+    case MPK_DTYPE_I8: return std::to_string(int8_t(bits));
+    case MPK_DTYPE_I16: return std::to_string(int16_t(bits));
+    case MPK_DTYPE_I32: return std::to_string(int32_t(bits));
+    case MPK_DTYPE_I64: return std::to_string(int64_t(bits));
+    case MPK_DTYPE_BOOL: return (bits & 0xff) ? "true" : "false";
+    default: {
+      auto f = mpk::MetaValue::typed_to_double(mpk::TypedScalar{d, bits});
+      return f ? json_double(*f) : "\"<not a float>\"";
+    }
+  }
+}
+
+std::string typed_json(mpk::DType d, std::span<const std::byte> elem) {
+  uint64_t bits = 0;
+  std::memcpy(&bits, elem.data(), std::min(elem.size(), sizeof bits));  // little-endian hosts
+  return typed_json(d, bits);
+}
+
 std::pair<std::string, std::string> meta_json(const mpk::MetaValue &v) {
   switch (v.type()) {
     case MPK_META_STRING: return {"string", json_string(*v.as_string())};
@@ -131,6 +162,25 @@ std::pair<std::string, std::string> meta_json(const mpk::MetaValue &v) {
     }
     case MPK_META_BYTES_ARRAY:
       return {"bytes[]", json_list(v.array_length(), [&](size_t i) { return json_string(hex(*v.bytes_item(i))); })};
+    case MPK_META_TYPED: {  // {"dtype": "u32", "value": 7}
+      auto t = *v.as_typed_scalar();
+      return {"typed", "{\"dtype\": " + json_string(mpk::dtype_name(t.dtype)) + ", \"value\": " +
+                           typed_json(t.dtype, t.bits) + "}"};
+    }
+    case MPK_META_TYPED_ARRAY: {  // {"dtype": "f32", "values": [...]}
+      auto a = *v.as_typed_array();
+      size_t size = mpk::dtype_size(a.dtype);
+      return {"typed[]", "{\"dtype\": " + json_string(mpk::dtype_name(a.dtype)) + ", \"values\": " +
+                             json_list(a.size(), [&](size_t i) {
+                               return typed_json(a.dtype, a.data.subspan(i * size, size));
+                             }) +
+                             "}"};
+    }
+    case MPK_META_LIST:  // [{"type": ..., "value": ...}, ...]
+      return {"list", json_list(v.array_length(), [&](size_t i) {
+                auto [type, value] = meta_json(*v.list_item(i));
+                return "{\"type\": " + json_string(type) + ", \"value\": " + value + "}";
+              })};
     default: return {"unknown", "null"};
   }
 }
@@ -195,7 +245,7 @@ bool dump(const std::string &path, const std::string &json_path) {
 // Every dtype, a scalar, empty tensors, a streamed tensor, UTF-8 names, every metadata type, two
 // components (the second, "weights", created implicitly), alignment 64.
 bool sample_dtypes(const std::string &path) {
-  auto w = mpk::Writer::create(path, {64, false});
+  auto w = mpk::Writer::create(path, options(64));
   if (!check(w.status(), "create")) return false;
   bool ok = check(w->add_component("tokenizer", "tokenizer"), "component");
   // Added out of name order, so that data_order is not the identity.
@@ -249,9 +299,93 @@ bool sample_dtypes(const std::string &path) {
   return ok && check(w->commit(), "commit");
 }
 
+// Format 1.1: a tensor of every extended dtype (narrow floats, c64, ggml blocks; the writer sets
+// incompatible feature bit 1), a streamed q8_0 tensor, an empty q4_k tensor, and metadata of the
+// types 11-13: typed scalars of every allowed dtype, typed arrays, lists (mixed, nested, empty).
+bool sample_extended(const std::string &path) {
+  auto w = mpk::Writer::create(path, options(64));
+  if (!check(w.status(), "create")) return false;
+  bool ok = add(*w, "f8.e4m3", MPK_DTYPE_F8_E4M3, {4, 5}, 51);
+  ok = ok && add(*w, "f8.e5m2", MPK_DTYPE_F8_E5M2, {7}, 52);
+  ok = ok && add(*w, "f8.e8m0", MPK_DTYPE_F8_E8M0, {3}, 53);
+  ok = ok && add(*w, "f6.e2m3", MPK_DTYPE_F6_E2M3, {2, 6}, 54);   // 12 elements: 3 blocks of 4, 9 bytes
+  ok = ok && add(*w, "f6.e3m2", MPK_DTYPE_F6_E3M2, {8}, 55);
+  ok = ok && add(*w, "f4.e2m1", MPK_DTYPE_F4_E2M1, {3, 2}, 56);   // odd innermost, even count
+  ok = ok && add(*w, "c64", MPK_DTYPE_C64, {2, 2}, 57);
+  ok = ok && add(*w, "q.4_0", MPK_DTYPE_Q4_0, {2, 64}, 58);
+  ok = ok && add(*w, "q.4_1", MPK_DTYPE_Q4_1, {32}, 59);
+  ok = ok && add(*w, "q.5_0", MPK_DTYPE_Q5_0, {1, 32}, 60);
+  ok = ok && add(*w, "q.5_1", MPK_DTYPE_Q5_1, {3, 32}, 61);
+  ok = ok && add(*w, "q.8_1", MPK_DTYPE_Q8_1, {32}, 62);
+  ok = ok && add(*w, "k.2", MPK_DTYPE_Q2_K, {256}, 63);
+  ok = ok && add(*w, "k.3", MPK_DTYPE_Q3_K, {1, 256}, 64);
+  ok = ok && add(*w, "k.4", MPK_DTYPE_Q4_K, {2, 512}, 65);
+  ok = ok && add(*w, "k.4.empty", MPK_DTYPE_Q4_K, {0, 256}, 66);
+  ok = ok && add(*w, "k.5", MPK_DTYPE_Q5_K, {256}, 67);
+  ok = ok && add(*w, "k.6", MPK_DTYPE_Q6_K, {2, 256}, 68);
+  ok = ok && add(*w, "k.8", MPK_DTYPE_Q8_K, {256}, 69);
+  ok = ok && add(*w, "plain.f32", MPK_DTYPE_F32, {3}, 70);
+  if (!ok) return false;
+  // q8_0, [5, 64]: 10 blocks of 34 bytes, streamed in pieces that do not follow the blocks.
+  auto q8 = pattern(10 * 34, 71);
+  ok = check(w->begin_tensor("q.8_0", MPK_DTYPE_Q8_0, std::vector<uint64_t>{5, 64}), "begin");
+  for (size_t done = 0, step = 5; ok && done < q8.size(); done += step, step = step * 2 + 3)
+    ok = check(w->write(std::span(q8).subspan(done, std::min(step, q8.size() - done))), "write");
+  ok = ok && check(w->end_tensor(), "end");
+
+  using mpk::TypedScalar;
+  auto le = [](auto... v) {  // little-endian bytes of the values (little-endian hosts only)
+    mpk::Bytes b;
+    auto put = [&](auto x) {
+      const auto *p = reinterpret_cast<const std::byte *>(&x);
+      b.insert(b.end(), p, p + sizeof x);
+    };
+    (put(v), ...);
+    return b;
+  };
+  auto meta = [&](const char *key, mpk::MetaInput v) { ok = ok && check(w->set_metadata(key, std::move(v)), key); };
+  meta("t.u8", TypedScalar::of(uint8_t(200)));
+  meta("t.u16", TypedScalar::of(uint16_t(65535)));
+  meta("general.alignment", TypedScalar::of(uint32_t(32)));  // as GGUF stores it: a u32
+  meta("t.u64", TypedScalar::of(UINT64_MAX));
+  meta("t.i8", TypedScalar::of(int8_t(-128)));
+  meta("t.i16", TypedScalar::of(int16_t(-2)));
+  meta("t.i32", TypedScalar::of(int32_t(INT32_MIN)));
+  meta("t.i64", TypedScalar::of(INT64_MIN));
+  meta("t.f32", TypedScalar::of(0.1f));
+  meta("t.f64", TypedScalar::of(-2.5e-300));
+  meta("t.f16", TypedScalar{MPK_DTYPE_F16, 0x3555});   // 0.333251953125
+  meta("t.bf16", TypedScalar{MPK_DTYPE_BF16, 0xC049});  // -3.140625
+  meta("t.bool", TypedScalar::of(true));
+  meta("t.bool.f", TypedScalar::of(false));
+  meta("ta.f32", mpk::TypedArray{MPK_DTYPE_F32, le(1.5f, -0.0f, 3.0e38f)});
+  meta("ta.u8", mpk::TypedArray{MPK_DTYPE_U8, le(uint8_t(0), uint8_t(255), uint8_t(7))});
+  meta("ta.i16", mpk::TypedArray{MPK_DTYPE_I16, le(int16_t(-32768), int16_t(1))});
+  meta("ta.u64", mpk::TypedArray{MPK_DTYPE_U64, le(uint64_t(1), UINT64_MAX)});
+  meta("ta.f16", mpk::TypedArray{MPK_DTYPE_F16, le(uint16_t(0x3C00), uint16_t(0x0001), uint16_t(0xC000))});
+  meta("ta.bool", mpk::TypedArray{MPK_DTYPE_BOOL, le(uint8_t(1), uint8_t(0))});
+  meta("ta.empty", mpk::TypedArray{MPK_DTYPE_U32, {}});
+  mpk::Bytes blob = {std::byte(0xde), std::byte(0xad)};
+  meta("list.mixed", mpk::MetaList{{std::string("tok"), int64_t(-1), 0.5, true, blob,
+                                    std::vector<std::string>{"a", "b"}, std::vector<int64_t>{1, 2},
+                                    std::vector<double>{0.25}, std::vector<bool>{false, true},
+                                    std::vector<mpk::Bytes>{blob, {}}, TypedScalar::of(uint32_t(7)),
+                                    mpk::TypedArray{MPK_DTYPE_I32, le(int32_t(-5), int32_t(5))},
+                                    mpk::MetaList{{int64_t(2), mpk::MetaList{}}}, mpk::MetaList{}}});
+  meta("list.empty", mpk::MetaList{});
+  // As deep as FORMAT.md 9.1 (rule M5) allows: the innermost list is at depth 15, its items at
+  // depth 16 (an 8-aligned int64 array, a bytes array, a typed number and an empty list).
+  mpk::MetaList nested{{std::vector<int64_t>{7, 8}, std::vector<mpk::Bytes>{blob}, TypedScalar::of(int16_t(7)),
+                        mpk::MetaList{}}};
+  for (int depth = 15; depth > 1; --depth) nested = mpk::MetaList{{int64_t(depth), nested}};
+  meta("list.nested", nested);
+  meta("list.of.lists", mpk::MetaList{{mpk::MetaList{}, mpk::MetaList{{mpk::MetaList{}}}, mpk::MetaList{}}});
+  return ok && check(w->commit(), "commit");
+}
+
 // Page alignment, two explicit components, a tensor larger than a page, an empty tensor last.
 bool sample_page(const std::string &path) {
-  auto w = mpk::Writer::create(path, {4096, false});
+  auto w = mpk::Writer::create(path, options(4096));
   if (!check(w.status(), "create")) return false;
   bool ok = check(w->add_component("weights", "weights"), "component");
   ok = ok && check(w->add_component("adapter", "lora"), "component");
@@ -267,7 +401,7 @@ bool sample_page(const std::string &path) {
 
 // Alignment 1: odd sizes back to back; the header is still padded to a multiple of 8.
 bool sample_tight(const std::string &path) {
-  auto w = mpk::Writer::create(path, {1, false});
+  auto w = mpk::Writer::create(path, options(1));
   if (!check(w.status(), "create")) return false;
   bool ok = add(*w, "a", MPK_DTYPE_U8, {3}, 41);
   ok = ok && add(*w, "b", MPK_DTYPE_I16, {5}, 42);
@@ -278,7 +412,7 @@ bool sample_tight(const std::string &path) {
 
 // The worked example of docs/FORMAT.md: one f32 tensor "w" = [1.0, 2.0], alignment 8.
 bool sample_tiny(const std::string &path) {
-  auto w = mpk::Writer::create(path, {8, false});
+  auto w = mpk::Writer::create(path, options(8));
   if (!check(w.status(), "create")) return false;
   const float v[2] = {1.0f, 2.0f};
   bool ok = check(w->add<float>("w", std::vector<uint64_t>{2}, std::span<const float>(v, 2)), "w");
@@ -287,7 +421,7 @@ bool sample_tiny(const std::string &path) {
 
 // No tensors, no components, no metadata.
 bool sample_nothing(const std::string &path) {
-  auto w = mpk::Writer::create(path, {64, false});
+  auto w = mpk::Writer::create(path, options(64));
   if (!check(w.status(), "create")) return false;
   return check(w->commit(), "commit");
 }
@@ -312,7 +446,7 @@ int main(int argc, char **argv) {
   };
   const Sample samples[] = {
       {"dtypes_a64", sample_dtypes}, {"page_a4096", sample_page}, {"tight_a1", sample_tight},
-      {"tiny", sample_tiny},         {"nothing", sample_nothing}};
+      {"tiny", sample_tiny},         {"nothing", sample_nothing}, {"extended_a64", sample_extended}};
   for (const Sample &s : samples) {
     std::string path = dir + "/" + s.name + ".mpk";
     if (!s.make(path) || !dump(path, dir + "/" + s.name + ".lib.json")) return 1;

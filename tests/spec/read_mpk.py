@@ -5,6 +5,9 @@ It shares no code with libmodelpack: the preamble, the FlatBuffers header (table
 strings, unions) and every validation rule are implemented here with `struct`, following the
 numbered rules of docs/FORMAT.md section 12 in their order. It exists to prove that the document is
 enough to write a reader, and to cross-check libmodelpack against it (tests/spec/test_spec.sh).
+It reads format 1.1: the extended dtypes with their blocks (§7.2-7.4, rules T8a-T10), incompatible
+feature bit 1, and the metadata value types 11-13 (typed scalar, typed array, list; §6.5, §9.1,
+rules M4 and M5).
 
 Usage: read_mpk.py FILE [--verify none|header|full] [--max-header-bytes N]
 
@@ -58,26 +61,48 @@ U64 = (1 << 64) - 1
 PREAMBLE_SIZE = 96
 MAGIC = bytes([0x89, 0x4D, 0x50, 0x4B, 0x0D, 0x0A, 0x1A, 0x0A])
 FORMAT_MAJOR = 1
-KNOWN_INCOMPATIBLE = 0  # format 1.0 defines no feature bit (§4.2)
+FEATURE_EXTENDED_DTYPES = 1 << 1  # §4.2, §15.4: incompatible bit 1, "extended-dtypes" (format 1.1)
+KNOWN_INCOMPATIBLE = FEATURE_EXTENDED_DTYPES
 MAX_RANK = 32
 MAX_NAME_BYTES = 65535
 MAX_ALIGNMENT = 65536
 DEFAULT_MAX_HEADER_BYTES = 256 * 1024 * 1024
 CONTENT_ID_DOMAIN = b"modelpack content id v1\x00"
 
-# value -> (name, size)
+# §7.2: value -> (name, block elements, block bytes, how blocks run). Ordinary dtypes have blocks of
+# one element; "whole": packed narrow floats, blocks over the whole tensor (the element count is a
+# multiple of the block); "rows": ggml types, blocks along each row (rank >= 1 and the innermost
+# dimension a multiple of the block). §7.3, rule T8a.
 DTYPES = {
-    1: ("f64", 8), 2: ("f32", 4), 3: ("f16", 2), 4: ("bf16", 2),
-    5: ("i64", 8), 6: ("i32", 4), 7: ("i16", 2), 8: ("i8", 1),
-    9: ("u64", 8), 10: ("u32", 4), 11: ("u16", 2), 12: ("u8", 1),
-    13: ("bool", 1),
+    1: ("f64", 1, 8, None), 2: ("f32", 1, 4, None), 3: ("f16", 1, 2, None), 4: ("bf16", 1, 2, None),
+    5: ("i64", 1, 8, None), 6: ("i32", 1, 4, None), 7: ("i16", 1, 2, None), 8: ("i8", 1, 1, None),
+    9: ("u64", 1, 8, None), 10: ("u32", 1, 4, None), 11: ("u16", 1, 2, None), 12: ("u8", 1, 1, None),
+    13: ("bool", 1, 1, None),
+    # format 1.1, incompatible feature bit 1
+    14: ("f8_e4m3", 1, 1, None), 15: ("f8_e5m2", 1, 1, None), 16: ("f8_e8m0", 1, 1, None),
+    17: ("f6_e2m3", 4, 3, "whole"), 18: ("f6_e3m2", 4, 3, "whole"), 19: ("f4_e2m1", 2, 1, "whole"),
+    20: ("c64", 1, 8, None),
+    32: ("q4_0", 32, 18, "rows"), 33: ("q4_1", 32, 20, "rows"), 34: ("q5_0", 32, 22, "rows"),
+    35: ("q5_1", 32, 24, "rows"), 36: ("q8_0", 32, 34, "rows"), 37: ("q8_1", 32, 36, "rows"),
+    38: ("q2_k", 256, 84, "rows"), 39: ("q3_k", 256, 110, "rows"), 40: ("q4_k", 256, 144, "rows"),
+    41: ("q5_k", 256, 176, "rows"), 42: ("q6_k", 256, 210, "rows"), 43: ("q8_k", 256, 292, "rows"),
 }
+
+# §9.1: the dtypes a typed metadata value (tags 11, 12) may have: values 1..13, with their sizes.
+TYPED_DTYPES = {v: DTYPES[v][2] for v in range(1, 14)}
 
 # §9.1: union tag -> type name as `mpk inspect --json` prints it
 META_TYPES = {
     1: "string", 2: "int64", 3: "float64", 4: "bool", 5: "bytes",
     6: "string[]", 7: "int64[]", 8: "float64[]", 9: "bool[]", 10: "bytes[]",
+    11: "typed", 12: "typed[]", 13: "list",  # format 1.1
 }
+MAX_META_DEPTH = 16  # §9.1, rule M5: list items deeper than this are refused
+
+# §5.2 rule 9: tables nested more than 64 deep (the root Header at depth 1) fail verification. A list
+# value at depth d is 2d + 1 tables deep (Header > MetaEntry > ValueList > ListItem > ValueList ...),
+# 2d + 2 in component metadata, so lists that rule M5 refuses pass the Verifier up to depth 31.
+MAX_TABLE_DEPTH = 64
 
 
 def hexq(v):
@@ -238,7 +263,8 @@ class FB:
     def table(self, pos):
         self.visits += 1
         self.depth += 1
-        self.check(self.visits <= self.max_visits and self.depth <= 16, "too many or too deeply nested tables")
+        self.check(self.visits <= self.max_visits and self.depth <= MAX_TABLE_DEPTH,
+                   "too many or too deeply nested tables")
         self.check(pos % 4 == 0, f"misaligned table at h+{pos:#x}")
         self.need(pos, 4)
         (soff,) = struct.unpack_from("<i", self.b, pos)
@@ -297,36 +323,80 @@ def misaligned8(fb, pos):
     return pos is not None and fb.u32(pos) > 0 and (pos + 4) % 8 != 0
 
 
+class Meta:
+    """A metadata value (§9.1): its type name as `mpk inspect --json` prints it ("unknown" for what
+    reads as unknown), its Python value, whether it breaks M4 (an 8-byte array whose elements are not
+    8-aligned), and for a list its items (Meta objects; a list's value is that list)."""
+
+    def __init__(self, type_, value=None, misaligned=False):
+        self.type, self.value, self.misaligned = type_, value, misaligned
+
+
+UNKNOWN = "unknown"
+
+
+def parse_union(fb, tag, pos):
+    """The value of a union field pair (MetaEntry.value_type/value or ListItem's, §6.4, §6.5): a tag
+    and the position its uoffset points to (None when absent). Unknown tags, tag 0 and a known tag
+    without value read as unknown (§9.1); only known tags are verified further (§5.2 rule 8)."""
+    if tag not in META_TYPES or pos is None:
+        return Meta(UNKNOWN)
+    return parse_value(fb, tag, pos)
+
+
 def parse_value(fb, tag, pos):
-    """A metadata value table of a known tag (§6.5), as a Python value."""
+    """A metadata value table of a known tag (§6.5), verified as that table (§5.2)."""
     t = fb.table(pos)
+    m = Meta(META_TYPES[tag])
     if tag == 1:
         v = fb.string(t.ref(0))
-        v = b"" if v is None else v
+        m.value = b"" if v is None else v
     elif tag == 2:
-        v = t.scalar(0, "q", 0)
+        m.value = t.scalar(0, "q", 0)
     elif tag == 3:
-        v = t.scalar(0, "d", 0.0)
+        m.value = t.scalar(0, "d", 0.0)
     elif tag == 4:
-        v = t.scalar(0, "B", 0) != 0
+        m.value = t.scalar(0, "B", 0) != 0
     elif tag == 5:
-        v = bytes(fb.scalars(t.ref(0), "B"))
+        m.value = bytes(fb.scalars(t.ref(0), "B"))
     elif tag == 6:
-        v = fb.strings(t.ref(0))
+        m.value = fb.strings(t.ref(0))
     elif tag in (7, 8):
         vpos = t.ref(0)
-        v = fb.scalars(vpos, "q" if tag == 7 else "d")
-        fb.misaligned = misaligned8(fb, vpos)
+        m.value = fb.scalars(vpos, "q" if tag == 7 else "d")
+        m.misaligned = misaligned8(fb, vpos)                                     # checked by M4
     elif tag == 9:
-        v = [x != 0 for x in fb.scalars(t.ref(0), "B")]
-    else:  # 10: a vector of BytesValue tables
-        v = []
+        m.value = [x != 0 for x in fb.scalars(t.ref(0), "B")]
+    elif tag == 10:  # a vector of BytesValue tables
+        m.value = []
         for p in fb.elements(t.ref(0)):
             item = fb.table(p)
-            v.append(bytes(fb.scalars(item.ref(0), "B")))
+            m.value.append(bytes(fb.scalars(item.ref(0), "B")))
+            fb.end_table()
+    elif tag == 11:  # TypedScalar: dtype (id 0), bits (id 1)
+        dtype = t.scalar(0, "H", 0)
+        bits = t.scalar(1, "Q", 0)
+        if dtype in TYPED_DTYPES:
+            # The value is in the low `dtype size` bytes; readers ignore the others (§9.1).
+            m.value = (dtype, [bits.to_bytes(8, "little")[:TYPED_DTYPES[dtype]]])
+        else:                                                                    # §9.1: reads as unknown
+            m = Meta(UNKNOWN)
+    elif tag == 12:  # TypedArray: dtype (id 0), data (id 1), no alignment required
+        dtype = t.scalar(0, "H", 0)
+        data = bytes(fb.scalars(t.ref(1), "B"))
+        size = TYPED_DTYPES.get(dtype)
+        if size is not None and len(data) % size == 0:
+            m.value = (dtype, [data[i:i + size] for i in range(0, len(data), size)])
+        else:                                                                    # §9.1: reads as unknown
+            m = Meta(UNKNOWN)
+    else:  # 13: ValueList: items (id 0), a vector of ListItem tables (value_type id 0, value id 1)
+        m.value = []
+        for p in fb.elements(t.ref(0)):
+            item = fb.table(p)
+            m.value.append(parse_union(fb, item.scalar(0, "B", 0), item.ref(1)))
             fb.end_table()
     fb.end_table()
-    return v
+    return m
 
 
 def parse_metadata(fb, pos):
@@ -335,16 +405,9 @@ def parse_metadata(fb, pos):
         t = fb.table(p)
         key = fb.string(t.ref(0))
         fb.check(key is not None, "MetaEntry.key is required")                   # §5.2 rule 7
-        tag = t.scalar(1, "B", 0)
-        vpos = t.ref(2)
-        if tag in META_TYPES and vpos is not None:                               # §5.2 rule 8
-            fb.misaligned = False
-            value = parse_value(fb, tag, vpos)
-            entry = dict(key=key, type=META_TYPES[tag], value=value, misaligned=fb.misaligned)
-        else:                                                                    # §9.1: unknown
-            entry = dict(key=key, type="unknown", value=None, misaligned=False)
+        value = parse_union(fb, t.scalar(1, "B", 0), t.ref(2))                    # §5.2 rule 8, §9.1
         fb.end_table()
-        out.append(entry)
+        out.append(dict(key=key, value=value))
     return out
 
 
@@ -420,6 +483,18 @@ def content_id(tensors):
 
 
 # ---- FORMAT.md §12.2, §12.3: validation ------------------------------------------------------------
+def check_value(m, depth, where):
+    """M4 and M5 for a value at `depth` (a top-level value is at depth 1), then, for a list, for each
+    of its items in order at depth + 1 (§9.1, §12.3)."""
+    if m.misaligned:                                                            # M4
+        fail(CORRUPT_HEADER, f"{where}: array is not 8-byte aligned")
+    if m.type == "list":
+        if m.value and depth >= MAX_META_DEPTH:                                 # M5
+            fail(LIMIT, f"{where}: list items at depth {depth + 1}, deeper than {MAX_META_DEPTH}")
+        for i, item in enumerate(m.value):
+            check_value(item, depth + 1, f"{where}[{i}]")
+
+
 def check_metadata(entries, where):
     prev = None
     for i, e in enumerate(entries):
@@ -432,8 +507,7 @@ def check_metadata(entries, where):
             if key < prev:                                                      # M3 (bytes compare byte-wise)
                 fail(UNSORTED, f"{where} keys are not sorted: {quote(prev)} before {quote(key)}")
         prev = key
-        if e["misaligned"]:                                                     # M4
-            fail(CORRUPT_HEADER, f"{where} {quote(key)}: array is not 8-byte aligned")
+        check_value(e["value"], 1, f"{where} {quote(key)}")                      # M4, M5
 
 
 def validate(pre, hb, verify):
@@ -477,7 +551,7 @@ def validate(pre, hb, verify):
             fail(DUPLICATE, f"component {quote(c['name'])} appears twice")
         seen.add(c["name"])
         check_metadata(c["metadata"], f"component {quote(c['name'])} metadata")  # C4
-    check_metadata(hdr["metadata"], "metadata")                                 # M1-M4
+    check_metadata(hdr["metadata"], "metadata")                                 # M1-M5
 
     tensors = hdr["tensors"]
     d_off, d_size = pre["data_offset"], pre["data_size"]
@@ -495,7 +569,7 @@ def validate(pre, hb, verify):
         if t["dtype"] not in DTYPES:                                            # T4
             fail(BAD_DTYPE, f"tensor {quote(name)} has unknown dtype {t['dtype']}")
         if t["encoding"] != 0:                                                  # T5
-            fail(UNSUPPORTED_FEATURE, f"tensor {quote(name)} uses encoding {t['encoding']}, which format 1.0 does not define")
+            fail(UNSUPPORTED_FEATURE, f"tensor {quote(name)} uses encoding {t['encoding']}, which format 1.1 does not define")
         if t["shape_misaligned"]:                                               # T6
             fail(CORRUPT_HEADER, f"tensor {quote(name)}: shape vector is not 8-byte aligned")
         if len(t["shape"]) > MAX_RANK:                                          # T7
@@ -505,7 +579,14 @@ def validate(pre, hb, verify):
             n *= d
             if n > U64:                                                         # T8
                 fail(OVERFLOW, f"tensor {quote(name)}: element count of its shape overflows 64 bits")
-        nbytes = n * DTYPES[t["dtype"]][1]
+        _, block_elems, block_bytes, blocks = DTYPES[t["dtype"]]
+        if blocks == "rows" and (not t["shape"] or t["shape"][-1] % block_elems):  # T8a
+            fail(BAD_SHAPE, f"tensor {quote(name)}: a {DTYPES[t['dtype']][0]} tensor needs rank >= 1 and an "
+                            f"innermost dimension that is a multiple of {block_elems}, not shape {t['shape']}")
+        if blocks == "whole" and n % block_elems:                               # T8a
+            fail(BAD_SHAPE, f"tensor {quote(name)}: a {DTYPES[t['dtype']][0]} tensor needs an element count "
+                            f"that is a multiple of {block_elems}, not {n}")
+        nbytes = n // block_elems * block_bytes
         if nbytes > U64:                                                        # T9
             fail(OVERFLOW, f"tensor {quote(name)}: byte size of its shape overflows 64 bits")
         if nbytes != t["size"]:                                                 # T10
@@ -590,7 +671,27 @@ def text(b):
     return b.decode("utf-8", errors="replace")
 
 
-def json_value(type_, v):
+def typed_element(dtype, b):
+    """One element of a typed value (§9.1; little-endian bytes b) as JSON: integers exact, floats
+    widened to double exactly (NaN and infinities: null, as for float64 values), bool: byte != 0."""
+    if dtype in (9, 10, 11, 12):                                                # u64 u32 u16 u8
+        return int.from_bytes(b, "little")
+    if dtype in (5, 6, 7, 8):                                                   # i64 i32 i16 i8
+        return int.from_bytes(b, "little", signed=True)
+    if dtype == 13:                                                             # bool
+        return b[0] != 0
+    if dtype == 4:                                                              # bf16: upper half of an f32
+        x = struct.unpack("<f", b"\x00\x00" + b)[0]
+    else:                                                                       # f64 f32 f16
+        x = struct.unpack("<" + {1: "d", 2: "f", 3: "e"}[dtype], b)[0]
+    return x if math.isfinite(x) else None
+
+
+def json_value(m):
+    """A Meta as `mpk inspect --json` prints its "value"."""
+    type_, v = m.type, m.value
+    if type_ == UNKNOWN:
+        return None
     if type_ == "string":
         return text(v)
     if type_ == "float64":
@@ -603,6 +704,14 @@ def json_value(type_, v):
         return [x if math.isfinite(x) else None for x in v]
     if type_ == "bytes[]":
         return [x.hex() for x in v]
+    if type_ == "typed":  # {"dtype": "u32", "value": 7}
+        dtype, elems = v
+        return {"dtype": DTYPES[dtype][0], "value": typed_element(dtype, elems[0])}
+    if type_ == "typed[]":  # {"dtype": "f32", "values": [...]}
+        dtype, elems = v
+        return {"dtype": DTYPES[dtype][0], "values": [typed_element(dtype, e) for e in elems]}
+    if type_ == "list":  # the items as the top-level entries, without "key"
+        return [{"type": item.type, "value": json_value(item)} for item in v]
     return v
 
 
@@ -633,7 +742,7 @@ def summary(path, file_size, pre, hdr, verify):
             for c, (n, nb) in zip(comps, counts)
         ],
         "metadata": [
-            {"key": text(e["key"]), "type": e["type"], "value": json_value(e["type"], e["value"])}
+            {"key": text(e["key"]), "type": e["value"].type, "value": json_value(e["value"])}
             for e in hdr["metadata"]
         ],
         "tensors": [

@@ -10,8 +10,8 @@
 #   MPK        the `mpk` CLI, optional. With it: `mpk inspect --json` must match read_mpk's summary,
 #              `mpk verify` must pass, and differential.py damages FILE in ~1000-3000 ways and
 #              requires both readers to give every variant the same status.
-#   --crafted  craft.py builds ~90 files with its own FlatBuffers encoder and checks that read_mpk
-#              (and the CLI, if given) give each the status FORMAT.md predicts.
+#   --crafted  craft.py builds ~230 files (format 1.0 and 1.1) with its own FlatBuffers encoder and
+#              checks that read_mpk (and the CLI, if given) give each the status FORMAT.md predicts.
 #
 # Needs Python 3 with the xxhash module (Debian: python3-xxhash); $PYTHON overrides /usr/bin/python3.
 # Exit status: 0 pass, 1 fail, 77 skipped (no xxhash module).
