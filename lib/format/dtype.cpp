@@ -3,6 +3,7 @@
 #include "common.hpp"
 #include "common_enum.hpp"
 
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <span>
@@ -45,13 +46,21 @@ constexpr DTypeRow kDTypes[] = {
     {MPK_DTYPE_Q4_K, "q4_k", 256, 144, true, false}, {MPK_DTYPE_Q5_K, "q5_k", 256, 176, true, false},
     {MPK_DTYPE_Q6_K, "q6_k", 256, 210, true, false}, {MPK_DTYPE_Q8_K, "q8_k", 256, 292, true, false},
 };
-// By integer value: the C entry points pass any int a C caller gave them (see raw_enum).
-const DTypeRow *row_of(std::underlying_type_t<mpk_dtype> raw) {
-  for (const auto &r : kDTypes)
-    if (static_cast<std::underlying_type_t<mpk_dtype>>(r.dtype) == raw) return &r;
-  return nullptr;
+// By integer value: the C entry points pass any int a C caller gave them (see raw_enum). A direct
+// table: open looks every tensor's dtype up, so this is on the 10k-tensor open path.
+constexpr size_t kMaxDTypeValue = 64;
+constexpr std::array<int8_t, kMaxDTypeValue> make_index() {
+  std::array<int8_t, kMaxDTypeValue> index{};
+  for (auto &i : index) i = -1;
+  for (size_t r = 0; r < std::size(kDTypes); ++r) index[size_t(kDTypes[r].dtype)] = int8_t(r);
+  return index;
 }
-const DTypeRow *row(mpk_dtype d) { return row_of(mpk::detail::raw_enum(d)); }
+constexpr std::array<int8_t, kMaxDTypeValue> kIndex = make_index();
+const DTypeRow *row_of(std::underlying_type_t<mpk_dtype> raw) {
+  if (raw < 0 || size_t(raw) >= kMaxDTypeValue || kIndex[size_t(raw)] < 0) return nullptr;
+  return &kDTypes[size_t(kIndex[size_t(raw)])];
+}
+const DTypeRow *row(const mpk_dtype &d) { return row_of(mpk::detail::raw_enum(d)); }
 }  // namespace
 
 // Defined in capi/capi.cpp: sets this thread's mpk_last_error_message(). Never throws.
@@ -125,8 +134,10 @@ extern "C" MPK_API mpk_status mpk_dtype_from_name(mpk_dtype *out, const char *na
 }
 
 namespace mpk {
+using detail::cat;
 using detail::fail;
 using detail::mul_overflow;
+using detail::quote;
 
 std::string_view dtype_name(DType dtype) {
   const DTypeRow *r = row(dtype);
@@ -145,33 +156,35 @@ bool detail::dtype_typed_meta(DType dtype) {
   const DTypeRow *r = row(dtype);
   return r && r->typed_meta;
 }
-Result<uint64_t> detail::tensor_nbytes(DType dtype, std::span<const uint64_t> shape, std::string_view what) {
+Result<uint64_t> detail::tensor_nbytes(const DType &dtype, std::span<const uint64_t> shape, std::string_view name) {
+  // The subject of messages, built only on failure (open calls this once per tensor).
+  auto what = [&] { return name.empty() ? std::string("a tensor") : cat("tensor ", quote(name)); };
   const DTypeRow *r = row(dtype);
-  if (!r) return fail(MPK_ERR_BAD_DTYPE, what, " has unknown dtype ", int(detail::raw_enum(dtype)));
+  if (!r) return fail(MPK_ERR_BAD_DTYPE, what(), " has unknown dtype ", int(detail::raw_enum(dtype)));
   if (shape.size() > MPK_MAX_RANK)
-    return fail(MPK_ERR_BAD_SHAPE, what, " has ", shape.size(), " dimensions, more than ", MPK_MAX_RANK);
+    return fail(MPK_ERR_BAD_SHAPE, what(), " has ", shape.size(), " dimensions, more than ", MPK_MAX_RANK);
   uint64_t n = 1;
   for (uint64_t d : shape)
-    if (mul_overflow(n, d, &n)) return fail(MPK_ERR_OVERFLOW, what, ": element count of its shape overflows 64 bits");
+    if (mul_overflow(n, d, &n)) return fail(MPK_ERR_OVERFLOW, what(), ": element count of its shape overflows 64 bits");
   if (r->block_elems > 1) {
     if (r->rows) {
       if (shape.empty())
-        return fail(MPK_ERR_BAD_SHAPE, what, ": a ", r->name, " tensor needs at least one dimension (its rows are cut into blocks)");
+        return fail(MPK_ERR_BAD_SHAPE, what(), ": a ", r->name, " tensor needs at least one dimension (its rows are cut into blocks)");
       if (shape.back() % r->block_elems != 0)
-        return fail(MPK_ERR_BAD_SHAPE, what, ": its innermost dimension ", shape.back(), " is not a multiple of the ",
+        return fail(MPK_ERR_BAD_SHAPE, what(), ": its innermost dimension ", shape.back(), " is not a multiple of the ",
                     r->name, " block of ", r->block_elems, " elements");
     } else if (n % r->block_elems != 0) {
-      return fail(MPK_ERR_BAD_SHAPE, what, ": its ", n, " elements do not fill whole bytes (", r->name, " packs ",
+      return fail(MPK_ERR_BAD_SHAPE, what(), ": its ", n, " elements do not fill whole bytes (", r->name, " packs ",
                   r->block_elems, " elements in ", r->block_bytes, " byte", r->block_bytes > 1 ? "s" : "", ")");
     }
   }
   uint64_t bytes;
   if (mul_overflow(n / r->block_elems, uint64_t(r->block_bytes), &bytes))
-    return fail(MPK_ERR_OVERFLOW, what, ": byte size of its shape overflows 64 bits");
+    return fail(MPK_ERR_OVERFLOW, what(), ": byte size of its shape overflows 64 bits");
   return bytes;
 }
 Result<uint64_t> dtype_nbytes(DType dtype, std::span<const uint64_t> shape) {
-  return detail::tensor_nbytes(dtype, shape, "a tensor");
+  return detail::tensor_nbytes(dtype, shape, {});
 }
 std::optional<DType> dtype_from_name(std::string_view name) {
   for (const auto &r : kDTypes)

@@ -10,8 +10,8 @@
 namespace mpk::detail {
 // The byte size of a tensor of `dtype` and `shape`, with every check of docs/FORMAT.md 7.2/7.3:
 // unknown dtype (MPK_ERR_BAD_DTYPE), rank (MPK_ERR_BAD_SHAPE), overflow (MPK_ERR_OVERFLOW), whole
-// blocks (MPK_ERR_BAD_SHAPE). `what` starts each message ("tensor 'x'").
-Result<uint64_t> tensor_nbytes(DType dtype, std::span<const uint64_t> shape, std::string_view what);
+// blocks (MPK_ERR_BAD_SHAPE). Messages name the tensor `name` ("a tensor" when empty).
+Result<uint64_t> tensor_nbytes(const DType &dtype, std::span<const uint64_t> shape, std::string_view name);
 // Whether typed metadata may use `dtype` (whole-byte numbers and bool).
 bool dtype_typed_meta(DType dtype);
 }  // namespace mpk::detail

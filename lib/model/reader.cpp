@@ -198,7 +198,7 @@ Status ModelImpl::validate(Verify mode) {
         return fail(MPK_ERR_CORRUPT_HEADER, "tensor ", quote(name), ": shape vector is not 8-byte aligned");
       shape = {x->shape()->data(), x->shape()->size()};
     }
-    auto nb = tensor_nbytes(dtype, shape, cat("tensor ", quote(name)));
+    auto nb = tensor_nbytes(dtype, shape, name);
     if (!nb) return nb.status();
     const uint64_t nbytes = *nb;
     const uint64_t toff = x->offset(), tsize = x->size();  // each FlatBuffers field read once

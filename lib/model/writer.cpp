@@ -149,7 +149,7 @@ struct WriterImpl {
       return fail(MPK_ERR_BAD_NAME, "tensor name ", quote(name),
                   " is invalid (empty, over 65535 bytes, NUL or invalid UTF-8)");
     if (names.count(std::string(name))) return fail(MPK_ERR_DUPLICATE, "tensor ", quote(name), " was already added");
-    return tensor_nbytes(dtype, shape, cat("tensor ", quote(name)));
+    return tensor_nbytes(dtype, shape, name);
   }
 
   // Checks a new tensor (state, name, dtype, shape); returns its byte size.
