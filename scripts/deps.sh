@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Installs the Debian packages modelpack needs to build, test and run its demo, if any is missing.
-# Usage: scripts/deps.sh [build|test|demo]   (default: test)
+# Usage: scripts/deps.sh [build|test|demo|fixtures]   (default: test)
+# fixtures: only what tests/fixtures/make_fixtures.py needs to regenerate the committed fixtures.
 set -euo pipefail
 what=${1:-test}
 pkgs=(cmake g++ make pkg-config libflatbuffers-dev flatbuffers-compiler libxxhash-dev libzstd-dev zstd
-      libdnnl-dev ocl-icd-opencl-dev libcli11-dev nlohmann-json3-dev)
+      libdnnl-dev ocl-icd-opencl-dev libcli11-dev nlohmann-json3-dev
+      libzip-dev)
 case "$what" in
   build) ;;
   test) pkgs+=(catch2 libbenchmark-dev python3 python3-numpy python3-xxhash binutils abigail-tools clang) ;;
   demo) pkgs+=(python3 python3-numpy python3-sklearn) ;;
-  *) echo "usage: $0 [build|test|demo]" >&2; exit 2 ;;
+  fixtures) pkgs=(python3-torch python3-sklearn python3-numpy) ;;
+  *) echo "usage: $0 [build|test|demo|fixtures]" >&2; exit 2 ;;
 esac
 missing=()
 for p in "${pkgs[@]}"; do
