@@ -3,6 +3,7 @@
 
 #include <modelpack/convert.hpp>
 
+#include <cstddef>
 #include <string>
 #include <tuple>
 
@@ -11,13 +12,20 @@ using mpk::capi::fail;
 using mpk::capi::guard;
 using mpk::capi::null_arg;
 
+namespace {
+// sizeof(mpk_convert_options) in its first release (0.1.0), before npz_deflate was appended.
+constexpr size_t kConvertOptionsV1Size = 20;
+static_assert(offsetof(mpk_convert_options, npz_deflate) == kConvertOptionsV1Size,
+              "mpk_convert_options fields are only ever appended");
+}  // namespace
+
 extern "C" {
 
 mpk_status mpk_convert_options_init(mpk_convert_options *opts, size_t struct_size) {
   static constexpr const char *fn = "mpk_convert_options_init";
   return guard(fn, [&]() -> mpk_status {
     const mpk_convert_options defaults = MPK_CONVERT_OPTIONS_INIT;
-    return mpk::capi::init_options(fn, opts, struct_size, sizeof(mpk_convert_options), defaults);
+    return mpk::capi::init_options(fn, opts, struct_size, kConvertOptionsV1Size, defaults);
   });
 }
 
@@ -28,11 +36,11 @@ mpk_status mpk_convert(const char *in, const char *out, const mpk_convert_option
     if (!out) return null_arg(fn, "out");
     mpk_convert_options o = MPK_CONVERT_OPTIONS_INIT;
     if (opts)
-      if (mpk_status s = mpk::capi::read_options(fn, opts, sizeof(mpk_convert_options), &o)) return s;
+      if (mpk_status s = mpk::capi::read_options(fn, opts, kConvertOptionsV1Size, &o)) return s;
     mpk::ConvertOptions cpp;
     for (auto [raw, dst, what] : {std::tuple{o.from, &cpp.from, "from"}, std::tuple{o.to, &cpp.to, "to"}}) {
       if (raw == MPK_FILE_AUTO) continue;
-      if (raw != MPK_FILE_MPK && raw != MPK_FILE_SAFETENSORS)
+      if (raw != MPK_FILE_MPK && raw != MPK_FILE_SAFETENSORS && raw != MPK_FILE_GGUF && raw != MPK_FILE_NPY && raw != MPK_FILE_NPZ)
         return fail(MPK_ERR_INVALID_ARGUMENT,
                     std::string(fn) + ": unknown file format " + std::to_string(raw) + " in options." + what);
       *dst = static_cast<mpk::FileFormat>(raw);
@@ -42,6 +50,11 @@ mpk_status mpk_convert(const char *in, const char *out, const mpk_convert_option
                   std::string(fn) + ": unknown flags " + std::to_string(o.flags) + " (known: MPK_WRITER_NO_FSYNC)");
     cpp.writer.alignment = o.alignment == 0 ? MPK_DEFAULT_ALIGNMENT : o.alignment;
     cpp.writer.fsync = (o.flags & MPK_WRITER_NO_FSYNC) == 0;
+    if (o.npz_deflate > 1)
+      return fail(MPK_ERR_INVALID_ARGUMENT,
+                  std::string(fn) + ": options.npz_deflate is " + std::to_string(o.npz_deflate) + " (0 or 1)");
+    cpp.npz_deflate = o.npz_deflate != 0;
+    cpp.max_shard_bytes = o.max_shard_bytes;
     return check(mpk::convert(in, out, cpp));
   });
 }

@@ -47,8 +47,8 @@
  *        library does not know is zero (the newer fields were left at their defaults); a non-zero
  *        one is an option this library cannot honour: MPK_ERR_INVALID_ARGUMENT, never ignored;
  *      over 4096 -> MPK_ERR_INVALID_ARGUMENT.
- *    The first released sizes are those of version 0.1.0: sizeof(mpk_open_options) == 24 and
- *    sizeof(mpk_writer_options) == 12.
+ *    The first released sizes are those of version 0.1.0: sizeof(mpk_open_options) == 24,
+ *    sizeof(mpk_writer_options) == 12 and sizeof(mpk_convert_options) == 20.
  *  - Structs passed OUT (mpk_tensor_info): the caller sets struct_size (MPK_TENSOR_INFO_INIT). The
  *    library fills only the fields that lie entirely within struct_size, never writes a byte past
  *    it and never changes struct_size. The same bounds apply (smaller than the first release, 72
@@ -486,9 +486,13 @@ MPK_API mpk_status mpk_writer_commit(mpk_writer *writer);
 
 /* Values are part of the ABI: never renumbered, never reused. */
 typedef enum mpk_file_format {
-  MPK_FILE_AUTO = 0,        /* from the path's extension (.mpk, .safetensors) */
+  MPK_FILE_AUTO = 0,        /* from the path's extension (.mpk, .safetensors, .safetensors.index.json,
+                               .gguf, .npy, .npz) */
   MPK_FILE_MPK = 1,
-  MPK_FILE_SAFETENSORS = 2
+  MPK_FILE_SAFETENSORS = 2,
+  MPK_FILE_GGUF = 3,        /* GGUF v2/v3 (llama.cpp); a split model is given by any of its parts */
+  MPK_FILE_NPY = 4,         /* one NumPy array; its tensor is named after the file's stem */
+  MPK_FILE_NPZ = 5          /* NumPy's zip of <name>.npy members (np.savez, np.savez_compressed) */
 } mpk_file_format;
 
 typedef struct mpk_convert_options {
@@ -497,16 +501,25 @@ typedef struct mpk_convert_options {
   uint32_t to;           /* mpk_file_format of the output */
   uint32_t alignment;    /* .mpk output: as mpk_writer_options.alignment (0 = 64) */
   uint32_t flags;        /* .mpk output: MPK_WRITER_* flags */
+  uint32_t npz_deflate;  /* .npz output: 1 = deflate the members (as np.savez_compressed), 0 = store
+                            them (as np.savez; the default); other values are refused */
+  uint64_t max_shard_bytes; /* sharded .safetensors output (OUT ends in .json, e.g.
+                            model.safetensors.index.json): split anew into shards of at most this
+                            many bytes (a bigger tensor gets a shard of its own); 0 = keep the
+                            shards recorded by a sharded import, else 5 GB (10^9-byte GB, as
+                            transformers). Must be 0 for any other output. */
 } mpk_convert_options;
 
-#define MPK_CONVERT_OPTIONS_INIT { sizeof(mpk_convert_options), MPK_FILE_AUTO, MPK_FILE_AUTO, 0, 0 }
+#define MPK_CONVERT_OPTIONS_INIT { sizeof(mpk_convert_options), MPK_FILE_AUTO, MPK_FILE_AUTO, 0, 0, 0, 0 }
 /* As mpk_open_options_init: writes exactly struct_size bytes of defaults. */
 MPK_API mpk_status mpk_convert_options_init(mpk_convert_options *opts, size_t struct_size);
 
-/* Converts the file at `in` into a new file at `out` (safetensors <-> mpk today), streaming and
- * atomically: on any error nothing new appears at `out`. Imports record provenance metadata
- * (convert.source_format, convert.source_xxh3, convert.tool). NULL options: formats from the
- * extensions, default writer options. */
+/* Converts the file at `in` into a new file at `out` (safetensors, gguf, npz or npy <-> mpk),
+ * streaming and atomically: on any error nothing new appears at `out`. Imports record provenance
+ * metadata (convert.source_format, convert.source_xxh3, convert.tool). NULL options: formats from the
+ * extensions, default writer options. A safetensors path ending in .json is a sharded checkpoint's
+ * index (.safetensors.index.json is recognised as safetensors): importing it joins every shard it
+ * names; exporting to it writes the shards and the index (max_shard_bytes). */
 MPK_API mpk_status mpk_convert(const char *in, const char *out, const mpk_convert_options *opts);
 
 #ifdef __cplusplus

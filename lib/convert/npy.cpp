@@ -5,6 +5,8 @@
 // nesting cap, then check it: exactly the keys 'descr', 'fortran_order' and 'shape'.
 #include <modelpack/npy.hpp>
 
+#include "convert/npy_internal.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -834,5 +836,24 @@ Status write_file(const std::string &path, DType dtype, std::span<const uint64_t
   if (Status st = w->write(data); !st) return st;  // ~Writer removes the temporary file
   return w->commit();
 }
+
+// ---- for the .npz/.npy converters (npy_internal.hpp) ---------------------------------------------
+
+namespace internal {
+
+Result<uint64_t> header_length(std::span<const std::byte> prefix, std::string_view source,
+                               const ReadOptions &options) {
+  auto p = parse_preamble(prefix, source, options);
+  if (!p) return p.status();
+  return p->dict_offset + p->dict_len;
+}
+
+Status check_data_size(const Header &h, uint64_t available, std::string_view source) {
+  return npy::check_data_size(h, available, source);
+}
+
+void swap_items(std::byte *p, size_t n, size_t item) { npy::swap_items(p, n, item); }
+
+}  // namespace internal
 
 }  // namespace mpk::npy

@@ -159,9 +159,48 @@ Result<AtomicFile> AtomicFile::create(const std::string &target) {
   return fail(MPK_ERR_IO, "cannot create a unique temporary file in ", quote(dir));
 }
 
+namespace {
+struct ProgressState {
+  std::function<void(uint64_t)> *fn = nullptr;
+  uint64_t written = 0, reported = 0;
+};
+thread_local ProgressState *tl_progress = nullptr;
+void note_written(uint64_t n) noexcept {
+  ProgressState *p = tl_progress;
+  if (!p) return;
+  p->written += n;
+  if (p->written - p->reported >= (4u << 20)) {
+    p->reported = p->written;
+    try {
+      (*p->fn)(p->written);
+    } catch (...) {  // a display must not break the write
+    }
+  }
+}
+}  // namespace
+
+WriteProgress::WriteProgress(std::function<void(uint64_t)> fn) : fn_(std::move(fn)) {
+  auto *state = new ProgressState{&fn_, 0, 0};
+  saved_ = tl_progress;
+  tl_progress = state;
+}
+
+WriteProgress::~WriteProgress() {
+  ProgressState *state = tl_progress;
+  tl_progress = static_cast<ProgressState *>(saved_);
+  if (state && state->written != state->reported) {
+    try {
+      fn_(state->written);
+    } catch (...) {
+    }
+  }
+  delete state;
+}
+
 Status AtomicFile::pwrite_all(uint64_t off, const void *data, uint64_t n) {
   if (fd_ < 0) return fail(MPK_ERR_STATE, "file is closed");
   const auto *p = static_cast<const uint8_t *>(data);
+  const uint64_t written = n;
   while (n > 0) {
     size_t chunk = n > (1u << 30) ? (1u << 30) : size_t(n);
     ssize_t r = ::pwrite(fd_, p, chunk, off_t(off));
@@ -173,6 +212,7 @@ Status AtomicFile::pwrite_all(uint64_t off, const void *data, uint64_t n) {
     off += uint64_t(r);
     n -= uint64_t(r);
   }
+  note_written(written);
   return {};
 }
 
@@ -202,6 +242,23 @@ Status AtomicFile::commit(bool sync) {
       ::close(dfd);
     }
   }
+  return {};
+}
+
+Status AtomicFile::close_temp(bool sync) {
+  if (fd_ < 0) return fail(MPK_ERR_STATE, "file is closed");
+  if (sync && ::fsync(fd_) != 0) return fail(MPK_ERR_IO, "fsync of ", quote(tmp_), " failed: ", errno_text(errno));
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) return fail(MPK_ERR_IO, "close of ", quote(tmp_), " failed: ", errno_text(errno));
+  return {};
+}
+
+Status AtomicFile::publish() {
+  if (fd_ >= 0 || tmp_.empty()) return fail(MPK_ERR_STATE, "publish() needs a closed temporary file (close_temp)");
+  if (::rename(tmp_.c_str(), target_.c_str()) != 0)
+    return fail(MPK_ERR_IO, "cannot rename ", quote(tmp_), " to ", quote(target_), ": ", errno_text(errno));
+  tmp_.clear();
   return {};
 }
 

@@ -4,6 +4,7 @@
 #include "common.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace mpk::detail {
@@ -47,6 +48,22 @@ class Mapping {
   uint64_t n_ = 0;
 };
 
+// Reports the bytes this thread writes through AtomicFile while the object lives (at most every
+// 4 MiB, and once more at destruction): how mpk::convert shows progress for every format without
+// the importers and exporters knowing about it. Scopes do not nest (an inner one replaces the outer
+// one until it ends).
+class WriteProgress {
+ public:
+  explicit WriteProgress(std::function<void(uint64_t bytes_written)> fn);
+  ~WriteProgress();
+  WriteProgress(const WriteProgress &) = delete;
+  WriteProgress &operator=(const WriteProgress &) = delete;
+
+ private:
+  std::function<void(uint64_t)> fn_;
+  void *saved_ = nullptr;
+};
+
 // Writes a file under a temporary name in the target's directory; commit() syncs and renames it
 // into place, so the target path only ever holds a complete file. Destruction without commit
 // removes the temporary file.
@@ -62,6 +79,12 @@ class AtomicFile {
   Status pwrite_all(uint64_t off, const void *data, uint64_t n);  // anywhere, no position change
   uint64_t position() const { return pos_; }
   Status commit(bool sync);
+  // For writers that publish several files together (a sharded safetensors export): close_temp()
+  // syncs (if asked) and closes the temporary file but keeps it; publish() then renames it into
+  // place (no directory sync: the caller syncs the directory once after the last rename). Until
+  // publish() succeeds, abort() and the destructor still remove the temporary file.
+  Status close_temp(bool sync);
+  Status publish();
   void abort();
   const std::string &temp_path() const { return tmp_; }
   const std::string &target_path() const { return target_; }

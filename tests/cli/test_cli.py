@@ -418,12 +418,143 @@ def case_convert(tmp):
     check(j1["content_id"] == j2["content_id"], "content id changed through safetensors")
     meta = {m["key"]: m["value"] for m in j2["metadata"]}
     check(meta.get("convert.source_format") == "safetensors", f"provenance: {meta}")
-    code, _, e = run("convert", model, os.path.join(tmp, "x.gguf"))
+    code, _, e = run("convert", model, os.path.join(tmp, "x.onnx"))
     check(code != 0 and "MPK_ERR_INVALID_ARGUMENT" in e, f"unsupported target: {code} {e!r}")
+    code, _, e = run("convert", model, os.path.join(tmp, "x.gguf"))  # GGUF has no bool tensors
+    check(code == 1 and "MPK_ERR_BAD_DTYPE" in e and "'bool'" in e, f"bool tensor to gguf: {code} {e!r}")
     code, _, e = run("convert", os.path.join(tmp, "nope.safetensors"), os.path.join(tmp, "y.mpk"))
     check(code == 1 and "MPK_ERR_NOT_FOUND" in e, f"missing input: {code} {e!r}")
-    check(not os.path.exists(os.path.join(tmp, "x.gguf")) and not os.path.exists(os.path.join(tmp, "y.mpk")),
+    check(not os.path.exists(os.path.join(tmp, "x.gguf")) and not os.path.exists(os.path.join(tmp, "x.onnx"))
+          and not os.path.exists(os.path.join(tmp, "y.mpk")),
           "a failed convert left a file")
+
+
+
+def case_convert_npz(tmp):
+    import zipfile
+    _, model, arrays = packed(tmp)
+    _, out, _ = run("convert", "--help", expect=0)
+    check("--deflate" in out and "--name" in out and "npz" in out, f"convert --help:\n{out}")
+    stored, deflated = os.path.join(tmp, "out.npz"), os.path.join(tmp, "outd.npz")
+    run("convert", model, stored, expect=0)
+    run("convert", model, deflated, "--deflate", expect=0)
+    for path, method in ((stored, zipfile.ZIP_STORED), (deflated, zipfile.ZIP_DEFLATED)):
+        with zipfile.ZipFile(path) as z:
+            check(all(i.compress_type == method for i in z.infolist()), f"{path}: methods")
+        z = np.load(path)
+        check(sorted(z.files) == sorted(arrays), f"{path}: members {sorted(z.files)}")
+        for name, a in arrays.items():
+            b = z[name]
+            want = a.astype(a.dtype.newbyteorder("<"))
+            check(b.dtype == want.dtype and b.shape == want.shape and b.tobytes() == want.tobytes(),
+                  f"{path}: {name} differs")
+    # numpy's own archive back to mpk: the same content id, provenance "npz".
+    src = os.path.join(tmp, "numpy.npz")
+    np.savez_compressed(src, **arrays)
+    back = os.path.join(tmp, "back.mpk")
+    run("convert", src, back, "--no-fsync", expect=0)
+    check(inspect_json(model)["content_id"] == inspect_json(back)["content_id"], "content id changed through npz")
+    meta = {m["key"]: m["value"] for m in inspect_json(back)["metadata"]}
+    with open(src, "rb") as f:
+        check(meta.get("convert.source_format") == "npz" and meta.get("convert.source_xxh3") == xxh3(f.read()),
+              f"provenance: {meta}")
+    # One .npy: named after the file or --name; a many-tensor model cannot become one .npy.
+    one = os.path.join(tmp, "weights.npy")
+    np.save(one, arrays["f32"])
+    run("convert", one, os.path.join(tmp, "one.mpk"), expect=0)
+    run("convert", one, os.path.join(tmp, "named.mpk"), "--name", "layer/0/w", expect=0)
+    check([t["name"] for t in inspect_json(os.path.join(tmp, "one.mpk"))["tensors"]] == ["weights"], "npy stem")
+    check([t["name"] for t in inspect_json(os.path.join(tmp, "named.mpk"))["tensors"]] == ["layer/0/w"], "--name")
+    code, _, e = run("convert", model, os.path.join(tmp, "all.npy"))
+    check(code == 2 and "MPK_ERR_INVALID_ARGUMENT" in e and ".npz" in e, f"many tensors to .npy: {code} {e!r}")
+    bad = os.path.join(tmp, "bad.npz")
+    with open(bad, "wb") as f:
+        f.write(b"not a zip archive")
+    code, _, e = run("convert", bad, os.path.join(tmp, "bad.mpk"))
+    check(code == 1 and "MPK_ERR_BAD_MAGIC" in e, f"not a zip: {code} {e!r}")
+    check(not os.path.exists(os.path.join(tmp, "all.npy")) and not os.path.exists(os.path.join(tmp, "bad.mpk")),
+          "a failed convert left a file")
+
+
+def case_convert_sharded(tmp):
+    _, model, arrays = packed(tmp)
+    _, out, _ = run("convert", "--help", expect=0)
+    check("--max-shard-size" in out and "index.json" in out, f"convert --help:\n{out}")
+    # Split by size: every shard within the limit unless a tensor alone is over it.
+    a = os.path.join(tmp, "a")
+    os.makedirs(a)
+    index = os.path.join(a, "model.safetensors.index.json")
+    _, out, err = run("convert", model, index, "--max-shard-size", "200", expect=0)
+    check("converted" in out and err == "", f"convert: {out!r} {err!r}")
+    with open(index) as f:
+        text = f.read()
+    ij = json.loads(text)
+    check(text == json.dumps(ij, indent=2, sort_keys=True) + "\n", "index not in transformers' form")
+    check(sorted(ij["weight_map"]) == sorted(arrays), f"weight_map: {sorted(ij['weight_map'])}")
+    check(ij["metadata"]["total_size"] == sum(v.nbytes for v in arrays.values()), f"total_size {ij['metadata']}")
+    shards = sorted(set(ij["weight_map"].values()))
+    check(len(shards) > 1 and sorted(os.listdir(a)) == sorted(shards + ["model.safetensors.index.json"]),
+          f"files: {sorted(os.listdir(a))}")
+    for shard in shards:
+        size = os.path.getsize(os.path.join(a, shard))
+        with open(os.path.join(a, shard), "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+        big = [t for t, s in ij["weight_map"].items() if s == shard and arrays[t].nbytes > 200]
+        check(size - 8 - n <= 200 or len(big) == 1, f"{shard}: {size - 8 - n} data bytes")
+    # Joined again: the same tensors; exported again: the recorded shards, byte for byte.
+    back = os.path.join(tmp, "back.mpk")
+    run("convert", index, back, "--no-fsync", expect=0)
+    check(inspect_json(model)["content_id"] == inspect_json(back)["content_id"], "content id changed through shards")
+    b = os.path.join(tmp, "b")
+    os.makedirs(b)
+    run("convert", back, os.path.join(b, "model.safetensors.index.json"), expect=0)
+    for name in os.listdir(a):
+        with open(os.path.join(a, name), "rb") as f1, open(os.path.join(b, name), "rb") as f2:
+            check(f1.read() == f2.read(), f"{name} differs after a round trip")
+    # Bad sizes are usage errors; a hostile index is refused and leaves nothing.
+    code, _, e = run("convert", model, index, "--max-shard-size", "5XB")
+    check(code == 2 and "5XB" in e, f"bad size: {code} {e!r}")
+    code, _, e = run("convert", model, os.path.join(tmp, "x.mpk"), "--max-shard-size", "5GB")
+    check(code == 2 and "MPK_ERR_INVALID_ARGUMENT" in e, f"size for .mpk output: {code} {e!r}")
+    with open(index, "w") as f:
+        f.write('{"weight_map": {"x": "../model.mpk"}}')
+    code, _, e = run("convert", index, os.path.join(tmp, "evil.mpk"))
+    check(code == 1 and "MPK_ERR_BAD_NAME" in e and "../model.mpk" in e, f"traversal: {code} {e!r}")
+    check(not os.path.exists(os.path.join(tmp, "x.mpk")) and not os.path.exists(os.path.join(tmp, "evil.mpk")),
+          "a failed convert left a file")
+
+
+def case_convert_progress(tmp):
+    """On a terminal, convert draws a progress line on stderr and clears it; without one, nothing."""
+    import pty
+    import select
+    big = os.path.join(tmp, "big.npy")
+    np.save(big, np.arange(6 << 20, dtype=np.float32))  # 24 MiB: several 4 MiB steps
+    out = os.path.join(tmp, "big.mpk")
+    pid, fd = pty.fork()
+    if pid == 0:  # child: stdout and stderr are the pty
+        os.execv(MPK, [MPK, "convert", big, out, "--no-fsync"])
+    chunks = []
+    while True:
+        r, _, _ = select.select([fd], [], [], 60)
+        if not r:
+            break
+        try:
+            data = os.read(fd, 4096)
+        except OSError:  # the child closed the pty
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    check(os.WEXITSTATUS(status) == 0, f"convert on a tty failed: {text!r}")
+    check("converting" in text and "%" in text and "MiB / " in text, f"no progress line: {text!r}")
+    check("\r\033[K" in text, f"progress line not cleared: {text!r}")
+    check("converted" in text, f"no summary: {text!r}")
+    # Without a terminal (as in every other case) stderr stays empty.
+    _, o, e = run("convert", big, os.path.join(tmp, "again.mpk"), "--no-fsync", expect=0)
+    check(e == "", f"progress without a terminal: {e!r}")
 
 
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}

@@ -31,7 +31,8 @@ std::vector<uint8_t> small_safetensors() {
 TEST_CASE("formats are told from extensions and names", "[convert]") {
   CHECK(mpk::file_format_from_path("a/b.mpk") == mpk::FileFormat::Mpk);
   CHECK(mpk::file_format_from_path("model.safetensors") == mpk::FileFormat::Safetensors);
-  CHECK(!mpk::file_format_from_path("model.gguf"));
+  CHECK(mpk::file_format_from_path("model.gguf") == mpk::FileFormat::Gguf);
+  CHECK(!mpk::file_format_from_path("model.onnx"));
   CHECK(!mpk::file_format_from_path("mpk"));
   CHECK(mpk::file_format_from_name("safetensors") == mpk::FileFormat::Safetensors);
   CHECK(!mpk::file_format_from_name("SAFETENSORS"));
@@ -73,7 +74,7 @@ TEST_CASE("a failed conversion leaves nothing at the output path", "[convert]") 
   auto st = mpk::convert(dir / "bad.safetensors", dir / "out.mpk");
   CHECK(st.code() == MPK_ERR_BAD_FORMAT);
   REQUIRE_CODE(mpk::convert(dir / "missing.safetensors", dir / "out.mpk"), MPK_ERR_NOT_FOUND);
-  REQUIRE_CODE(mpk::convert(dir / "x.gguf", dir / "out.mpk"), MPK_ERR_INVALID_ARGUMENT);
+  REQUIRE_CODE(mpk::convert(dir / "x.onnx", dir / "out.mpk"), MPK_ERR_INVALID_ARGUMENT);
   REQUIRE_CODE(mpk::convert(dir / "bad.safetensors", dir / "out.bin"), MPK_ERR_INVALID_ARGUMENT);
   REQUIRE_CODE(mpk::convert(dir / "bad.safetensors", dir / "out.safetensors"), MPK_ERR_INVALID_ARGUMENT);
   CHECK(dir.entries() == std::vector<std::string>{"bad.safetensors"});
@@ -104,4 +105,36 @@ TEST_CASE("the C ABI converts with and without options", "[convert]") {
   o.flags = 0x80;
   CHECK(mpk_convert(in.c_str(), mid.c_str(), &o) == MPK_ERR_INVALID_ARGUMENT);
   CHECK(mpk_convert_options_init(&o, 3) == MPK_ERR_INVALID_ARGUMENT);
+}
+
+TEST_CASE("conversion progress reports the bytes written in both directions", "[convert]") {
+  TempDir dir;
+  // A 24 MiB model: several 4 MiB progress steps each way.
+  {
+    auto w = mpk::Writer::create(dir / "big.mpk", {64, false});
+    REQUIRE(w.ok());
+    const uint64_t shape[] = {6, 1 << 20};
+    REQUIRE_OK(w->add_tensor("w", MPK_DTYPE_F32, shape, random_bytes(24 << 20, 11)));
+    REQUIRE_OK(w->commit());
+  }
+  for (auto [in, out] : {std::pair<std::string, std::string>{"big.mpk", "big.safetensors"},
+                         {"big.safetensors", "back.mpk"}}) {
+    INFO(in << " -> " << out);
+    std::vector<std::pair<uint64_t, uint64_t>> seen;
+    mpk::ConvertOptions o;
+    o.writer.fsync = false;
+    o.progress = [&](uint64_t done, uint64_t total) { seen.emplace_back(done, total); };
+    REQUIRE_OK(mpk::convert(dir / in, dir / out, o));
+    REQUIRE(seen.size() >= 5);
+    for (size_t i = 1; i < seen.size(); ++i) CHECK(seen[i].first > seen[i - 1].first);
+    const uint64_t in_size = std::filesystem::file_size(dir / in);
+    const uint64_t out_size = std::filesystem::file_size(dir / out);
+    CHECK(seen.front().second == in_size);  // the total is the input's size
+    // The last report covers every byte of the output (the .mpk writer rewrites its 96-byte
+    // preamble at the end, which counts again).
+    CHECK(seen.back().first >= out_size);
+    CHECK(seen.back().first <= out_size + 96);
+  }
+  // No callback, no reports: the default costs nothing.
+  REQUIRE_OK(mpk::convert(dir / "big.mpk", dir / "again.safetensors"));
 }

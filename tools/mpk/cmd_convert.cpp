@@ -1,7 +1,9 @@
-// cmd_convert.cpp - `mpk convert IN OUT [--from F] [--to F] [--alignment N] [--no-fsync]`.
+// cmd_convert.cpp - `mpk convert IN OUT [--from F] [--to F] [--alignment N] [--no-fsync] [--deflate]
+//                    [--name NAME] [--max-shard-size SIZE]`.
 #include "common.hpp"
 
 #include <modelpack/convert.hpp>
+#include <modelpack/safetensors.hpp>
 
 #include <cstdio>
 #include <sys/stat.h>
@@ -15,13 +17,37 @@ int run_convert(const ConvertArgs &args) {
   if (!args.to.empty()) o.to = file_format_from_name(args.to);
   o.writer.alignment = args.alignment;
   o.writer.fsync = !args.no_fsync;
-  Status s = convert(args.input, args.output, o);
-  if (!s) return report(s);
+  o.npz_deflate = args.deflate;
+  o.npy_tensor_name = args.name;
+  if (!args.max_shard_size.empty()) {
+    auto size = safetensors::parse_size(args.max_shard_size);  // checked by the option's validator
+    if (!size) return report(size.status());
+    o.max_shard_bytes = *size;
+  }
   struct stat in_st, out_st;
   uint64_t in_size = ::stat(args.input.c_str(), &in_st) == 0 ? uint64_t(in_st.st_size) : 0;
+  {
+    // On a terminal: bytes written so far against the input's size (an estimate of the output's).
+    Progress progress("converting", 0);
+    uint64_t shown = 0;
+    o.progress = [&](uint64_t done, uint64_t total) {
+      if (shown == 0 && total) progress.set_total(total);
+      if (done > shown) progress.add(done - shown);
+      shown = done;
+    };
+    Status s = convert(args.input, args.output, o);
+    progress.finish();
+    if (!s) return report(s);
+  }
   uint64_t out_size = ::stat(args.output.c_str(), &out_st) == 0 ? uint64_t(out_st.st_size) : 0;
-  std::printf("converted %s (%s) to %s (%s) in %s\n", args.input.c_str(), human_bytes(in_size).c_str(),
-              args.output.c_str(), human_bytes(out_size).c_str(), seconds_string(clock.seconds()).c_str());
+  // A sharded safetensors index's own size says nothing about the checkpoint: name it instead.
+  auto size_of = [](const std::string &path, const std::optional<FileFormat> &named, uint64_t size) {
+    auto f = named ? named : file_format_from_path(path);
+    return f == FileFormat::Safetensors && safetensors::is_index_path(path) ? std::string("index + shards")
+                                                                          : human_bytes(size);
+  };
+  std::printf("converted %s (%s) to %s (%s) in %s\n", args.input.c_str(), size_of(args.input, o.from, in_size).c_str(),
+              args.output.c_str(), size_of(args.output, o.to, out_size).c_str(), seconds_string(clock.seconds()).c_str());
   return kExitOk;
 }
 

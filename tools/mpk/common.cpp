@@ -1,6 +1,8 @@
 // common.cpp - exit codes, error reporting, progress and formatting for the mpk tool.
 #include "common.hpp"
 
+#include <algorithm>
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -84,9 +86,12 @@ void Progress::add(uint64_t bytes, std::string_view item) {
 }
 
 void Progress::draw(uint64_t done, std::string_view item) {
-  double pct = total_ ? 100.0 * double(done) / double(total_) : 100.0;
-  std::string text = label_ + " " + std::to_string(int(pct)) + "% " + human_bytes(done) + " / " +
-                     human_bytes(total_);
+  // An unknown total (0) shows the bytes only; an estimate that falls short stops at 99%.
+  std::string text = label_ + " " + human_bytes(done);
+  if (total_) {
+    double pct = std::min(100.0 * double(done) / double(total_), done >= total_ ? 99.0 : 100.0);
+    text = label_ + " " + std::to_string(int(pct)) + "% " + human_bytes(done) + " / " + human_bytes(total_);
+  }
   if (!item.empty()) {
     // Keep the line short enough for a narrow terminal.
     std::string it(item.size() > 40 ? "..." + std::string(item.substr(item.size() - 37)) : item);

@@ -65,6 +65,9 @@ struct ConvertArgs {
   std::string from, to;  // "" = from the extension
   uint32_t alignment = MPK_DEFAULT_ALIGNMENT;
   bool no_fsync = false;
+  bool deflate = false;  // .npz output
+  std::string name;      // .npy input: the tensor's name
+  std::string max_shard_size;  // sharded safetensors output: "5GB", "2GiB", bytes; "" = default
 };
 
 int run_inspect(const InspectArgs &args);
@@ -83,6 +86,7 @@ class Progress {
   Progress(const Progress &) = delete;
   Progress &operator=(const Progress &) = delete;
   void add(uint64_t bytes, std::string_view item = {});
+  void set_total(uint64_t total) { total_ = total; }
   void finish();
 
  private:

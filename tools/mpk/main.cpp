@@ -6,6 +6,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include <modelpack/safetensors.hpp>
+
 #include <cstdio>
 #include <exception>
 #include <new>
@@ -102,17 +104,42 @@ int run(int argc, char **argv) {
 
   ConvertArgs convert;
   CLI::App *c_convert = app.add_subcommand(
-      "convert", "Convert a model file to another format: safetensors -> mpk and mpk -> safetensors "
-                 "(GGUF and NumPy .npz are planned). Formats come from the extensions unless named. "
-                 "Streaming and atomic: on error nothing new appears at OUT. Imports record the source "
-                 "format, the source file's XXH3 and the tool version in the metadata.");
+      "convert", "Convert a model file to another format: safetensors, GGUF, NumPy .npz or .npy -> mpk "
+                 "and mpk -> safetensors, GGUF, .npz or .npy. Formats come from the extensions "
+                 "unless named. Streaming and atomic: on error nothing new appears at OUT. Imports record "
+                 "the source format, the source file's XXH3 and the tool version in the metadata. An .npz "
+                 "member <name>.npy becomes tensor <name> and back; a .npy file is one tensor named after "
+                 "the file (--name to choose), and a .npy output needs a model of exactly one tensor. A "
+                 "sharded safetensors checkpoint is named by its index, model.safetensors.index.json: as IN "
+                 "its shards are joined into one .mpk, as OUT the shards and the index are written "
+                 "(--max-shard-size). A split GGUF model (NAME-00001-of-00003.gguf ...) is given by any "
+                 "of its parts and joined; GGUF -> mpk -> GGUF keeps key and tensor order, the version "
+                 "and the layout.");
   c_convert->add_option("IN", convert.input, "the input file")->required();
   c_convert->add_option("OUT", convert.output, "the output file")->required();
-  c_convert->add_option("--from", convert.from, "input format")->check(CLI::IsMember({"mpk", "safetensors"}));
-  c_convert->add_option("--to", convert.to, "output format")->check(CLI::IsMember({"mpk", "safetensors"}));
+  c_convert->add_option("--from", convert.from, "input format")
+      ->check(CLI::IsMember({"mpk", "safetensors", "gguf", "npz", "npy"}));
+  c_convert->add_option("--to", convert.to, "output format")
+      ->check(CLI::IsMember({"mpk", "safetensors", "gguf", "npz", "npy"}));
   c_convert->add_option("--alignment", convert.alignment, "tensor alignment of an .mpk output (power of two)")
       ->capture_default_str();
   c_convert->add_flag("--no-fsync", convert.no_fsync, "do not sync before the final rename");
+  c_convert->add_flag("--deflate", convert.deflate,
+                      ".npz output: deflate the members, as np.savez_compressed (default: store them, as "
+                      "np.savez)");
+  c_convert->add_option("--name", convert.name,
+                        ".npy input: the tensor's name (default: the file name without .npy)");
+  c_convert->add_option("--max-shard-size", convert.max_shard_size,
+                        "sharded safetensors output (OUT ends in .safetensors.index.json): split into shards "
+                        "of at most SIZE (5GB, 500MB, 2GiB, 1.5GB or bytes; GB = 10^9, GiB = 2^30; a bigger "
+                        "tensor gets a shard of its own), greedily in the model's tensor order as transformers "
+                        "does. Default: the shards of a sharded import (same names and tensors), else 5GB")
+      ->check(CLI::Validator(
+          [](std::string &v) -> std::string {
+            auto size = mpk::safetensors::parse_size(v);
+            return size ? std::string() : size.status().message();
+          },
+          "SIZE"));
 
   try {
     app.parse(argc, argv);

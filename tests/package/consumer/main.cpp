@@ -1,5 +1,7 @@
-// Package consumer (C++): write a model with mpk::Writer, read it back with mpk::Model. Built by
+// Package consumer (C++): write a model with mpk::Writer, read it back with mpk::Model, convert it
+// to NumPy .npz and back (which needs libzip: the static build must bring it). Built by
 // tests/package/run.sh against the installed package, shared and static. Usage: main FILE
+#include <modelpack/convert.hpp>
 #include <modelpack/modelpack.hpp>
 
 #include <algorithm>
@@ -42,5 +44,13 @@ int main(int argc, char **argv) {
   std::printf("consumer (C++): libmodelpack %s, %s, content id %.*s\n", mpk_version_string(),
               ok ? "round trip OK" : "round trip FAILED", int(m->content_id().size()),
               m->content_id().data());
-  return ok ? 0 : 1;
+  if (!ok) return 1;
+  const std::string npz = std::string(argv[1]) + ".npz", back = std::string(argv[1]) + ".back.mpk";
+  if (auto s = mpk::convert(argv[1], npz); !s) return fail(s);
+  if (auto s = mpk::convert(npz, back); !s) return fail(s);
+  auto b = mpk::Model::open(back);
+  if (!b) return fail(b.status());
+  const bool same = b->content_id() == m->content_id();
+  std::printf("consumer (C++): .npz round trip %s\n", same ? "OK" : "FAILED");
+  return same ? 0 : 1;
 }
