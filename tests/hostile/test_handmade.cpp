@@ -144,7 +144,7 @@ TEST_CASE("a broken data_order is refused", "[hostile]") {
   REQUIRE_OK(open_bytes(dir, build(s)));
 }
 
-TEST_CASE("unknown incompatible features are refused by name; compatible ones are ignored", "[hostile]") {
+TEST_CASE("unknown incompatible features are refused by name, compatible ones are ignored", "[hostile]") {
   Spec s = two_tensors();
   s.incompatible = 1ull << 5;
   s.feature_names = {{5, true, "zstd-chunks"}};
@@ -158,7 +158,7 @@ TEST_CASE("unknown incompatible features are refused by name; compatible ones ar
   REQUIRE_OK(open_bytes(dir, build(s)));
 }
 
-TEST_CASE("a newer major version is refused; a newer minor is read", "[hostile]") {
+TEST_CASE("a newer major version is refused, a newer minor is read", "[hostile]") {
   Spec s = two_tensors();
   s.major = 2;
   expect(s, MPK_ERR_UNSUPPORTED_VERSION, "format version 2.0");
@@ -168,7 +168,7 @@ TEST_CASE("a newer major version is refused; a newer minor is read", "[hostile]"
   REQUIRE_OK(open_bytes(dir, build(s)));
 }
 
-TEST_CASE("metadata must be sorted and unique; unknown value types are tolerated", "[hostile]") {
+TEST_CASE("metadata must be sorted and unique, unknown value types are tolerated", "[hostile]") {
   Spec s = two_tensors();
   s.metadata = {{"b", 1}, {"a", 2}};
   expect(s, MPK_ERR_UNSORTED, "metadata keys are not sorted");

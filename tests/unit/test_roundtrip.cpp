@@ -114,7 +114,7 @@ TEST_CASE("round trip of every dtype and shape kind", "[roundtrip]") {
   CHECK(dir.entries() == std::vector<std::string>{"all.mpk"});  // no temporary file left
 }
 
-TEST_CASE("every alignment from 1 to 64 KiB; the content id does not depend on it", "[roundtrip]") {
+TEST_CASE("every alignment from 1 to 64 KiB, and the content id does not depend on it", "[roundtrip]") {
   TempDir dir;
   std::vector<Expect> ts = {{"a", MPK_DTYPE_U8, {3}, random_bytes(3, 1)},
                             {"b", MPK_DTYPE_F32, {5, 3}, random_bytes(60, 2)},
