@@ -152,6 +152,11 @@ DTypeBlock dtype_block(DType dtype) {
   return r ? DTypeBlock{r->block_elems, r->block_bytes, r->rows} : DTypeBlock{};
 }
 bool dtype_is_extended(DType dtype) { return detail::raw_enum(dtype) >= MPK_DTYPE_F8_E4M3; }
+bool detail::dtype_known_raw(uint32_t raw) { return raw < kMaxDTypeValue && row_of(std::underlying_type_t<mpk_dtype>(raw)); }
+bool detail::dtype_typed_meta_raw(uint32_t raw) {
+  const DTypeRow *r = raw < kMaxDTypeValue ? row_of(std::underlying_type_t<mpk_dtype>(raw)) : nullptr;
+  return r && r->typed_meta;
+}
 bool detail::dtype_typed_meta(DType dtype) {
   const DTypeRow *r = row(dtype);
   return r && r->typed_meta;

@@ -14,4 +14,8 @@ namespace mpk::detail {
 Result<uint64_t> tensor_nbytes(const DType &dtype, std::span<const uint64_t> shape, std::string_view name);
 // Whether typed metadata may use `dtype` (whole-byte numbers and bool).
 bool dtype_typed_meta(DType dtype);
+// The same questions for a dtype read from a file, as the raw number: a value outside mpk_dtype's
+// range must not be converted to the enum before it is known to be valid (UBSan: -fsanitize=enum).
+bool dtype_known_raw(uint32_t raw);
+bool dtype_typed_meta_raw(uint32_t raw);
 }  // namespace mpk::detail

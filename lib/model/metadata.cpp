@@ -156,12 +156,14 @@ mpk_meta_type detail::meta_type_of(fb::Value type, const void *value) {
   // A typed value whose dtype this reader does not allow there reads as unknown (a newer writer may
   // allow more); so does a typed array that is not a whole number of elements.
   if (type == fb::Value::TypedScalar) {
-    if (!dtype_typed_meta(static_cast<DType>(static_cast<const fb::TypedScalar *>(value)->dtype())))
+    if (!dtype_typed_meta_raw(uint32_t(static_cast<const fb::TypedScalar *>(value)->dtype())))
       return MPK_META_UNKNOWN;
   } else if (type == fb::Value::TypedArray) {
     auto *a = static_cast<const fb::TypedArray *>(value);
-    auto d = static_cast<DType>(a->dtype());
-    if (!dtype_typed_meta(d) || (a->data() && a->data()->size() % dtype_size(d) != 0)) return MPK_META_UNKNOWN;
+    const uint32_t raw = uint32_t(a->dtype());
+    if (!dtype_typed_meta_raw(raw)) return MPK_META_UNKNOWN;
+    auto d = static_cast<DType>(raw);  // known: in range
+    if (a->data() && a->data()->size() % dtype_size(d) != 0) return MPK_META_UNKNOWN;
   }
   return static_cast<mpk_meta_type>(t);
 }

@@ -185,9 +185,9 @@ Status ModelImpl::validate(Verify mode) {
     }
     prev = name;
     const fb::DType fdtype = x->dtype();
-    auto dtype = static_cast<DType>(fdtype);
-    if (dtype_block(dtype).elems == 0)
+    if (!dtype_known_raw(uint32_t(fdtype)))  // before the conversion: out-of-range enum values are UB
       return fail(MPK_ERR_BAD_DTYPE, "tensor ", quote(name), " has unknown dtype ", unsigned(fdtype));
+    auto dtype = static_cast<DType>(fdtype);
     if (x->encoding() != fb::Encoding::RAW)
       return fail(MPK_ERR_UNSUPPORTED_FEATURE, "tensor ", quote(name), " uses encoding ", unsigned(x->encoding()),
                   ", which format 1.1 does not define");
