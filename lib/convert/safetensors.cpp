@@ -11,6 +11,7 @@
 #include "codec/hash.hpp"
 
 #include "common.hpp"
+#include "convert/provenance.hpp"
 #include "io/file.hpp"
 
 #include <nlohmann/json.hpp>
@@ -462,11 +463,6 @@ Status copy_tensors(const detail::File &file, const Loaded &l, Writer &w, detail
   return {};
 }
 
-std::string hex16(uint64_t v) {
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(v));
-  return hex;
-}
 
 // ---- JSON output (serde_json's compact form) -----------------------------------------------------
 
@@ -848,7 +844,6 @@ Status import_file(const std::string &in, Writer &w) {
   Loaded l;
   if (Status s = load(*file, l, source_hash); !s.ok()) return s;
 
-  if (Status s = w.set_metadata("convert.source_format", std::string("safetensors")); !s.ok()) return s;
   for (auto &[k, v] : l.h.meta) {
     std::string key(kMetadataPrefix);
     key += k;
@@ -856,8 +851,7 @@ Status import_file(const std::string &in, Writer &w) {
   }
   std::vector<std::byte> buf;
   if (Status s = copy_tensors(*file, l, w, source_hash, buf); !s.ok()) return s;
-  if (Status s = w.set_metadata("convert.source_xxh3", hex16(source_hash.digest())); !s.ok()) return s;
-  return w.set_metadata("convert.tool", std::string("libmodelpack " MPK_VERSION_STRING));
+  return detail::set_provenance(w, "safetensors", source_hash.digest());
 }
 
 Status import_index(const std::string &in, Writer &w) {
@@ -946,7 +940,6 @@ Status import_index(const std::string &in, Writer &w) {
   mapped.clear();
 
   // 5. Metadata: what export_index needs to write the same files again.
-  if (Status s = w.set_metadata("convert.source_format", std::string("safetensors")); !s.ok()) return s;
   for (auto &[k, v] : idx.meta) {
     const std::string key = detail::cat(kIndexPrefix, "metadata.", k);
     Status s = std::visit([&](auto &x) { return w.set_metadata(key, MetaInput(std::move(x))); }, v);
@@ -994,11 +987,10 @@ Status import_index(const std::string &in, Writer &w) {
       hash.update(head.data(), head.size());
     }
     if (Status c = copy_tensors(*file, loaded[i], w, hash, buf); !c.ok()) return in_shard(c, shards[i]);
-    if (Status c = w.set_metadata(shard_key(i, "xxh3"), hex16(hash.digest())); !c.ok()) return c;
+    if (Status c = w.set_metadata(shard_key(i, "xxh3"), detail::xxh3_hex(hash.digest())); !c.ok()) return c;
     loaded[i] = Loaded();  // release the header's memory
   }
-  if (Status s = w.set_metadata("convert.source_xxh3", hex16(index_xxh3)); !s.ok()) return s;
-  return w.set_metadata("convert.tool", std::string("libmodelpack " MPK_VERSION_STRING));
+  return detail::set_provenance(w, "safetensors", index_xxh3);
 }
 
 // ---- export ----------------------------------------------------------------------------------------

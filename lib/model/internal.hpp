@@ -25,8 +25,6 @@ inline constexpr unsigned kMaxMetaDepth = 16;
 // Checks what a writer is given beyond the key: typed dtypes, whole elements, list depth.
 Status check_meta_input(const MetaInput &value, std::string_view key);
 
-// IEEE binary16 to double, exactly.
-double half_to_double(uint16_t h);
 
 // Byte-wise comparison of names (as memcmp on unsigned bytes; std::string_view does this).
 inline int compare_names(std::string_view a, std::string_view b) { return a.compare(b); }

@@ -1,6 +1,7 @@
 #include "model/internal.hpp"
 
 #include "common_enum.hpp"
+#include "quant/ggml_blocks.hpp"
 
 #include <cmath>
 #include <cstring>
@@ -30,15 +31,6 @@ namespace mpk {
 using namespace detail;
 namespace fbs = flatbuffers;
 
-double detail::half_to_double(uint16_t h) {
-  const int sign = h >> 15, exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
-  double v;
-  if (exp == 0) v = std::ldexp(double(frac), -24);                        // zero, subnormal
-  else if (exp == 31) v = frac ? std::numeric_limits<double>::quiet_NaN()  // (payload not kept)
-                               : std::numeric_limits<double>::infinity();
-  else v = std::ldexp(double(frac | 0x400), exp - 25);
-  return sign ? -v : v;
-}
 
 // ---- building ----
 
@@ -263,8 +255,8 @@ Result<double> MetaValue::typed_to_double(TypedScalar t) {
   switch (t.dtype) {
     case MPK_DTYPE_F64: { double d; std::memcpy(&d, &t.bits, 8); return d; }
     case MPK_DTYPE_F32: { float f; uint32_t u = uint32_t(t.bits); std::memcpy(&f, &u, 4); return double(f); }
-    case MPK_DTYPE_BF16: { float f; uint32_t u = uint32_t(t.bits & 0xffff) << 16; std::memcpy(&f, &u, 4); return double(f); }
-    case MPK_DTYPE_F16: return half_to_double(uint16_t(t.bits));
+    case MPK_DTYPE_BF16: return double(bf16_to_f32(uint16_t(t.bits)));
+    case MPK_DTYPE_F16: return double(f16_to_f32(uint16_t(t.bits)));  // exact: f16 is a subset of f32
     default:
       return fail(MPK_ERR_TYPE_MISMATCH, "a typed ", dtype_name(t.dtype), " value is not a floating-point number");
   }
