@@ -19,6 +19,19 @@ namespace {
 // process holds one piece rather than every page of a multi-GiB model it has touched.
 const OpenOptions kExportOpen{Access::Read, Verify::Header};
 
+// Runs an importer into a new .mpk at `out`: committed on success, aborted (nothing appears at
+// `out`) on failure.
+template <class Import>
+Status import_into(const std::string &out, const WriterOptions &options, Import &&import) {
+  auto w = Writer::create(out, options);
+  if (!w) return w.status();
+  if (Status s = import(*w); !s) {
+    w->abort();
+    return s;
+  }
+  return w->commit();
+}
+
 bool ends_with(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
@@ -77,15 +90,10 @@ Status convert(const std::string &in, const std::string &out, const ConvertOptio
     return fail(MPK_ERR_INVALID_ARGUMENT, "a maximum shard size applies only to a sharded safetensors output ",
                 "(a path ending in .safetensors.index.json), not to ", quote(out));
   if (*from == FileFormat::Safetensors && *to == FileFormat::Mpk) {
-    auto w = Writer::create(out, options.writer);
-    if (!w) return w.status();
-    Status s = safetensors::is_index_path(in) ? safetensors::import_index(in, *w)  // sharded
-                                              : safetensors::import_file(in, *w);
-    if (!s) {
-      w->abort();  // nothing appears at `out`
-      return s;
-    }
-    return w->commit();
+    return import_into(out, options.writer, [&](Writer &w) {
+      return safetensors::is_index_path(in) ? safetensors::import_index(in, w)  // sharded
+                                            : safetensors::import_file(in, w);
+    });
   }
   if (*from == FileFormat::Mpk && *to == FileFormat::Safetensors) {
     auto m = Model::open(in, kExportOpen);
@@ -94,14 +102,7 @@ Status convert(const std::string &in, const std::string &out, const ConvertOptio
     return safetensors::export_file(*m, out);
   }
   if (*from == FileFormat::Gguf && *to == FileFormat::Mpk) {
-    auto w = Writer::create(out, options.writer);
-    if (!w) return w.status();
-    Status s = gguf::import_file(in, *w);
-    if (!s) {
-      w->abort();  // nothing appears at `out`
-      return s;
-    }
-    return w->commit();
+    return import_into(out, options.writer, [&](Writer &w) { return gguf::import_file(in, w); });
   }
   if (*from == FileFormat::Mpk && *to == FileFormat::Gguf) {
     auto m = Model::open(in, kExportOpen);
@@ -109,14 +110,9 @@ Status convert(const std::string &in, const std::string &out, const ConvertOptio
     return gguf::export_file(*m, out);
   }
   if ((*from == FileFormat::Npz || *from == FileFormat::Npy) && *to == FileFormat::Mpk) {
-    auto w = Writer::create(out, options.writer);
-    if (!w) return w.status();
-    Status s = *from == FileFormat::Npz ? npz::import_npz(in, *w) : npz::import_npy(in, *w, options.npy_tensor_name);
-    if (!s) {
-      w->abort();  // nothing appears at `out`
-      return s;
-    }
-    return w->commit();
+    return import_into(out, options.writer, [&](Writer &w) {
+      return *from == FileFormat::Npz ? npz::import_npz(in, w) : npz::import_npy(in, w, options.npy_tensor_name);
+    });
   }
   if (*from == FileFormat::Mpk && (*to == FileFormat::Npz || *to == FileFormat::Npy)) {
     auto m = Model::open(in, kExportOpen);

@@ -418,6 +418,9 @@ def case_convert(tmp):
     check(j1["content_id"] == j2["content_id"], "content id changed through safetensors")
     meta = {m["key"]: m["value"] for m in j2["metadata"]}
     check(meta.get("convert.source_format") == "safetensors", f"provenance: {meta}")
+    code, _, e = run("convert", st, os.path.join(tmp, "a3.mpk"), "--alignment", "3")
+    check(code == 2 and "power of two" in e and not os.path.exists(os.path.join(tmp, "a3.mpk")),
+          f"convert --alignment 3: {code} {e!r}")
     code, _, e = run("convert", model, os.path.join(tmp, "x.onnx"))
     check(code != 0 and "MPK_ERR_INVALID_ARGUMENT" in e, f"unsupported target: {code} {e!r}")
     code, _, e = run("convert", model, os.path.join(tmp, "x.gguf"))  # GGUF has no bool tensors

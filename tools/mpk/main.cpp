@@ -52,6 +52,21 @@ int run(int argc, char **argv) {
       ->check(CLI::IsMember({"header", "full"}))
       ->capture_default_str();
 
+  // --alignment of pack and convert: a usage error (exit 2) before anything is opened.
+  const CLI::Validator kAlignment(
+      [](std::string &v) -> std::string {
+        unsigned long long a = 0;
+        try {
+          a = std::stoull(v);
+        } catch (...) {
+          return "not a number: " + v;
+        }
+        if (a == 0 || a > MPK_MAX_ALIGNMENT || (a & (a - 1)) != 0)
+          return "alignment must be a power of two in [1, 65536], got " + v;
+        return {};
+      },
+      "POW2");
+
   PackArgs pack;
   CLI::App *c_pack = app.add_subcommand(
       "pack",
@@ -64,19 +79,7 @@ int run(int argc, char **argv) {
   c_pack->add_option("--alignment", pack.alignment,
                      "alignment of each tensor's file offset (power of two, 1..65536)")
       ->capture_default_str()
-      ->check(CLI::Validator(
-          [](std::string &v) -> std::string {
-            unsigned long long a = 0;
-            try {
-              a = std::stoull(v);
-            } catch (...) {
-              return "not a number: " + v;
-            }
-            if (a == 0 || a > MPK_MAX_ALIGNMENT || (a & (a - 1)) != 0)
-              return "alignment must be a power of two in [1, 65536], got " + v;
-            return {};
-          },
-          "POW2"));
+      ->check(kAlignment);
   c_pack->add_option("--meta", pack.meta, "string metadata KEY=VALUE (repeatable)")
       ->allow_extra_args(false);
   c_pack->add_option("--meta-int", pack.meta_int, "int64 metadata KEY=N (repeatable)")
@@ -122,7 +125,8 @@ int run(int argc, char **argv) {
   c_convert->add_option("--to", convert.to, "output format")
       ->check(CLI::IsMember({"mpk", "safetensors", "gguf", "npz", "npy"}));
   c_convert->add_option("--alignment", convert.alignment, "tensor alignment of an .mpk output (power of two)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(kAlignment);
   c_convert->add_flag("--no-fsync", convert.no_fsync, "do not sync before the final rename");
   c_convert->add_flag("--deflate", convert.deflate,
                       ".npz output: deflate the members, as np.savez_compressed (default: store them, as "
