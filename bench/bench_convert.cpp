@@ -27,9 +27,13 @@
 //                                                   write() from the mapping (no pread copy);
 //                                     mmap_cfr      hash both from the mapping, copy the data with
 //                                                   copy_file_range (the kernel copy cp uses);
+//                                     cfr_destmap   copy_file_range each 1 MiB piece, then hash it
+//                                                   through a mapping of the output (the source is
+//                                                   never mapped, so never a SIGBUS);
 //                                     no_src_hash   the replica without the whole-file source hash;
 //                                     mmap_write_no_src_hash  both changes together.
 //   paired/convert_vs_proto_replica  checks that the replica costs what the real convert costs.
+// $MPK_PIECE sets the replicas' piece size in bytes (default 1 MiB, the importer's).
 // Fixtures go to $MPK_BENCH_DIR (default /tmp) in a fresh directory, removed at exit (also on
 // SIGINT/SIGTERM/SIGHUP). $MPK_BENCH_PAIRS sets the pairs per paired benchmark (default 15, min 9).
 #include <modelpack/convert.hpp>
@@ -295,7 +299,7 @@ struct Stages {
 // pieces, per tensor (the fixture's tensors tile it in offset order), and written at the Writer's
 // data offset (128: preamble + alignment) with the same hashing. The .mpk header is not written
 // (~30 KB). Modes:
-enum class Replica { Pread, MmapWrite, MmapCopyFileRange, PreadNoSourceHash, MmapWriteNoSourceHash };
+enum class Replica { Pread, MmapWrite, MmapCopyFileRange, PreadNoSourceHash, MmapWriteNoSourceHash, CfrDestMap };
 
 struct DataLayout {
   uint64_t data_start = 0, data_bytes = 0, tensor_bytes = 0;
@@ -329,12 +333,52 @@ DataLayout layout_of(const std::string &in) {
 }
 
 bool run_replica(const std::string &in, const std::string &out, Replica mode, const DataLayout &l, Stages *st) {
-  constexpr uint64_t kPiece = MiB, kDataOffset = 128;
+  static const uint64_t kPiece = std::getenv("MPK_PIECE") ? std::strtoull(std::getenv("MPK_PIECE"), nullptr, 0) : MiB;
+  constexpr uint64_t kDataOffset = 128;
   int fi = ::open(in.c_str(), O_RDONLY | O_CLOEXEC);
-  int fo = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int fo = ::open(out.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fi < 0 || fo < 0) return false;
   const std::byte *map = nullptr;
   const uint64_t size = l.data_start + l.data_bytes;
+  if (mode == Replica::CfrDestMap) {
+    // copy_file_range each piece in the kernel, then hash it through a mapping of the destination
+    void *m = ::mmap(nullptr, kDataOffset + l.data_bytes, PROT_READ, MAP_SHARED, fo, 0);
+    if (m == MAP_FAILED) return false;
+    const auto *dst = static_cast<const std::byte *>(m);
+    XXH3_state_t *src = XXH3_createState(), *ten = XXH3_createState();
+    XXH3_64bits_reset(src);
+    bool ok = true;
+    uint64_t sink = 0;
+    for (uint64_t t = 0; ok && t < l.data_bytes; t += l.tensor_bytes) {
+      XXH3_64bits_reset(ten);
+      for (uint64_t done = 0; ok && done < l.tensor_bytes; done += kPiece) {
+        const uint64_t piece = std::min(kPiece, l.tensor_bytes - done);
+        auto t0 = Clock::now();
+        loff_t oi = loff_t(l.data_start + t + done), oo = loff_t(kDataOffset + t + done);
+        for (uint64_t left = piece; ok && left;) {
+          ssize_t r = ::copy_file_range(fi, &oi, fo, &oo, left, 0);
+          ok = r > 0;
+          if (ok) left -= uint64_t(r);
+        }
+        st->write += seconds_since(t0);
+        const std::byte *p = dst + kDataOffset + t + done;
+        t0 = Clock::now();
+        XXH3_64bits_update_dispatch(src, p, piece);
+        st->src_hash += seconds_since(t0);
+        t0 = Clock::now();
+        XXH3_64bits_update_dispatch(ten, p, piece);
+        st->tensor_hash += seconds_since(t0);
+      }
+      sink ^= XXH3_64bits_digest(ten);
+    }
+    sink ^= XXH3_64bits_digest(src);
+    benchmark::DoNotOptimize(sink);
+    XXH3_freeState(src);
+    XXH3_freeState(ten);
+    ::munmap(m, kDataOffset + l.data_bytes);
+    ::close(fi);
+    return (::close(fo) == 0) && ok;
+  }
   if (mode == Replica::MmapWrite || mode == Replica::MmapCopyFileRange || mode == Replica::MmapWriteNoSourceHash) {
     void *m = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fi, 0);
     if (m == MAP_FAILED) return false;
@@ -569,6 +613,8 @@ int main(int argc, char **argv) {
          [](benchmark::State &s) { BM_paired_replica(s, Replica::MmapWrite, false); });
   paired("paired/proto_mmap_write_no_src_hash_vs_cp/1GiB",
          [](benchmark::State &s) { BM_paired_replica(s, Replica::MmapWriteNoSourceHash, false); });
+  paired("paired/proto_cfr_destmap_vs_cp/1GiB",
+         [](benchmark::State &s) { BM_paired_replica(s, Replica::CfrDestMap, false); });
   paired("paired/proto_mmap_cfr_vs_cp/1GiB",
          [](benchmark::State &s) { BM_paired_replica(s, Replica::MmapCopyFileRange, false); });
   benchmark::RunSpecifiedBenchmarks();

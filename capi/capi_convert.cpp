@@ -17,6 +17,8 @@ namespace {
 constexpr size_t kConvertOptionsV1Size = 20;
 static_assert(offsetof(mpk_convert_options, npz_deflate) == kConvertOptionsV1Size,
               "mpk_convert_options fields are only ever appended");
+static_assert(offsetof(mpk_convert_options, threads) == 32 && sizeof(mpk_convert_options) == 40,
+              "mpk_convert_options fields are only ever appended");
 }  // namespace
 
 extern "C" {
@@ -55,6 +57,9 @@ mpk_status mpk_convert(const char *in, const char *out, const mpk_convert_option
                   std::string(fn) + ": options.npz_deflate is " + std::to_string(o.npz_deflate) + " (0 or 1)");
     cpp.npz_deflate = o.npz_deflate != 0;
     cpp.max_shard_bytes = o.max_shard_bytes;
+    if (o.reserved != 0)
+      return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": options.reserved must be 0");
+    cpp.threads = o.threads;
     return check(mpk::convert(in, out, cpp));
   });
 }

@@ -39,6 +39,8 @@ struct ConvertOptions {
                                    // shards of at most this many bytes; 0 = the shards recorded by a
                                    // sharded import, else 5 GB (safetensors::export_index). Must be 0
                                    // for other outputs.
+  unsigned threads = 0;             // safetensors input: as safetensors::ImportOptions::threads (0 =
+                                   // automatic, 1 = the calling thread only); other inputs ignore it
   // Called on the converting thread as the output grows (every few MiB), with the bytes written so
   // far and an estimate of the total (the input's size; 0 when unknown, e.g. a sharded input).
   std::function<void(uint64_t done, uint64_t total)> progress;

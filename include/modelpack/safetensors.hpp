@@ -103,20 +103,28 @@ inline constexpr std::string_view kMetadataPrefix = "safetensors.metadata.";
 // Metadata key prefix of what a sharded import records (see SHARDED CHECKPOINTS above).
 inline constexpr std::string_view kIndexPrefix = "safetensors.index.";
 
+struct ImportOptions {
+  // 0 (automatic): with 8 MiB of tensor data or more and 2 or more CPUs, a second thread reads the
+  // input (pread) and hashes it for the provenance checksum while the calling thread hands the
+  // pieces to the Writer (a ring of 4 x 1 MiB); otherwise, and with 1, everything runs on the
+  // calling thread. Other values act as 2 (the most used today). The output is the same either way.
+  unsigned threads = 0;
+};
+
 // Reads and validates a .safetensors file, then streams its tensors into `w` in file (offset)
 // order, in pieces of at most 1 MiB. `__metadata__` entries become string metadata
 // "safetensors.metadata.<key>"; "convert.source_format" is set to "safetensors".
 // The header is validated completely before anything is added to `w`. The writer is not committed:
 // the caller commits on success and aborts (or destroys the writer) on failure, so no output file
 // is ever left behind.
-MPK_API Status import_file(const std::string &in, Writer &w);
+MPK_API Status import_file(const std::string &in, Writer &w, const ImportOptions &options = {});
 
 // Reads a sharded checkpoint's index (`in`, e.g. "dir/model.safetensors.index.json"), validates it
 // and every shard it names (shards are looked up in the index's directory), then streams the
 // shards' tensors into `w`: shard by shard in name order, each in file order. Records the split as
 // described above. Same contract as import_file: nothing reaches `w` before everything is
 // validated; the caller commits or aborts.
-MPK_API Status import_index(const std::string &in, Writer &w);
+MPK_API Status import_index(const std::string &in, Writer &w, const ImportOptions &options = {});
 
 // Writes `m` as a .safetensors file at `out`, atomically (temporary file + rename), laid out
 // exactly as the reference writer (`serialize` in tensor.rs) does:

@@ -91,8 +91,10 @@ Status convert(const std::string &in, const std::string &out, const ConvertOptio
                 "(a path ending in .safetensors.index.json), not to ", quote(out));
   if (*from == FileFormat::Safetensors && *to == FileFormat::Mpk) {
     return import_into(out, options.writer, [&](Writer &w) {
-      return safetensors::is_index_path(in) ? safetensors::import_index(in, w)  // sharded
-                                            : safetensors::import_file(in, w);
+      safetensors::ImportOptions io;
+      io.threads = options.threads;
+      return safetensors::is_index_path(in) ? safetensors::import_index(in, w, io)  // sharded
+                                            : safetensors::import_file(in, w, io);
     });
   }
   if (*from == FileFormat::Mpk && *to == FileFormat::Safetensors) {

@@ -57,7 +57,7 @@ constexpr std::array<int8_t, kMaxDTypeValue> make_index() {
 }
 constexpr std::array<int8_t, kMaxDTypeValue> kIndex = make_index();
 const DTypeRow *row_of(std::underlying_type_t<mpk_dtype> raw) {
-  if (raw < 0 || size_t(raw) >= kMaxDTypeValue || kIndex[size_t(raw)] < 0) return nullptr;
+  if (size_t(raw) >= kMaxDTypeValue || kIndex[size_t(raw)] < 0) return nullptr;
   return &kDTypes[size_t(kIndex[size_t(raw)])];
 }
 const DTypeRow *row(const mpk_dtype &d) { return row_of(mpk::detail::raw_enum(d)); }

@@ -418,6 +418,13 @@ def case_convert(tmp):
     check(j1["content_id"] == j2["content_id"], "content id changed through safetensors")
     meta = {m["key"]: m["value"] for m in j2["metadata"]}
     check(meta.get("convert.source_format") == "safetensors", f"provenance: {meta}")
+    for t in ("1", "2"):  # one thread or a reader thread too: the same file
+        again = os.path.join(tmp, f"back{t}.mpk")
+        run("convert", st, again, "--no-fsync", "--threads", t, expect=0)
+        with open(back, "rb") as f1, open(again, "rb") as f2:
+            check(f1.read() == f2.read(), f"convert --threads {t} wrote a different file")
+    code, _, e = run("convert", st, os.path.join(tmp, "t.mpk"), "--threads", "65")
+    check(code == 2 and not os.path.exists(os.path.join(tmp, "t.mpk")), f"convert --threads 65: {code} {e!r}")
     code, _, e = run("convert", st, os.path.join(tmp, "a3.mpk"), "--alignment", "3")
     check(code == 2 and "power of two" in e and not os.path.exists(os.path.join(tmp, "a3.mpk")),
           f"convert --alignment 3: {code} {e!r}")

@@ -10,7 +10,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
 
 #include <cstdint>
 #include <cstdlib>
@@ -1119,4 +1124,147 @@ TEST_CASE("convert: max_shard_bytes through C++ and the C ABI", "[safetensors][s
   fs::create_directory(dir / "named");
   REQUIRE_OK(mpk::convert(in, dir / "named/w.json", named));
   CHECK(fs::exists(dir / "named/w-00001-of-00001.safetensors"));
+}
+
+// ---- the two-thread import (a reader thread: pread + source hash; the caller: Writer calls) ----
+
+namespace {
+
+// A safetensors file of ~25 MiB: tensors of odd sizes (pieces that do not end on 1 MiB), empty
+// ones between them, one of exactly 1 MiB, bytes random.
+std::vector<uint8_t> threaded_fixture() {
+  std::vector<T> ts = {{"e0", "U8", "[0]", 0},          {"a", "U8", "[3145745]", 3145745},
+                       {"one_mib", "F32", "[262144]", 1u << 20}, {"e1", "F32", "[2,0]", 0},
+                       {"b", "U8", "[123]", 123},       {"c", "U8", "[9437201]", 9437201},
+                       {"s", "I64", "[]", 8},           {"d", "U8", "[12582917]", 12582917},
+                       {"e2", "U8", "[0]", 0}};
+  auto f = st_file(ts, R"({"format":"pt"})");
+  const size_t header = f.size() - (3145745 + (1u << 20) + 123 + 9437201 + 8 + 12582917);
+  auto data = random_bytes(f.size() - header, 99);
+  std::memcpy(f.data() + header, data.data(), data.size());
+  return f;
+}
+
+mpk::ConvertOptions threads_opt(unsigned threads) {
+  mpk::ConvertOptions o;
+  o.writer.fsync = false;
+  o.threads = threads;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("one thread or two: the same .mpk, every tensor and the source checksum right", "[safetensors][threads]") {
+  TempDir dir;
+  const auto f = threaded_fixture();
+  const std::string in = dir / "in.safetensors";
+  write_file(in, f);
+  REQUIRE_OK(mpk::convert(in, dir / "one.mpk", threads_opt(1)));
+  REQUIRE_OK(mpk::convert(in, dir / "two.mpk", threads_opt(2)));
+  REQUIRE_OK(mpk::convert(in, dir / "auto.mpk", threads_opt(0)));
+  const auto one = read_file(dir / "one.mpk");
+  CHECK(read_file(dir / "two.mpk") == one);
+  CHECK(read_file(dir / "auto.mpk") == one);
+
+  mpk::OpenOptions oo;
+  oo.verify = mpk::Verify::Full;
+  auto m = mpk::Model::open(dir / "two.mpk", oo);
+  REQUIRE(m.ok());
+  char want[17];
+  std::snprintf(want, sizeof want, "%016llx",
+                static_cast<unsigned long long>(mpk::checksum(std::as_bytes(std::span(f)))));
+  CHECK(*m->metadata("convert.source_xxh3")->as_string() == want);
+  // Every tensor holds the source's bytes (the header's offsets say where they are).
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = n << 8 | f[size_t(i)];
+  const auto header = nlohmann::json::parse(std::string(f.begin() + 8, f.begin() + 8 + long(n)));
+  size_t seen = 0;
+  for (auto &[name, v] : header.items()) {
+    if (name == "__metadata__") continue;
+    ++seen;
+    auto t = m->tensor(name);
+    REQUIRE(t.ok());
+    const uint64_t b = v["data_offsets"][0], e = v["data_offsets"][1];
+    REQUIRE(t->data.size() == e - b);
+    CHECK(std::memcmp(t->data.data(), f.data() + 8 + n + b, e - b) == 0);
+  }
+  CHECK(seen == 9);
+  CHECK(m->tensor_count() == 9);
+
+  // Sharded: the same shards through one thread and two give the same file.
+  fs::create_directory(dir / "sh");
+  mpk::ConvertOptions split = threads_opt(0);
+  split.max_shard_bytes = 8u << 20;
+  REQUIRE_OK(mpk::convert(dir / "one.mpk", dir / "sh/model.safetensors.index.json", split));
+  REQUIRE_OK(mpk::convert(dir / "sh/model.safetensors.index.json", dir / "j1.mpk", threads_opt(1)));
+  REQUIRE_OK(mpk::convert(dir / "sh/model.safetensors.index.json", dir / "j2.mpk", threads_opt(2)));
+  CHECK(read_file(dir / "j1.mpk") == read_file(dir / "j2.mpk"));
+  // The C ABI carries the field; reserved must stay 0.
+  mpk_convert_options co;
+  REQUIRE(mpk_convert_options_init(&co, sizeof co) == MPK_OK);
+  CHECK(co.threads == 0);
+  co.threads = 2;
+  co.flags = MPK_WRITER_NO_FSYNC;
+  CHECK(mpk_convert(in.c_str(), (dir / "c.mpk").c_str(), &co) == MPK_OK);
+  CHECK(read_file(dir / "c.mpk") == one);
+  co.reserved = 1;
+  CHECK(mpk_convert(in.c_str(), (dir / "r.mpk").c_str(), &co) == MPK_ERR_INVALID_ARGUMENT);
+  CHECK(contains(mpk_last_error_message(), "reserved"));
+  CHECK(!fs::exists(dir / "r.mpk"));
+}
+
+TEST_CASE("a source truncated during the import: a clear error and no output, one thread or two",
+          "[safetensors][threads][hostile]") {
+  for (unsigned threads : {1u, 2u}) {
+    INFO("threads " << threads);
+    TempDir dir;
+    const auto f = threaded_fixture();
+    const std::string in = dir / "in.safetensors";
+    write_file(in, f);
+    mpk::ConvertOptions o = threads_opt(threads);
+    // The first progress call comes after 4 MiB were written; the reader is then at most its ring
+    // (4 MiB) ahead, so cutting the source 8 MiB further on is always met by a later read.
+    const uint64_t cut = f.size() - (8u << 20);
+    int calls = 0;
+    o.progress = [&](uint64_t done, uint64_t) {
+      if (calls++ == 0) {
+        REQUIRE(done + (8u << 20) < cut);
+        REQUIRE(::truncate(in.c_str(), off_t(cut)) == 0);
+      }
+    };
+    const mpk::Status s = mpk::convert(in, dir / "out.mpk", o);
+    INFO(s.to_string());
+    CHECK(calls >= 1);
+    CHECK(s.code() == MPK_ERR_TRUNCATED);
+    CHECK(contains(s.message(), "in.safetensors"));
+    CHECK(dir.entries() == std::vector<std::string>{"in.safetensors"});
+  }
+}
+
+TEST_CASE("a write error during the import: the reader thread stops, no output is left",
+          "[safetensors][threads][hostile]") {
+  TempDir dir;
+  const auto f = threaded_fixture();
+  const std::string in = dir / "in.safetensors";
+  write_file(in, f);
+  for (unsigned threads : {1u, 2u}) {
+    // In a child process: RLIMIT_FSIZE makes the output's write fail (EFBIG) after 6 MiB.
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      std::signal(SIGXFSZ, SIG_IGN);
+      struct rlimit lim = {6u << 20, 6u << 20};
+      if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) std::_Exit(10);
+      const mpk::Status s = mpk::convert(in, dir / "out.mpk", threads_opt(threads));
+      if (s.code() != MPK_ERR_IO) std::_Exit(11);
+      if (s.message().find("large") == std::string::npos) std::_Exit(12);
+      if (dir.entries() != std::vector<std::string>{"in.safetensors"}) std::_Exit(13);
+      std::_Exit(0);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    INFO("threads " << threads << ", child status " << status);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+  }
 }

@@ -19,6 +19,7 @@ int run_convert(const ConvertArgs &args) {
   o.writer.fsync = !args.no_fsync;
   o.npz_deflate = args.deflate;
   o.npy_tensor_name = args.name;
+  o.threads = args.threads;
   if (!args.max_shard_size.empty()) {
     auto size = safetensors::parse_size(args.max_shard_size);  // checked by the option's validator
     if (!size) return report(size.status());

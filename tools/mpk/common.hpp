@@ -67,6 +67,7 @@ struct ConvertArgs {
   bool no_fsync = false;
   bool deflate = false;  // .npz output
   std::string name;      // .npy input: the tensor's name
+  unsigned threads = 0;        // safetensors input: 0 = automatic, 1 = one thread
   std::string max_shard_size;  // sharded safetensors output: "5GB", "2GiB", bytes; "" = default
 };
 

@@ -133,6 +133,10 @@ int run(int argc, char **argv) {
                       "np.savez)");
   c_convert->add_option("--name", convert.name,
                         ".npy input: the tensor's name (default: the file name without .npy)");
+  c_convert->add_option("--threads", convert.threads,
+                        "safetensors input: 1 = convert on one thread; 0 (default) = a reader thread as "
+                        "well for 8 MiB of tensor data or more on 2+ CPUs")
+      ->check(CLI::Range(0u, 64u));
   c_convert->add_option("--max-shard-size", convert.max_shard_size,
                         "sharded safetensors output (OUT ends in .safetensors.index.json): split into shards "
                         "of at most SIZE (5GB, 500MB, 2GiB, 1.5GB or bytes; GB = 10^9, GiB = 2^30; a bigger "
