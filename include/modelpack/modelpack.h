@@ -134,7 +134,8 @@ typedef enum mpk_status {
   MPK_ERR_INTERNAL = 22,          /* a bug in libmodelpack: please report it */
   MPK_ERR_SIZE_MISMATCH = 23,     /* data size differs from what the shape and dtype require */
   MPK_ERR_BAD_FORMAT = 24,        /* a malformed input file of another format (e.g. .npy) */
-  MPK_ERR_BAD_NAME = 25           /* empty name, invalid UTF-8, embedded NUL, or too long */
+  MPK_ERR_BAD_NAME = 25,          /* empty name, invalid UTF-8, embedded NUL, or too long */
+  MPK_ERR_CORRUPT_DATA = 26       /* a compressed tensor chunk does not decode (names tensor, chunk) */
 } mpk_status;
 
 /* The constant name of a status, e.g. "MPK_ERR_OVERLAP"; a static string, never NULL. Any int is

@@ -34,6 +34,7 @@ extern "C" MPK_API const char *mpk_status_name(mpk_status status) {
     case MPK_ERR_SIZE_MISMATCH: return "MPK_ERR_SIZE_MISMATCH";
     case MPK_ERR_BAD_FORMAT: return "MPK_ERR_BAD_FORMAT";
     case MPK_ERR_BAD_NAME: return "MPK_ERR_BAD_NAME";
+    case MPK_ERR_CORRUPT_DATA: return "MPK_ERR_CORRUPT_DATA";
   }
   return "MPK_ERR_UNKNOWN";
 }

@@ -1,0 +1,499 @@
+// chunk.cpp - see chunk.hpp and FORMAT.md §7.9.
+#include "codec/chunk.hpp"
+
+#include "common.hpp"
+
+#include <htscodecs/rANS_static4x16.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <new>
+
+namespace mpk::codec {
+
+using detail::fail;
+
+struct Access {
+  static ZSTD_CCtx *cctx(Scratch &s) {
+    if (!s.cctx_) s.cctx_ = ZSTD_createCCtx();
+    return static_cast<ZSTD_CCtx *>(s.cctx_);
+  }
+  static ZSTD_DCtx *dctx(Scratch &s) {
+    if (!s.dctx_) s.dctx_ = ZSTD_createDCtx();
+    return static_cast<ZSTD_DCtx *>(s.dctx_);
+  }
+  static std::vector<std::byte> &words(Scratch &s) { return s.words_; }
+  static std::vector<std::byte> &planes(Scratch &s) { return s.planes_; }
+  static std::vector<std::byte> &trial(Scratch &s) { return s.trial_; }
+  static std::vector<std::byte> &out(Scratch &s) { return s.out_; }
+};
+
+Scratch::Scratch() = default;
+Scratch::~Scratch() {
+  ZSTD_freeCCtx(static_cast<ZSTD_CCtx *>(cctx_));
+  ZSTD_freeDCtx(static_cast<ZSTD_DCtx *>(dctx_));
+}
+
+namespace {
+
+// rANS-Nx16 "order" byte flags (CRAM 3.1 codecs): the ones a plane stream may use.
+constexpr uint8_t kRansOrder1 = 0x01, kRansX32 = 0x04, kRansCat = 0x20;
+constexpr uint8_t kRansAllowed = kRansOrder1 | kRansX32 | kRansCat;
+
+// Grows `v` to at least n bytes without value-initialising on every call.
+void ensure(std::vector<std::byte> &v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+// ---- split / join: words <-> byte planes, optionally rotating each word by one bit ----------------
+
+template <class U>
+inline U rotl1(U x) {
+  return U(x << 1) | U(x >> (sizeof(U) * 8 - 1));
+}
+template <class U>
+inline U rotr1(U x) {
+  return U(x >> 1) | U(x << (sizeof(U) * 8 - 1));
+}
+
+template <class U, bool Rot>
+void split_t(const std::byte *in, size_t n, std::byte *planes) {
+  constexpr size_t W = sizeof(U);
+  auto *p = reinterpret_cast<uint8_t *>(planes);
+  for (size_t i = 0; i < n; ++i) {
+    U x;
+    std::memcpy(&x, in + i * W, W);
+    if constexpr (Rot) x = rotl1(x);
+    for (size_t j = 0; j < W; ++j) p[j * n + i] = uint8_t(x >> (8 * j));
+  }
+}
+
+template <class U, bool Rot>
+void join_t(const uint8_t *const *planes, size_t n, std::byte *out) {
+  constexpr size_t W = sizeof(U);
+  for (size_t i = 0; i < n; ++i) {
+    U x = 0;
+    for (size_t j = 0; j < W; ++j) x |= U(U(planes[j][i]) << (8 * j));
+    if constexpr (Rot) x = rotr1(x);
+    std::memcpy(out + i * W, &x, W);
+  }
+}
+
+// The hot loops, compiled for AVX-512, AVX2 and the baseline, picked at load time.
+#define MPK_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+
+MPK_CLONES void join2(const uint8_t *const *p, size_t n, std::byte *out, bool rot) {
+  if (rot) join_t<uint16_t, true>(p, n, out);
+  else join_t<uint16_t, false>(p, n, out);
+}
+MPK_CLONES void join4(const uint8_t *const *p, size_t n, std::byte *out, bool rot) {
+  if (rot) join_t<uint32_t, true>(p, n, out);
+  else join_t<uint32_t, false>(p, n, out);
+}
+MPK_CLONES void join8(const uint8_t *const *p, size_t n, std::byte *out, bool rot) {
+  if (rot) join_t<uint64_t, true>(p, n, out);
+  else join_t<uint64_t, false>(p, n, out);
+}
+MPK_CLONES void split2(const std::byte *in, size_t n, std::byte *planes, bool rot) {
+  if (rot) split_t<uint16_t, true>(in, n, planes);
+  else split_t<uint16_t, false>(in, n, planes);
+}
+MPK_CLONES void split4(const std::byte *in, size_t n, std::byte *planes, bool rot) {
+  if (rot) split_t<uint32_t, true>(in, n, planes);
+  else split_t<uint32_t, false>(in, n, planes);
+}
+MPK_CLONES void split8(const std::byte *in, size_t n, std::byte *planes, bool rot) {
+  if (rot) split_t<uint64_t, true>(in, n, planes);
+  else split_t<uint64_t, false>(in, n, planes);
+}
+
+void split(unsigned w, bool rot, const std::byte *in, size_t n, std::byte *planes) {
+  switch (w) {
+    case 1: {  // a one-byte rotation moves the sign bit to the bottom
+      auto *p = reinterpret_cast<uint8_t *>(planes);
+      for (size_t i = 0; i < n; ++i) p[i] = rot ? rotl1(uint8_t(in[i])) : uint8_t(in[i]);
+      break;
+    }
+    case 2: split2(in, n, planes, rot); break;
+    case 4: split4(in, n, planes, rot); break;
+    default: split8(in, n, planes, rot); break;
+  }
+}
+
+void join(unsigned w, bool rot, const uint8_t *const *p, size_t n, std::byte *out) {
+  switch (w) {
+    case 1:
+      for (size_t i = 0; i < n; ++i) out[i] = std::byte(rot ? rotr1(p[0][i]) : p[0][i]);
+      break;
+    case 2: join2(p, n, out, rot); break;
+    case 4: join4(p, n, out, rot); break;
+    default: join8(p, n, out, rot); break;
+  }
+}
+
+// ---- plane coders -------------------------------------------------------------------------------
+
+// Shannon entropy of the bytes, bits per byte (0..8).
+double entropy(const uint8_t *p, size_t n) {
+  if (n == 0) return 0;
+  std::array<std::array<uint32_t, 256>, 4> h{};
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    ++h[0][p[i]];
+    ++h[1][p[i + 1]];
+    ++h[2][p[i + 2]];
+    ++h[3][p[i + 3]];
+  }
+  for (; i < n; ++i) ++h[0][p[i]];
+  double bits = 0;
+  const double inv = 1.0 / double(n);
+  for (int s = 0; s < 256; ++s) {
+    const uint32_t c = h[0][s] + h[1][s] + h[2][s] + h[3][s];
+    if (c) {
+      const double q = double(c) * inv;
+      bits -= q * std::log2(q);
+    }
+  }
+  return bits;
+}
+
+// rANS-codes `n` bytes into `dst` (capacity `cap`); 0 when it fails or does not fit.
+size_t rans_encode(const uint8_t *src, size_t n, uint8_t *dst, size_t cap, unsigned order) {
+  if (n == 0 || n > std::numeric_limits<unsigned>::max() / 2) return 0;
+  int flags = int(order & 1);
+  if (n >= 4096) flags |= kRansX32;  // 32 interleaved states: the SIMD decoders
+  unsigned out_size = unsigned(std::min<size_t>(cap, std::numeric_limits<unsigned>::max()));
+  if (rans_compress_bound_4x16(unsigned(n), flags) > out_size) return 0;
+  // htscodecs takes non-const pointers but does not write to its input.
+  if (!rans_compress_to_4x16(const_cast<uint8_t *>(src), unsigned(n), dst, &out_size, flags)) return 0;
+  if (out_size == 0 || (dst[0] & ~kRansAllowed) != 0) return 0;
+  return out_size;
+}
+
+size_t zstd_encode(ZSTD_CCtx *cctx, const void *src, size_t n, void *dst, size_t cap, int level) {
+  if (!cctx) return 0;
+  const size_t r = ZSTD_compressCCtx(cctx, dst, cap, src, n, level);
+  return ZSTD_isError(r) ? 0 : r;
+}
+
+struct PlaneChoice {
+  PlaneMethod method = PlaneMethod::Raw;
+  unsigned order = 0;
+  size_t offset = 0, size = 0;  // in the trial buffer (not for Raw)
+};
+
+void put_u32(std::byte *p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = std::byte(v >> (8 * i));
+}
+uint32_t get_u32(const std::byte *p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= uint32_t(uint8_t(p[i])) << (8 * i);
+  return v;
+}
+
+// Modelled seconds per decoded byte of the join (words from planes).
+constexpr double kJoinGBps = 6.0;
+
+Status encode_planes(const PlaneLayout &layout, std::span<const std::byte> in, const EncodeParams &params,
+                     Scratch &scratch, EncodedChunk &out) {
+  const unsigned w = layout.width;
+  const size_t n = in.size() / w;
+  const bool rot = layout.transform == Transform::RotateLeft1;
+  auto &planes = Access::planes(scratch);
+  auto &trial = Access::trial(scratch);
+  ensure(planes, in.size());
+  split(w, rot, in.data(), n, planes.data());
+  const size_t bound = std::max<size_t>(rans_compress_bound_4x16(unsigned(n), kRansOrder1 | kRansX32),
+                                        ZSTD_compressBound(n));
+  const bool thorough = params.level >= 6;
+  // `trial` holds the chosen streams one after another, then room for one candidate at its end.
+  ensure(trial, size_t(w) * n + bound);
+  std::array<PlaneChoice, 8> choice{};
+  size_t used = 0;  // bytes of `trial` holding chosen streams
+  for (unsigned j = 0; j < w; ++j) {
+    const auto *src = reinterpret_cast<const uint8_t *>(planes.data()) + size_t(j) * n;
+    PlaneChoice best;  // raw: n bytes
+    size_t best_size = n;
+    // Nearly uniform planes (mantissa bytes) cannot shrink enough to pay for a table and a decode.
+    if (entropy(src, n) < 7.9) {
+      auto *mine = reinterpret_cast<uint8_t *>(trial.data()) + used;  // this plane's best so far
+      auto *cand = reinterpret_cast<uint8_t *>(trial.data()) + size_t(w) * n;
+      auto consider = [&](PlaneMethod m, unsigned order, size_t size) {
+        if (size == 0 || size >= best_size) return;
+        if (params.min_decode_gbps > 0 && decode_speed_model(m, order) < params.min_decode_gbps) return;
+        std::memcpy(mine, cand, size);  // best_size <= n, and `mine` has n bytes before `cand`
+        best = {m, order, used, size};
+        best_size = size;
+      };
+      consider(PlaneMethod::Rans, 0, rans_encode(src, n, cand, bound, 0));
+      if (thorough) {
+        consider(PlaneMethod::Rans, 1, rans_encode(src, n, cand, bound, 1));
+        consider(PlaneMethod::Zstd, 0, zstd_encode(Access::cctx(scratch), src, n, cand, bound, params.level));
+      }
+      if (best.method != PlaneMethod::Raw) used += best_size;
+    }
+    choice[j] = best;
+  }
+  // The speed floor: while the modelled decode of the chunk is slower than asked, store the plane
+  // that costs the most time raw instead.
+  if (params.min_decode_gbps > 0) {
+    for (;;) {
+      double secs = double(in.size()) / (kJoinGBps * 1e9);
+      unsigned worst = w;
+      double worst_secs = 0;
+      for (unsigned j = 0; j < w; ++j) {
+        if (choice[j].method == PlaneMethod::Raw) continue;
+        const double s = double(n) / (decode_speed_model(choice[j].method, choice[j].order) * 1e9);
+        secs += s;
+        if (s > worst_secs) worst_secs = s, worst = j;
+      }
+      if (worst == w || double(in.size()) / secs / 1e9 >= params.min_decode_gbps) break;
+      choice[worst].method = PlaneMethod::Raw;
+    }
+  }
+  size_t total = planes_header_size(w);
+  for (unsigned j = 0; j < w; ++j) total += choice[j].method == PlaneMethod::Raw ? n : choice[j].size;
+  if (total >= in.size()) {
+    out.codec = ChunkCodec::Raw;
+    out.bytes.clear();
+    return {};
+  }
+  out.codec = ChunkCodec::Planes;
+  out.bytes.resize(total);
+  std::byte *p = out.bytes.data();
+  p[0] = std::byte(layout.transform);
+  p[1] = std::byte(w);
+  std::byte *payload = p + planes_header_size(w);
+  for (unsigned j = 0; j < w; ++j) {
+    const PlaneChoice &c = choice[j];
+    const bool raw = c.method == PlaneMethod::Raw;
+    const size_t size = raw ? n : c.size;
+    p[2 + 5 * j] = std::byte(c.method);
+    put_u32(p + 3 + 5 * j, uint32_t(size));
+    std::memcpy(payload, raw ? planes.data() + size_t(j) * n : trial.data() + c.offset, size);
+    payload += size;
+  }
+  return {};
+}
+
+}  // namespace
+
+double decode_speed_model(PlaneMethod m, unsigned rans_order) {
+  switch (m) {
+    case PlaneMethod::Raw: return 20.0;
+    case PlaneMethod::Rans: return rans_order ? 0.6 : 2.0;
+    case PlaneMethod::Zstd: return 1.2;
+  }
+  return 1.0;
+}
+
+PlaneLayout plane_layout(DType dtype) {
+  switch (dtype) {
+    case MPK_DTYPE_F64: return {8, Transform::RotateLeft1};
+    case MPK_DTYPE_F32:
+    case MPK_DTYPE_C64: return {4, Transform::RotateLeft1};  // c64: two f32 per element
+    case MPK_DTYPE_F16:
+    case MPK_DTYPE_BF16: return {2, Transform::RotateLeft1};
+    case MPK_DTYPE_I64:
+    case MPK_DTYPE_U64: return {8, Transform::Bytes};
+    case MPK_DTYPE_I32:
+    case MPK_DTYPE_U32: return {4, Transform::Bytes};
+    case MPK_DTYPE_I16:
+    case MPK_DTYPE_U16: return {2, Transform::Bytes};
+    default: return {1, Transform::Bytes};  // bytes, narrow floats, block-quantized types
+  }
+}
+
+Status encode_chunk(DType dtype, std::span<const std::byte> in, const EncodeParams &params, Scratch &scratch,
+                    EncodedChunk &out) {
+  out.codec = ChunkCodec::Raw;
+  out.bytes.clear();
+  if (in.empty() || params.codec == Codec::Raw) return {};
+  if (in.size() > std::numeric_limits<uint32_t>::max())
+    return fail(MPK_ERR_INTERNAL, "a chunk of ", in.size(), " bytes is over the 4 GiB chunk limit");
+  try {
+    if (params.codec == Codec::Zstd) {
+      out.bytes.resize(ZSTD_compressBound(in.size()));
+      const size_t r = zstd_encode(Access::cctx(scratch), in.data(), in.size(), out.bytes.data(),
+                                   out.bytes.size(), params.level);
+      if (r == 0) return fail(MPK_ERR_INTERNAL, "zstd could not compress a chunk");
+      if (r >= in.size()) {
+        out.bytes.clear();
+        return {};
+      }
+      out.bytes.resize(r);
+      out.codec = ChunkCodec::Zstd;
+      return {};
+    }
+    PlaneLayout layout = plane_layout(dtype);
+    if (in.size() % layout.width) layout = {1, Transform::Bytes};
+    if (Status s = encode_planes(layout, in, params, scratch, out); !s.ok()) return s;
+    // Auto at level 9 and up: a whole-chunk zstd frame too (wins on data with long repeats).
+    if (params.codec == Codec::Auto && params.level >= 9) {
+      auto &tr = Access::out(scratch);
+      ensure(tr, ZSTD_compressBound(in.size()));
+      const size_t r =
+          zstd_encode(Access::cctx(scratch), in.data(), in.size(), tr.data(), tr.size(), params.level);
+      const size_t current = out.codec == ChunkCodec::Raw ? in.size() : out.bytes.size();
+      const bool fast_enough = params.min_decode_gbps <= 0 ||
+                               decode_speed_model(PlaneMethod::Zstd, 0) >= params.min_decode_gbps;
+      if (r && r < current && fast_enough) {
+        out.codec = ChunkCodec::Zstd;
+        out.bytes.assign(tr.begin(), tr.begin() + ptrdiff_t(r));
+      }
+    }
+    return {};
+  } catch (const std::bad_alloc &) {
+    return fail(MPK_ERR_NO_MEMORY, "out of memory compressing a chunk of ", in.size(), " bytes");
+  }
+}
+
+namespace {
+
+Status corrupt(std::string_view what) { return fail(MPK_ERR_CORRUPT_DATA, what); }
+
+// Decodes one plane stream into exactly n bytes at dst.
+Status decode_plane(PlaneMethod m, const std::byte *src, size_t size, uint8_t *dst, size_t n, Scratch &scratch,
+                    unsigned j) {
+  switch (m) {
+    case PlaneMethod::Zstd: {
+      ZSTD_DCtx *d = Access::dctx(scratch);
+      if (!d) return fail(MPK_ERR_NO_MEMORY, "cannot create a zstd decoder");
+      const size_t r = ZSTD_decompressDCtx(d, dst, n, src, size);
+      if (ZSTD_isError(r))
+        return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": zstd: ", ZSTD_getErrorName(r));
+      if (r != n) return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": zstd frame holds ", r, " bytes, not ", n);
+      return {};
+    }
+    case PlaneMethod::Rans: {
+      if (size == 0 || (uint8_t(src[0]) & ~kRansAllowed) != 0)
+        return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": rANS stream with flags ", unsigned(uint8_t(src[0])),
+                    " (only order 0/1, X32 and CAT are allowed)");
+      if (size > std::numeric_limits<unsigned>::max() || n > std::numeric_limits<unsigned>::max() / 2)
+        return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": rANS stream too large");
+      unsigned got = unsigned(n);
+      // htscodecs takes non-const pointers but does not write to its input.
+      auto *in = reinterpret_cast<unsigned char *>(const_cast<std::byte *>(src));
+      if (!rans_uncompress_to_4x16(in, unsigned(size), dst, &got))
+        return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": the rANS stream does not decode");
+      if (got != n) return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": rANS stream holds ", got, " bytes, not ", n);
+      return {};
+    }
+    case PlaneMethod::Raw: break;
+  }
+  return fail(MPK_ERR_INTERNAL, "decode_plane: raw");
+}
+
+}  // namespace
+
+Status decode_chunk(ChunkCodec codec, std::span<const std::byte> stored, std::span<std::byte> out,
+                    Scratch &scratch) {
+  try {
+    switch (codec) {
+      case ChunkCodec::Raw:
+        if (stored.size() != out.size())
+          return fail(MPK_ERR_CORRUPT_DATA, "raw chunk of ", stored.size(), " bytes, expected ", out.size());
+        if (!out.empty()) std::memcpy(out.data(), stored.data(), out.size());
+        return {};
+      case ChunkCodec::Zstd: {
+        ZSTD_DCtx *d = Access::dctx(scratch);
+        if (!d) return fail(MPK_ERR_NO_MEMORY, "cannot create a zstd decoder");
+        const size_t r = ZSTD_decompressDCtx(d, out.data(), out.size(), stored.data(), stored.size());
+        if (ZSTD_isError(r)) return fail(MPK_ERR_CORRUPT_DATA, "zstd: ", ZSTD_getErrorName(r));
+        if (r != out.size())
+          return fail(MPK_ERR_CORRUPT_DATA, "zstd frame holds ", r, " bytes, expected ", out.size());
+        return {};
+      }
+      case ChunkCodec::Planes: break;
+      default: return fail(MPK_ERR_CORRUPT_DATA, "unknown chunk codec ", unsigned(codec));
+    }
+    if (stored.size() < 2) return corrupt("planes chunk shorter than its 2-byte header");
+    const unsigned t = unsigned(uint8_t(stored[0])), w = unsigned(uint8_t(stored[1]));
+    if (t > 1) return fail(MPK_ERR_CORRUPT_DATA, "unknown plane transform ", t);
+    if (w != 1 && w != 2 && w != 4 && w != 8) return fail(MPK_ERR_CORRUPT_DATA, "plane width ", w, " (1, 2, 4 or 8)");
+    if (out.size() % w)
+      return fail(MPK_ERR_CORRUPT_DATA, "plane width ", w, " does not divide the chunk's ", out.size(), " bytes");
+    const size_t hdr = planes_header_size(w);
+    if (stored.size() < hdr)
+      return fail(MPK_ERR_CORRUPT_DATA, "planes chunk of ", stored.size(), " bytes, shorter than its ", hdr,
+                  "-byte header");
+    const size_t n = out.size() / w;
+    std::array<const uint8_t *, 8> src{};
+    std::array<PlaneMethod, 8> method{};
+    std::array<size_t, 8> size{};
+    size_t at = hdr;
+    for (unsigned j = 0; j < w; ++j) {
+      const unsigned m = unsigned(uint8_t(stored[2 + 5 * j]));
+      if (m > 2) return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": unknown method ", m);
+      method[j] = PlaneMethod(m);
+      size[j] = get_u32(stored.data() + 3 + 5 * j);
+      if (size[j] > stored.size() - at)
+        return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": ", size[j], " bytes at ", at, " run past the chunk's ",
+                    stored.size());
+      if (method[j] == PlaneMethod::Raw && size[j] != n)
+        return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": raw plane of ", size[j], " bytes, expected ", n);
+      src[j] = reinterpret_cast<const uint8_t *>(stored.data() + at);
+      at += size[j];
+    }
+    if (at != stored.size())
+      return fail(MPK_ERR_CORRUPT_DATA, "the planes end at byte ", at, " of a ", stored.size(), "-byte chunk");
+    const bool rot = t == 1;
+    if (w == 1 && !rot) {  // one plane, no transform: decode straight into the output
+      if (method[0] == PlaneMethod::Raw) {
+        std::memcpy(out.data(), src[0], n);
+        return {};
+      }
+      return decode_plane(method[0], stored.data() + hdr, size[0], reinterpret_cast<uint8_t *>(out.data()), n,
+                          scratch, 0);
+    }
+    auto &planes = Access::planes(scratch);
+    ensure(planes, out.size());
+    for (unsigned j = 0; j < w; ++j) {
+      if (method[j] == PlaneMethod::Raw) continue;
+      auto *dst = reinterpret_cast<uint8_t *>(planes.data()) + size_t(j) * n;
+      if (Status s = decode_plane(method[j], reinterpret_cast<const std::byte *>(src[j]), size[j], dst, n, scratch, j);
+          !s.ok())
+        return s;
+      src[j] = dst;
+    }
+    join(w, rot, src.data(), n, out.data());
+    return {};
+  } catch (const std::bad_alloc &) {
+    return fail(MPK_ERR_NO_MEMORY, "out of memory decoding a chunk of ", out.size(), " bytes");
+  }
+}
+
+std::string describe_chunk(ChunkCodec codec, std::span<const std::byte> stored) {
+  switch (codec) {
+    case ChunkCodec::Raw: return "raw";
+    case ChunkCodec::Zstd: return "zstd";
+    case ChunkCodec::Planes: break;
+    default: return "unknown";
+  }
+  if (stored.size() < 2) return "planes (damaged)";
+  const unsigned t = unsigned(uint8_t(stored[0])), w = unsigned(uint8_t(stored[1]));
+  if (w > 8 || stored.size() < planes_header_size(w)) return "planes (damaged)";
+  std::string s = detail::cat("planes ", t == 1 ? "rot1 " : "", "w", w, " [");
+  for (unsigned j = 0; j < w; ++j) {
+    if (j) s += ',';
+    switch (unsigned(uint8_t(stored[2 + 5 * j]))) {
+      case 0: s += "raw"; break;
+      case 1: s += "zstd"; break;
+      case 2: {
+        const size_t first = planes_header_size(w);
+        size_t at = first;
+        for (unsigned k = 0; k < j; ++k) at += get_u32(stored.data() + 3 + 5 * k);
+        s += at < stored.size() && (uint8_t(stored[at]) & kRansOrder1) ? "rans1" : "rans0";
+        break;
+      }
+      default: s += "?";
+    }
+  }
+  return s + "]";
+}
+
+}  // namespace mpk::codec
