@@ -17,6 +17,9 @@
 #include <modelpack/modelpack.hpp>
 
 #include <cstring>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
 #include <string>
 #include <utility>
 
@@ -24,6 +27,10 @@ struct mpk_model {
   explicit mpk_model(mpk::Model m) : model(std::move(m)), content_id(model.content_id()) {}
   mpk::Model model;
   std::string content_id;
+  // Decoded compressed tensors handed out by mpk_model_tensor_data: kept until mpk_model_free, as
+  // that function promises (the C++ cache may drop its own reference at any time).
+  mutable std::mutex pin_mu;
+  mutable std::unordered_map<size_t, std::shared_ptr<const void>> pinned;
 };
 
 namespace mpk::capi {
@@ -333,6 +340,15 @@ mpk_status mpk_model_tensor_data(const mpk_model *model, size_t index, const voi
     auto r = model->model.tensor(index);
     if (!r) return check(r.status());
     const auto data = r->data;
+    if (r->owner) {
+      std::lock_guard<std::mutex> lock(model->pin_mu);
+      auto [it, fresh] = model->pinned.emplace(index, r->owner);
+      if (!fresh && it->second != r->owner) {  // pinned before: hand out the same bytes again
+        *out_data = static_cast<const std::byte *>(it->second.get());
+        *out_nbytes = data.size();
+        return MPK_OK;
+      }
+    }
     *out_data = data.data() ? static_cast<const void *>(data.data()) : mpk::capi::kEmpty;
     *out_nbytes = data.size();
     return MPK_OK;

@@ -94,11 +94,14 @@ extern "C" {
 #define MPK_ABI_VERSION 0
 /* The container format this library writes (and the newest it reads). */
 #define MPK_FORMAT_MAJOR 1
-#define MPK_FORMAT_MINOR 1
+#define MPK_FORMAT_MINOR 2
 
 /* Feature bits (docs/FORMAT.md 4.2, 15.4). Incompatible: a reader without the feature refuses the
  * file. Set by the writer itself. */
+#define MPK_FEATURE_COMPRESSED_TENSORS (UINT64_C(1) << 0) /* chunked, compressed tensors (format 1.2) */
 #define MPK_FEATURE_EXTENDED_DTYPES (UINT64_C(1) << 1) /* dtypes 14.. (f8, f6, f4, c64, q4_0, ...) */
+/* Largest decoded chunk of a compressed tensor (FORMAT.md 7.9, rule K2). */
+#define MPK_MAX_CHUNK_BYTES (UINT64_C(1) << 26)
 
 MPK_API unsigned mpk_version_number(void);  /* MPK_VERSION_NUMBER of the library actually linked */
 MPK_API const char *mpk_version_string(void);
@@ -313,9 +316,11 @@ MPK_API mpk_status mpk_model_find_tensor(const mpk_model *model, const char *nam
  * lent. */
 MPK_API mpk_status mpk_model_tensor_info(const mpk_model *model, size_t index, mpk_tensor_info *out);
 /* Pointer to the tensor's bytes, valid until mpk_model_free. With MPK_ACCESS_MAP it points into the
- * mapping (zero-copy); with MPK_ACCESS_READ the bytes are read on the first call and kept. The bytes
- * are not checksummed here: use mpk_model_verify or mpk_model_verify_tensor. For an empty tensor
- * *out_data may be any non-NULL pointer. */
+ * mapping (zero-copy); with MPK_ACCESS_READ the bytes are read on the first call and kept. A
+ * compressed tensor (format 1.2) is decoded on the first call (its chunk checksums checked) and the
+ * decoded bytes are kept until mpk_model_free, outside the decode cache's budget: for bounded memory
+ * use mpk_model_tensor_read. The bytes are not checksummed as a whole here: use mpk_model_verify or
+ * mpk_model_verify_tensor. For an empty tensor *out_data may be any non-NULL pointer. */
 MPK_API mpk_status mpk_model_tensor_data(const mpk_model *model, size_t index, const void **out_data,
                                          uint64_t *out_nbytes);
 /* Copies the tensor's nbytes bytes into dst and never keeps them (with MPK_ACCESS_READ they are

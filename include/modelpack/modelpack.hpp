@@ -192,16 +192,29 @@ struct OpenOptions {
   Verify verify = Verify::Header;
   unsigned threads = 1;  // for Verify::Full
   uint64_t max_header_bytes = MPK_DEFAULT_MAX_HEADER_BYTES;
+  // Compressed (chunked) tensors are decoded on first access into buffers that a cache keeps for
+  // later calls, least recently used first out, up to this many decoded bytes (0: keep nothing).
+  // Views own their buffer (TensorView::owner): eviction never invalidates a view in use, it only
+  // drops the cache's reference, so memory in use can exceed the budget by what views still hold.
+  uint64_t cache_bytes = uint64_t(1) << 30;
+  // Threads that decode the chunks of one tensor (0: one per core). Raw tensors are never copied.
+  unsigned decode_threads = 0;
 };
+
+enum class Encoding : uint8_t { Raw = 0, Chunked = 1 };
 
 struct TensorInfo {
   std::string_view name;
   DType dtype = MPK_DTYPE_INVALID;
   std::span<const uint64_t> shape;
   uint32_t component = 0;
-  uint64_t offset = 0;  // absolute file offset
-  uint64_t nbytes = 0;
-  uint64_t xxh3 = 0;
+  uint64_t offset = 0;  // absolute file offset of the stored bytes
+  uint64_t nbytes = 0;  // decoded bytes (the elements)
+  uint64_t xxh3 = 0;    // of the decoded bytes
+  Encoding encoding = Encoding::Raw;
+  uint64_t stored_bytes = 0;  // bytes in the file: nbytes for Raw, the chunks' total for Chunked
+  uint32_t chunk_size = 0;    // Chunked: decoded bytes per chunk
+  uint32_t chunk_count = 0;   // Chunked
   uint64_t numel() const {
     uint64_t n = 1;
     for (uint64_t d : shape) n *= d;  // cannot overflow: validated at open
@@ -209,9 +222,12 @@ struct TensorInfo {
   }
 };
 
-// A tensor with its bytes: zero-copy from the map, or loaded once and kept (Access::Read).
+// A tensor with its bytes: zero-copy from the map, or loaded once and kept (Access::Read), or -
+// for a compressed tensor - decoded into a buffer that `owner` keeps alive as long as the view (or
+// a copy of it) exists, whatever the cache does.
 struct TensorView : TensorInfo {
   std::span<const std::byte> data;
+  std::shared_ptr<const void> owner;  // set for compressed tensors
   // Typed view; empty optional when T does not match the dtype, or when the bytes are not aligned
   // for T in memory (a file written with an alignment below alignof(T); copy with Model::read).
   // bool tensors are viewed as uint8_t (files may hold any byte there: nonzero means true).
@@ -265,6 +281,11 @@ class MPK_API Model {
   Status read(size_t index, std::span<std::byte> dst, uint64_t byte_offset = 0) const;
   // Tensor indices in file order (by offset): the order for sequential passes.
   std::vector<size_t> file_order() const;
+  // A compressed tensor's chunks by codec (all zero for a raw tensor).
+  struct ChunkCounts {
+    uint32_t raw = 0, zstd = 0, planes = 0;
+  };
+  ChunkCounts chunk_counts(size_t index) const;
 
   // Checks. Full verification hashes every tensor (threads >= 1) and names the first mismatch in
   // file order. `on_tensor`, if set, is called after each tensor is hashed and matched, with its
@@ -296,9 +317,33 @@ class MPK_API Model {
 
 // ---- writing ------------------------------------------------------------------------------------
 
+// How a Writer stores tensors (FORMAT.md 7.9). None: raw, as always (the default). Others cut each
+// tensor of at least min_tensor_bytes into chunks of chunk_size decoded bytes and store each chunk
+// with a codec: Auto picks per chunk the smallest of planes / zstd / raw allowed by `level` and the
+// decode-speed floor; Zstd uses whole-chunk zstd frames; Float the float-aware planes codec. A chunk
+// that would not shrink is stored raw: a compressed tensor is never larger than raw (plus 16 bytes
+// of chunk table per chunk in the header).
+enum class Codec : uint8_t { None = 0, Auto = 1, Zstd = 2, Float = 3 };
+MPK_API std::string_view codec_name(Codec codec);                 // "none", "auto", "zstd", "float"
+MPK_API std::optional<Codec> codec_from_name(std::string_view name);
+
+inline constexpr uint32_t kDefaultChunkBytes = 1u << 20;
+
+struct Compression {
+  Codec codec = Codec::None;
+  int level = 3;                           // effort 1..19 (see docs/COMPRESSION.md)
+  uint32_t chunk_size = kDefaultChunkBytes;  // decoded bytes per chunk, 1 .. MPK_MAX_CHUNK_BYTES (rounded
+                                           // down to a whole number of the dtype's blocks)
+  double min_decode_gbps = 0;              // Auto/Float: modelled decode-speed floor per core (0 = none)
+  unsigned threads = 0;                    // encoding threads (0: one per core)
+  uint64_t min_tensor_bytes = 4096;        // smaller tensors stay raw
+  bool verify = true;                      // decode every encoded chunk and compare before writing it
+};
+
 struct WriterOptions {
   uint32_t alignment = MPK_DEFAULT_ALIGNMENT;  // power of two in [1, 65536]
   bool fsync = true;                           // sync file and directory before/after rename
+  Compression compression;
 };
 
 struct WriterImpl;
@@ -344,5 +389,14 @@ class MPK_API Writer {
   explicit Writer(std::unique_ptr<WriterImpl> impl);
   std::unique_ptr<WriterImpl> impl_;
 };
+
+// Writes the model at `in` again to `out` with `options`: to compress it (options.compression), to
+// decompress it (Codec::None), or to change its alignment. Components, metadata, tensor names,
+// dtypes, shapes and bytes are kept, so the content id is the same. Every tensor's bytes are
+// checked against its checksum as they are copied (MPK_ERR_CHECKSUM: nothing is written), memory
+// stays bounded (pieces of a few MiB; the input is read, not mapped), and `out` appears atomically.
+// `progress`, if set, is called with the input bytes done and their total.
+MPK_API Status rewrite(const std::string &in, const std::string &out, const WriterOptions &options,
+                       const std::function<void(uint64_t done, uint64_t total)> &progress = {});
 
 }  // namespace mpk

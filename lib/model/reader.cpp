@@ -1,5 +1,6 @@
 // The .mpk reader: open validates the preamble and the header (never the data), lookups are binary
 // searches over the header, tensor bytes come from the map (zero-copy) or from pread on demand.
+#include "codec/chunk.hpp"
 #include "codec/hash.hpp"
 #include "format/content_id.hpp"
 #include "format/preamble.hpp"
@@ -9,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <list>
 #include <cstring>
 #include <mutex>
 #include <sys/stat.h>
@@ -51,6 +53,17 @@ struct ModelImpl {
   // Access::Read: tensors loaded so far.
   mutable std::mutex mu;
   mutable std::unordered_map<size_t, AlignedBuf> loaded;
+  // Compressed tensors decoded so far (under `mu`): most recently used first, at most cache_bytes.
+  struct Decoded {
+    size_t index;
+    std::shared_ptr<std::byte> buf;
+    uint64_t n;
+  };
+  uint64_t cache_bytes = 0;
+  unsigned decode_threads = 0;
+  mutable std::list<Decoded> lru;
+  mutable std::unordered_map<size_t, std::list<Decoded>::iterator> cached;
+  mutable uint64_t cache_used = 0;
 
   const fb::Tensor *t(size_t i) const { return tensors->Get(fbs::uoffset_t(i)); }
   uint64_t abs_offset(const fb::Tensor *x) const { return pre.data_offset + x->offset(); }
@@ -94,6 +107,20 @@ struct ModelImpl {
     return {};
   }
   Status check_features() const;
+  Status check_chunks(const fb::Tensor *x, std::string_view name, DType dtype, uint64_t decoded) const;
+  static bool chunked(const fb::Tensor *x) { return x->encoding() == fb::Encoding::CHUNKED; }
+  uint64_t decoded_size(const fb::Tensor *x) const;
+  // The stored bytes of chunk k (`at`: its data-section offset), checked against its checksum;
+  // from the map, or read into `buf`.
+  Result<std::span<const std::byte>> chunk_bytes(const fb::Tensor *x, size_t k, uint64_t at,
+                                                 std::vector<std::byte> &buf) const;
+  // Decodes chunk k of tensor x (stored at `at`) into `out` (its decoded length).
+  Status decode_chunk(const fb::Tensor *x, size_t k, uint64_t at, std::span<std::byte> out,
+                      codec::Scratch &scratch, std::vector<std::byte> &buf) const;
+  // Decoded bytes [a, a + dst.size()) of a chunked tensor, decoding only the chunks they touch.
+  Status read_chunked(size_t i, uint64_t a, std::span<std::byte> dst) const;
+  // The whole decoded tensor, from the cache or decoded now (chunks in parallel).
+  Result<std::shared_ptr<std::byte>> decoded(size_t i) const;
   Result<std::span<const std::byte>> bytes(size_t i) const;
   Status hash_check(size_t i, std::vector<std::byte> *scratch) const;
   Status verify_set(const std::vector<size_t> &which, unsigned threads,
@@ -188,9 +215,10 @@ Status ModelImpl::validate(Verify mode) {
     if (!dtype_known_raw(uint32_t(fdtype)))  // before the conversion: out-of-range enum values are UB
       return fail(MPK_ERR_BAD_DTYPE, "tensor ", quote(name), " has unknown dtype ", unsigned(fdtype));
     auto dtype = static_cast<DType>(fdtype);
-    if (x->encoding() != fb::Encoding::RAW)
-      return fail(MPK_ERR_UNSUPPORTED_FEATURE, "tensor ", quote(name), " uses encoding ", unsigned(x->encoding()),
-                  ", which format 1.1 does not define");
+    const fb::Encoding enc = x->encoding();
+    if (enc != fb::Encoding::RAW && enc != fb::Encoding::CHUNKED)
+      return fail(MPK_ERR_UNSUPPORTED_FEATURE, "tensor ", quote(name), " uses encoding ", unsigned(enc),
+                  ", which format ", kFormatMajor, ".", kFormatMinor, " does not define");
     std::span<const uint64_t> shape;
     if (x->shape()) {
       // The FlatBuffers 2.0.8 Verifier checks vectors for 4-byte alignment only.
@@ -202,9 +230,12 @@ Status ModelImpl::validate(Verify mode) {
     if (!nb) return nb.status();
     const uint64_t nbytes = *nb;
     const uint64_t toff = x->offset(), tsize = x->size();  // each FlatBuffers field read once
-    if (nbytes != tsize)
+    if (enc == fb::Encoding::CHUNKED) {
+      if (Status s = check_chunks(x, name, dtype, nbytes); !s) return s;
+    } else if (nbytes != tsize) {
       return fail(MPK_ERR_BAD_SHAPE, "tensor ", quote(name), " declares ", tsize, " bytes but its ",
                   dtype_name(dtype), " shape needs ", nbytes);
+    }
     if (x->component() >= ncomp)
       return fail(MPK_ERR_OUT_OF_BOUNDS, "tensor ", quote(name), " refers to component ", x->component(),
                   " but the file has ", ncomp);
@@ -222,7 +253,7 @@ Status ModelImpl::validate(Verify mode) {
                   alignment, " bytes");
     cid.add(name, fdtype == fb::DType::INVALID ? 0 : uint16_t(fdtype), shape, x->xxh3());
     components[x->component()].tensors++;
-    components[x->component()].nbytes += tsize;
+    components[x->component()].nbytes += nbytes;
   }
 
   // No two tensors share bytes: data_order lists them by offset, so neighbours are enough.
@@ -267,6 +298,176 @@ Status ModelImpl::validate(Verify mode) {
   return {};
 }
 
+// FORMAT.md 7.9, rules K1-K6. `decoded` is the size the dtype and shape give (T8-T9 passed).
+Status ModelImpl::check_chunks(const fb::Tensor *x, std::string_view name, DType dtype, uint64_t decoded) const {
+  if (!(pre.incompatible & MPK_FEATURE_COMPRESSED_TENSORS))
+    return fail(MPK_ERR_CORRUPT_HEADER, "tensor ", quote(name),
+                " is chunked but the file does not set incompatible feature bit 0 (compressed-tensors)");
+  const uint32_t c = x->chunk_size();
+  const uint32_t block = dtype_block(dtype).bytes;
+  if (c == 0 || c > MPK_MAX_CHUNK_BYTES || c % block != 0)
+    return fail(MPK_ERR_CORRUPT_HEADER, "tensor ", quote(name), " has chunk size ", c, " (1 .. 2^26, a multiple of ",
+                block, " bytes)");
+  const auto *chunks = x->chunks();
+  const uint32_t n = chunks ? chunks->size() : 0;
+  if (n > 0 && !aligned8(chunks->Data(), header))
+    return fail(MPK_ERR_CORRUPT_HEADER, "tensor ", quote(name), ": chunk table is not 8-byte aligned");
+  const uint64_t want = decoded / c + (decoded % c != 0);
+  if (n != want)
+    return fail(MPK_ERR_CORRUPT_HEADER, "tensor ", quote(name), " has ", n, " chunks; ", decoded, " bytes in chunks of ",
+                c, " need ", want);
+  uint64_t total = 0;
+  for (uint32_t k = 0; k < n; ++k) {
+    const fb::Chunk *ch = chunks->Get(k);
+    const uint32_t size = ch->size();
+    const uint8_t codec = ch->codec();
+    if (codec > codec::kMaxChunkCodec)
+      return fail(MPK_ERR_CORRUPT_HEADER, "tensor ", quote(name), " chunk ", k, " has unknown codec ", unsigned(codec));
+    if (size == 0) return fail(MPK_ERR_CORRUPT_HEADER, "tensor ", quote(name), " chunk ", k, " is empty");
+    const uint64_t len = std::min<uint64_t>(c, decoded - uint64_t(k) * c);
+    if (codec == uint8_t(codec::ChunkCodec::Raw) && size != len)
+      return fail(MPK_ERR_CORRUPT_HEADER, "tensor ", quote(name), " chunk ", k, " is stored raw in ", size,
+                  " bytes but holds ", len);
+    total += size;  // < 2^32 chunks of < 2^32 bytes: no overflow
+  }
+  if (total != x->size())
+    return fail(MPK_ERR_BAD_SHAPE, "tensor ", quote(name), " declares ", x->size(), " stored bytes but its chunks hold ",
+                total);
+  return {};
+}
+
+uint64_t ModelImpl::decoded_size(const fb::Tensor *x) const {
+  if (!chunked(x)) return x->size();
+  std::span<const uint64_t> shape;
+  if (x->shape()) shape = {x->shape()->data(), x->shape()->size()};
+  return dtype_nbytes(static_cast<DType>(x->dtype()), shape).value();  // validated at open
+}
+
+Result<std::span<const std::byte>> ModelImpl::chunk_bytes(const fb::Tensor *x, size_t k, uint64_t at,
+                                                          std::vector<std::byte> &buf) const {
+  const fb::Chunk *ch = x->chunks()->Get(fbs::uoffset_t(k));
+  const uint64_t off = pre.data_offset + at, n = ch->size();
+  std::span<const std::byte> stored;
+  if (access == Access::Map) {
+    stored = {reinterpret_cast<const std::byte *>(map.data() + off), size_t(n)};
+  } else {
+    if (buf.size() < n) buf.resize(size_t(n));
+    if (Status s = file.pread_full(off, buf.data(), n); !s) return s;
+    stored = {buf.data(), size_t(n)};
+  }
+  const uint64_t computed = xxh3_64(stored.data(), stored.size());
+  if (computed != ch->xxh3())
+    return fail(MPK_ERR_CHECKSUM, "tensor ", quote(sv(x->name())), " chunk ", k, " [", Hex{off}, ",", Hex{off + n},
+                ") checksum mismatch: stored ", Hex{ch->xxh3()}, ", computed ", Hex{computed});
+  return stored;
+}
+
+Status ModelImpl::decode_chunk(const fb::Tensor *x, size_t k, uint64_t at, std::span<std::byte> out,
+                               codec::Scratch &scratch, std::vector<std::byte> &buf) const {
+  auto stored = chunk_bytes(x, k, at, buf);
+  if (!stored) return stored.status();
+  const auto codec = codec::ChunkCodec(x->chunks()->Get(fbs::uoffset_t(k))->codec());
+  if (Status s = codec::decode_chunk(codec, *stored, out, scratch); !s)
+    return fail(s.code(), "tensor ", quote(sv(x->name())), " chunk ", k, ": ", s.message());
+  return {};
+}
+
+Status ModelImpl::read_chunked(size_t i, uint64_t a, std::span<std::byte> dst) const {
+  if (dst.empty()) return {};
+  const fb::Tensor *x = t(i);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cached.find(i);
+    if (it != cached.end()) {
+      std::memcpy(dst.data(), it->second->buf.get() + a, dst.size());
+      lru.splice(lru.begin(), lru, it->second);
+      return {};
+    }
+  }
+  const uint64_t c = x->chunk_size(), decoded = decoded_size(x), b = a + dst.size();
+  const size_t first = size_t(a / c), last = size_t((b - 1) / c);
+  uint64_t at = x->offset();
+  for (size_t k = 0; k < first; ++k) at += x->chunks()->Get(fbs::uoffset_t(k))->size();
+  codec::Scratch scratch;
+  std::vector<std::byte> buf, whole;
+  for (size_t k = first; k <= last; ++k) {
+    const uint64_t lo = uint64_t(k) * c, len = std::min(c, decoded - lo);
+    const uint64_t from = std::max(a, lo), to = std::min(b, lo + len);
+    std::byte *out = dst.data() + (from - a);
+    if (from == lo && to == lo + len) {  // the whole chunk is wanted: decode in place
+      if (Status s = decode_chunk(x, k, at, {out, size_t(len)}, scratch, buf); !s) return s;
+    } else {
+      whole.resize(size_t(len));
+      if (Status s = decode_chunk(x, k, at, whole, scratch, buf); !s) return s;
+      std::memcpy(out, whole.data() + (from - lo), size_t(to - from));
+    }
+    at += x->chunks()->Get(fbs::uoffset_t(k))->size();
+  }
+  return {};
+}
+
+Result<std::shared_ptr<std::byte>> ModelImpl::decoded(size_t i) const {
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cached.find(i);
+    if (it != cached.end()) {
+      lru.splice(lru.begin(), lru, it->second);
+      return it->second->buf;
+    }
+  }
+  const fb::Tensor *x = t(i);
+  const uint64_t n = decoded_size(x), c = x->chunk_size();
+  AlignedBuf raw = aligned_buffer(n, alignment);
+  if (!raw) return fail(MPK_ERR_NO_MEMORY, "cannot allocate ", n, " bytes to decode tensor ", quote(sv(x->name())));
+  std::shared_ptr<std::byte> buf(raw.release(), FreeDeleter{});
+  const size_t nchunks = x->chunks()->size();
+  std::vector<uint64_t> at(nchunks);
+  for (size_t k = 0, pos = x->offset(); k < nchunks; pos += x->chunks()->Get(fbs::uoffset_t(k))->size(), ++k)
+    at[k] = pos;
+  unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  unsigned threads = decode_threads ? std::min(decode_threads, 2 * cores) : cores;
+  threads = unsigned(std::min<size_t>(threads, nchunks));
+  std::atomic<size_t> next{0}, first_bad{nchunks};
+  std::vector<Status> errors(nchunks);
+  auto work = [&] {
+    codec::Scratch scratch;
+    std::vector<std::byte> tmp;
+    for (size_t k; (k = next.fetch_add(1)) < nchunks;) {
+      if (k > first_bad.load(std::memory_order_relaxed)) break;
+      const uint64_t lo = uint64_t(k) * c;
+      Status s = decode_chunk(x, k, at[k], {buf.get() + lo, size_t(std::min(c, n - lo))}, scratch, tmp);
+      if (!s) {
+        errors[k] = std::move(s);
+        size_t cur = first_bad.load();
+        while (k < cur && !first_bad.compare_exchange_weak(cur, k)) {
+        }
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  try {
+    for (unsigned j = 1; j < threads; ++j) pool.emplace_back(work);
+  } catch (...) {  // fewer threads than asked: the ones started share the work
+  }
+  work();
+  for (auto &th : pool) th.join();
+  if (first_bad.load() < nchunks) return errors[first_bad.load()];
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cached.find(i);
+  if (it != cached.end()) return it->second->buf;  // a racing decoder finished first
+  if (n <= cache_bytes) {
+    while (cache_used + n > cache_bytes && !lru.empty()) {
+      cache_used -= lru.back().n;
+      cached.erase(lru.back().index);
+      lru.pop_back();
+    }
+    lru.push_front({i, buf, n});
+    cached[i] = lru.begin();
+    cache_used += n;
+  }
+  return buf;
+}
+
 Result<std::span<const std::byte>> ModelImpl::bytes(size_t i) const {
   const fb::Tensor *x = t(i);
   uint64_t off = abs_offset(x), n = x->size();
@@ -291,6 +492,25 @@ Result<std::span<const std::byte>> ModelImpl::bytes(size_t i) const {
 Status ModelImpl::hash_check(size_t i, std::vector<std::byte> *scratch) const {
   const fb::Tensor *x = t(i);
   uint64_t off = abs_offset(x), n = x->size(), computed;
+  if (chunked(x)) {
+    // Every chunk: its stored checksum, then decoded into a buffer that is hashed and reused.
+    const uint64_t c = x->chunk_size(), d = decoded_size(x);
+    codec::Scratch cs;
+    std::vector<std::byte> out(size_t(std::min(c, d)));
+    Hasher64 h;
+    uint64_t at = x->offset();
+    for (size_t k = 0; k < x->chunks()->size(); ++k) {
+      const uint64_t len = std::min(c, d - uint64_t(k) * c);
+      if (Status s = decode_chunk(x, k, at, {out.data(), size_t(len)}, cs, *scratch); !s) return s;
+      h.update(out.data(), size_t(len));
+      at += x->chunks()->Get(fbs::uoffset_t(k))->size();
+    }
+    computed = h.digest();
+    if (computed != x->xxh3())
+      return fail(MPK_ERR_CHECKSUM, "tensor ", quote(sv(x->name())), " decoded checksum mismatch: stored ",
+                  Hex{x->xxh3()}, ", computed ", Hex{computed});
+    return {};
+  }
   if (access == Access::Map) {
     computed = xxh3_64(map.data() + off, n);
   } else {
@@ -373,6 +593,8 @@ Result<Model> Model::open(const std::string &path, const OpenOptions &options) {
   if (!file) return file.status();
   m.file = std::move(file.value());
   m.access = options.access;
+  m.cache_bytes = options.cache_bytes;
+  m.decode_threads = options.decode_threads;
   uint64_t size = m.file.size();
 
   uint8_t pre[kPreambleSize];
@@ -424,8 +646,14 @@ TensorInfo Model::info(size_t index) const {
   if (x->shape()) ti.shape = {x->shape()->data(), x->shape()->size()};
   ti.component = x->component();
   ti.offset = impl_->abs_offset(x);
-  ti.nbytes = x->size();
+  ti.nbytes = impl_->decoded_size(x);
   ti.xxh3 = x->xxh3();
+  ti.stored_bytes = x->size();
+  if (ModelImpl::chunked(x)) {
+    ti.encoding = Encoding::Chunked;
+    ti.chunk_size = x->chunk_size();
+    ti.chunk_count = x->chunks() ? x->chunks()->size() : 0;
+  }
   return ti;
 }
 
@@ -444,10 +672,17 @@ std::optional<size_t> Model::find(std::string_view name) const {
 Result<TensorView> Model::tensor(size_t index) const {
   if (index >= impl_->ntensors)
     return fail(MPK_ERR_INVALID_ARGUMENT, "tensor index ", index, " is out of range (", impl_->ntensors, " tensors)");
-  auto b = impl_->bytes(index);
-  if (!b) return b.status();
   TensorView v;
   static_cast<TensorInfo &>(v) = info(index);
+  if (v.encoding == Encoding::Chunked && v.nbytes > 0) {
+    auto d = impl_->decoded(index);
+    if (!d) return d.status();
+    v.data = {d->get(), size_t(v.nbytes)};
+    v.owner = std::move(*d);
+    return v;
+  }
+  auto b = impl_->bytes(index);
+  if (!b) return b.status();
   v.data = *b;
   return v;
 }
@@ -462,15 +697,31 @@ Status Model::read(size_t index, std::span<std::byte> dst, uint64_t byte_offset)
   if (index >= impl_->ntensors)
     return fail(MPK_ERR_INVALID_ARGUMENT, "tensor index ", index, " is out of range (", impl_->ntensors, " tensors)");
   const fb::Tensor *x = impl_->t(index);
-  if (byte_offset > x->size() || dst.size() > x->size() - byte_offset)
+  const uint64_t n = impl_->decoded_size(x);
+  if (byte_offset > n || dst.size() > n - byte_offset)
     return fail(MPK_ERR_INVALID_ARGUMENT, "range [", byte_offset, ",+", dst.size(), ") is outside tensor ",
-                quote(sv(x->name())), " of ", x->size(), " bytes");
+                quote(sv(x->name())), " of ", n, " bytes");
+  if (ModelImpl::chunked(x)) return impl_->read_chunked(index, byte_offset, dst);
   uint64_t off = impl_->abs_offset(x) + byte_offset;
   if (impl_->access == Access::Map) {
     if (!dst.empty()) std::memcpy(dst.data(), impl_->map.data() + off, dst.size());
     return {};
   }
   return impl_->file.pread_full(off, dst.data(), dst.size());
+}
+
+Model::ChunkCounts Model::chunk_counts(size_t index) const {
+  ChunkCounts c;
+  const fb::Tensor *x = impl_->t(index);
+  if (!ModelImpl::chunked(x) || !x->chunks()) return c;
+  for (const fb::Chunk *ch : *x->chunks()) {
+    switch (codec::ChunkCodec(ch->codec())) {  // codecs validated at open
+      case codec::ChunkCodec::Raw: ++c.raw; break;
+      case codec::ChunkCodec::Zstd: ++c.zstd; break;
+      case codec::ChunkCodec::Planes: ++c.planes; break;
+    }
+  }
+  return c;
 }
 
 std::vector<size_t> Model::file_order() const {

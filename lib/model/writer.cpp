@@ -3,6 +3,7 @@
 // Layout written: [preamble 96 B][zero pad to alignment][tensors, each aligned][header at a multiple
 // of 8]. Tensor bytes are written as they arrive; the header (which needs every tensor's offset and
 // checksum) goes after them, and the preamble that points at it is written last, at offset 0.
+#include "codec/chunk.hpp"
 #include "codec/hash.hpp"
 #include "format/content_id.hpp"
 #include "format/preamble.hpp"
@@ -10,9 +11,12 @@
 #include "model/internal.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <functional>
 #include <cstring>
 #include <map>
+#include <memory>
+#include <thread>
 #include <unordered_map>
 
 namespace mpk {
@@ -63,8 +67,11 @@ struct Record {
   std::vector<uint64_t> shape;
   uint32_t component;
   uint64_t offset;  // relative to the data section
-  uint64_t size;
-  uint64_t xxh3;
+  uint64_t size;    // stored bytes (raw: the decoded size)
+  uint64_t xxh3;    // of the decoded bytes
+  uint64_t decoded = 0;
+  uint32_t chunk_size = 0;  // non-zero: CHUNKED
+  std::vector<fb::Chunk> chunks;
 };
 
 struct ComponentRec {
@@ -85,8 +92,14 @@ struct WriterImpl {
   // Streaming state.
   bool in_tensor = false;
   Record cur;
-  uint64_t cur_written = 0;
+  uint64_t cur_written = 0;  // decoded bytes received
   Hasher64 hasher;
+  // Compression: decoded bytes not yet encoded (whole chunks are encoded in batches), per-thread
+  // encoder state, and each batch's results.
+  std::vector<std::byte> pending;
+  std::vector<std::unique_ptr<codec::Scratch>> scratch;
+  std::vector<codec::EncodedChunk> encoded;
+  std::vector<std::vector<std::byte>> check;  // verify: decoded again
   // A failed write leaves the file in an unknown state: everything after it is refused.
   Status broken;
   bool done = false;
@@ -167,14 +180,107 @@ struct WriterImpl {
     if (Status s = io(pad_to(opts.alignment)); !s) return s;
     cur = Record{std::string(name), dtype, std::vector<uint64_t>(shape.begin(), shape.end()), *comp,
                  pos() - data_offset, bytes, 0};
+    cur.decoded = bytes;
+    const Compression &z = opts.compression;
+    if (z.codec != Codec::None && bytes > 0 && bytes >= z.min_tensor_bytes) {
+      const uint32_t block = dtype_block(dtype).bytes;
+      cur.chunk_size = std::max(block, z.chunk_size / block * block);
+      cur.size = 0;
+      pending.clear();
+    }
     return {};
+  }
+
+  unsigned encode_threads() const {
+    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    return opts.compression.threads ? std::min(opts.compression.threads, 2 * cores) : cores;
+  }
+
+  // Encodes the first `n` chunks of `pending` (each cur.chunk_size bytes, the last possibly shorter:
+  // `last_len`) in parallel, verifies them if asked, and appends them in order.
+  Status encode_batch(size_t n, uint64_t last_len) {
+    const uint64_t c = cur.chunk_size;
+    const unsigned threads = unsigned(std::min<size_t>(encode_threads(), n));
+    while (scratch.size() < threads) scratch.push_back(std::make_unique<codec::Scratch>());
+    encoded.resize(std::max(encoded.size(), n));
+    if (opts.compression.verify) check.resize(std::max<size_t>(check.size(), threads));
+    codec::EncodeParams p;
+    p.codec = opts.compression.codec == Codec::Zstd    ? codec::Codec::Zstd
+              : opts.compression.codec == Codec::Float ? codec::Codec::Float
+                                                       : codec::Codec::Auto;
+    p.level = opts.compression.level;
+    p.min_decode_gbps = opts.compression.min_decode_gbps;
+    std::vector<Status> errors(n);
+    std::atomic<size_t> next{0};
+    auto work = [&](unsigned t) {
+      for (size_t k; (k = next.fetch_add(1)) < n;) {
+        std::span<const std::byte> in(pending.data() + k * c, size_t(k + 1 == n ? last_len : c));
+        codec::EncodedChunk &e = encoded[k];
+        Status s = codec::encode_chunk(cur.dtype, in, p, *scratch[t], e);
+        if (s && opts.compression.verify && e.codec != codec::ChunkCodec::Raw) {
+          auto &back = check[t];
+          back.resize(in.size());
+          s = codec::decode_chunk(e.codec, e.bytes, back, *scratch[t]);
+          if (s && std::memcmp(back.data(), in.data(), in.size()) != 0)
+            s = fail(MPK_ERR_INTERNAL, "chunk ", k, " did not decode to its input");
+          if (!s) s = fail(MPK_ERR_INTERNAL, "tensor ", quote(cur.name), ": an encoded chunk failed its check (",
+                           s.message(), "); please report this");
+        }
+        errors[k] = std::move(s);
+      }
+    };
+    std::vector<std::thread> pool;
+    try {
+      for (unsigned t = 1; t < threads; ++t) pool.emplace_back(work, t);
+    } catch (...) {  // fewer threads than asked: the ones started share the work
+    }
+    work(0);
+    for (auto &th : pool) th.join();
+    for (size_t k = 0; k < n; ++k) {
+      if (!errors[k]) return errors[k];
+      const codec::EncodedChunk &e = encoded[k];
+      std::span<const std::byte> stored =
+          e.codec == codec::ChunkCodec::Raw
+              ? std::span<const std::byte>(pending.data() + k * c, size_t(k + 1 == n ? last_len : c))
+              : std::span<const std::byte>(e.bytes);
+      cur.chunks.emplace_back(xxh3_64(stored.data(), stored.size()), uint32_t(stored.size()), uint8_t(e.codec));
+      cur.size += stored.size();
+      if (Status s = io(append(stored.data(), stored.size())); !s) return s;
+    }
+    return {};
+  }
+
+  // Takes decoded bytes of a chunked tensor; encodes whenever a batch of whole chunks is pending.
+  Status feed(std::span<const std::byte> bytes) {
+    const size_t batch = size_t(cur.chunk_size) * 2 * encode_threads();
+    while (!bytes.empty()) {
+      const size_t take = std::min(bytes.size(), batch - pending.size());
+      pending.insert(pending.end(), bytes.begin(), bytes.begin() + ptrdiff_t(take));
+      bytes = bytes.subspan(take);
+      if (pending.size() == batch) {
+        if (Status s = encode_batch(batch / cur.chunk_size, cur.chunk_size); !s) return s;
+        pending.clear();
+      }
+    }
+    return {};
+  }
+
+  // The chunks still pending at the end of a chunked tensor.
+  Status drain() {
+    if (pending.empty()) return {};
+    const uint64_t c = cur.chunk_size;
+    const size_t n = size_t((pending.size() + c - 1) / c);
+    Status s = encode_batch(n, pending.size() - (n - 1) * c);
+    pending.clear();
+    std::vector<std::byte>().swap(pending);
+    return s;
   }
 
   Status commit();
 
   uint64_t header_bound() const {
     uint64_t n = 4096;
-    for (const auto &r : records) n += r.name.size() + 8 * r.shape.size() + 128;
+    for (const auto &r : records) n += r.name.size() + 8 * r.shape.size() + 16 * r.chunks.size() + 144;
     for (const auto &c : components) n += c.name.size() + c.kind.size() + 96;
     for (const auto &[k, v] : metadata) n += k.size() + 64 + meta_bound(v);
     return n;
@@ -191,10 +297,38 @@ Writer::Writer(Writer &&) noexcept = default;
 Writer &Writer::operator=(Writer &&) noexcept = default;
 Writer::~Writer() = default;  // AtomicFile's destructor removes an uncommitted temporary file
 
+std::string_view codec_name(Codec codec) {
+  switch (codec) {
+    case Codec::None: return "none";
+    case Codec::Auto: return "auto";
+    case Codec::Zstd: return "zstd";
+    case Codec::Float: return "float";
+  }
+  return "";
+}
+
+std::optional<Codec> codec_from_name(std::string_view name) {
+  for (Codec c : {Codec::None, Codec::Auto, Codec::Zstd, Codec::Float})
+    if (codec_name(c) == name) return c;
+  if (name == "raw") return Codec::None;
+  return std::nullopt;
+}
+
 Result<Writer> Writer::create(const std::string &path, const WriterOptions &options) {
   if (!is_pow2(options.alignment) || options.alignment > MPK_MAX_ALIGNMENT)
     return fail(MPK_ERR_INVALID_ARGUMENT, "alignment ", options.alignment,
                 " must be a power of two between 1 and 65536");
+  const Compression &z = options.compression;
+  if (codec_name(z.codec).empty())
+    return fail(MPK_ERR_INVALID_ARGUMENT, "unknown compression codec ", unsigned(z.codec));
+  if (z.codec != Codec::None) {
+    if (z.chunk_size == 0 || z.chunk_size > MPK_MAX_CHUNK_BYTES)
+      return fail(MPK_ERR_INVALID_ARGUMENT, "chunk size ", z.chunk_size, " must be between 1 and ", MPK_MAX_CHUNK_BYTES);
+    if (z.level < 1 || z.level > 19)
+      return fail(MPK_ERR_INVALID_ARGUMENT, "compression level ", z.level, " must be between 1 and 19");
+    if (!(z.min_decode_gbps >= 0) || z.min_decode_gbps > 1e6)
+      return fail(MPK_ERR_INVALID_ARGUMENT, "decode-speed floor ", z.min_decode_gbps, " GB/s is not valid");
+  }
   auto file = AtomicFile::create(path);
   if (!file) return file.status();
   auto impl = std::make_unique<WriterImpl>();
@@ -229,7 +363,11 @@ Status Writer::add_tensor(std::string_view name, DType dtype, std::span<const ui
     return fail(MPK_ERR_SIZE_MISMATCH, "tensor ", quote(name), " of dtype ", dtype_name(dtype), " and ",
                 shape.size(), "-d shape needs ", *bytes, " bytes, got ", data.size());
   if (Status s = w.place(name, dtype, shape, component, *bytes); !s) return s;
-  if (data.size() < 2 * kDirectWrite) {
+  if (w.cur.chunk_size) {
+    w.cur.xxh3 = xxh3_64(data.data(), data.size());
+    if (Status s = w.feed(data); !s) return s;
+    if (Status s = w.drain(); !s) return s;
+  } else if (data.size() < 2 * kDirectWrite) {
     w.cur.xxh3 = xxh3_64(data.data(), data.size());
     if (Status s = w.io(w.append(data.data(), data.size())); !s) return s;
   } else {
@@ -264,11 +402,15 @@ Status Writer::write(std::span<const std::byte> bytes) {
   WriterImpl &w = *impl_;
   if (Status s = w.usable(); !s) return s;
   if (!w.in_tensor) return fail(MPK_ERR_STATE, "write() outside begin_tensor/end_tensor");
-  if (bytes.size() > w.cur.size - w.cur_written)
-    return fail(MPK_ERR_SIZE_MISMATCH, "tensor ", quote(w.cur.name), " needs ", w.cur.size, " bytes; writing ",
+  if (bytes.size() > w.cur.decoded - w.cur_written)
+    return fail(MPK_ERR_SIZE_MISMATCH, "tensor ", quote(w.cur.name), " needs ", w.cur.decoded, " bytes; writing ",
                 bytes.size(), " more after ", w.cur_written, " would exceed it");
   w.hasher.update(bytes.data(), bytes.size());
-  if (Status s = w.io(w.append(bytes.data(), bytes.size())); !s) return s;
+  if (w.cur.chunk_size) {
+    if (Status s = w.feed(bytes); !s) return s;
+  } else if (Status s = w.io(w.append(bytes.data(), bytes.size())); !s) {
+    return s;
+  }
   w.cur_written += bytes.size();
   return {};
 }
@@ -277,9 +419,11 @@ Status Writer::end_tensor() {
   WriterImpl &w = *impl_;
   if (Status s = w.usable(); !s) return s;
   if (!w.in_tensor) return fail(MPK_ERR_STATE, "end_tensor() without begin_tensor()");
-  if (w.cur_written != w.cur.size)
-    return fail(MPK_ERR_SIZE_MISMATCH, "tensor ", quote(w.cur.name), " needs ", w.cur.size, " bytes, only ",
+  if (w.cur_written != w.cur.decoded)
+    return fail(MPK_ERR_SIZE_MISMATCH, "tensor ", quote(w.cur.name), " needs ", w.cur.decoded, " bytes, only ",
                 w.cur_written, " were written");
+  if (w.cur.chunk_size)
+    if (Status s = w.drain(); !s) return s;
   w.cur.xxh3 = w.hasher.digest();
   w.in_tensor = false;
   w.finish_record();
@@ -342,8 +486,11 @@ Status WriterImpl::commit() {
     const Record &r = w.records[i];
     auto name = b.CreateString(r.name);
     auto shape = b.CreateVector(r.shape);
+    fbs::Offset<fbs::Vector<const fb::Chunk *>> chunks;
+    if (r.chunk_size) chunks = b.CreateVectorOfStructs(r.chunks);
     tensors.push_back(fb::CreateTensor(b, name, static_cast<fb::DType>(r.dtype), shape, r.component, r.offset,
-                                       r.size, r.xxh3));
+                                       r.size, r.xxh3, r.chunk_size ? fb::Encoding::CHUNKED : fb::Encoding::RAW,
+                                       r.chunk_size, chunks));
     cid.add(r.name, uint16_t(r.dtype), r.shape, r.xxh3);
   }
   auto tensors_vec = b.CreateVector(tensors);
@@ -359,14 +506,19 @@ Status WriterImpl::commit() {
   auto writer_str = b.CreateString("libmodelpack " MPK_VERSION_STRING);
   // Feature bits: set from what the file holds, each with its name for older readers (FORMAT 4.2).
   uint64_t incompatible = 0;
-  for (const Record &r : w.records)
+  for (const Record &r : w.records) {
     if (dtype_is_extended(r.dtype)) incompatible |= MPK_FEATURE_EXTENDED_DTYPES;
-  fbs::Offset<fbs::Vector<fbs::Offset<fb::FeatureName>>> features_vec;
-  if (incompatible & MPK_FEATURE_EXTENDED_DTYPES) {
-    std::vector<fbs::Offset<fb::FeatureName>> names{
-        fb::CreateFeatureName(b, 1, true, b.CreateString("extended-dtypes (f8/f6/f4/c64, block-quantized q4_0..q8_k)"))};
-    features_vec = b.CreateVector(names);
+    if (r.chunk_size) incompatible |= MPK_FEATURE_COMPRESSED_TENSORS;
   }
+  fbs::Offset<fbs::Vector<fbs::Offset<fb::FeatureName>>> features_vec;
+  std::vector<fbs::Offset<fb::FeatureName>> feature_names;
+  if (incompatible & MPK_FEATURE_COMPRESSED_TENSORS)
+    feature_names.push_back(
+        fb::CreateFeatureName(b, 0, true, b.CreateString("compressed-tensors (chunked: zstd, planes + rANS)")));
+  if (incompatible & MPK_FEATURE_EXTENDED_DTYPES)
+    feature_names.push_back(
+        fb::CreateFeatureName(b, 1, true, b.CreateString("extended-dtypes (f8/f6/f4/c64, block-quantized q4_0..q8_k)")));
+  if (!feature_names.empty()) features_vec = b.CreateVector(feature_names);
   fb::HeaderBuilder hb(b);
   hb.add_format_major(kFormatMajor);
   hb.add_format_minor(kFormatMinor);

@@ -20,6 +20,14 @@ struct T {
   uint64_t size = 0;
   std::optional<uint64_t> xxh3;  // default: the true checksum of the bytes
   uint8_t encoding = 0;
+  // CHUNKED (encoding 1): the chunk table, chunks stored back to back from `offset`.
+  struct C {
+    uint32_t size = 0;
+    uint8_t codec = 0;
+    std::optional<uint64_t> xxh3;  // default: the true checksum of the stored bytes
+  };
+  uint32_t chunk_size = 0;
+  std::vector<C> chunks;
 };
 
 struct Meta {
@@ -65,8 +73,21 @@ inline std::vector<uint8_t> build(const Spec &spec) {
     if (t.xxh3) sum = *t.xxh3;
     else if (t.offset + t.size <= data.size() && t.offset + t.size >= t.offset)
       sum = mpk::detail::xxh3_64(data.data() + t.offset, t.size);
-    ts.push_back(fb::CreateTensor(b, b.CreateString(t.name), static_cast<fb::DType>(t.dtype), b.CreateVector(t.shape),
-                                  t.component, t.offset, t.size, sum, static_cast<fb::Encoding>(t.encoding)));
+    std::vector<fb::Chunk> chunks;
+    uint64_t at = t.offset;
+    for (const auto &c : t.chunks) {
+      uint64_t h = 0;
+      if (c.xxh3) h = *c.xxh3;
+      else if (at + c.size <= data.size()) h = mpk::detail::xxh3_64(data.data() + at, c.size);
+      chunks.emplace_back(h, c.size, c.codec);
+      at += c.size;
+    }
+    auto name = b.CreateString(t.name);
+    auto shape = b.CreateVector(t.shape);
+    fbs::Offset<fbs::Vector<const fb::Chunk *>> cv;
+    if (!t.chunks.empty()) cv = b.CreateVectorOfStructs(chunks);
+    ts.push_back(fb::CreateTensor(b, name, static_cast<fb::DType>(t.dtype), shape, t.component, t.offset, t.size, sum,
+                                  static_cast<fb::Encoding>(t.encoding), t.chunk_size, cv));
     cid.add(t.name, t.dtype, t.shape, sum);
   }
   std::vector<uint32_t> order;

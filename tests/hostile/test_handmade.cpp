@@ -330,3 +330,117 @@ TEST_CASE("extended dtypes: blocks must fit the shape and the size", "[hostile]"
   s.tensors[0] = {"huge", MPK_DTYPE_Q8_0, {31, uint64_t(1) << 59}, 0, 0, 34};
   expect(s, MPK_ERR_OVERFLOW, "byte size");
 }
+
+// ---- chunked tensors (format 1.2, FORMAT.md 7.9: rules K1-K6, X2-X3) ----
+
+namespace {
+// One u8 tensor of 10 bytes in chunks of 4, 4 and 2, stored raw (so the checksums work out).
+Spec chunked() {
+  Spec s;
+  T t;
+  t.name = "c";
+  t.dtype = MPK_DTYPE_U8;
+  t.shape = {10};
+  t.size = 10;
+  t.encoding = 1;
+  t.chunk_size = 4;
+  t.chunks = {{4, 0, {}}, {4, 0, {}}, {2, 0, {}}};
+  s.tensors.push_back(t);
+  s.incompatible = MPK_FEATURE_COMPRESSED_TENSORS;
+  return s;
+}
+}  // namespace
+
+TEST_CASE("chunked tensors: a valid hand-made table opens and reads", "[hostile][chunked]") {
+  TempDir dir;
+  auto bytes = build(chunked());
+  REQUIRE_OK(open_bytes(dir, bytes, mpk::Verify::Header));
+  // The tensor's checksum is over the decoded bytes: for raw chunks, the stored ones.
+  auto m = mpk::Model::open(dir / "hostile.mpk");
+  REQUIRE(m.ok());
+  auto v = m->tensor("c");
+  REQUIRE(v.ok());
+  CHECK(v->encoding == mpk::Encoding::Chunked);
+  CHECK(v->chunk_count == 3);
+  CHECK(v->nbytes == 10);
+  for (size_t i = 0; i < 10; ++i) CHECK(uint8_t(v->data[i]) == uint8_t(i * 31 + 7));
+}
+
+TEST_CASE("chunked tensors: every broken chunk table is refused with its rule's status", "[hostile][chunked]") {
+  Spec s = chunked();
+  s.incompatible = 0;  // K1
+  expect(s, MPK_ERR_CORRUPT_HEADER, "does not set incompatible feature bit 0");
+  s = chunked();
+  s.tensors[0].chunk_size = 0;  // K2
+  expect(s, MPK_ERR_CORRUPT_HEADER, "chunk size 0");
+  s.tensors[0].chunk_size = (1u << 26) + 1;
+  expect(s, MPK_ERR_CORRUPT_HEADER, "chunk size 67108865");
+  s = chunked();
+  s.tensors[0].dtype = MPK_DTYPE_U16;  // 5 elements; chunk size 4 is fine (2 elements)...
+  s.tensors[0].shape = {5};
+  s.tensors[0].chunk_size = 3;  // ...3 is not a whole number of elements
+  expect(s, MPK_ERR_CORRUPT_HEADER, "a multiple of 2 bytes");
+  s = chunked();
+  s.tensors[0].chunks.pop_back();  // K4
+  expect(s, MPK_ERR_CORRUPT_HEADER, "has 2 chunks; 10 bytes in chunks of 4 need 3");
+  s = chunked();
+  s.tensors[0].chunks[1].codec = 3;  // K5
+  expect(s, MPK_ERR_CORRUPT_HEADER, "chunk 1 has unknown codec 3");
+  s = chunked();
+  s.tensors[0].chunks[2].size = 0;
+  s.tensors[0].size = 8;
+  expect(s, MPK_ERR_CORRUPT_HEADER, "chunk 2 is empty");
+  s = chunked();
+  s.tensors[0].chunks[2].size = 3;  // a raw chunk must hold its decoded length
+  s.tensors[0].size = 11;
+  expect(s, MPK_ERR_CORRUPT_HEADER, "chunk 2 is stored raw in 3 bytes but holds 2");
+  s = chunked();
+  s.tensors[0].size = 12;  // K6
+  expect(s, MPK_ERR_BAD_SHAPE, "declares 12 stored bytes but its chunks hold 10");
+  s = chunked();
+  s.tensors[0].encoding = 2;  // T5
+  expect(s, MPK_ERR_UNSUPPORTED_FEATURE, "uses encoding 2");
+  // A RAW tensor ignores chunk fields (FORMAT.md 6.2), as a 1.1 reader does.
+  s = chunked();
+  s.tensors[0].encoding = 0;
+  TempDir dir;
+  REQUIRE_OK(open_bytes(dir, build(s)));
+}
+
+TEST_CASE("chunked tensors: a damaged chunk is a checksum error naming tensor and chunk, bad streams are "
+          "CORRUPT_DATA", "[hostile][chunked]") {
+  TempDir dir;
+  Spec s = chunked();
+  s.tensors[0].chunks[1].xxh3 = 1234;  // X2
+  auto bytes = build(s);
+  REQUIRE_OK(open_bytes(dir, bytes));  // structure is fine; the chunk is checked when read
+  for (auto access : {mpk::Access::Map, mpk::Access::Read}) {
+    mpk::OpenOptions o;
+    o.access = access;
+    auto m = mpk::Model::open(dir / "hostile.mpk", o);
+    REQUIRE(m.ok());
+    auto v = m->tensor("c");
+    REQUIRE_CODE(v.status(), MPK_ERR_CHECKSUM);
+    CHECK(v.status().message().find("tensor 'c' chunk 1") != std::string::npos);
+    std::vector<std::byte> two(2);
+    REQUIRE_OK(m->read(0, two, 0));  // chunk 0 only: the damage is not touched
+    REQUIRE_OK(m->read(0, two, 8));  // chunk 2 only
+    REQUIRE_CODE(m->read(0, two, 3), MPK_ERR_CHECKSUM);  // spans chunks 0 and 1
+    REQUIRE_CODE(m->verify(mpk::Verify::Full), MPK_ERR_CHECKSUM);
+  }
+  // A planes chunk whose bytes are not a planes stream (X3): the data pattern starts 0x07 0x26.
+  s = chunked();
+  s.tensors[0].chunks[0].codec = 2;
+  testutil::write_file(dir / "hostile.mpk", build(s));
+  auto m = mpk::Model::open(dir / "hostile.mpk");
+  REQUIRE(m.ok());
+  auto v = m->tensor("c");
+  REQUIRE_CODE(v.status(), MPK_ERR_CORRUPT_DATA);
+  CHECK(v.status().message().find("tensor 'c' chunk 0: unknown plane transform 7") != std::string::npos);
+  s.tensors[0].chunks[0].codec = 1;  // not a zstd frame
+  testutil::write_file(dir / "hostile.mpk", build(s));
+  m = mpk::Model::open(dir / "hostile.mpk");
+  REQUIRE(m.ok());
+  REQUIRE_CODE(m->tensor("c").status(), MPK_ERR_CORRUPT_DATA);
+  REQUIRE_CODE(m->verify(mpk::Verify::Full), MPK_ERR_CORRUPT_DATA);
+}

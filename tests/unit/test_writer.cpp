@@ -171,7 +171,7 @@ TEST_CASE("extended dtypes round-trip and set feature bit 1 only when used", "[w
   auto m = mpk::Model::open(dir / "ext.mpk", {mpk::Access::Map, mpk::Verify::Full});
   REQUIRE(m.ok());
   CHECK(m->incompatible_features() == MPK_FEATURE_EXTENDED_DTYPES);
-  CHECK(m->format_minor() == 1);
+  CHECK(m->format_minor() == MPK_FORMAT_MINOR);
   auto t = m->tensor("q").value();
   CHECK(t.dtype == MPK_DTYPE_Q8_0);
   CHECK(std::vector<std::byte>(t.data.begin(), t.data.end()) == q);

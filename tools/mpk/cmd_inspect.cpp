@@ -286,6 +286,29 @@ void print_table(const std::vector<std::vector<std::string>> &rows, const std::s
   }
 }
 
+// "raw", or the chunk codecs of a compressed tensor: "planes 12, zstd 1, raw 2".
+std::string encoding_text(const Model &m, size_t i) {
+  const TensorInfo t = m.info(i);
+  if (t.encoding == Encoding::Raw) return "raw";
+  const Model::ChunkCounts c = m.chunk_counts(i);
+  std::string s;
+  auto part = [&](const char *name, uint32_t n) {
+    if (!n) return;
+    if (!s.empty()) s += ", ";
+    s += std::string(name) + " " + std::to_string(n);
+  };
+  part("planes", c.planes);
+  part("zstd", c.zstd);
+  part("raw", c.raw);
+  return s.empty() ? "chunked" : s;
+}
+
+std::string ratio_text(uint64_t stored, uint64_t decoded) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3f", decoded ? double(stored) / double(decoded) : 1.0);
+  return buf;
+}
+
 std::string component_name(const Model &m, uint32_t index) {
   return index < m.component_count() ? std::string(m.component(index).name) : "?";
 }
@@ -323,19 +346,31 @@ int print_json(const Model &m, const std::string &path) {
   doc["metadata"] = std::move(meta);
 
   json tensors = json::array();
+  uint64_t total = 0, stored = 0;
   for (size_t i = 0; i < m.tensor_count(); ++i) {
     TensorInfo t = m.info(i);
+    total += t.nbytes;
+    stored += t.stored_bytes;
+    json enc = {{"name", t.encoding == Encoding::Raw ? "raw" : "chunked"}, {"stored_bytes", t.stored_bytes},
+                {"ratio", t.nbytes ? double(t.stored_bytes) / double(t.nbytes) : 1.0}};
+    if (t.encoding == Encoding::Chunked) {
+      const Model::ChunkCounts c = m.chunk_counts(i);
+      enc["chunk_size"] = t.chunk_size;
+      enc["chunks"] = {{"raw", c.raw}, {"zstd", c.zstd}, {"planes", c.planes}};
+    }
     tensors.push_back({{"name", std::string(t.name)},
                        {"dtype", std::string(dtype_name(t.dtype))},
                        {"shape", std::vector<uint64_t>(t.shape.begin(), t.shape.end())},
                        {"numel", t.numel()},
                        {"bytes", t.nbytes},
+                       {"encoding", std::move(enc)},
                        {"offset", t.offset},
                        {"alignment", offset_alignment(t.offset)},
                        {"component", component_name(m, t.component)},
                        {"xxh3", hex64(t.xxh3)}});
   }
   doc["tensors"] = std::move(tensors);
+  doc["tensor_bytes"] = {{"decoded", total}, {"stored", stored}, {"ratio", total ? double(stored) / double(total) : 1.0}};
 
   std::string out = doc.dump(2, ' ', false, json::error_handler_t::replace);
   std::printf("%s\n", out.c_str());
@@ -380,14 +415,20 @@ int print_text(const Model &m, const std::string &path) {
   if (rows.size() > 1) print_table(rows, "  ");
 
   std::printf("\ntensors (%zu):\n", m.tensor_count());
-  rows = {{"name", "dtype", "shape", "bytes", "offset", "align", "xxh3"}};
+  rows = {{"name", "dtype", "shape", "bytes", "stored", "ratio", "encoding", "offset", "align", "xxh3"}};
+  uint64_t total = 0, stored = 0;
   for (size_t i = 0; i < m.tensor_count(); ++i) {
     TensorInfo t = m.info(i);
+    total += t.nbytes;
+    stored += t.stored_bytes;
     rows.push_back({printable(t.name), std::string(dtype_name(t.dtype)), shape_string(t.shape),
-                    std::to_string(t.nbytes), std::to_string(t.offset),
-                    std::to_string(offset_alignment(t.offset)), hex64(t.xxh3)});
+                    std::to_string(t.nbytes), std::to_string(t.stored_bytes), ratio_text(t.stored_bytes, t.nbytes),
+                    encoding_text(m, i), std::to_string(t.offset), std::to_string(offset_alignment(t.offset)),
+                    hex64(t.xxh3)});
   }
   if (rows.size() > 1) print_table(rows, "  ");
+  std::printf("\ntensor bytes:  %s decoded, %s stored (ratio %s)\n", human_bytes(total).c_str(),
+              human_bytes(stored).c_str(), ratio_text(stored, total).c_str());
   return kExitOk;
 }
 

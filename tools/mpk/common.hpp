@@ -71,6 +71,20 @@ struct ConvertArgs {
   std::string max_shard_size;  // sharded safetensors output: "5GB", "2GiB", bytes; "" = default
 };
 
+struct CompressArgs {
+  std::string input;
+  std::string output;
+  bool decompress = false;
+  std::string codec = "auto";
+  int level = 3;
+  unsigned threads = 0;
+  std::string chunk_size;  // "" = the library's default
+  double min_decode_gbps = 0;
+  uint32_t alignment = MPK_DEFAULT_ALIGNMENT;
+  bool no_fsync = false;
+};
+
+int run_compress(const CompressArgs &args);
 int run_inspect(const InspectArgs &args);
 int run_convert(const ConvertArgs &args);
 int run_verify(const VerifyArgs &args);

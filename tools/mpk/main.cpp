@@ -149,6 +149,46 @@ int run(int argc, char **argv) {
           },
           "SIZE"));
 
+  CompressArgs compress;
+  CLI::App *c_compress = app.add_subcommand(
+      "compress", "Compress a .mpk model: each tensor of 4 KiB or more is cut into independent chunks, each "
+                  "stored with the codec that makes it smallest (auto), as a zstd frame (zstd), in float-aware "
+                  "byte planes with rANS/zstd (float), or raw. Tensor checksums and the content id do not "
+                  "change; any tensor, or any slice of one, still reads without decoding the rest.");
+  c_compress->add_option("IN", compress.input, "the .mpk model")->required();
+  c_compress->add_option("OUT", compress.output, "the compressed .mpk to write")->required();
+  c_compress->add_option("--codec", compress.codec, "auto, zstd, float or raw (= decompress)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "zstd", "float", "raw", "none"}));
+  c_compress->add_option("--level", compress.level,
+                         "effort 1..19: up to 5 order-0 rANS on byte planes; 6+ also order-1 rANS and zstd at "
+                         "this level on each plane; 9+ also whole-chunk zstd")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 19));
+  c_compress->add_option("--threads", compress.threads, "encoding threads (0 = one per core)")
+      ->capture_default_str()
+      ->check(CLI::Range(0u, 1024u));
+  c_compress->add_option("--chunk-size", compress.chunk_size,
+                         "decoded bytes per chunk (e.g. 1MiB, 256KiB; at most 64MiB). Default 1MiB");
+  c_compress->add_option("--min-decode-speed", compress.min_decode_gbps,
+                         "GB/s per core that decoding must reach (modelled); slower plane codings are stored raw")
+      ->check(CLI::Range(0.0, 1000.0));
+  c_compress->add_option("--alignment", compress.alignment, "tensor alignment of the output (power of two)")
+      ->capture_default_str()
+      ->check(kAlignment);
+  c_compress->add_flag("--no-fsync", compress.no_fsync, "do not sync before the final rename");
+  CompressArgs decompress;
+  decompress.decompress = true;
+  CLI::App *c_decompress = app.add_subcommand(
+      "decompress", "Write a .mpk model with every tensor stored raw again (mappable, zero-copy); the content id "
+                    "does not change.");
+  c_decompress->add_option("IN", decompress.input, "the .mpk model")->required();
+  c_decompress->add_option("OUT", decompress.output, "the .mpk to write")->required();
+  c_decompress->add_option("--alignment", decompress.alignment, "tensor alignment of the output (power of two)")
+      ->capture_default_str()
+      ->check(kAlignment);
+  c_decompress->add_flag("--no-fsync", decompress.no_fsync, "do not sync before the final rename");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError &e) {
@@ -163,6 +203,8 @@ int run(int argc, char **argv) {
   if (*c_pack) return run_pack(pack);
   if (*c_extract) return run_extract(extract);
   if (*c_convert) return run_convert(convert);
+  if (*c_compress) return run_compress(compress);
+  if (*c_decompress) return run_compress(decompress);
   return kExitUsage;  // unreachable: a subcommand is required
 }
 

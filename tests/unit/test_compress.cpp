@@ -1,0 +1,246 @@
+// Compressed (chunked) tensors end to end: the Writer's codecs, the Reader's decode cache, slices
+// that start and end mid-chunk, many threads decoding one tensor, the content id unchanged by
+// compression, and feature bit 0 set only when a tensor is chunked.
+#include "testutil.hpp"
+
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+using namespace testutil;
+
+namespace {
+
+struct Item {
+  std::string name;
+  mpk::DType dtype;
+  std::vector<uint64_t> shape;
+  std::vector<std::byte> data;
+};
+
+uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return uint16_t((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+
+// Weight-like bytes for float dtypes, random for the rest.
+std::vector<std::byte> make(mpk::DType dt, uint64_t numel, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.f, 0.02f);
+  const size_t es = mpk::dtype_size(dt);
+  std::vector<std::byte> out(numel * es);
+  for (uint64_t i = 0; i < numel; ++i) {
+    std::byte *p = out.data() + i * es;
+    if (dt == MPK_DTYPE_F32) {
+      float f = nd(rng);
+      std::memcpy(p, &f, 4);
+    } else if (dt == MPK_DTYPE_BF16) {
+      uint16_t h = to_bf16(nd(rng));
+      std::memcpy(p, &h, 2);
+    } else {
+      for (size_t b = 0; b < es; ++b) p[b] = std::byte(rng() % 7);  // compressible
+    }
+  }
+  return out;
+}
+
+std::vector<Item> model_items() {
+  std::vector<Item> items;
+  auto add = [&](std::string name, mpk::DType dt, std::vector<uint64_t> shape, uint64_t seed) {
+    uint64_t n = 1;
+    for (auto d : shape) n *= d;
+    items.push_back({std::move(name), dt, shape, make(dt, n, seed)});
+  };
+  add("bf16.big", MPK_DTYPE_BF16, {1000, 777}, 1);    // 1.55 MB: chunks of 64 KiB below, odd tail
+  add("f32.exact", MPK_DTYPE_F32, {4, 16384}, 2);     // exactly 4 chunks of 64 KiB
+  add("f32.one_more", MPK_DTYPE_F32, {16385}, 3);     // one chunk and 4 bytes
+  add("i8.small", MPK_DTYPE_I8, {100}, 4);            // under min_tensor_bytes: raw
+  add("u16.odd", MPK_DTYPE_U16, {3, 11111}, 5);
+  add("empty", MPK_DTYPE_F32, {0, 5}, 6);
+  add("scalar", MPK_DTYPE_F64, {}, 7);
+  return items;
+}
+
+void write_model(const std::string &path, const std::vector<Item> &items, mpk::Compression z) {
+  mpk::WriterOptions o;
+  o.fsync = false;
+  o.compression = z;
+  auto w = mpk::Writer::create(path, o);
+  REQUIRE(w.ok());
+  for (size_t i = 0; i < items.size(); ++i) {
+    const Item &it = items[i];
+    if (i % 2) {
+      REQUIRE_OK(w->add_tensor(it.name, it.dtype, it.shape, it.data));
+    } else {  // streamed in uneven pieces
+      REQUIRE_OK(w->begin_tensor(it.name, it.dtype, it.shape));
+      for (size_t done = 0, piece = 1; done < it.data.size(); piece = piece * 3 + 7) {
+        const size_t n = std::min(piece, it.data.size() - done);
+        REQUIRE_OK(w->write(std::span(it.data).subspan(done, n)));
+        done += n;
+      }
+      REQUIRE_OK(w->end_tensor());
+    }
+  }
+  REQUIRE_OK(w->commit());
+}
+
+mpk::Compression codec(mpk::Codec c, int level = 3) {
+  mpk::Compression z;
+  z.codec = c;
+  z.level = level;
+  z.chunk_size = 64 * 1024;
+  return z;
+}
+
+}  // namespace
+
+TEST_CASE("compressed models read back bit for bit, keep the content id, and verify", "[compress]") {
+  TempDir dir;
+  const auto items = model_items();
+  write_model(dir / "raw.mpk", items, {});
+  auto raw = mpk::Model::open(dir / "raw.mpk");
+  REQUIRE(raw.ok());
+  CHECK((raw->incompatible_features() & MPK_FEATURE_COMPRESSED_TENSORS) == 0);
+  for (auto [c, level] : {std::pair{mpk::Codec::Auto, 3}, std::pair{mpk::Codec::Auto, 9},
+                          std::pair{mpk::Codec::Zstd, 3}, std::pair{mpk::Codec::Float, 1}}) {
+    for (auto access : {mpk::Access::Map, mpk::Access::Read}) {
+      INFO("codec " << mpk::codec_name(c) << " level " << level << " access " << int(access));
+      write_model(dir / "z.mpk", items, codec(c, level));
+      mpk::OpenOptions oo;
+      oo.access = access;
+      oo.verify = mpk::Verify::Full;
+      auto m = mpk::Model::open(dir / "z.mpk", oo);
+      REQUIRE_OK(m.status());
+      CHECK(m->content_id() == raw->content_id());
+      CHECK((m->incompatible_features() & MPK_FEATURE_COMPRESSED_TENSORS) != 0);
+      CHECK(m->file_size() < raw->file_size());
+      for (const Item &it : items) {
+        auto v = m->tensor(it.name);
+        REQUIRE_OK(v.status());
+        CHECK(v->nbytes == it.data.size());
+        REQUIRE(v->data.size() == it.data.size());
+        CHECK(std::memcmp(v->data.data(), it.data.data(), it.data.size()) == 0);
+        const bool chunked = it.data.size() >= 4096;
+        CHECK((v->encoding == mpk::Encoding::Chunked) == chunked);
+        if (chunked) {
+          CHECK(v->chunk_size == 64 * 1024 / mpk::dtype_size(it.dtype) * mpk::dtype_size(it.dtype));
+          CHECK(v->chunk_count == (it.data.size() + v->chunk_size - 1) / v->chunk_size);
+          CHECK(v->owner != nullptr);
+          CHECK(reinterpret_cast<uintptr_t>(v->data.data()) % 64 == 0);
+        }
+        CHECK(v->stored_bytes <= it.data.size());
+      }
+      auto bf = m->tensor("bf16.big");
+      CHECK(double(bf->stored_bytes) / double(bf->nbytes) < (c == mpk::Codec::Zstd ? 0.85 : 0.68));
+    }
+  }
+}
+
+TEST_CASE("slices of a compressed tensor: any start and end, mid-chunk, decode only their chunks", "[compress]") {
+  TempDir dir;
+  const auto items = model_items();
+  write_model(dir / "z.mpk", items, codec(mpk::Codec::Auto));
+  const Item &it = items[0];  // bf16.big
+  const uint64_t n = it.data.size(), c = 64 * 1024;
+  std::mt19937_64 rng(11);
+  std::vector<std::pair<uint64_t, uint64_t>> ranges = {{0, n}, {0, 1}, {n - 1, 1}, {c - 1, 2}, {c, c}, {c - 3, c + 6},
+                                                      {5, 3 * c}, {n - c - 1, c + 1}, {17, 0}};
+  for (int k = 0; k < 200; ++k) {
+    const uint64_t a = rng() % n;
+    ranges.push_back({a, rng() % (n - a + 1)});
+  }
+  for (uint64_t budget : {uint64_t(0), uint64_t(1) << 30}) {
+    mpk::OpenOptions oo;
+    oo.cache_bytes = budget;
+    auto m = mpk::Model::open(dir / "z.mpk", oo);
+    REQUIRE(m.ok());
+    const size_t idx = *m->find(it.name);
+    for (auto [a, len] : ranges) {
+      std::vector<std::byte> dst(len, std::byte{0x5a});
+      REQUIRE_OK(m->read(idx, dst, a));
+      CHECK(std::memcmp(dst.data(), it.data.data() + a, len) == 0);
+    }
+    std::vector<std::byte> one(1);
+    CHECK(m->read(idx, one, n).code() == MPK_ERR_INVALID_ARGUMENT);
+  }
+  // Damage chunk 5's stored bytes: slices inside other chunks still read, the tensor does not.
+  auto m = mpk::Model::open(dir / "z.mpk");
+  const auto info = m->info(*m->find(it.name));
+  REQUIRE(info.chunk_count > 6);
+  std::vector<std::byte> first(info.stored_bytes);
+  REQUIRE_OK(m->read(*m->find("f32.exact"), std::span<std::byte>(first.data(), 4), 0));  // sanity
+  auto bytes = read_file(dir / "z.mpk");
+  // Find chunk 5 of bf16.big: it starts after chunks 0..4; rather than re-deriving the table, flip
+  // a byte near the end of the tensor's stored range, which lies in its last chunk.
+  bytes[info.offset + info.stored_bytes - 10] ^= 0x40;
+  write_file(dir / "bad.mpk", bytes);
+  auto bad = mpk::Model::open(dir / "bad.mpk");
+  REQUIRE(bad.ok());
+  const size_t idx = *bad->find(it.name);
+  std::vector<std::byte> head(c * 3);
+  REQUIRE_OK(bad->read(idx, head, 0));  // chunks 0-2: untouched by the damage
+  CHECK(std::memcmp(head.data(), it.data.data(), head.size()) == 0);
+  std::vector<std::byte> tail(10);
+  const mpk::Status st = bad->read(idx, tail, n - 10);
+  REQUIRE_CODE(st, MPK_ERR_CHECKSUM);
+  CHECK(st.message().find("tensor 'bf16.big' chunk " + std::to_string(info.chunk_count - 1)) != std::string::npos);
+  REQUIRE_CODE(bad->tensor(idx).status(), MPK_ERR_CHECKSUM);
+  REQUIRE_CODE(bad->verify(mpk::Verify::Full), MPK_ERR_CHECKSUM);
+}
+
+TEST_CASE("one compressed tensor decoded from many threads at once, with a cache too small to keep it",
+          "[compress][threads]") {
+  TempDir dir;
+  const auto items = model_items();
+  write_model(dir / "z.mpk", items, codec(mpk::Codec::Auto));
+  for (uint64_t budget : {uint64_t(0), uint64_t(2) << 20, uint64_t(1) << 30}) {
+    mpk::OpenOptions oo;
+    oo.cache_bytes = budget;
+    oo.decode_threads = 2;
+    auto m = mpk::Model::open(dir / "z.mpk", oo);
+    REQUIRE(m.ok());
+    std::atomic<int> bad{0};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < 8; ++t)
+      pool.emplace_back([&, t] {
+        for (int k = 0; k < 6; ++k) {
+          const Item &it = items[size_t((t + k) % 3)];  // the three big chunked tensors
+          auto v = m->tensor(it.name);
+          if (!v.ok() || v->data.size() != it.data.size() ||
+              std::memcmp(v->data.data(), it.data.data(), it.data.size()) != 0)
+            ++bad;
+        }
+      });
+    for (auto &th : pool) th.join();
+    CHECK(bad == 0);
+    // A view outlives the cache's copy: read another big tensor until the first is evicted.
+    auto keep = m->tensor("bf16.big");
+    REQUIRE(keep.ok());
+    for (int k = 0; k < 3; ++k) REQUIRE(m->tensor("f32.exact").ok());
+    CHECK(std::memcmp(keep->data.data(), items[0].data.data(), items[0].data.size()) == 0);
+  }
+}
+
+TEST_CASE("compression options are checked", "[compress]") {
+  TempDir dir;
+  mpk::WriterOptions o;
+  o.compression.codec = mpk::Codec::Auto;
+  o.compression.chunk_size = 0;
+  CHECK(mpk::Writer::create(dir / "a.mpk", o).status().code() == MPK_ERR_INVALID_ARGUMENT);
+  o.compression.chunk_size = (1u << 26) + 1;
+  CHECK(mpk::Writer::create(dir / "a.mpk", o).status().code() == MPK_ERR_INVALID_ARGUMENT);
+  o.compression.chunk_size = 4096;
+  o.compression.level = 0;
+  CHECK(mpk::Writer::create(dir / "a.mpk", o).status().code() == MPK_ERR_INVALID_ARGUMENT);
+  o.compression.level = 3;
+  o.compression.min_decode_gbps = -1;
+  CHECK(mpk::Writer::create(dir / "a.mpk", o).status().code() == MPK_ERR_INVALID_ARGUMENT);
+  CHECK(mpk::codec_from_name("float") == mpk::Codec::Float);
+  CHECK(mpk::codec_from_name("raw") == mpk::Codec::None);
+  CHECK(!mpk::codec_from_name("lz4"));
+  CHECK(dir.entries().empty());
+}
