@@ -23,6 +23,12 @@
 #include <string>
 #include <utility>
 
+namespace {
+// Sizes of the versioned option structs in their first release (0.1.0): fields are only appended.
+constexpr size_t kOpenOptionsV1Size = offsetof(mpk_open_options, cache_bytes);
+static_assert(kOpenOptionsV1Size == 24);
+}  // namespace
+
 struct mpk_model {
   explicit mpk_model(mpk::Model m) : model(std::move(m)), content_id(model.content_id()) {}
   mpk::Model model;
@@ -165,7 +171,7 @@ mpk_status mpk_open_options_init(mpk_open_options *opts, size_t struct_size) {
   return guard(fn, [&]() -> mpk_status {
     const mpk_open_options defaults = MPK_OPEN_OPTIONS_INIT;
     // mpk_open_options has had all its fields since the first release.
-    return mpk::capi::init_options(fn, opts, struct_size, sizeof(mpk_open_options), defaults);
+    return mpk::capi::init_options(fn, opts, struct_size, kOpenOptionsV1Size, defaults);
   });
 }
 
@@ -179,7 +185,7 @@ mpk_status mpk_model_open(mpk_model **out, const char *path, const mpk_open_opti
     mpk_open_options o = MPK_OPEN_OPTIONS_INIT;
     if (opts) {
       // mpk_open_options has had all its fields since the first release.
-      if (mpk_status s = mpk::capi::read_options(fn, opts, sizeof(mpk_open_options), &o)) return s;
+      if (mpk_status s = mpk::capi::read_options(fn, opts, kOpenOptionsV1Size, &o)) return s;
     }
     mpk::OpenOptions cpp;
     switch (o.access) {
@@ -198,6 +204,9 @@ mpk_status mpk_model_open(mpk_model **out, const char *path, const mpk_open_opti
                     std::string(fn) + ": unknown verify mode " + std::to_string(o.verify));
     }
     cpp.threads = o.threads == 0 ? 1u : o.threads;
+    if (o.reserved != 0) return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": opts->reserved must be 0");
+    cpp.cache_bytes = o.cache_bytes;
+    cpp.decode_threads = o.decode_threads;
     cpp.max_header_bytes = o.max_header_bytes == 0 ? MPK_DEFAULT_MAX_HEADER_BYTES
                                                    : o.max_header_bytes;
     auto r = mpk::Model::open(path, cpp);
@@ -300,7 +309,7 @@ mpk_status mpk_model_tensor_info(const mpk_model *model, size_t index, mpk_tenso
     // mpk_tensor_info is versioned by its caller-set struct_size: fields are only appended, and
     // only those that fit entirely inside struct_size are written (a caller built against an
     // older header gets the fields it knows). A size below the first release's is a caller bug.
-    static constexpr size_t kV1Size = sizeof(mpk_tensor_info);
+    static constexpr size_t kV1Size = offsetof(mpk_tensor_info, stored_bytes);  // 0.1.0's size
     const uint32_t size = out->struct_size;
     if (size < kV1Size || size > mpk::capi::kMaxStructSize) {
       return fail(MPK_ERR_INVALID_ARGUMENT,
@@ -320,6 +329,10 @@ mpk_status mpk_model_tensor_info(const mpk_model *model, size_t index, mpk_tenso
     info.offset = t.offset;
     info.nbytes = t.nbytes;
     info.xxh3 = t.xxh3;
+    info.stored_bytes = t.stored_bytes;
+    info.encoding = t.encoding == mpk::Encoding::Chunked ? MPK_ENCODING_CHUNKED : MPK_ENCODING_RAW;
+    info.chunk_size = t.chunk_size;
+    info.chunk_count = t.chunk_count;
     // Copy every field that fits, never the caller's struct_size. Fields are laid out in order,
     // so "fits" is a prefix: copy [sizeof(struct_size), min(size, sizeof)).
     const size_t n = size < sizeof info ? size : sizeof info;

@@ -30,6 +30,9 @@ using mpk::capi::null_arg;
 namespace {
 
 constexpr uint32_t kKnownWriterFlags = MPK_WRITER_NO_FSYNC;
+// sizeof(mpk_writer_options) in its first release (0.1.0): fields are only appended.
+constexpr size_t kWriterOptionsV1Size = offsetof(mpk_writer_options, codec);
+static_assert(kWriterOptionsV1Size == 12);
 
 // Prologue of every writer call: a live, uncommitted writer.
 mpk_status usable(const char *function, const mpk_writer *w) {
@@ -101,9 +104,31 @@ mpk_status mpk_writer_options_init(mpk_writer_options *opts, size_t struct_size)
   static constexpr const char *fn = "mpk_writer_options_init";
   return guard(fn, [&]() -> mpk_status {
     const mpk_writer_options defaults = MPK_WRITER_OPTIONS_INIT;
-    // mpk_writer_options has had all its fields since the first release.
-    return mpk::capi::init_options(fn, opts, struct_size, sizeof(mpk_writer_options), defaults);
+    return mpk::capi::init_options(fn, opts, struct_size, kWriterOptionsV1Size, defaults);
   });
+}
+
+// C writer options -> C++ (the C++ Writer checks the values themselves).
+static mpk_status writer_options(const char *fn, const mpk_writer_options *opts, mpk::WriterOptions *cpp) {
+  mpk_writer_options o = MPK_WRITER_OPTIONS_INIT;
+  if (opts) {
+    if (mpk_status s = mpk::capi::read_options(fn, opts, kWriterOptionsV1Size, &o)) return s;
+  }
+  if (o.flags & ~kKnownWriterFlags) {
+    return fail(MPK_ERR_INVALID_ARGUMENT,
+                std::string(fn) + ": unknown flags " + std::to_string(o.flags) + " (known: MPK_WRITER_NO_FSYNC)");
+  }
+  if (o.codec > MPK_CODEC_FLOAT)
+    return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": unknown codec " + std::to_string(o.codec));
+  if (o.reserved != 0) return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": opts->reserved must be 0");
+  cpp->alignment = o.alignment == 0 ? MPK_DEFAULT_ALIGNMENT : o.alignment;
+  cpp->fsync = (o.flags & MPK_WRITER_NO_FSYNC) == 0;
+  cpp->compression.codec = static_cast<mpk::Codec>(o.codec);
+  if (o.level != 0) cpp->compression.level = o.level;
+  if (o.chunk_size != 0) cpp->compression.chunk_size = o.chunk_size;
+  cpp->compression.threads = o.threads;
+  cpp->compression.min_decode_gbps = o.min_decode_gbps;
+  return MPK_OK;
 }
 
 mpk_status mpk_writer_create(mpk_writer **out, const char *path, const mpk_writer_options *opts) {
@@ -111,25 +136,23 @@ mpk_status mpk_writer_create(mpk_writer **out, const char *path, const mpk_write
   return guard(fn, [&]() -> mpk_status {
     if (!out) return null_arg(fn, "out");
     if (!path) return null_arg(fn, "path");
-    mpk_writer_options o = MPK_WRITER_OPTIONS_INIT;
-    if (opts) {
-      // mpk_writer_options has had all its fields since the first release.
-      if (mpk_status s = mpk::capi::read_options(fn, opts, sizeof(mpk_writer_options), &o)) {
-        return s;
-      }
-    }
-    if (o.flags & ~kKnownWriterFlags) {
-      return fail(MPK_ERR_INVALID_ARGUMENT,
-                  std::string(fn) + ": unknown flags " + std::to_string(o.flags) +
-                      " (known: MPK_WRITER_NO_FSYNC)");
-    }
     mpk::WriterOptions cpp;
-    cpp.alignment = o.alignment == 0 ? MPK_DEFAULT_ALIGNMENT : o.alignment;
-    cpp.fsync = (o.flags & MPK_WRITER_NO_FSYNC) == 0;
+    if (mpk_status s = writer_options(fn, opts, &cpp)) return s;
     auto r = mpk::Writer::create(path, cpp);
     if (!r) return check(r.status());
     *out = new mpk_writer(std::move(r).value());
     return MPK_OK;
+  });
+}
+
+mpk_status mpk_rewrite(const char *in, const char *out, const mpk_writer_options *opts) {
+  static constexpr const char *fn = "mpk_rewrite";
+  return guard(fn, [&]() -> mpk_status {
+    if (!in) return null_arg(fn, "in");
+    if (!out) return null_arg(fn, "out");
+    mpk::WriterOptions cpp;
+    if (mpk_status s = writer_options(fn, opts, &cpp)) return s;
+    return check(mpk::rewrite(in, out, cpp));
   });
 }
 

@@ -250,10 +250,16 @@ typedef struct mpk_open_options {
   uint32_t verify;            /* mpk_verify_mode applied at open */
   uint32_t threads;           /* for MPK_VERIFY_FULL; 0 = 1 thread */
   uint64_t max_header_bytes;  /* 0 = MPK_DEFAULT_MAX_HEADER_BYTES; at most 2^31 - 2 (a FlatBuffers limit) */
+  /* Appended in 0.2 (compressed tensors, format 1.2): */
+  uint64_t cache_bytes;       /* decoded compressed tensors kept for later calls, least recently used
+                                 out first; MPK_DEFAULT_CACHE_BYTES by default, 0 = keep nothing */
+  uint32_t decode_threads;    /* threads decoding one tensor's chunks; 0 = one per core */
+  uint32_t reserved;          /* must be 0 */
 } mpk_open_options;
 
+#define MPK_DEFAULT_CACHE_BYTES (UINT64_C(1) << 30)
 #define MPK_OPEN_OPTIONS_INIT \
-  { sizeof(mpk_open_options), MPK_ACCESS_MAP, MPK_VERIFY_HEADER, 0, 0 }
+  { sizeof(mpk_open_options), MPK_ACCESS_MAP, MPK_VERIFY_HEADER, 0, 0, MPK_DEFAULT_CACHE_BYTES, 0, 0 }
 /* The same defaults as MPK_OPEN_OPTIONS_INIT, for callers that cannot use the macro (FFI).
  * struct_size is sizeof(mpk_open_options) as the caller compiled it: exactly struct_size bytes are
  * written (the defaults this library knows, zeros for any newer fields beyond them) and
@@ -302,10 +308,20 @@ typedef struct mpk_tensor_info {
   uint64_t numel;         /* product of shape (1 for a scalar) */
   uint64_t offset;        /* absolute offset of the first byte in the file */
   uint64_t nbytes;
-  uint64_t xxh3;          /* XXH3-64 of the bytes */
+  uint64_t xxh3;          /* XXH3-64 of the (decoded) bytes */
+  /* Appended in 0.2 (format 1.2); filled only when struct_size covers them: */
+  uint64_t stored_bytes;  /* bytes in the file: nbytes when raw, the chunks' total when compressed */
+  uint32_t encoding;      /* mpk_encoding */
+  uint32_t chunk_size;    /* compressed: decoded bytes per chunk */
+  uint32_t chunk_count;   /* compressed: number of chunks */
+  uint32_t reserved;
 } mpk_tensor_info;
 
-#define MPK_TENSOR_INFO_INIT { sizeof(mpk_tensor_info), 0, NULL, 0, MPK_DTYPE_INVALID, 0, NULL, 0, 0, 0, 0 }
+/* How a tensor is stored (FORMAT.md 7.8). */
+typedef enum mpk_encoding { MPK_ENCODING_RAW = 0, MPK_ENCODING_CHUNKED = 1 } mpk_encoding;
+
+#define MPK_TENSOR_INFO_INIT \
+  { sizeof(mpk_tensor_info), 0, NULL, 0, MPK_DTYPE_INVALID, 0, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /* Tensors are indexed 0..count-1 in name order (byte-wise). 0 and the message set for a NULL
  * model. An index >= count is MPK_ERR_INVALID_ARGUMENT in every function that takes one. */
@@ -422,15 +438,33 @@ typedef struct mpk_writer_options {
   uint32_t struct_size;  /* sizeof(mpk_writer_options) */
   uint32_t alignment;    /* power of two in [1, 65536]; 0 = MPK_DEFAULT_ALIGNMENT (64) */
   uint32_t flags;        /* MPK_WRITER_* */
+  /* Appended in 0.2 (compressed tensors, format 1.2): */
+  uint32_t codec;        /* mpk_codec; MPK_CODEC_NONE (default) stores tensors raw */
+  int32_t level;         /* effort 1..19; 0 = 3 */
+  uint32_t chunk_size;   /* decoded bytes per chunk, up to MPK_MAX_CHUNK_BYTES; 0 = 1 MiB */
+  uint32_t threads;      /* encoding threads; 0 = one per core */
+  uint32_t reserved;     /* must be 0 */
+  double min_decode_gbps;  /* modelled decode-speed floor, GB/s per core; 0 = none */
 } mpk_writer_options;
+
+/* Tensor compression of a writer (FORMAT.md 7.9): each tensor of 4 KiB or more is cut into chunks,
+ * each stored with the smallest allowed codec (AUTO), as zstd frames (ZSTD) or as float-aware byte
+ * planes (FLOAT); a chunk that would not shrink is stored raw. */
+typedef enum mpk_codec { MPK_CODEC_NONE = 0, MPK_CODEC_AUTO = 1, MPK_CODEC_ZSTD = 2, MPK_CODEC_FLOAT = 3 } mpk_codec;
 
 /* Skip fsync before the rename (faster, but a power loss may leave an empty target). */
 #define MPK_WRITER_NO_FSYNC 0x1u
 
-#define MPK_WRITER_OPTIONS_INIT { sizeof(mpk_writer_options), 0, 0 }
+#define MPK_WRITER_OPTIONS_INIT { sizeof(mpk_writer_options), 0, 0, MPK_CODEC_NONE, 0, 0, 0, 0, 0.0 }
 /* The same defaults as MPK_WRITER_OPTIONS_INIT, for callers that cannot use the macro (FFI);
  * struct_size and errors as for mpk_open_options_init. */
 MPK_API mpk_status mpk_writer_options_init(mpk_writer_options *opts, size_t struct_size);
+
+/* Writes the model at `in` again to `out` with `opts` (NULL: defaults, i.e. raw): to compress it
+ * (opts->codec), decompress it (MPK_CODEC_NONE) or re-align it. Components, metadata and tensors are
+ * kept (the content id does not change); every tensor is checked against its checksum while it is
+ * copied (MPK_ERR_CHECKSUM); on any error nothing new appears at `out`. */
+MPK_API mpk_status mpk_rewrite(const char *in, const char *out, const mpk_writer_options *opts);
 
 /* Starts writing to a temporary file next to `path`; nothing appears at `path` until commit. opts
  * may be NULL (defaults). *out is set only on success; free it with mpk_writer_free. */

@@ -75,9 +75,14 @@ void split_t(const std::byte *in, size_t n, std::byte *planes) {
 template <class U, bool Rot>
 void join_t(const uint8_t *const *planes, size_t n, std::byte *out) {
   constexpr size_t W = sizeof(U);
+  // Local copies of the plane pointers: stores through `out` (a std::byte*, which may alias
+  // anything) would otherwise make the compiler reload planes[j] for every element and keep the
+  // loop scalar (measured: 4-5 GB/s scalar, ~30 GB/s vectorised on an L2-resident chunk).
+  const uint8_t *p[W];
+  for (size_t j = 0; j < W; ++j) p[j] = planes[j];
   for (size_t i = 0; i < n; ++i) {
     U x = 0;
-    for (size_t j = 0; j < W; ++j) x |= U(U(planes[j][i]) << (8 * j));
+    for (size_t j = 0; j < W; ++j) x |= U(U(p[j][i]) << (8 * j));
     if constexpr (Rot) x = rotr1(x);
     std::memcpy(out + i * W, &x, W);
   }
@@ -285,7 +290,7 @@ Status encode_planes(const PlaneLayout &layout, std::span<const std::byte> in, c
 double decode_speed_model(PlaneMethod m, unsigned rans_order) {
   switch (m) {
     case PlaneMethod::Raw: return 20.0;
-    case PlaneMethod::Rans: return rans_order ? 0.6 : 2.0;
+    case PlaneMethod::Rans: return rans_order ? 1.5 : 2.0;
     case PlaneMethod::Zstd: return 1.2;
   }
   return 1.0;
@@ -332,8 +337,10 @@ Status encode_chunk(DType dtype, std::span<const std::byte> in, const EncodePara
     PlaneLayout layout = plane_layout(dtype);
     if (in.size() % layout.width) layout = {1, Transform::Bytes};
     if (Status s = encode_planes(layout, in, params, scratch, out); !s.ok()) return s;
-    // Auto at level 9 and up: a whole-chunk zstd frame too (wins on data with long repeats).
-    if (params.codec == Codec::Auto && params.level >= 9) {
+    // Auto at level 9 and up: a whole-chunk zstd frame too, which wins on data with long repeats -
+    // not on weights the planes already brought under 0.9 of raw (never seen to win there).
+    const size_t planes_size = out.codec == ChunkCodec::Raw ? in.size() : out.bytes.size();
+    if (params.codec == Codec::Auto && params.level >= 9 && double(planes_size) >= 0.9 * double(in.size())) {
       auto &tr = Access::out(scratch);
       ensure(tr, ZSTD_compressBound(in.size()));
       const size_t r =

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -435,18 +436,20 @@ static void test_options_init(void) {
     uint64_t align;
     unsigned char bytes[4096 + 16];
   } huge;
-  const size_t too_small[] = {0, 1, 4, sizeof(mpk_writer_options) - 1,
-                              sizeof(mpk_open_options) - 1};
+  const size_t too_small[] = {0, 1, 4, offsetof(mpk_writer_options, codec) - 1,
+                              offsetof(mpk_open_options, cache_bytes) - 1};
   size_t i, covered;
 
   /* The first released sizes: struct_size checks compare against them, so they must not move. */
-  CHECK(sizeof(mpk_open_options) == 24, "sizeof(mpk_open_options) = %u, released as 24",
-        (unsigned)sizeof(mpk_open_options));
-  CHECK(sizeof(mpk_writer_options) == 12, "sizeof(mpk_writer_options) = %u, released as 12",
-        (unsigned)sizeof(mpk_writer_options));
-  if (sizeof(void *) == 8)
-    CHECK(sizeof(mpk_tensor_info) == 72, "sizeof(mpk_tensor_info) = %u, released as 72 on LP64",
-          (unsigned)sizeof(mpk_tensor_info));
+  /* Fields appended in 0.2 start exactly there; the current sizes are pinned too. */
+  CHECK(offsetof(mpk_open_options, cache_bytes) == 24, "mpk_open_options released as 24 bytes");
+  CHECK(sizeof(mpk_open_options) == 40, "sizeof(mpk_open_options) = %u", (unsigned)sizeof(mpk_open_options));
+  CHECK(offsetof(mpk_writer_options, codec) == 12, "mpk_writer_options released as 12 bytes");
+  CHECK(sizeof(mpk_writer_options) == 40, "sizeof(mpk_writer_options) = %u", (unsigned)sizeof(mpk_writer_options));
+  if (sizeof(void *) == 8) {
+    CHECK(offsetof(mpk_tensor_info, stored_bytes) == 72, "mpk_tensor_info released as 72 bytes on LP64");
+    CHECK(sizeof(mpk_tensor_info) == 96, "sizeof(mpk_tensor_info) = %u", (unsigned)sizeof(mpk_tensor_info));
+  }
   CHECK(ti.struct_size == sizeof(mpk_tensor_info), "MPK_TENSOR_INFO_INIT struct_size %u",
         ti.struct_size);
 
@@ -513,7 +516,7 @@ static void test_options_init(void) {
     CHECK_MESSAGE("struct_size");
     CHECK(all_bytes(&ob, 0, sizeof ob, 0xA5), "open options written with struct_size %u",
           (unsigned)too_small[i]);
-    if (too_small[i] >= sizeof(mpk_writer_options)) continue;
+    if (too_small[i] >= offsetof(mpk_writer_options, codec)) continue;
     memset(&wbig, 0xA5, sizeof wbig);
     CHECK_STATUS(mpk_writer_options_init(&wbig.o, too_small[i]), MPK_ERR_INVALID_ARGUMENT);
     CHECK_MESSAGE("mpk_writer_options_init");
@@ -1099,8 +1102,16 @@ static void check_tensors(const mpk_model *m, mpk_access access) {
     CHECK_STATUS(mpk_model_tensor_info(m, 0, &info), MPK_ERR_INVALID_ARGUMENT);
     CHECK_MESSAGE("struct_size");
     CHECK(memcmp(&info, &snapshot, sizeof info) == 0, "info changed on failure");
-    info.struct_size = sizeof info - 8;
+    info.struct_size = (uint32_t)offsetof(mpk_tensor_info, stored_bytes) - 8;
     CHECK_STATUS(mpk_model_tensor_info(m, 0, &info), MPK_ERR_INVALID_ARGUMENT);
+    /* A caller built against 0.1.0 (72 bytes): the old fields, nothing past them. */
+    memset(&info, 0x5A, sizeof info);
+    info.struct_size = (uint32_t)offsetof(mpk_tensor_info, stored_bytes);
+    CHECK_OK(mpk_model_tensor_info(m, 0, &info));
+    CHECK(info.encoding == 0x5A5A5A5Au && info.stored_bytes == 0x5A5A5A5A5A5A5A5Aull, "wrote past an old struct");
+    info.struct_size = sizeof info;
+    CHECK_OK(mpk_model_tensor_info(m, 0, &info));
+    CHECK(info.encoding == MPK_ENCODING_RAW && info.stored_bytes == info.nbytes, "new fields of a raw tensor");
 
     /* A newer caller's larger struct: known fields filled, the rest left alone. */
     memset(&big, 0xC3, sizeof big);
@@ -1543,8 +1554,12 @@ static void test_open_errors(const char *good) {
   o.struct_size = 0;
   CHECK_STATUS(mpk_model_open(&m, good, &o), MPK_ERR_INVALID_ARGUMENT);
   CHECK_MESSAGE("struct_size");
-  o.struct_size = sizeof o - 1;
+  o.struct_size = (uint32_t)offsetof(mpk_open_options, cache_bytes) - 1; /* below the first release */
   CHECK_STATUS(mpk_model_open(&m, good, &o), MPK_ERR_INVALID_ARGUMENT);
+  REQUIRE_OK(mpk_open_options_init(&o, sizeof o));
+  o.reserved = 1;
+  CHECK_STATUS(mpk_model_open(&m, good, &o), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_MESSAGE("reserved");
   o.struct_size = 1u << 30;
   CHECK_STATUS(mpk_model_open(&m, good, &o), MPK_ERR_INVALID_ARGUMENT);
   REQUIRE_OK(mpk_open_options_init(&o, sizeof o));
@@ -1701,6 +1716,93 @@ static void test_content_id(void) {
 
 /* ---- main ----------------------------------------------------------------------------------- */
 
+/* Compressed tensors through the C ABI: a writer with a codec, mpk_rewrite both ways, the new
+ * tensor_info fields, tensor_data of a compressed tensor (kept until mpk_model_free), slices, and
+ * option checks. */
+static void test_compress(void) {
+  char raw[4096], z[4096], back[4096];
+  mpk_writer *w = NULL;
+  mpk_writer_options o = MPK_WRITER_OPTIONS_INIT;
+  mpk_open_options oo = MPK_OPEN_OPTIONS_INIT;
+  mpk_model *m = NULL, *mr = NULL;
+  mpk_tensor_info info = MPK_TENSOR_INFO_INIT;
+  uint64_t shape[1] = {100000}, nbytes = 0;
+  const void *data = NULL, *again = NULL;
+  unsigned char *v = (unsigned char *)malloc(100000);
+  size_t i;
+  uint64_t inc = 0, compat = 0;
+  char cid[64];
+
+  REQUIRE(v != NULL, "malloc");
+  for (i = 0; i < 100000; ++i) v[i] = (unsigned char)((i * i) % 5); /* compressible u8 */
+  o.flags = MPK_WRITER_NO_FSYNC;
+  path_in(raw, sizeof raw, "raw.mpk");
+  path_in(z, sizeof z, "z.mpk");
+  path_in(back, sizeof back, "back.mpk");
+  REQUIRE_OK(mpk_writer_create(&w, raw, &o));
+  CHECK_OK(mpk_writer_add_tensor(w, "t", MPK_DTYPE_U8, 1, shape, v, 100000, NULL));
+  CHECK_OK(mpk_writer_commit(w));
+  mpk_writer_free(w);
+
+  o.codec = MPK_CODEC_AUTO;
+  o.chunk_size = 16384;
+  CHECK_OK(mpk_rewrite(raw, z, &o));
+  REQUIRE_OK(mpk_model_open(&m, z, &oo));
+  mpk_model_features(m, &inc, &compat);
+  CHECK((inc & MPK_FEATURE_COMPRESSED_TENSORS) != 0, "feature bit 0 not set");
+  CHECK_OK(mpk_model_tensor_info(m, 0, &info));
+  CHECK(info.encoding == MPK_ENCODING_CHUNKED && info.chunk_size == 16384 && info.chunk_count == 7 &&
+            info.nbytes == 100000 && info.stored_bytes < 100000,
+        "info: encoding %u chunk %u x %u stored %llu", info.encoding, info.chunk_size, info.chunk_count,
+        (unsigned long long)info.stored_bytes);
+  CHECK_OK(mpk_model_tensor_data(m, 0, &data, &nbytes));
+  CHECK(nbytes == 100000 && memcmp(data, v, 100000) == 0, "decoded bytes differ");
+  CHECK_OK(mpk_model_tensor_data(m, 0, &again, &nbytes));
+  CHECK(again == data, "a second call moved the bytes");
+  CHECK_OK(mpk_model_verify(m, MPK_VERIFY_FULL, 2));
+  snprintf(cid, sizeof cid, "%s", mpk_model_content_id(m));
+  REQUIRE_OK(mpk_model_open(&mr, raw, NULL));
+  CHECK(strcmp(cid, mpk_model_content_id(mr)) == 0, "compression changed the content id");
+  mpk_model_free(mr);
+  mpk_model_free(m);
+  /* No cache at all: tensor_data still hands out bytes that live until mpk_model_free. */
+  oo.cache_bytes = 0;
+  oo.access = MPK_ACCESS_READ;
+  REQUIRE_OK(mpk_model_open(&m, z, &oo));
+  CHECK_OK(mpk_model_tensor_data(m, 0, &data, &nbytes));
+  CHECK_OK(mpk_model_tensor_read(m, 0, v, 100000)); /* decodes again, into v */
+  CHECK(memcmp(data, v, 100000) == 0, "tensor_data bytes changed");
+  mpk_model_free(m);
+  /* Back to raw: the same file as the original, byte for byte. */
+  o.codec = MPK_CODEC_NONE;
+  CHECK_OK(mpk_rewrite(z, back, &o));
+  {
+    long n1 = 0, n2 = 0;
+    unsigned char *a = read_whole(raw, &n1), *b = read_whole(back, &n2);
+    CHECK(a && b && n1 == n2 && memcmp(a, b, (size_t)n1) == 0, "decompressed file differs from the original");
+    free(a);
+    free(b);
+  }
+  /* Option checks: unknown codec, reserved, level out of range. */
+  o.codec = 9;
+  CHECK_STATUS(mpk_rewrite(raw, z, &o), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_MESSAGE("codec");
+  o.codec = MPK_CODEC_ZSTD;
+  o.reserved = 1;
+  CHECK_STATUS(mpk_rewrite(raw, z, &o), MPK_ERR_INVALID_ARGUMENT);
+  o.reserved = 0;
+  o.level = 20;
+  CHECK_STATUS(mpk_rewrite(raw, z, &o), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(mpk_rewrite(NULL, z, &o), MPK_ERR_INVALID_ARGUMENT);
+  path_in(back, sizeof back, "missing.mpk");
+  CHECK_STATUS(mpk_rewrite(back, z, NULL), MPK_ERR_IO);
+  unlink(raw);
+  unlink(z);
+  path_in(back, sizeof back, "back.mpk");
+  unlink(back);
+  free(v);
+}
+
 static int wanted(const char *section, const char *name) {
   return section == NULL || strcmp(section, name) == 0;
 }
@@ -1730,6 +1832,7 @@ int main(int argc, char **argv) {
   if (wanted(section, "writer")) {
     test_writer_options();
     test_writer_abort();
+    test_compress();
   }
   if (wanted(section, "model")) {
     path_in(model, sizeof model, "reference.mpk");
