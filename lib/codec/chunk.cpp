@@ -363,11 +363,40 @@ namespace {
 
 Status corrupt(std::string_view what) { return fail(MPK_ERR_CORRUPT_DATA, what); }
 
+// FORMAT.md 7.9.1: exactly one zstd frame (not skippable), filling `size` bytes.
+Status check_one_frame(const std::byte *src, size_t size, std::string_view what) {
+  if (size < 4 || uint32_t(uint8_t(src[0])) + (uint32_t(uint8_t(src[1])) << 8) + (uint32_t(uint8_t(src[2])) << 16) +
+                          (uint32_t(uint8_t(src[3])) << 24) != ZSTD_MAGICNUMBER)
+    return fail(MPK_ERR_CORRUPT_DATA, what, "not a zstd frame");
+  const size_t frame = ZSTD_findFrameCompressedSize(src, size);
+  if (ZSTD_isError(frame)) return fail(MPK_ERR_CORRUPT_DATA, what, "zstd: ", ZSTD_getErrorName(frame));
+  if (frame != size)
+    return fail(MPK_ERR_CORRUPT_DATA, what, "the zstd frame ends at byte ", frame, " of ", size,
+                " (one frame must fill it)");
+  return {};
+}
+
+// The parts of a rANS-Nx16 stream header that htscodecs 1.3 does not check itself: an order-1
+// stream's table shift must be 10 or 12 (CRAMcodecs).
+Status check_rans_header(const std::byte *src, size_t size, unsigned j) {
+  const uint8_t flags = uint8_t(src[0]);
+  if (!(flags & kRansOrder1) || (flags & kRansCat)) return {};
+  size_t at = 1;
+  for (int k = 0; k < 5 && at < size; ++k)  // uint7: the decoded size
+    if (!(uint8_t(src[at++]) & 0x80)) break;
+  if (at >= size) return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": rANS stream ends in its header");
+  const unsigned shift = uint8_t(src[at]) >> 4;
+  if (shift != 10 && shift != 12)
+    return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": rANS order-1 table shift ", shift, " (10 or 12)");
+  return {};
+}
+
 // Decodes one plane stream into exactly n bytes at dst.
 Status decode_plane(PlaneMethod m, const std::byte *src, size_t size, uint8_t *dst, size_t n, Scratch &scratch,
                     unsigned j) {
   switch (m) {
     case PlaneMethod::Zstd: {
+      if (Status s = check_one_frame(src, size, detail::cat("plane ", j, ": ")); !s.ok()) return s;
       ZSTD_DCtx *d = Access::dctx(scratch);
       if (!d) return fail(MPK_ERR_NO_MEMORY, "cannot create a zstd decoder");
       const size_t r = ZSTD_decompressDCtx(d, dst, n, src, size);
@@ -382,6 +411,7 @@ Status decode_plane(PlaneMethod m, const std::byte *src, size_t size, uint8_t *d
                     " (only order 0/1, X32 and CAT are allowed)");
       if (size > std::numeric_limits<unsigned>::max() || n > std::numeric_limits<unsigned>::max() / 2)
         return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": rANS stream too large");
+      if (Status s = check_rans_header(src, size, j); !s.ok()) return s;
       unsigned got = unsigned(n);
       // htscodecs takes non-const pointers but does not write to its input.
       auto *in = reinterpret_cast<unsigned char *>(const_cast<std::byte *>(src));
@@ -407,6 +437,7 @@ Status decode_chunk(ChunkCodec codec, std::span<const std::byte> stored, std::sp
         if (!out.empty()) std::memcpy(out.data(), stored.data(), out.size());
         return {};
       case ChunkCodec::Zstd: {
+        if (Status s = check_one_frame(stored.data(), stored.size(), ""); !s.ok()) return s;
         ZSTD_DCtx *d = Access::dctx(scratch);
         if (!d) return fail(MPK_ERR_NO_MEMORY, "cannot create a zstd decoder");
         const size_t r = ZSTD_decompressDCtx(d, out.data(), out.size(), stored.data(), stored.size());

@@ -499,7 +499,8 @@ Status ModelImpl::hash_check(size_t i, std::vector<std::byte> *scratch) const {
     std::vector<std::byte> out(size_t(std::min(c, d)));
     Hasher64 h;
     uint64_t at = x->offset();
-    for (size_t k = 0; k < x->chunks()->size(); ++k) {
+    const size_t nchunks = x->chunks() ? x->chunks()->size() : 0;  // absent = empty (an empty tensor)
+    for (size_t k = 0; k < nchunks; ++k) {
       const uint64_t len = std::min(c, d - uint64_t(k) * c);
       if (Status s = decode_chunk(x, k, at, {out.data(), size_t(len)}, cs, *scratch); !s) return s;
       h.update(out.data(), size_t(len));

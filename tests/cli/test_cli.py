@@ -567,6 +567,64 @@ def case_convert_progress(tmp):
     check(e == "", f"progress without a terminal: {e!r}")
 
 
+def case_compress(tmp):
+    """mpk compress / decompress: smaller file, same content id and tensors, verify passes, inspect
+    shows encoding and ratio; bad options are usage errors; a damaged input leaves no output."""
+    d = os.path.join(tmp, "in")
+    rng = np.random.default_rng(3)
+    arrays = {
+        "w": (rng.standard_normal((512, 300)) * 0.02).astype(np.float32),
+        "h": (rng.standard_normal((700, 33)) * 0.02).astype(np.float16),
+        "ids": rng.integers(0, 5, size=20000).astype(np.int32),
+        "tiny": np.arange(7, dtype=np.int64),
+    }
+    write_tree(d, arrays)
+    model = os.path.join(tmp, "m.mpk")
+    run("pack", d, "-o", model, "--no-fsync", expect=0)
+    z = os.path.join(tmp, "z.mpk")
+    _, out, err = run("compress", model, z, "--chunk-size", "64KiB", "--no-fsync", expect=0)
+    check("compressed" in out and err == "", f"compress output: {out!r} {err!r}")
+    check(os.path.getsize(z) < os.path.getsize(model), "compressed file is not smaller")
+    run("verify", z, expect=0)
+    j1, j2 = inspect_json(model), inspect_json(z)
+    check(j1["content_id"] == j2["content_id"], "content id changed")
+    check(j2["features"]["incompatible"] & 1, "feature bit 0 not set")
+    enc = {t["name"]: t["encoding"] for t in j2["tensors"]}
+    check(enc["w"]["name"] == "chunked" and enc["w"]["chunk_size"] == 65536 and enc["w"]["ratio"] < 0.9,
+          f"w: {enc['w']}")
+    check(enc["tiny"]["name"] == "raw", f"tiny: {enc['tiny']}")
+    check(j2["tensor_bytes"]["stored"] < j2["tensor_bytes"]["decoded"], f"{j2['tensor_bytes']}")
+    _, text, _ = run("inspect", z, expect=0)
+    check("planes" in text and "ratio" in text and "tensor bytes:" in text, f"inspect text: {text!r}")
+    for name, a in arrays.items():  # every tensor reads back bit for bit
+        npy = os.path.join(tmp, name + ".npy")
+        run("extract", z, name, "-o", npy, expect=0)
+        check(np.array_equal(np.load(npy), a), f"{name} differs after compress")
+    for codec in ("zstd", "float", "raw"):
+        zc = os.path.join(tmp, f"{codec}.mpk")
+        run("compress", model, zc, "--codec", codec, "--level", "5", "--threads", "1", "--no-fsync", expect=0)
+        check(inspect_json(zc)["content_id"] == j1["content_id"], f"--codec {codec}: content id")
+    back = os.path.join(tmp, "back.mpk")
+    run("decompress", z, back, "--no-fsync", expect=0)
+    with open(model, "rb") as f1, open(back, "rb") as f2:
+        check(f1.read() == f2.read(), "decompress did not give back the packed file byte for byte")
+    for bad in (("--codec", "lz4"), ("--level", "0"), ("--level", "20"), ("--chunk-size", "65MiB")):
+        code, _, e = run("compress", model, os.path.join(tmp, "x.mpk"), *bad)
+        check(code != 0 and not os.path.exists(os.path.join(tmp, "x.mpk")), f"compress {bad}: {code} {e!r}")
+    # A damaged chunk: decompress refuses with the tensor and chunk named, and writes nothing.
+    blob = bytearray(open(z, "rb").read())
+    w = next(t for t in j2["tensors"] if t["name"] == "w")
+    blob[w["offset"] + 100] ^= 0x10
+    bad = os.path.join(tmp, "bad.mpk")
+    open(bad, "wb").write(blob)
+    code, _, e = run("decompress", bad, os.path.join(tmp, "y.mpk"))
+    check(code == 1 and "MPK_ERR_CHECKSUM" in e and "chunk 0" in e and not os.path.exists(os.path.join(tmp, "y.mpk")),
+          f"damaged chunk: {code} {e!r}")
+    code, _, e = run("verify", bad)
+    check(code != 0 and "chunk 0" in e, f"verify damaged: {code} {e!r}")
+
+
+
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 
