@@ -604,6 +604,14 @@ def case_compress(tmp):
         zc = os.path.join(tmp, f"{codec}.mpk")
         run("compress", model, zc, "--codec", codec, "--level", "5", "--threads", "1", "--no-fsync", expect=0)
         check(inspect_json(zc)["content_id"] == j1["content_id"], f"--codec {codec}: content id")
+    # convert --compress: a safetensors import straight into a compressed .mpk, same content id.
+    st = os.path.join(tmp, "m.safetensors")
+    run("convert", model, st, "--no-fsync", expect=0)
+    zc = os.path.join(tmp, "conv.mpk")
+    run("convert", st, zc, "--compress", "auto", "--no-fsync", expect=0)
+    jc = inspect_json(zc)
+    check(jc["content_id"] == j1["content_id"] and jc["tensor_bytes"]["stored"] < jc["tensor_bytes"]["decoded"],
+          f"convert --compress: {jc['tensor_bytes']}")
     back = os.path.join(tmp, "back.mpk")
     run("decompress", z, back, "--no-fsync", expect=0)
     with open(model, "rb") as f1, open(back, "rb") as f2:

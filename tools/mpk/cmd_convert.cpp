@@ -20,6 +20,8 @@ int run_convert(const ConvertArgs &args) {
   o.npz_deflate = args.deflate;
   o.npy_tensor_name = args.name;
   o.threads = args.threads;
+  o.writer.compression.codec = *codec_from_name(args.compress);  // checked by the option's validator
+  o.writer.compression.level = args.level;
   if (!args.max_shard_size.empty()) {
     auto size = safetensors::parse_size(args.max_shard_size);  // checked by the option's validator
     if (!size) return report(size.status());

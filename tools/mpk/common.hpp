@@ -68,6 +68,8 @@ struct ConvertArgs {
   bool deflate = false;  // .npz output
   std::string name;      // .npy input: the tensor's name
   unsigned threads = 0;        // safetensors input: 0 = automatic, 1 = one thread
+  std::string compress = "none";  // .mpk output: compression codec (mpk compress --codec)
+  int level = 3;
   std::string max_shard_size;  // sharded safetensors output: "5GB", "2GiB", bytes; "" = default
 };
 

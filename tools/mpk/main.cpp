@@ -133,6 +133,12 @@ int run(int argc, char **argv) {
                       "np.savez)");
   c_convert->add_option("--name", convert.name,
                         ".npy input: the tensor's name (default: the file name without .npy)");
+  c_convert->add_option("--compress", convert.compress,
+                        ".mpk output: compress the tensors as `mpk compress --codec` does (auto, zstd, float; "
+                        "default none)")
+      ->check(CLI::IsMember({"none", "raw", "auto", "zstd", "float"}));
+  c_convert->add_option("--level", convert.level, "with --compress: effort 1..19 (default 3)")
+      ->check(CLI::Range(1, 19));
   c_convert->add_option("--threads", convert.threads,
                         "safetensors input: 1 = convert on one thread; 0 (default) = a reader thread as "
                         "well for 8 MiB of tensor data or more on 2+ CPUs")
