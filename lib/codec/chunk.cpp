@@ -406,9 +406,10 @@ Status decode_plane(PlaneMethod m, const std::byte *src, size_t size, uint8_t *d
       return {};
     }
     case PlaneMethod::Rans: {
-      if (size == 0 || (uint8_t(src[0]) & ~kRansAllowed) != 0)
+      if (size == 0) return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": empty rANS stream");
+      if ((uint8_t(src[0]) & ~kRansAllowed) != 0)
         return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": rANS stream with flags ", unsigned(uint8_t(src[0])),
-                    " (only order 0/1, X32 and CAT are allowed)");
+                    " (only order-1 0x01, N32 0x04 and CAT 0x20 are allowed)");
       if (size > std::numeric_limits<unsigned>::max() || n > std::numeric_limits<unsigned>::max() / 2)
         return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": rANS stream too large");
       if (Status s = check_rans_header(src, size, j); !s.ok()) return s;

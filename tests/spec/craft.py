@@ -14,6 +14,22 @@ blocks (T9, T10), feature bit 1 with and without extended dtypes, typed scalars 
 allowed dtype and of disallowed ones (read as unknown), lists of every item type, M4 inside lists,
 list depth (M5), the Verifier's nesting bound, and the order of M4 and M5.
 
+For format 1.2 (cases_1_2): chunked tensors with raw, zstd and planes chunks made by this file's
+own encoders (planes of every width and transform, rANS-Nx16 order 0 and 1 with 4 and 32 states,
+CAT, 10- and 12-bit and compressed order-1 tables, frequency totals scaled by shifts), empty chunked
+tensors, RAW tensors whose chunk fields are ignored, T5, each of K1-K6 and their order with the
+other tensor rules, X1-X3 and their order (chunks in order, tensors in data_order), chunks that
+do not decode, zstd chunks and planes that are not exactly one frame, and the §7.9.1 "rANS stream
+validity" rules (rans_validity_cases): bytes after a stream in its plane (CAT, order 0 and 1, 4 and
+32 states) are ignored; a frequency table's symbols are a set (listed in any order, or a symbol
+twice); an order-1 shift other than 10 or 12 is MPK_ERR_CORRUPT_DATA; a stream that reads past its
+end or starts with a state of 2^31 or more has no defined output, so either MPK_ERR_CORRUPT_DATA or
+MPK_ERR_CHECKSUM conforms. Such a case gives a set of statuses (a frozenset) instead of one, and
+each reader must give one of them (not necessarily the same one). known_cases_1_2 lists files on
+which libmodelpack is known to disagree with the document: they must give read_mpk the documented
+status and libmodelpack the known one, and are reported as KNOWN lines, not failures; when
+libmodelpack starts agreeing, a NOTE line asks for the case to move to cases_1_2.
+
 Prints one line per case that does not behave as documented and a closing "N passed, N failed" line.
 """
 
@@ -50,6 +66,14 @@ class V:
         self.items, self.fmt, self.misalign = items, fmt, misalign
 
 
+class VS:
+    """A vector of `Chunk` structs (FORMAT.md §6.2: u64 xxh3, u32 size, u8 codec, 3 bytes padding),
+    items (xxh3, size, codec[, padding byte]); elements at a multiple of 8, or (misalign) 4 off."""
+
+    def __init__(self, items, misalign=False):
+        self.items, self.misalign = items, misalign
+
+
 class S:
     def __init__(self, data, nul=True):
         self.data = data if isinstance(data, bytes) else data.encode()
@@ -72,6 +96,14 @@ class Encoder:
             self.pad_to(4)
             pos = len(self.buf)
             self.buf += struct.pack("<I", len(obj.data)) + obj.data + (b"\x00" if obj.nul else b"\x01")
+            self.placed[id(obj)] = pos
+            return pos
+        if isinstance(obj, VS):
+            self.pad_to(8, 0 if obj.misalign else 4)
+            pos = len(self.buf)
+            self.buf += struct.pack("<I", len(obj.items))
+            for it in obj.items:
+                self.buf += struct.pack("<QIB3B", it[0], it[1], it[2], *([it[3]] * 3 if len(it) > 3 else (0, 0, 0)))
             self.placed[id(obj)] = pos
             return pos
         if isinstance(obj, V):
@@ -200,7 +232,13 @@ def build(tensors=(), components=("weights",), metadata=None, alignment=None, da
     dsize = data_size
     if dsize is None:
         dsize = max([t.fields[4][1] + t.fields[5][1] for t in tensors] + [0])
-    data = pattern(dsize, 7)
+    data = bytearray(pattern(dsize, 7))
+    for t in tensors:  # chunked tensors (format 1.2) bring their stored bytes
+        payload = getattr(t, "payload", None)
+        if payload:
+            off = t.fields[4][1]
+            data[off:off + len(payload)] = payload
+    data = bytes(data)
     for t in tensors:
         off, size = t.fields[4][1], t.fields[5][1]
         x = t.xxh3 if t.xxh3 is not None else xxhash.xxh3_64_intdigest(data[off:off + size])
@@ -290,7 +328,9 @@ def cases():
     yield "empty shape misaligned is fine", build([tensor("s", f32, V([], "Q", misalign=True), 0, 4)]), OK
     yield "dtype 0 (T4)", build([tensor("a", 0, [4], 0, 16)]), "MPK_ERR_BAD_DTYPE"
     yield "dtype 21 (T4)", build([tensor("a", 21, [4], 0, 16)]), "MPK_ERR_BAD_DTYPE"
-    yield "encoding 1 (T5)", build([tensor("a", f32, [4], 0, 16, encoding=1)]), "MPK_ERR_UNSUPPORTED_FEATURE"
+    # Format 1.2: encoding 1 is CHUNKED (§7.8); without feature bit 0 it is rule K1.
+    yield "encoding 1 without bit 0 (K1)", build([tensor("a", f32, [4], 0, 16, encoding=1)]), "MPK_ERR_CORRUPT_HEADER"
+    yield "encoding 2 (T5)", build([tensor("a", f32, [4], 0, 16, encoding=2)]), "MPK_ERR_UNSUPPORTED_FEATURE"
     yield "encoding 0 written explicitly", build([tensor("a", f32, [4], 0, 16, encoding=0)]), OK
     yield "component 1 of 1 (T11)", build([tensor("a", f32, [4], 0, 16, component=1)]), "MPK_ERR_OUT_OF_BOUNDS"
     yield "tensors but no components (T11)", build([tensor("a", f32, [4], 0, 16)], components=()), \
@@ -390,7 +430,9 @@ def cases():
     yield "incompatible bit 7, named (H4)", build(
         [], incompatible=1 << 7, feature_names=[(7, 1, "zstd-chunked")]), "MPK_ERR_UNSUPPORTED_FEATURE"
     yield "incompatible bit checked before alignment", build(
-        [], incompatible=1, alignment=3, data_offset=96), "MPK_ERR_UNSUPPORTED_FEATURE"
+        [], incompatible=1 << 2, alignment=3, data_offset=96), "MPK_ERR_UNSUPPORTED_FEATURE"
+    yield "incompatible bit 0 is known since 1.2: alignment checked (H5)", build(
+        [], incompatible=1, alignment=3, data_offset=96), "MPK_ERR_CORRUPT_HEADER"
     yield "compatible bits ignored", build([], compatible=(1 << 64) - 1, feature_names=[(3, 0, "hint")]), OK
     yield "feature name for bit 200 names nothing", build([], feature_names=[(200, 1, "x")]), OK
 
@@ -524,11 +566,13 @@ def cases_1_1():
         [tensor("q", c64, [1], 0, 8)], incompatible=EXT, feature_names=[(1, 0, "not this one")]), OK
     yield "bit 1 in compatible_features, extended dtype", build(
         [tensor("q", q4_k, [256], 0, 144)], compatible=EXT), OK
-    yield "bit 0 still refused (H4)", build([], incompatible=1), "MPK_ERR_UNSUPPORTED_FEATURE"
-    yield "bits 0 and 1 (H4)", ext([tensor("q", q8_0, [32], 0, 34)], incompatible=3,
-                                   feature_names=EXT_NAME + [(0, 1, "zstd")]), "MPK_ERR_UNSUPPORTED_FEATURE"
+    yield "bit 0 set, no chunked tensor (format 1.2 knows it)", build([], incompatible=1), OK
+    yield "bits 0 and 1, no chunked tensor", ext([tensor("q", q8_0, [32], 0, 34)], incompatible=3,
+                                                 feature_names=EXT_NAME + [(0, 1, "compressed-tensors")]), OK
     yield "bit 2 still refused (H4)", ext([], incompatible=EXT | 4), "MPK_ERR_UNSUPPORTED_FEATURE"
-    yield "bit 1 with encoding 1 (T5)", ext([tensor("q", q8_0, [32], 0, 34, encoding=1)]), \
+    yield "bit 1 with encoding 1, no bit 0 (K1)", ext([tensor("q", q8_0, [32], 0, 34, encoding=1)]), \
+        "MPK_ERR_CORRUPT_HEADER"
+    yield "bit 1 with encoding 3 (T5)", ext([tensor("q", q8_0, [32], 0, 34, encoding=3)]), \
         "MPK_ERR_UNSUPPORTED_FEATURE"
 
     # §6.5, §9.1: typed scalars (tag 11). Value in the low `dtype size` bytes; the rest ignored.
@@ -692,6 +736,595 @@ def cases_1_1():
         components=(component("weights", "weights", [meta("c", 13, nested(5, leaf))]),)), OK
 
 
+# ---- format 1.2 (FORMAT.md §18): compressed tensors -------------------------------------------------
+# Chunks are made here with encoders of this file's own: zstd frames with the `zstandard` module,
+# planes split and rotated by hand, rANS-Nx16 streams (CRAMcodecs.tex, "rANS Nx16": order 0 and 1,
+# 4 and 32 states, CAT, frequency tables of any power-of-two total, compressed order-1 tables) by
+# the encoder below, the mirror image of read_mpk's decoder.
+try:
+    import zstandard
+except ImportError:
+    zstandard = None
+
+COMP = 1 << 0  # incompatible feature bit 0, "compressed-tensors" (§4.2, §15.4)
+COMP_NAME = [(0, 1, "compressed-tensors")]
+RANS_L = 1 << 15
+
+
+def uint7(v):
+    """CRAMcodecs uint7: 7-bit groups, most significant first, top bit set on all but the last."""
+    out = [v & 0x7F]
+    v >>= 7
+    while v:
+        out.append(0x80 | (v & 0x7F))
+        v >>= 7
+    return bytes(reversed(out))
+
+
+def rans_alphabet(syms):
+    """A sorted list of distinct symbols as ReadAlphabet reads it: runs of consecutive symbols as
+    the first two and a count of the rest (at most 255), then 0."""
+    out, i = bytearray(), 0
+    while i < len(syms):
+        out.append(syms[i])
+        if i > 0 and syms[i - 1] == syms[i] - 1:
+            r = 0
+            while i + 1 + r < len(syms) and syms[i + 1 + r] == syms[i] + 1 + r and r < 255:
+                r += 1
+            out.append(r)
+            i += 1 + r
+        else:
+            i += 1
+    out.append(0)
+    return bytes(out)
+
+
+def rans_norm(counts, total):
+    """Frequencies for `counts` (symbol -> count) summing exactly to `total`, each at least 1."""
+    assert len(counts) <= total, "more symbols than the frequency total"
+    n = sum(counts.values())
+    f = {s: max(1, c * total // n) for s, c in counts.items()}
+    while sum(f.values()) > total:
+        big = max(f, key=lambda s: (f[s], s))
+        f[big] -= min(sum(f.values()) - total, f[big] - 1)
+    f[max(f, key=lambda s: (f[s], s))] += total - sum(f.values())
+    return f
+
+
+def rans_put(states, j, words, x_freq, cum, bits):
+    """Encodes one symbol (frequency x_freq, cumulative cum, of a table totalling 2^bits) into
+    state j, renormalising with 16-bit words first (emitted in reverse)."""
+    x = states[j]
+    if x >= ((RANS_L >> bits) << 16) * x_freq:
+        words.append(x & 0xFFFF)
+        x >>= 16
+    states[j] = ((x // x_freq) << bits) + (x % x_freq) + cum
+
+
+def rans_finish(states, words):
+    return struct.pack(f"<{len(states)}I", *states) + struct.pack(f"<{len(words)}H", *reversed(words))
+
+
+def rans_o0_body(data, ways, total=4096):
+    """Order-0 table (frequencies summing to `total`, a power of two <= 4096, scaled by the decoder)
+    and N interleaved states."""
+    counts = {}
+    for b in data:
+        counts[b] = counts.get(b, 0) + 1
+    f = rans_norm(counts, total)
+    syms = sorted(f)
+    table = rans_alphabet(syms) + b"".join(uint7(f[s]) for s in syms)
+    scale = 4096 // total
+    cum, c = {}, 0
+    for sym in syms:
+        cum[sym] = c
+        c += f[sym] * scale
+    states, words = [RANS_L] * ways, []
+    for i in reversed(range(len(data))):
+        sym = data[i]
+        rans_put(states, i % ways, words, f[sym] * scale, cum[sym], 12)
+    return table + rans_finish(states, words)
+
+
+def rans_o1_body(data, ways, bits=12, ctab=False, row_total=None):
+    """Order-1 table (rows summing to a power of two <= 2^bits, zero runs; optionally rANS order-0
+    coded) and N states, each on its own segment, the last state also on the remainder."""
+    n = len(data)
+    seg = n // ways
+    order = [i + j * seg for i in range(seg) for j in range(ways)] + list(range(seg * ways, n))
+    state_of = {p: (p // seg if seg and p < seg * ways else ways - 1) for p in range(n)}
+
+    def ctx(p):
+        return 0 if p == 0 or (seg and p < seg * ways and p % seg == 0) else data[p - 1]
+
+    rows = {}
+    for p in range(n):
+        r = rows.setdefault(ctx(p), {})
+        r[data[p]] = r.get(data[p], 0) + 1
+    alpha = sorted(set(data) | {0})
+    freqs, tab = {}, bytearray(rans_alphabet(alpha))
+    for i in alpha:
+        counts = rows.get(i, {})
+        if counts:
+            tot = row_total or min(1 << bits, max(1 << (sum(counts.values()) - 1).bit_length(), len(counts)))
+            tot = 1 << (tot - 1).bit_length()
+            freqs[i] = rans_norm(counts, tot)
+        row = freqs.get(i, {})
+        k = 0
+        while k < len(alpha):
+            v = row.get(alpha[k], 0)
+            tab += uint7(v)
+            k += 1
+            if v == 0:
+                run = 0
+                while k < len(alpha) and row.get(alpha[k], 0) == 0 and run < 255:
+                    run += 1
+                    k += 1
+                tab.append(run)
+    head = bytes([bits << 4 | (1 if ctab else 0)])
+    if ctab:
+        inner = rans_o0_body(bytes(tab), 4)
+        head += uint7(len(tab)) + uint7(len(inner)) + inner
+    else:
+        head += bytes(tab)
+    cum, scaled = {}, {}
+    for i, row in freqs.items():
+        scale = (1 << bits) // sum(row.values())
+        c, cum[i], scaled[i] = 0, {}, {}
+        for sym in sorted(row):
+            cum[i][sym], scaled[i][sym] = c, row[sym] * scale
+            c += row[sym] * scale
+    states, words = [RANS_L] * ways, []
+    for p in reversed(order):
+        c = ctx(p)
+        rans_put(states, state_of[p], words, scaled[c][data[p]], cum[c][data[p]], bits)
+    return head + rans_finish(states, words)
+
+
+def rans(data, flags=0, **kw):
+    """A rANS-Nx16 stream: flags byte, uint7 size, then the CAT bytes or an order-0/1 body."""
+    ways = 32 if flags & 0x04 else 4
+    head = bytes([flags]) + uint7(len(data))
+    if flags & 0x20:
+        return head + bytes(data)
+    return head + (rans_o1_body(data, ways, **kw) if flags & 1 else rans_o0_body(data, ways, **kw))
+
+
+def rotl(word, bits):
+    return ((word << 1) | (word >> (bits - 1))) & ((1 << bits) - 1)
+
+
+def split_planes(data, width, transform):
+    """The W byte planes of `data` (W-byte little-endian words, rotated left by one bit for
+    transform 1): the writer's side of §7.9.1."""
+    m = len(data) // width
+    planes = [bytearray(m) for _ in range(width)]
+    for k in range(m):
+        w = int.from_bytes(data[k * width:(k + 1) * width], "little")
+        if transform == 1:
+            w = rotl(w, 8 * width)
+        for j in range(width):
+            planes[j][k] = (w >> (8 * j)) & 0xFF
+    return [bytes(p) for p in planes]
+
+
+def zstd(data, **kw):
+    return zstandard.ZstdCompressor(**kw).compress(data)
+
+
+def planes_chunk(data, width, transform, methods, entries=None, extra=b""):
+    """A planes chunk (§7.9.1). methods[j]: "raw", "zstd", a dict of rans() arguments, or raw bytes
+    to store as plane j (with method 2). entries: (method, size) overrides per plane."""
+    stored, heads = [], []
+    for j, p in enumerate(split_planes(data, width, transform)):
+        how = methods[j % len(methods)]
+        if how == "raw":
+            stored.append((0, p))
+        elif how == "zstd":
+            stored.append((1, zstd(p)))
+        elif isinstance(how, bytes):
+            stored.append((2, how))
+        else:
+            stored.append((2, rans(p, **how)))
+    for j, (method, b) in enumerate(stored):
+        m, size = (entries[j] if entries and j in entries else (method, len(b)))
+        heads.append(struct.pack("<BI", m, size))
+    return bytes([transform, width]) + b"".join(heads) + b"".join(b for _, b in stored) + extra
+
+
+def chunked(name, dtype, shape, offset, decoded, chunk_size, chunks, xxh3=None, size=None, misalign=False,
+            encoding=1, **kw):
+    """A CHUNKED tensor (§7.9) whose chunks are (codec, stored bytes[, xxh3 override[, size
+    override[, padding byte]]]), stored back to back from `offset`; its checksum that of `decoded`."""
+    table, payload = [], b""
+    for ch in chunks or ():
+        codec, stored = ch[0], ch[1]
+        x = ch[2] if len(ch) > 2 and ch[2] is not None else xxhash.xxh3_64_intdigest(stored)
+        sz = ch[3] if len(ch) > 3 and ch[3] is not None else len(stored)
+        table.append((x, sz, codec) + ((ch[4],) if len(ch) > 4 else ()))
+        payload += stored
+    t = tensor(name, dtype, shape, offset, len(payload) if size is None else size,
+               xxh3=xxhash.xxh3_64_intdigest(decoded) if xxh3 is None else xxh3, encoding=encoding, **kw)
+    if chunk_size is not None:
+        t.fields[8] = ("I", chunk_size)
+    if chunks is not None:
+        t.fields[9] = ref(VS(table, misalign=misalign))
+    t.payload = payload if encoding == 1 else decoded  # a RAW tensor's bytes are its elements
+    return t
+
+
+def comp(tensors, **kw):
+    """A file with feature bit 0 set and named, as §7.8 requires for chunked tensors."""
+    kw.setdefault("incompatible", COMP)
+    kw.setdefault("feature_names", COMP_NAME)
+    return build(tensors, **kw)
+
+
+def weights(n, seed, dtype="f"):
+    """n weight-like values (about N(0, 0.02)) as little-endian f32 / f64 / f16 / bf16 bytes."""
+    x = seed * 2654435761 + 1
+    vals = []
+    for _ in range(n):
+        s = 0.0
+        for _ in range(4):
+            x = (x * 6364136223846793005 + 1442695040888963407) & ((1 << 64) - 1)
+            s += (x >> 40) / float(1 << 24) - 0.5
+        vals.append(s * 0.035)
+    if dtype == "bf16":
+        return b"".join(struct.pack("<f", v)[2:] for v in vals)
+    return struct.pack(f"<{n}{dtype}", *vals)
+
+
+def markov(n, seed, k=3, mod=64):
+    """Bytes of a Markov chain: each symbol followed by one of k: order-1 friendly."""
+    x, s, out = seed * 7 + 3, 0, bytearray()
+    for _ in range(n):
+        x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+        s = (s * 5 + 1 + 17 * ((x >> 16) % k)) % mod
+        out.append(s)
+    return bytes(out)
+
+
+def split_chunks(data, c):
+    return [data[i:i + c] for i in range(0, len(data), c)]
+
+
+def cases_1_2():
+    """FORMAT.md §7.8, §7.9, rules T5, K1-K6 (§12.3) and X1-X3 (§12.4), verify level full."""
+    OK, CH, CD, SUM = "MPK_OK", "MPK_ERR_CORRUPT_HEADER", "MPK_ERR_CORRUPT_DATA", "MPK_ERR_CHECKSUM"
+    CD_OR_SUM = frozenset((CD, SUM))  # §7.9.1: a stream with no defined output; either status conforms
+    BAD_SHAPE, UF = "MPK_ERR_BAD_SHAPE", "MPK_ERR_UNSUPPORTED_FEATURE"
+    f32, f64, f16, bf16, u8, q4_0 = 2, 1, 3, 4, 12, 32
+    if zstandard is None:
+        raise SystemExit("craft.py needs the zstandard module for format 1.2 (apt-get install python3-zstandard)")
+
+    w32 = weights(3000, 1)                # 12000 bytes of f32
+    raw_chunks = [(0, c) for c in split_chunks(w32, 4096)]  # 4096, 4096, 3808
+    yield "raw chunks, the last shorter (§7.9)", comp([chunked("w", f32, [3000], 0, w32, 4096, raw_chunks)]), OK
+    yield "one raw chunk larger than the tensor", comp([chunked("w", f32, [3000], 0, w32, 1 << 26, [(0, w32)])]), OK
+    yield "chunk_size 4 (one element per chunk)", comp([chunked("w", f32, [16], 0, w32[:64], 4,
+                                                                  [(0, c) for c in split_chunks(w32[:64], 4)])]), OK
+    yield "zstd chunks, with and without content size, with a checksum", comp([chunked(
+        "w", f32, [3000], 0, w32, 4096, [(1, zstd(w32[:4096])), (1, zstd(w32[4096:8192], write_content_size=False)),
+                                         (1, zstd(w32[8192:], write_checksum=True, level=19))])]), OK
+    yield "raw, zstd and planes chunks in one tensor", comp([chunked("w", f32, [3000], 0, w32, 4096, [
+        (0, w32[:4096]), (1, zstd(w32[4096:8192])),
+        (2, planes_chunk(w32[8192:], 4, 1, ["raw", "raw", {}, "zstd"]))])]), OK
+    # Planes: every width, both transforms, every method, rANS order 0/1, 4 and 32 states, CAT.
+    d64, bb, hh = weights(1024, 2, "d"), weights(4096, 3, "bf16"), weights(3000, 4, "e")
+    cases = [
+        ("f32, rotate, W 4, rANS o0 4 states on the exponent plane", f32, w32, 4, 1, ["raw", "raw", "raw", {}]),
+        ("f32, rotate, W 4, rANS o0 on every plane", f32, w32, 4, 1, [{}]),
+        ("f64, rotate, W 8, rANS o0 / zstd / raw", f64, d64, 8, 1, [{}, "zstd", "raw"]),
+        ("bf16, rotate, W 2, rANS o0 32 states (4096-byte planes)", bf16, bb, 2, 1, [{"flags": 0x04}]),
+        ("bf16, rotate, W 2, rANS o1 4 states, 12 bits", bf16, bb, 2, 1, [{"flags": 0x01}]),
+        ("bf16, rotate, W 2, rANS o1 32 states, 10 bits", bf16, bb, 2, 1, [{"flags": 0x05, "bits": 10}]),
+        ("bf16, rotate, W 2, rANS o1, compressed table", bf16, bb, 2, 1, [{"flags": 0x01, "ctab": True}]),
+        ("bf16, rotate, W 2, rANS o1 32 states, 12 bits, compressed table", bf16, bb, 2, 1,
+         [{"flags": 0x05, "ctab": True}]),
+        ("f16, no transform, W 2, CAT and CAT|N32", f16, hh, 2, 0, [{"flags": 0x20}, {"flags": 0x24}]),
+        ("f16, rotate, W 2, CAT with the order-1 bit (ignored)", f16, hh, 2, 1, [{"flags": 0x21}, {"flags": 0x25}]),
+        ("f32, rotate, W 1 (any width is valid for any dtype)", f32, w32, 1, 1, [{}]),
+        ("f32, no transform, W 8", f32, w32[:8000], 8, 0, [{}, "raw"]),
+        ("f32, rotate, W 2", f32, w32, 2, 1, [{"flags": 0x01}, "zstd"]),
+        ("f32, order-0 tables totalling 16 and 1024 (scaled by shifts)", f32, w32, 4, 1,
+         [{"total": 1024}, {"total": 4096}, {"total": 2048}, {"total": 16}]),
+        ("f32, order-1 rows totalling 64 (scaled by shifts)", f32, w32, 4, 1, [{"flags": 0x01, "row_total": 64}]),
+    ]
+    for label, dt, data, width, transform, methods in cases:
+        n = len(data) // {f32: 4, f64: 8, f16: 2, bf16: 2}[dt]
+        yield f"planes: {label}", comp([chunked("t", dt, [n], 0, data, len(data),
+                                               [(2, planes_chunk(data, width, transform, methods))])]), OK
+    text = markov(9000, 5)
+    yield "u8 Markov text, rANS o1 4 and 32 states over several chunks", comp([chunked("t", u8, [9000], 0, text, 4096, [
+        (2, planes_chunk(text[:4096], 1, 0, [{"flags": 0x05}])),
+        (2, planes_chunk(text[4096:8192], 1, 0, [{"flags": 0x01, "bits": 10}])),
+        (2, planes_chunk(text[8192:], 1, 1, [{"flags": 0x01}]))])]), OK
+    short = markov(13, 6)
+    yield "rANS o1 on 13 bytes: 4 segments of 3 and a remainder", comp([chunked("t", u8, [13], 0, short, 13, [
+        (2, planes_chunk(short, 1, 0, [{"flags": 0x01}]))])]), OK
+    yield "rANS o1 32 states on 13 bytes: all remainder", comp([chunked("t", u8, [13], 0, short, 13, [
+        (2, planes_chunk(short, 1, 0, [{"flags": 0x05}]))])]), OK
+    yield "rANS o0 on 1 byte, 32 states", comp([chunked("t", u8, [1], 0, b"\x07", 1, [
+        (2, planes_chunk(b"\x07", 1, 0, [{"flags": 0x04}]))])]), OK
+    const = b"\x00\x00\x00\x3f" * 1000
+    yield "constant f32: one-symbol tables", comp([chunked("c", f32, [1000], 0, const, 4000, [
+        (2, planes_chunk(const, 4, 0, [{}, {"flags": 0x01}, {"flags": 0x04}, {"flags": 0x05}]))])]), OK
+    wide = bytes(range(256)) * 8
+    yield "all 256 symbols: alphabet runs longer than 255", comp([chunked("c", u8, [2048], 0, wide, 2048, [
+        (2, planes_chunk(wide, 1, 0, [{}])), ])]), OK
+    # Blocks (§7.2): q4_0 chunks are a multiple of 18 bytes.
+    q = pattern(18 * 8, 9)
+    yield "q4_0 chunks of 2 blocks (K2)", comp([chunked("q", q4_0, [256], 0, q, 36,
+                                                         [(0, c) for c in split_chunks(q, 36)])]), OK
+    yield "q4_0 chunk_size 20 (K2: not a multiple of 18)", comp([chunked("q", q4_0, [256], 0, q, 20,
+                                                                         [(0, c) for c in split_chunks(q, 20)])]), CH
+    # Empty tensors: no chunks (K4).
+    yield "empty chunked tensor, no chunks", comp([chunked("e", f32, [0, 5], 0, b"", 4096, [])]), OK
+    yield ("empty chunked tensor whose chunks vector is absent (§6: reads as empty; K4: 0 chunks)",
+           comp([chunked("e", f32, [0], 0, b"", 4096, None)]), OK)
+    yield "empty chunked tensor with one chunk (K4)", comp([chunked("e", f32, [0], 0, b"", 4096, [(0, b"\0" * 4)],
+                                                                    size=4)]), CH
+    yield "empty chunked tensor, misaligned empty chunk table", comp([chunked("e", f32, [0], 0, b"", 8, [],
+                                                                              misalign=True)]), OK
+    # Mixed with raw tensors and several chunked ones; data_order, components.
+    yield "raw and chunked tensors together", comp([
+        chunked("a", f32, [3000], 0, w32, 4096, raw_chunks[:2] + [(1, zstd(w32[8192:]))]),
+        tensor("b", f32, [4], 12288, 16), chunked("c", u8, [9000], 12352, text, 9000,
+                                                  [(2, planes_chunk(text, 1, 0, [{"flags": 0x01}]))])]), OK
+    # RAW tensors ignore the chunk fields (§6.2).
+    yield "RAW tensor with chunk_size 0 and a codec-9 chunk table (ignored)", comp([chunked(
+        "r", f32, [4], 0, w32[:16], 0, [(9, b"\1" * 7)], encoding=0, size=16)]), OK
+    yield "RAW tensor with a misaligned chunk table (ignored)", comp([chunked(
+        "r", f32, [4], 0, w32[:16], 3, [(0, b"\1" * 5)], encoding=0, size=16, misalign=True)]), OK
+    yield "RAW tensor without bit 0, with chunk fields", build([chunked(
+        "r", f32, [4], 0, w32[:16], 3, [(0, b"\1" * 5)], encoding=0, size=16)]), OK
+    yield "RAW tensor's chunk table out of the header (§5.2 rule 4)", comp([_with(
+        tensor("r", f32, [4], 0, 16), {9: ("ref", 0x7FFF0000)})]), CH
+    yield "chunked tensor's chunk table out of the header (§5.2 rule 4)", comp([_with(
+        chunked("w", f32, [3000], 0, w32, 4096, raw_chunks), {9: ("ref", 0x7FFF0000)})]), CH
+    yield "chunk padding bytes set (ignored)", comp([chunked("w", f32, [3000], 0, w32, 4096,
+                                                             [c + (None, None, 0xEE) for c in raw_chunks])]), OK
+
+    # T5 and the order of the tensor rules around K1-K6.
+    for v in (2, 7, 255):
+        yield f"encoding {v} with bit 0 (T5)", comp([chunked("w", f32, [3000], 0, w32, 4096, raw_chunks,
+                                                             encoding=v)]), UF
+    yield "T4 before T5: dtype 0, encoding 2", comp([chunked("w", 0, [3000], 0, w32, 4096, raw_chunks,
+                                                            encoding=2)]), "MPK_ERR_BAD_DTYPE"
+    yield "T5 before T6: encoding 2, misaligned shape", comp([chunked("w", f32, V([3000], "Q", misalign=True), 0, w32,
+                                                                      4096, raw_chunks, encoding=2)]), UF
+    yield "T7 before K1: rank 33, no bit 0", build([chunked("w", u8, [1] * 33, 0, b"x", 1, [(0, b"x")])]), BAD_SHAPE
+    yield "T8 before K1", build([chunked("w", u8, [1 << 32, 1 << 32], 0, b"x", 1, [(0, b"x")])]), "MPK_ERR_OVERFLOW"
+    yield "T8a before K2", comp([chunked("q", q4_0, [33], 0, q[:18], 0, [(0, q[:18])])]), BAD_SHAPE
+    yield "T9 before K4", comp([chunked("w", f64, [1 << 62], 0, b"x", 1, [(0, b"x")])]), "MPK_ERR_OVERFLOW"
+    # K1-K6, each, and their order (K2-K5 share a status; K6 is BAD_SHAPE).
+    yield "chunked without bit 0 (K1)", build([chunked("w", f32, [3000], 0, w32, 4096, raw_chunks)]), CH
+    yield "chunked, bit 1 but not bit 0 (K1)", ext([chunked("w", f32, [3000], 0, w32, 4096, raw_chunks)]), CH
+    yield "K1 before K6", build([chunked("w", f32, [3000], 0, w32, 4096, raw_chunks, size=5)]), CH
+    yield "chunk_size absent = 0 (K2)", comp([chunked("w", f32, [3000], 0, w32, None, raw_chunks)]), CH
+    yield "chunk_size 2^26 + 4 (K2)", comp([chunked("w", f32, [3000], 0, w32, (1 << 26) + 4, [(0, w32)])]), CH
+    yield "chunk_size 2^26 (K2)", comp([chunked("w", f32, [3000], 0, w32, 1 << 26, [(0, w32)])]), OK
+    yield "chunk_size 4094 for f32 (K2: not a multiple of 4)", comp([chunked(
+        "w", f32, [3000], 0, w32, 4094, [(0, c) for c in split_chunks(w32, 4094)])]), CH
+    yield "chunk_size 4094 for u8 (K2)", comp([chunked("t", u8, [9000], 0, text, 4094,
+                                                        [(0, c) for c in split_chunks(text, 4094)])]), OK
+    yield "K2 before K6", comp([chunked("w", f32, [3000], 0, w32, 0, raw_chunks, size=1)]), CH
+    yield "chunk table misaligned (K3)", comp([chunked("w", f32, [3000], 0, w32, 4096, raw_chunks, misalign=True)]), CH
+    yield "K3 before K6", comp([chunked("w", f32, [3000], 0, w32, 4096, raw_chunks, misalign=True, size=1)]), CH
+    yield "two chunks where three are needed (K4)", comp([chunked("w", f32, [3000], 0, w32, 4096,
+                                                                  [(0, w32[:4096]), (1, zstd(w32[4096:]))])]), CH
+    yield "four chunks where three are needed (K4)", comp([chunked("w", f32, [3000], 0, w32, 4096,
+                                                                   raw_chunks + [(1, zstd(b"\0" * 4))])]), CH
+    yield "chunks absent, tensor not empty (K4)", comp([chunked("w", f32, [3000], 0, w32, 4096, None, size=12000)]), CH
+    yield "K4 before K6", comp([chunked("w", f32, [3000], 0, w32, 4096, raw_chunks[:2], size=12000)]), CH
+    yield "chunk codec 3 (K5)", comp([chunked("w", f32, [3000], 0, w32, 4096, raw_chunks[:2] + [(3, w32[8192:])])]), CH
+    yield "chunk codec 255 (K5)", comp([chunked("w", f32, [3000], 0, w32, 4096,
+                                                 [(255, w32[:4096])] + raw_chunks[1:])]), CH
+    yield "chunk size 0 (K5)", comp([chunked("w", f32, [3000], 0, w32, 4096, raw_chunks[:2] + [(1, b"", None, 0)],
+                                              size=8192)]), CH
+    yield "raw chunk of the wrong size (K5)", comp([chunked("w", f32, [3000], 0, w32, 4096, raw_chunks[:2] + [
+        (0, w32[8192:] + b"\0\0\0\0")])]), CH
+    padded = w32 + bytes(288)
+    yield "raw last chunk as long as chunk_size (K5)", comp([chunked(
+        "w", f32, [3000], 0, padded, 4096, [(0, c) for c in split_chunks(padded, 4096)])]), CH
+    yield "K5 before K6: codec 3 and a wrong size", comp([chunked("w", f32, [3000], 0, w32, 4096,
+                                                                 raw_chunks[:2] + [(3, w32[8192:])], size=7)]), CH
+    yield "K5 in chunk order: size 0 in chunk 0 before codec 3 in chunk 1", comp([chunked(
+        "w", f32, [3000], 0, w32, 4096, [(1, b"", None, 0), (3, w32[4096:8192]), raw_chunks[2]], size=7904)]), CH
+    yield "chunk sizes do not sum to size (K6)", comp([chunked("w", f32, [3000], 0, w32, 4096, raw_chunks,
+                                                               size=12001)], data_size=12032), BAD_SHAPE
+    yield "chunk sizes sum to size - 1 (K6)", comp([chunked("w", f32, [3000], 0, w32, 4096, raw_chunks,
+                                                            size=11999)]), BAD_SHAPE
+    yield "K6 before T11 (component)", comp([chunked("w", f32, [3000], 0, w32, 4096, raw_chunks, size=11999,
+                                                     component=7)]), BAD_SHAPE
+    yield "K rules before T13 (past the data section)", comp([chunked("w", f32, [3000], 0, w32, 4096, raw_chunks,
+                                                                      size=11999)], data_size=64), BAD_SHAPE
+    yield "chunked tensor past the data section (T13)", comp([chunked("w", f32, [3000], 0, w32, 4096, raw_chunks)],
+                                                             data_size=12000 - 1), "MPK_ERR_OUT_OF_BOUNDS"
+    yield "chunked tensors overlap (D5)", comp([chunked("a", f32, [3000], 0, w32, 4096, raw_chunks),
+                                               chunked("b", f32, [3000], 64, w32, 4096, raw_chunks)]), "MPK_ERR_OVERLAP"
+
+    # X2: each chunk's checksum over its stored bytes, before it is decoded.
+    bad = raw_chunks[:1] + [(raw_chunks[1][0], raw_chunks[1][1], 12345)] + raw_chunks[2:]
+    yield "chunk checksum mismatch (X2)", comp([chunked("w", f32, [3000], 0, w32, 4096, bad)]), SUM
+    yield "X2 in chunk order: chunk 1 checksum before chunk 2 undecodable", comp([chunked(
+        "w", f32, [3000], 0, w32, 4096, bad[:2] + [(1, b"not zstd")])]), SUM
+    yield "X3 in chunk order: chunk 0 undecodable before chunk 1 checksum", comp([chunked(
+        "w", f32, [3000], 0, w32, 4096, [(1, b"not zstd")] + bad[1:])]), CD
+    yield "checksum of the decoded bytes, not the stored ones (X1)", comp([chunked(
+        "w", f32, [3000], 0, w32, 4096, [(1, zstd(c)) for c in split_chunks(w32, 4096)],
+        xxh3=xxhash.xxh3_64_intdigest(b"".join(zstd(c) for c in split_chunks(w32, 4096))))]), SUM
+    yield "tensor checksum mismatch after good chunks (X1)", comp([chunked("w", f32, [3000], 0, w32, 4096,
+                                                                           raw_chunks, xxh3=1)]), SUM
+    yield "X1 of a tensor before X3 of the next in data_order", comp([
+        chunked("a", f32, [3000], 12288, w32, 4096, [(1, b"junk")] + raw_chunks[1:]),
+        chunked("b", f32, [3000], 0, w32, 4096, raw_chunks, xxh3=2)]), SUM
+    yield "X3 of a tensor before X1 of the next in data_order", comp([
+        chunked("a", f32, [3000], 0, w32, 4096, [(1, b"junk")] + raw_chunks[1:]),
+        chunked("b", f32, [3000], 12288, w32, 4096, raw_chunks, xxh3=2)]), CD
+
+    # X3: chunks that pass X2 but do not decode (§7.9.1).
+    c0 = w32[:4096]
+    ok_planes = planes_chunk(c0, 4, 1, ["raw", "raw", {}, "zstd"])
+
+    def x3(label, stored, length=4096):
+        data = w32[:length]
+        return f"{label} (X3)", comp([chunked("w", f32, [length // 4], 0, data, 4096, [(2, stored)])]), CD
+
+    yield x3("planes transform 7", bytes([7]) + ok_planes[1:])
+    yield x3("planes transform 2", bytes([2]) + ok_planes[1:])
+    yield x3("planes width 3", ok_planes[:1] + bytes([3]) + ok_planes[2:])
+    yield x3("planes width 0", ok_planes[:1] + bytes([0]) + ok_planes[2:])
+    yield x3("planes width 16", ok_planes[:1] + bytes([16]) + ok_planes[2:])
+    yield x3("planes chunk of 1 byte", b"\x01")
+    yield x3("planes header cut short", ok_planes[:12])
+    yield x3("plane method 3", planes_chunk(c0, 4, 1, ["raw", "raw", {}, "zstd"], entries={1: (3, 1024)}))
+    yield x3("plane sizes short of the chunk", ok_planes + b"\0")
+    yield x3("plane sizes past the chunk", planes_chunk(c0, 4, 1, ["raw", "raw", {}, "zstd"], entries={3: (1, 9999)}))
+    yield x3("raw plane of the wrong size, planes still tiling", planes_chunk(
+        c0, 4, 1, ["raw"], entries={0: (0, 1025), 1: (0, 1023)}))
+    u = markov(4098, 3)
+    yield ("width 4 does not divide a 4098-byte chunk (X3)", comp([chunked("t", u8, [4098], 0, u, 4098, [
+        (2, bytes([0, 4]) + b"".join(struct.pack("<BI", 0, 1024) for _ in range(4)) + u[:4096])])]), CD)
+    plane3 = split_planes(c0, 4, 1)[3]
+    bad_rans = [("rANS flags with PACK (0x80)", 0x80), ("rANS flags with RLE (0x40)", 0x40),
+                ("rANS flags with STRIPE (0x08)", 0x08), ("rANS flags with NOSZ (0x10)", 0x10),
+                ("rANS flags 0x02", 0x02)]
+    for label, flag in bad_rans:
+        r = rans(plane3)
+        yield x3(label, planes_chunk(c0, 4, 1, ["raw", "raw", "raw", bytes([r[0] | flag]) + r[1:]]))
+    r = rans(plane3)
+    for m in (1023, 1025, 0):
+        yield x3(f"rANS stream recording {m} bytes for a 1024-byte plane", planes_chunk(
+            c0, 4, 1, ["raw", "raw", "raw", bytes([0]) + uint7(m) + r[3:]]))
+    # §7.9.1: a stream whose decoding would read past its end has no defined output; a reader reports
+    # CORRUPT_DATA, or produces bytes that the tensor checksum refuses (X1). Both conform.
+    yield ("rANS CAT stream one byte short (reads past its end)", comp([chunked(
+        "w", f32, [1024], 0, c0, 4096, [(2, planes_chunk(c0, 4, 1, ["raw", "raw", "raw",
+                                                                 rans(plane3, 0x20)[:-1]]))])]), CD_OR_SUM)
+    yield ("rANS empty stream (reads past its end)", comp([chunked(
+        "w", f32, [1024], 0, c0, 4096, [(2, planes_chunk(c0, 4, 1, ["raw", "raw", "raw", b""]))])]), CD_OR_SUM)
+    # A state below 2^15: no encoder flushes one, and §7.9.1 bounds only 2^31 ("rANS stream validity");
+    # read_mpk and libmodelpack (htscodecs) both call the stream invalid (§7.9.1: "a rANS stream that
+    # is invalid" is CORRUPT_DATA).
+    yield x3("rANS stream with a state below 2^15", planes_chunk(
+        c0, 4, 1, ["raw", "raw", "raw", rans_low_state(plane3)]))
+    yield x3("zstd plane of the wrong length", zstd_plane(c0, zstd(split_planes(c0, 4, 1)[3] + b"\0")))
+    yield x3("zstd plane one byte short, no content size", zstd_plane(
+        c0, zstd(split_planes(c0, 4, 1)[3][:-1], write_content_size=False)))
+    for label, frame in [("zstd chunk of the wrong length", zstd(c0[:-4])),
+                         ("zstd chunk one byte too long, no content size", zstd(c0 + b"\0", write_content_size=False)),
+                         ("zstd chunk cut short", zstd(c0)[:-3]),
+                         ("not a zstd frame", b"\x28\xb5\x2f\xfe" + zstd(c0)[4:]),
+                         ("zstd frame with a reserved bit", zstd(c0)[:4] + bytes([zstd(c0)[4] | 0x08]) + zstd(c0)[5:])]:
+        yield f"{label} (X3)", comp([chunked("w", f32, [1024], 0, c0, 4096, [(1, frame)])]), CD
+    yield "zstd chunk with trailing junk (X3)", comp([chunked("w", f32, [1024], 0, c0, 4096, [
+        (1, zstd(c0) + b"junk")])]), CD
+    yield "zstd chunk followed by a skippable frame (X3: not allowed)", comp([chunked("w", f32, [1024], 0, c0, 4096, [
+        (1, zstd(c0) + struct.pack("<II", 0x184D2A50, 4) + b"skip")])]), CD
+    yield "zstd chunk as two frames (X3: a second frame is not allowed)", comp([chunked(
+        "w", f32, [1024], 0, c0, 4096, [(1, zstd(c0[:1000]) + zstd(c0[1000:]))])]), CD
+    yield "zstd plane as two frames (X3)", comp([chunked("w", f32, [1024], 0, c0, 4096, [
+        (2, zstd_plane(c0, zstd(plane3[:500]) + zstd(plane3[500:])))])]), CD
+
+    yield from rans_validity_cases()
+
+
+def rans_validity_cases():
+    """FORMAT.md §7.9.1 "rANS stream validity": what CRAMcodecs leaves open about a wrong stream."""
+    OK, CD, SUM = "MPK_OK", "MPK_ERR_CORRUPT_DATA", "MPK_ERR_CHECKSUM"
+    CD_OR_SUM = frozenset((CD, SUM))
+    f32, u8 = 2, 12
+    w = weights(1024, 11)
+    plane3 = split_planes(w, 4, 1)[3]
+
+    def one_plane(stream):  # w in a planes chunk: three raw planes and `stream` as plane 3 (rANS)
+        return comp([chunked("w", f32, [1024], 0, w, 4096,
+                             [(2, planes_chunk(w, 4, 1, ["raw", "raw", "raw", stream]))])])
+
+    # A plane is one stream: bytes after the stream's last renormalisation read (after a CAT stream's
+    # m bytes) are ignored.
+    r = rans(plane3, 0x20)
+    yield "rANS CAT stream with a trailing byte in its plane (ignored)", one_plane(r + b"\0"), OK
+    r = rans(plane3)
+    yield "rANS order-0 stream with trailing bytes in its plane (ignored)", one_plane(r + b"\0\0"), OK
+    yield "rANS order-0 stream with an odd trailing byte in its plane (ignored)", one_plane(r + b"\xff"), OK
+    yield "rANS order-0 32 states with trailing bytes (ignored)", one_plane(rans(plane3, 0x04) + b"junk"), OK
+    yield "rANS order-1 stream with trailing bytes (ignored)", one_plane(rans(plane3, 0x01) + b"\1\2\3"), OK
+    const = b"\x00\x00\x00\x3f" * 1000
+    yield ("rANS order-1, compressed table, no renormalisation words, then trailing bytes (ignored)",
+           comp([chunked("c", f32, [1000], 0, const, 4000, [(2, planes_chunk(const, 4, 0, [
+               rans(p, 0x01, ctab=True) + b"\0\0" for p in split_planes(const, 4, 0)]))])]), OK)
+    # Reading past the end, or an initial state of 2^31 or more: no defined output; CORRUPT_DATA or
+    # CHECKSUM (X1) both conform.
+    yield "rANS order-0 stream cut short (renormalisation reads past its end)", one_plane(r[:-6]), CD_OR_SUM
+    yield "rANS order-1 stream cut short", one_plane(rans(plane3, 0x01)[:-6]), CD_OR_SUM
+    hi = bytearray(r)
+    at = len(r) - len(rans_o0_body(plane3, 4)) + rans_table_size(plane3)  # the first state
+    struct.pack_into("<I", hi, at, 0x80000000 | struct.unpack_from("<I", hi, at)[0])
+    yield "rANS order-0 stream with a state of 2^31 or more", one_plane(bytes(hi)), CD_OR_SUM
+    # An order-1 table shift other than 10 or 12: CORRUPT_DATA.
+    for shift in (11, 0, 15):
+        o1 = bytearray(rans(plane3, 0x01, bits=10))
+        o1[1 + len(uint7(len(plane3)))] = shift << 4  # the order-1 table byte
+        yield f"rANS order-1 table of {shift} bits (X3: 10 or 12 only)", one_plane(bytes(o1)), CD
+    # The symbols of a frequency table are a set: any listed order decodes the same.
+    two = bytes([7, 9]) * 512  # two symbols, 2048 each
+    body = rans_o0_body(two, 4)[len(rans_alphabet([7, 9])) + 4:]  # the states and words
+
+    def sym_table(listing):
+        desc = bytes([0]) + uint7(1024) + listing + uint7(2048) + uint7(2048) + body
+        return comp([chunked("t", u8, [1024], 0, two, 1024,
+                             [(2, bytes([0, 1, 2]) + struct.pack("<I", len(desc)) + desc)])])
+
+    yield "rANS order-0 alphabet listed in descending order (a set)", sym_table(bytes([9, 7, 0])), OK
+    # A symbol listed twice is one member of the set, with one frequency (read_mpk's reading; htscodecs'
+    # too). Under that reading the stream decodes; FORMAT.md does not spell it out.
+    yield "rANS order-0 alphabet naming a symbol twice (one member)", sym_table(bytes([7, 9, 7, 0])), OK
+
+
+def _with(t, fields):
+    t.fields.update(fields)
+    return t
+
+
+def rans_low_state(data):
+    """An order-0 rANS stream whose first state is below 2^15 (no encoder can flush such a state)."""
+    r = bytearray(rans(data))
+    head = len(r) - len(rans_o0_body(data, 4))  # flags and size; the table, then the states follow
+    struct.pack_into("<I", r, head + rans_table_size(data), 0x7FFF)
+    return bytes(r)
+
+
+def rans_table_size(data):
+    """Length of the order-0 frequency table rans_o0_body writes for `data` (the states follow)."""
+    counts = {}
+    for b in data:
+        counts[b] = counts.get(b, 0) + 1
+    f = rans_norm(counts, 4096)
+    return len(rans_alphabet(sorted(f))) + sum(len(uint7(v)) for v in f.values())
+
+
+def zstd_plane(c0, frame):
+    """A planes chunk of c0 (W 4, rotate) whose plane 3 is the given zstd frame."""
+    planes = split_planes(c0, 4, 1)
+    heads = b"".join(struct.pack("<BI", 0, len(p)) for p in planes[:3]) + struct.pack("<BI", 1, len(frame))
+    return bytes([1, 4]) + heads + planes[0] + planes[1] + planes[2] + frame
+
+
+def known_cases_1_2():
+    """Files on which libmodelpack is known to disagree with FORMAT.md (reported, not failed): each
+    (label, bytes, documented status, status libmodelpack gives, why)."""
+    OK, CD = "MPK_OK", "MPK_ERR_CORRUPT_DATA"
+    f32 = 2
+    const = b"\x00\x00\x00\x3f" * 1000
+    yield ("rANS order-1, 4 states, compressed table, no renormalisation words after the states (valid)",
+           comp([chunked("c", f32, [1000], 0, const, 4000, [
+               (2, planes_chunk(const, 4, 0, [{"flags": 0x01, "ctab": True}]))])]), OK, CD,
+           "library (htscodecs 1.3.0) bug: it refuses such a stream, and decodes it once bytes follow the states")
+
+
 def build_with_ident(ident):
     f = bytearray(build([tensor("a", 2, [4], 0, 16)]))
     h_off = struct.unpack_from("<Q", f, 32)[0]
@@ -705,14 +1338,26 @@ def build_with_ident(ident):
 CLI_STATUS = re.compile(r"mpk: error: (MPK_[A-Z_]+):")
 
 
+def conforms(got, want):
+    """want: the documented status, or a set of statuses any of which conforms (§7.9.1: a stream
+    with no defined output). Each reader is checked on its own: they need not pick the same one."""
+    return got in want if isinstance(want, frozenset) else got == want
+
+
+def shown(want):
+    return " or ".join(sorted(want)) if isinstance(want, frozenset) else want
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("mpk", nargs="?")
     ap.add_argument("--keep", help="write every case into this directory")
     args = ap.parse_args()
-    passed = failed = 0
+    passed = failed = known = 0
+    every = itertools.chain(((label, data, want, None, None) for label, data, want in
+                             itertools.chain(cases(), cases_1_1(), cases_1_2())), known_cases_1_2())
     with tempfile.TemporaryDirectory(prefix="mpk-craft-") as tmp:
-        for label, data, want in itertools.chain(cases(), cases_1_1()):
+        for label, data, want, lib_gives, why in every:
             name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", label).strip("_") + ".mpk"
             path = os.path.join(args.keep or tmp, name)
             if args.keep:
@@ -733,7 +1378,7 @@ def main():
                 m = CLI_STATUS.search(r.stderr)
                 got_lib = "MPK_OK" if r.returncode == 0 else (m.group(1) if m else f"exit {r.returncode}")
             detail = ""
-            if args.mpk and got_py == want == got_lib == "MPK_OK":
+            if args.mpk and got_py == want == got_lib == "MPK_OK":  # (never so for a set of statuses)
                 # Both accept: what they report must match too (read_mpk summary vs mpk inspect).
                 size, pre, hdr = read_mpk.read(path, "full")
                 mine = read_mpk.summary(path, size, pre, hdr, "full")
@@ -744,12 +1389,19 @@ def main():
                     d.pop("verified", None)
                 if mine != lib:
                     detail = f" (summaries differ: {json.dumps(mine)} vs {json.dumps(lib)})"
-            if got_py == want and (not args.mpk or got_lib == want) and not detail:
+            if lib_gives and args.mpk and conforms(got_py, want) and got_lib == lib_gives:
+                # A known disagreement of libmodelpack with the document: reported, not failed.
+                known += 1
+                print(f"KNOWN {label}: documented {shown(want)} (read_mpk agrees), libmodelpack gives {got_lib}: "
+                      f"{why}")
+            elif conforms(got_py, want) and (not args.mpk or conforms(got_lib, want)) and not detail:
                 passed += 1
+                if lib_gives and args.mpk:
+                    print(f"NOTE {label}: libmodelpack now gives the documented {shown(want)}; move it to cases_1_2")
             else:
                 failed += 1
-                print(f"FAIL {label}: documented {want}, read_mpk {got_py}, mpk {got_lib}{detail}")
-    print(f"{passed} passed, {failed} failed")
+                print(f"FAIL {label}: documented {shown(want)}, read_mpk {got_py}, mpk {got_lib}{detail}")
+    print(f"{passed} passed, {failed} failed" + (f", {known} known libmodelpack discrepancies" if known else ""))
     return 1 if failed else 0
 
 

@@ -8,9 +8,17 @@ Variants: truncations; damaged magics; every preamble byte flipped; preamble fie
 values with the preamble checksum recomputed ("re-signed"); header bytes flipped, re-signed so that
 the damage reaches the FlatBuffers Verifier and the semantic rules of FORMAT.md section 12; tensor
 dtypes and metadata union tags (top level and inside lists) rewritten with other values, re-signed;
-tensor and padding bytes flipped; trailing bytes. For each variant the status of `read_mpk.py --verify full`
-must equal the status of `mpk verify` (which opens with header verification, then hashes every
-tensor), and when both accept the file, `mpk inspect --json` must equal read_mpk's summary.
+tensor and padding bytes flipped; trailing bytes. For chunked tensors (format 1.2, §7.9): encoding,
+chunk_size, size and chunk-table fields (count, codec, size, checksum) rewritten, re-signed (rules
+T5, K1-K6, X2); chunk payload bytes flipped (X2); and chunk payloads damaged in their structure with
+the chunk checksum recomputed, so that the damage reaches the decoders (X3): planes transform, width,
+methods and plane sizes, rANS-Nx16 flags and size, zstd frame magic, bytes of raw chunks and raw
+planes (X1). (Damage inside rANS-coded bytes is left to the unsigned flips: such a stream may read
+past its end or start with a state of 2^31 or more, which §7.9.1 leaves without a defined output,
+MPK_ERR_CORRUPT_DATA and MPK_ERR_CHECKSUM both conforming, so two conforming readers may differ.)
+For each variant the status of `read_mpk.py --verify full` must equal the status of `mpk verify`
+(which opens with header verification, then hashes every tensor), and when both accept the file,
+`mpk inspect --json` must equal read_mpk's summary.
 
 Prints one line per disagreement and a closing "N passed, N failed" line; exits 1 on any failure.
 """
@@ -85,6 +93,147 @@ def header_fields(f):
     for p in fb.elements(h.ref(6)):
         union(table(p), 1, 2)
     return dtypes, tags
+
+
+def chunk_fields(f):
+    """For each CHUNKED tensor (§6.2, §7.9), the file offsets of its fields and chunk table entries
+    and where each chunk's stored bytes are, found with read_mpk's parser."""
+    h_off, h_size, d_off = struct.unpack_from("<QQQ", f, 32)
+    fb = read_mpk.FB(f[h_off:h_off + h_size])
+    out = []
+    root = fb.table(fb.u32(0))
+    for p in fb.elements(root.ref(3)):
+        t = fb.table(p)
+        fb.end_table()
+        if t.scalar(7, "B", 0) != read_mpk.ENCODING_CHUNKED:
+            continue
+        dtype = t.scalar(1, "H", 0)
+        shape = fb.scalars(t.ref(2), "Q")
+        _, block_elems, block_bytes, _ = read_mpk.DTYPES[dtype]
+        n = 1
+        for d in shape:
+            n *= d
+        decoded = n // block_elems * block_bytes
+        c = t.scalar(8, "I", 0)
+        vec = t.ref(9)
+        at = d_off + t.scalar(4, "Q", 0)
+        chunks = []
+        for k, (x, size, codec) in enumerate(fb.chunks(vec)):
+            chunks.append(dict(entry=h_off + vec + 4 + 16 * k, payload=at, size=size, codec=codec,
+                               length=min(c, decoded - k * c)))
+            at += size
+        out.append(dict(name=fb.string(t.ref(0)), encoding=h_off + p + t.entry(7), chunk_size=h_off + p + t.entry(8),
+                        size=h_off + p + t.entry(5), vector=h_off + vec, c=c, block=block_bytes, chunks=chunks))
+    return out
+
+
+def planes_layout(b):
+    """(transform, width, [(method, position, size)]) of an undamaged planes chunk."""
+    w = b[1]
+    at, planes = 2 + 5 * w, []
+    for j in range(w):
+        method, size = struct.unpack_from("<BI", b, 2 + 5 * j)
+        planes.append((method, at, size))
+        at += size
+    return b[0], w, planes
+
+
+def chunk_mutations(f):
+    """Damage to the chunk tables and chunk payloads of compressed tensors (§7.9, rules T5, K1-K6,
+    X1-X3). Yields (label, bytes)."""
+    for ti, t in enumerate(chunk_fields(f)):
+        tag = f"tensor {t['name'].decode()}"
+        for v in (0, 2, 7, 255):                                                # T10 as RAW, T5
+            yield f"{tag} encoding {v}", set_field(f, t["encoding"], "B", v, header=True)
+        c, block = t["c"], t["block"]
+        for v in sorted({0, 1, block - 1, c - 1, c + 1, c - block, c + block, 2 * c, c // 2, 1 << 26, (1 << 26) + 1,
+                         (1 << 26) // block * block, (1 << 32) - 1} - {c}):         # K2, K4
+            if 0 <= v < 1 << 32:
+                yield f"{tag} chunk_size {v}", set_field(f, t["chunk_size"], "I", v, header=True)
+        size = struct.unpack_from("<Q", f, t["size"])[0]
+        for v in (size - 1, size + 1, 0, size + (1 << 32)):                       # K6
+            yield f"{tag} size {v}", set_field(f, t["size"], "Q", v, header=True)
+        n = len(t["chunks"])
+        for v in (n - 1, n + 1, 0, n + 2):                                        # K4, or the Verifier
+            yield f"{tag} chunk count {v}", set_field(f, t["vector"], "I", v, header=True)
+        for k, ch in enumerate(t["chunks"]):
+            e, pay, sz, codec = ch["entry"], ch["payload"], ch["size"], ch["codec"]
+            where = f"{tag} chunk {k}"
+            yield f"{where} xxh3 ^ 1", set_field(f, e, "Q", struct.unpack_from("<Q", f, e)[0] ^ 1, header=True)  # X2
+            for v in (3, 255):                                                    # K5
+                yield f"{where} codec {v}", set_field(f, e + 12, "B", v, header=True)
+            # Another codec for the same bytes (X3); a raw chunk's bytes read as planes could be
+            # anything, so only when its first byte already is no transform.
+            for v in {0: (1,) + ((2,) if f[pay] > 1 else ()), 1: (0, 2), 2: (0, 1)}[codec]:
+                yield f"{where} codec {codec} -> {v}", set_field(f, e + 12, "B", v, header=True)
+            for v in (0, sz - 1, sz + 1, (1 << 32) - 1):                          # K5, K6
+                yield f"{where} size {v}", set_field(f, e + 8, "I", v, header=True)
+            if k + 1 < n:  # sizes still summing to `size`: the chunks' checksums catch it (X2)
+                b = bytearray(f)
+                struct.pack_into("<I", b, e + 8, sz + 1)
+                struct.pack_into("<I", b, e + 16 + 8, t["chunks"][k + 1]["size"] - 1)
+                yield f"{where} size +1, chunk {k + 1} size -1", bytes(resign(b))
+            yield f"{where} codec padding set", set_field(f, e + 13, "B", 0xAB, header=True)  # ignored
+            # Stored bytes flipped, checksum not updated: X2.
+            for i in sorted({0, sz // 2, sz - 1}):
+                b = bytearray(f)
+                b[pay + i] ^= 0x04
+                yield f"{where} payload byte {i} ^ 0x04", bytes(b)
+            # Stored bytes damaged in their structure, the chunk checksum recomputed: X3 (or X1).
+            for label, damage in payload_damage(bytes(f[pay:pay + sz]), codec):
+                b = bytearray(f)
+                b[pay:pay + sz] = damage
+                struct.pack_into("<Q", b, e, xxhash.xxh3_64_intdigest(bytes(damage)))
+                yield f"{where} ({read_mpk_codec(codec)}) {label}, re-signed", bytes(resign(b))
+
+
+def read_mpk_codec(codec):
+    return {0: "raw", 1: "zstd", 2: "planes"}.get(codec, str(codec))
+
+
+def payload_damage(p, codec):
+    """(label, damaged stored bytes) whose verdict a decoder that follows §7.9.1 cannot doubt."""
+    def at(i, v):
+        b = bytearray(p)
+        b[i] = v
+        return bytes(b)
+
+    if codec == 0:
+        yield "byte 0 ^ 0x80 (X1)", at(0, p[0] ^ 0x80)
+        return
+    if codec == 1:
+        yield "zstd magic damaged", at(0, p[0] ^ 0x01)
+        yield "zstd byte in the middle ^ 0x10", at(len(p) // 2, p[len(p) // 2] ^ 0x10)
+        return
+    transform, w, planes = planes_layout(p)
+    for v in (2, 7, 255):
+        yield f"transform {v}", at(0, v)
+    for v in (0, 3, 5, 16):
+        yield f"width {v}", at(1, v)
+    yield "plane 0 method 3", at(2, 3)
+    b = bytearray(p)
+    struct.pack_into("<I", b, 3, planes[0][2] + 1)
+    yield "plane 0 size + 1", bytes(b)
+    struct.pack_into("<I", b, 3, planes[0][2] - 1)
+    yield "plane 0 size - 1", bytes(b)
+    if planes[0][0] == 0 and w > 1 and planes[1][0] == 0:  # two raw planes: sizes that still tile
+        b = bytearray(p)
+        struct.pack_into("<I", b, 3, planes[0][2] + 1)
+        struct.pack_into("<I", b, 8, planes[1][2] - 1)
+        yield "raw planes 0/1 sizes +1/-1", bytes(b)
+    done = set()
+    for j, (method, pos, size) in enumerate(planes):
+        if method in done:
+            continue
+        done.add(method)
+        if method == 0:
+            yield f"raw plane {j} byte ^ 0x01 (X1)", at(pos + size // 2, p[pos + size // 2] ^ 0x01)
+        elif method == 1:
+            yield f"plane {j} zstd magic damaged", at(pos + 1, p[pos + 1] ^ 0x40)
+        else:
+            for flag in (0x08, 0x10, 0x40, 0x80):
+                yield f"plane {j} rANS flags | {flag:#04x}", at(pos, p[pos] | flag)
+            yield f"plane {j} rANS size ^ 1", at(pos + 1, p[pos + 1] ^ 0x01)
 
 
 def mutations(orig, max_header):
@@ -180,6 +329,10 @@ def mutations(orig, max_header):
         for v in list(range(0, 15)) + [255]:
             if v != f[pos]:
                 yield f"metadata tag {k} = {v}", bytes(set_field(f, pos, "B", v, header=True))
+
+    # Format 1.2: chunk tables and chunk payloads of compressed tensors.
+    yield "incompatible 0 (K1)", set_field(f, 16, "Q", 0)
+    yield from chunk_mutations(f)
 
     # Data bytes: inside tensors (X1) and in padding (ignored).
     if d_size:

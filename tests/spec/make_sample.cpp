@@ -7,11 +7,14 @@
 //   NAME.lib.json  what the library reports after opening it with Verify::Full, in the shape of
 //                  `mpk inspect --json` (the keys read_mpk.py prints too).
 // Samples: every dtype incl. a scalar and empty tensors, metadata of every type, two components,
-// alignments 64, 4096 and 1, a streamed tensor, UTF-8 names, a file with no tensors at all, and a
-// format 1.1 file (extended dtypes, typed and list metadata).
+// alignments 64, 4096 and 1, a streamed tensor, UTF-8 names, a file with no tensors at all, a
+// format 1.1 file (extended dtypes, typed and list metadata), and a format 1.2 file with compressed
+// (chunked) tensors: raw, zstd and planes chunks, planes of every method, rANS-Nx16 of order 0
+// and 1 with 4 and 32 states.
 #include <modelpack/modelpack.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <charconv>
 #include <cmath>
 #include <filesystem>
@@ -224,16 +227,34 @@ bool dump(const std::string &path, const std::string &json_path) {
        return "{\"key\": " + json_string(m->metadata_key(i)) + ", \"type\": " + json_string(type) +
               ", \"value\": " + value + "}";
      }));
+  uint64_t decoded = 0, stored = 0;
   kv("tensors", json_list(m->tensor_count(), [&](size_t i) {
        mpk::TensorInfo t = m->info(i);
+       decoded += t.nbytes;
+       stored += t.stored_bytes;
        std::vector<uint64_t> shape(t.shape.begin(), t.shape.end());
+       // How the tensor is stored (format 1.2): encoding, stored bytes, stored / decoded; for a
+       // chunked tensor its chunk size and its chunks by codec.
+       const bool chunked = t.encoding == mpk::Encoding::Chunked;
+       std::string enc = std::string("{\"name\": ") + (chunked ? "\"chunked\"" : "\"raw\"") +
+                         ", \"stored_bytes\": " + std::to_string(t.stored_bytes) + ", \"ratio\": " +
+                         json_double(t.nbytes ? double(t.stored_bytes) / double(t.nbytes) : 1.0);
+       if (chunked) {
+         const mpk::Model::ChunkCounts c = m->chunk_counts(i);
+         enc += ", \"chunk_size\": " + std::to_string(t.chunk_size) + ", \"chunks\": {\"raw\": " +
+                std::to_string(c.raw) + ", \"zstd\": " + std::to_string(c.zstd) + ", \"planes\": " +
+                std::to_string(c.planes) + "}";
+       }
+       enc += "}";
        return "{\"name\": " + json_string(t.name) + ", \"dtype\": " + json_string(mpk::dtype_name(t.dtype)) +
               ", \"shape\": " + json_list(shape.size(), [&](size_t k) { return std::to_string(shape[k]); }) +
               ", \"numel\": " + std::to_string(t.numel()) + ", \"bytes\": " + std::to_string(t.nbytes) +
-              ", \"offset\": " + std::to_string(t.offset) + ", \"alignment\": " +
+              ", \"encoding\": " + enc + ", \"offset\": " + std::to_string(t.offset) + ", \"alignment\": " +
               std::to_string(offset_alignment(t.offset)) + ", \"component\": " +
               json_string(m->component(t.component).name) + ", \"xxh3\": " + json_string(hex64(t.xxh3)) + "}";
-     }),
+     }));
+  kv("tensor_bytes", "{\"decoded\": " + std::to_string(decoded) + ", \"stored\": " + std::to_string(stored) +
+                         ", \"ratio\": " + json_double(decoded ? double(stored) / double(decoded) : 1.0) + "}",
      true);
   j += "}\n";
   FILE *f = std::fopen(json_path.c_str(), "wb");
@@ -383,6 +404,94 @@ bool sample_extended(const std::string &path) {
   return ok && check(w->commit(), "commit");
 }
 
+// Format 1.2: compressed tensors (FORMAT.md 7.9), written with Codec::Auto at level 9 in chunks of
+// 4096 bytes, so that every chunk codec and plane method turns up (29 chunks): weights-like bf16 /
+// f16 / f32 / f64 (planes with the rotate transform: rANS order 0 or zstd on the exponent planes,
+// raw mantissa planes), small integers (planes without transform), Markov-chain bytes (rANS order 1,
+// 32 states: 4096-byte planes) and u16 pairs (order 1, 4 states), skewed bytes (order 0, 32 states),
+// a repeated random block (whole-chunk zstd), constant data, random bytes (raw chunks), q8_0 blocks
+// (chunk size rounded down to whole blocks: 4080), a streamed tensor, and tensors the writer keeps
+// RAW (under 4096 bytes, empty) beside them.
+bool sample_compressed(const std::string &path) {
+  mpk::WriterOptions o = options(64);
+  o.compression.codec = mpk::Codec::Auto;
+  o.compression.level = 9;
+  o.compression.chunk_size = 4096;
+  o.compression.threads = 1;
+  auto w = mpk::Writer::create(path, o);
+  if (!check(w.status(), "create")) return false;
+  uint32_t x = 2463534242u;  // xorshift32
+  auto next = [&] {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return x;
+  };
+  auto normal = [&] {  // about N(0, 0.02): a sum of uniforms, enough for weight-like exponents
+    float s = 0;
+    for (int i = 0; i < 4; ++i) s += float(next() >> 8) / float(1u << 24) - 0.5f;
+    return s * 0.035f;
+  };
+  auto put = [&](const std::string &name, mpk::DType dt, std::vector<uint64_t> shape, const std::vector<std::byte> &b) {
+    return check(w->add_tensor(name, dt, shape, b), name.c_str());
+  };
+  auto bytes_of = [](const auto &v) {
+    std::vector<std::byte> b(v.size() * sizeof(v[0]));
+    std::memcpy(b.data(), v.data(), b.size());
+    return b;
+  };
+  std::vector<uint16_t> bf16(64 * 96), f16(2500);
+  for (auto &v : bf16) v = uint16_t(std::bit_cast<uint32_t>(normal()) >> 16);
+  for (auto &v : f16) {  // binary16 by truncation of a float (tiny values flushed to zero)
+    const uint32_t b = std::bit_cast<uint32_t>(normal());
+    const int e = int((b >> 23) & 0xff) - 112;
+    v = uint16_t(((b >> 16) & 0x8000) | (e > 0 ? uint32_t(e) << 10 | ((b >> 13) & 0x3ff) : 0));
+  }
+  std::vector<float> f32(3000), cst(1500, 0.5f);
+  for (auto &v : f32) v = normal();
+  std::vector<double> f64(700);
+  for (auto &v : f64) v = double(normal()) * 3;
+  std::vector<int32_t> ids(2048);
+  for (auto &v : ids) v = int32_t(next() % 7) - 3;
+  // A Markov chain over 64 symbols, each followed by one of 3: little order-0 redundancy, much
+  // order-1 (rANS order 1 beats order 0 and zstd). 9000 bytes: two 4096-byte chunks (32 states).
+  std::vector<uint8_t> text(9000), noise(5000), rep(10000), skew(8192);
+  for (size_t i = 0, s = 0; i < text.size(); ++i) text[i] = uint8_t(s = (s * 5 + 1 + 17 * (next() % 3)) % 64);
+  for (auto &v : noise) v = uint8_t(next() >> 24);
+  for (auto &v : skew) v = uint8_t(std::countr_zero(next() | 0x100u) * 9);  // rANS order 0, 32 states
+  std::vector<uint16_t> pairs(6000);  // low bytes a Markov chain: order 1 with 4 states (2048-byte planes)
+  for (size_t i = 0, s = 0; i < pairs.size(); ++i)
+    pairs[i] = uint16_t(0x0100 | (s = (s * 3 + 1 + 40 * (next() % 2)) % 128));
+  // 2500 random bytes over and over: every 4096-byte chunk looks like noise to an order-0 coder (the
+  // planes stay raw), but a zstd frame finds the repeat: whole-chunk zstd.
+  for (size_t i = 0; i < 2500; ++i) rep[i] = uint8_t(next() >> 24);
+  for (size_t i = 2500; i < rep.size(); ++i) rep[i] = rep[i - 2500];
+  std::vector<std::byte> q8(32 * 34 * 4);  // q8_0 [32, 128]: 128 blocks of 34 bytes
+  for (size_t i = 0; i < q8.size(); ++i) q8[i] = std::byte(i % 34 < 2 ? 0x20 + (i % 2) : (next() % 9) - 4);
+  bool ok = put("w.bf16", MPK_DTYPE_BF16, {64, 96}, bytes_of(bf16));
+  ok = ok && put("w.f16", MPK_DTYPE_F16, {50, 50}, bytes_of(f16));
+  ok = ok && put("w.f32", MPK_DTYPE_F32, {3000}, bytes_of(f32));
+  ok = ok && put("w.f64", MPK_DTYPE_F64, {7, 100}, bytes_of(f64));
+  ok = ok && put("ids.i32", MPK_DTYPE_I32, {2048}, bytes_of(ids));
+  ok = ok && put("const.f32", MPK_DTYPE_F32, {1500}, bytes_of(cst));
+  ok = ok && put("noise.u8", MPK_DTYPE_U8, {5000}, bytes_of(noise));
+  ok = ok && put("rep.u8", MPK_DTYPE_U8, {10000}, bytes_of(rep));
+  ok = ok && put("q8", MPK_DTYPE_Q8_0, {32, 128}, q8);
+  ok = ok && put("skew.u8", MPK_DTYPE_U8, {8192}, bytes_of(skew));
+  ok = ok && put("pairs.u16", MPK_DTYPE_U16, {6000}, bytes_of(pairs));
+  ok = ok && add(*w, "small.f32", MPK_DTYPE_F32, {100}, 81);  // under min_tensor_bytes: RAW
+  ok = ok && add(*w, "empty.f32", MPK_DTYPE_F32, {0, 4}, 82);
+  if (!ok) return false;
+  // Streamed in pieces that do not follow the chunks.
+  ok = check(w->begin_tensor("text.u8", MPK_DTYPE_U8, std::vector<uint64_t>{9000}), "begin");
+  auto tb = bytes_of(text);
+  for (size_t done = 0, step = 1000; ok && done < tb.size(); done += step, step += 1500)
+    ok = check(w->write(std::span(tb).subspan(done, std::min(step, tb.size() - done))), "write");
+  ok = ok && check(w->end_tensor(), "end");
+  ok = ok && check(w->set_metadata("compressed", true), "meta");
+  return ok && check(w->commit(), "commit");
+}
+
 // Page alignment, two explicit components, a tensor larger than a page, an empty tensor last.
 bool sample_page(const std::string &path) {
   auto w = mpk::Writer::create(path, options(4096));
@@ -446,7 +555,8 @@ int main(int argc, char **argv) {
   };
   const Sample samples[] = {
       {"dtypes_a64", sample_dtypes}, {"page_a4096", sample_page}, {"tight_a1", sample_tight},
-      {"tiny", sample_tiny},         {"nothing", sample_nothing}, {"extended_a64", sample_extended}};
+      {"tiny", sample_tiny},         {"nothing", sample_nothing}, {"extended_a64", sample_extended},
+      {"compressed_a64", sample_compressed}};
   for (const Sample &s : samples) {
     std::string path = dir + "/" + s.name + ".mpk";
     if (!s.make(path) || !dump(path, dir + "/" + s.name + ".lib.json")) return 1;

@@ -5,15 +5,25 @@ It shares no code with libmodelpack: the preamble, the FlatBuffers header (table
 strings, unions) and every validation rule are implemented here with `struct`, following the
 numbered rules of docs/FORMAT.md section 12 in their order. It exists to prove that the document is
 enough to write a reader, and to cross-check libmodelpack against it (tests/spec/test_spec.sh).
-It reads format 1.1: the extended dtypes with their blocks (§7.2-7.4, rules T8a-T10), incompatible
-feature bit 1, and the metadata value types 11-13 (typed scalar, typed array, list; §6.5, §9.1,
-rules M4 and M5).
+It reads format 1.2: the extended dtypes with their blocks (§7.2-7.4, rules T8a-T10), incompatible
+feature bit 1, the metadata value types 11-13 (typed scalar, typed array, list; §6.5, §9.1,
+rules M4 and M5), and compressed tensors (incompatible feature bit 0, `encoding = CHUNKED`, §7.8-7.9,
+rules K1-K6 and X1-X3): chunk codecs raw, zstd and planes, whose planes are raw, zstd or rANS-Nx16.
+The rANS-Nx16 decoder below is written in pure Python from the CRAM 3.1 codecs specification
+(samtools hts-specs, CRAMcodecs.tex, section "rANS Nx16"), and where CRAMcodecs does not say what a
+wrong stream is, from §7.9.1 "rANS stream validity": bytes left in a plane after its stream are
+ignored, a frequency table's symbols are a set, an order-1 shift other than 10 or 12 is
+MPK_ERR_CORRUPT_DATA, and a stream that would read past its end or starts with a state of 2^31 or
+more is reported as MPK_ERR_CORRUPT_DATA (the document also allows leaving it to the tensor
+checksum). zstd frames are decoded with the `zstandard` module (Debian: python3-zstandard), after
+this reader has checked that the stored bytes are exactly one RFC 8878 frame.
 
 Usage: read_mpk.py FILE [--verify none|header|full] [--max-header-bytes N]
 
 On success prints a JSON summary (the keys of `mpk inspect --json`, plus "verified") and exits 0.
 On a broken file prints "read_mpk: error: MPK_ERR_<NAME>: <message>" to stderr and exits 1.
-Requires Python 3 and the `xxhash` module (Debian: python3-xxhash) for XXH3-64 / XXH3-128.
+Requires Python 3 and the `xxhash` module (Debian: python3-xxhash) for XXH3-64 / XXH3-128; files
+with zstd-compressed chunks also need `zstandard` (Debian: python3-zstandard).
 """
 
 import argparse
@@ -24,6 +34,11 @@ import struct
 import sys
 
 import xxhash
+
+try:
+    import zstandard
+except ImportError:  # only files with zstd chunks or planes need it
+    zstandard = None
 
 # ---- FORMAT.md §15.5: status codes ----------------------------------------------------------------
 BAD_MAGIC = "MPK_ERR_BAD_MAGIC"
@@ -42,6 +57,7 @@ BAD_SHAPE = "MPK_ERR_BAD_SHAPE"
 BAD_DTYPE = "MPK_ERR_BAD_DTYPE"
 LIMIT = "MPK_ERR_LIMIT"
 BAD_NAME = "MPK_ERR_BAD_NAME"
+CORRUPT_DATA = "MPK_ERR_CORRUPT_DATA"  # format 1.2: a chunk that does not decode (X3)
 IO = "MPK_ERR_IO"
 
 
@@ -61,8 +77,12 @@ U64 = (1 << 64) - 1
 PREAMBLE_SIZE = 96
 MAGIC = bytes([0x89, 0x4D, 0x50, 0x4B, 0x0D, 0x0A, 0x1A, 0x0A])
 FORMAT_MAJOR = 1
+FEATURE_COMPRESSED_TENSORS = 1 << 0  # §4.2, §15.4: incompatible bit 0, "compressed-tensors" (format 1.2)
 FEATURE_EXTENDED_DTYPES = 1 << 1  # §4.2, §15.4: incompatible bit 1, "extended-dtypes" (format 1.1)
-KNOWN_INCOMPATIBLE = FEATURE_EXTENDED_DTYPES
+KNOWN_INCOMPATIBLE = FEATURE_COMPRESSED_TENSORS | FEATURE_EXTENDED_DTYPES
+ENCODING_RAW, ENCODING_CHUNKED = 0, 1  # §7.8, §15.2
+MAX_CHUNK_BYTES = 1 << 26  # §7.9 rule K2, §14 (MPK_MAX_CHUNK_BYTES)
+CHUNK_RAW, CHUNK_ZSTD, CHUNK_PLANES = 0, 1, 2  # §7.9.1, §15.2
 MAX_RANK = 32
 MAX_NAME_BYTES = 65535
 MAX_ALIGNMENT = 65536
@@ -305,6 +325,14 @@ class FB:
         # later, by rules T6 and M4 (see misaligned8).
         return list(struct.unpack_from(f"<{n}{fmt}", self.b, pos + 4))
 
+    def chunks(self, pos):
+        """A vector of `Chunk` structs (§6.2: 16 bytes each, inline): (xxh3, size, codec) tuples.
+        The Verifier checks the length field's alignment (4) and the extent only (§5.2 rule 5);
+        the elements' alignment is rule K3, checked for CHUNKED tensors only."""
+        if pos is None:
+            return []
+        n = self.vector(pos, 16)
+        return [struct.unpack_from("<QIB", self.b, pos + 4 + 16 * i) for i in range(n)]
 
     # §5.2 rule 6
     def elements(self, pos):
@@ -431,6 +459,7 @@ def parse_header(b):
         name = fb.string(t.ref(0))
         fb.check(name is not None, "Tensor.name is required")
         shape_pos = t.ref(2)
+        chunks_pos = t.ref(9)
         tensors.append(dict(
             name=name,
             dtype=t.scalar(1, "H", 0),
@@ -441,6 +470,10 @@ def parse_header(b):
             size=t.scalar(5, "Q", 0),
             xxh3=t.scalar(6, "Q", 0),
             encoding=t.scalar(7, "B", 0),
+            # Format 1.2 (§6.2): verified whatever the encoding (§5.2), meaningful only for CHUNKED.
+            chunk_size=t.scalar(8, "I", 0),
+            chunks=fb.chunks(chunks_pos),
+            chunks_misaligned=misaligned8(fb, chunks_pos),                      # checked by K3
         ))
         fb.end_table()
     hdr["tensors"] = tensors
@@ -510,6 +543,39 @@ def check_metadata(entries, where):
         check_value(e["value"], 1, f"{where} {quote(key)}")                      # M4, M5
 
 
+def check_chunks(pre, t, decoded, block_bytes):
+    """Rules K1-K6 of §7.9, in their order, for a CHUNKED tensor whose decoded size (T8-T9) is
+    `decoded` bytes."""
+    name = t["name"]
+    if not pre["incompatible"] & FEATURE_COMPRESSED_TENSORS:                    # K1
+        fail(CORRUPT_HEADER, f"tensor {quote(name)} is chunked but incompatible feature bit 0 "
+                             "(compressed-tensors) is not set")
+    c = t["chunk_size"]
+    if c == 0 or c > MAX_CHUNK_BYTES or c % block_bytes:                        # K2
+        fail(CORRUPT_HEADER, f"tensor {quote(name)} has chunk size {c} (1 .. 2^26, a multiple of {block_bytes})")
+    chunks = t["chunks"]
+    # K3 "starts at a multiple of 8" read as T6 reads it: the first element (after the u32 length)
+    # is at a multiple of 8, as FlatBuffers builders place vectors of 8-aligned structs.
+    if t["chunks_misaligned"]:                                                  # K3
+        fail(CORRUPT_HEADER, f"tensor {quote(name)}: chunk table is not 8-byte aligned")
+    n = -(-decoded // c)
+    if len(chunks) != n:                                                        # K4
+        fail(CORRUPT_HEADER, f"tensor {quote(name)} has {len(chunks)} chunks; "
+                             f"{decoded} bytes in chunks of {c} need {n}")
+    total = 0
+    for k, (_, size, codec) in enumerate(chunks):                              # K5
+        if codec not in (CHUNK_RAW, CHUNK_ZSTD, CHUNK_PLANES):
+            fail(CORRUPT_HEADER, f"tensor {quote(name)} chunk {k} has unknown codec {codec}")
+        if size == 0:
+            fail(CORRUPT_HEADER, f"tensor {quote(name)} chunk {k} is empty")
+        length = min(c, decoded - k * c)
+        if codec == CHUNK_RAW and size != length:
+            fail(CORRUPT_HEADER, f"tensor {quote(name)} chunk {k} is stored raw in {size} bytes but holds {length}")
+        total += size
+    if total != t["size"]:                                                      # K6
+        fail(BAD_SHAPE, f"tensor {quote(name)} declares {t['size']} stored bytes but its chunks hold {total}")
+
+
 def validate(pre, hb, verify):
     if verify != "none":                                                        # H1
         computed = xxhash.xxh3_64_intdigest(hb)
@@ -568,8 +634,8 @@ def validate(pre, hb, verify):
         prev = name
         if t["dtype"] not in DTYPES:                                            # T4
             fail(BAD_DTYPE, f"tensor {quote(name)} has unknown dtype {t['dtype']}")
-        if t["encoding"] != 0:                                                  # T5
-            fail(UNSUPPORTED_FEATURE, f"tensor {quote(name)} uses encoding {t['encoding']}, which format 1.1 does not define")
+        if t["encoding"] not in (ENCODING_RAW, ENCODING_CHUNKED):               # T5
+            fail(UNSUPPORTED_FEATURE, f"tensor {quote(name)} uses encoding {t['encoding']}, which format 1.2 does not define")
         if t["shape_misaligned"]:                                               # T6
             fail(CORRUPT_HEADER, f"tensor {quote(name)}: shape vector is not 8-byte aligned")
         if len(t["shape"]) > MAX_RANK:                                          # T7
@@ -589,9 +655,12 @@ def validate(pre, hb, verify):
         nbytes = n // block_elems * block_bytes
         if nbytes > U64:                                                        # T9
             fail(OVERFLOW, f"tensor {quote(name)}: byte size of its shape overflows 64 bits")
-        if nbytes != t["size"]:                                                 # T10
+        if t["encoding"] == ENCODING_CHUNKED:                                   # T10 for CHUNKED: K1-K6
+            check_chunks(pre, t, nbytes, block_bytes)
+        elif nbytes != t["size"]:                                               # T10
             fail(BAD_SHAPE, f"tensor {quote(name)} declares {t['size']} bytes but its shape needs {nbytes}")
         t["numel"] = n
+        t["decoded_size"] = nbytes  # §7.4: for RAW the stored size, for CHUNKED what the chunks decode to
         if t["component"] >= len(comps):                                        # T11
             fail(OUT_OF_BOUNDS, f"tensor {quote(name)} refers to component {t['component']} but the file has {len(comps)}")
         end = t["offset"] + t["size"]
@@ -630,20 +699,463 @@ def validate(pre, hb, verify):
     return hdr
 
 
+# ---- FORMAT.md §7.9.1: chunk codecs ----------------------------------------------------------------
+class Undecodable(Exception):
+    """A chunk that passed its checksum but does not decode (§7.9.1): MPK_ERR_CORRUPT_DATA (X3)."""
+
+
+def undecodable(what):
+    raise Undecodable(what)
+
+
+class Src:
+    """Reads a byte string front to back; running past its end makes the stream invalid."""
+
+    def __init__(self, b, what="stream"):
+        self.b, self.pos, self.what = b, 0, what
+
+    def left(self):
+        return len(self.b) - self.pos
+
+    def u8(self):
+        if self.pos >= len(self.b):
+            undecodable(f"{self.what} ends early")
+        self.pos += 1
+        return self.b[self.pos - 1]
+
+    def u32(self):
+        if self.left() < 4:
+            undecodable(f"{self.what} ends early")
+        self.pos += 4
+        return struct.unpack_from("<I", self.b, self.pos - 4)[0]
+
+    def take(self, n):
+        if self.left() < n:
+            undecodable(f"{self.what} ends early ({n} bytes wanted, {self.left()} left)")
+        self.pos += n
+        return bytes(self.b[self.pos - n:self.pos])
+
+    def uint7(self):
+        """CRAMcodecs "uint7": 7-bit groups, most significant first, the top bit set on every byte
+        but the last. More than 5 bytes (35 bits) cannot be a 32-bit value: invalid here."""
+        v = 0
+        for _ in range(5):
+            c = self.u8()
+            v = (v << 7) | (c & 0x7F)
+            if not c & 0x80:
+                return v
+        undecodable(f"{self.what}: a uint7 longer than 5 bytes")
+
+
+# rANS-Nx16 (CRAMcodecs.tex, "rANS Nx16"): the first byte's flags. §7.9.1 allows only ORDER1, N32, CAT.
+RANS_ORDER1, RANS_N32, RANS_STRIPE, RANS_NOSZ, RANS_CAT, RANS_RLE, RANS_PACK = 0x01, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
+RANS_ALLOWED = RANS_ORDER1 | RANS_N32 | RANS_CAT
+RANS_L = 1 << 15  # the renormalisation lower bound and the encoder's initial state
+
+# §7.9.1 "rANS stream validity" decides what CRAMcodecs (which describes decoding, not rejection)
+# leaves open, and this reader follows it:
+# * a plane is one stream; bytes left in the plane after the stream's last renormalisation read (after
+#   a CAT stream's m bytes) are ignored. By the same token (the document speaks only of the plane;
+#   CRAMcodecs reads a compressed order-1 table as a c_size-byte block and parses the table from its
+#   u_size decoded bytes), bytes of that block after the inner stream, and decoded table bytes after
+#   the table, are ignored too;
+# * the symbols of a frequency table are a set (rans_alphabet): the listing may be in any order and
+#   may name a symbol twice (it is then one member); the frequencies that follow are read for the
+#   members in ascending symbol order, and the cumulative frequencies built in that order;
+# * an order-1 table shift other than 10 or 12 is MPK_ERR_CORRUPT_DATA;
+# * a stream whose decoding would read past its end, or whose initial state is 2^31 or more, has no
+#   defined output: a reader reports MPK_ERR_CORRUPT_DATA or produces bytes that the tensor checksum
+#   refuses (X1). Of the two, this reader reports MPK_ERR_CORRUPT_DATA, and never reads outside the
+#   plane.
+# What the document still only calls "invalid" (§7.9.1: "a zstd or rANS stream that is invalid") this
+# reader refuses as no CRAMcodecs encoder writes it and the decoding procedure cannot always carry it
+# out: flags or a recorded size that §7.9.1 forbids; an alphabet run past symbol 255; a frequency
+# table that does not total a power of two up to 2^bits, or an empty one in use; a uint7 longer than
+# 5 bytes; an initial state below 2^15.
+
+
+def rans_alphabet(src):
+    """ReadAlphabet: symbols, runs of consecutive symbols as (first, second, count of the rest),
+    terminated by 0. §7.9.1: the symbols are a set. Writers list them in ascending order, but any
+    order is read (a run follows whichever symbol precedes it in the listing), and a symbol listed
+    twice is one member. Returns the members in ascending order: the order in which their
+    frequencies follow and their cumulative frequencies are built."""
+    s = src.u8()
+    last, rle, out = s, 0, []
+    while True:
+        out.append(s)
+        if rle > 0:
+            rle -= 1
+            s += 1
+            if s > 255:
+                undecodable("rANS alphabet runs past symbol 255")
+        else:
+            s = src.u8()
+            if s == last + 1:
+                rle = src.u8()
+        last = s
+        if s == 0:
+            break
+    return sorted(set(out))
+
+
+def rans_normalise(freqs, bits):
+    """NormaliseFrequenciesNx16_0: scales a table whose total is a power of two up to 2^bits by a
+    shift. Returns the total afterwards (0 for an empty table); a table that then does not total
+    exactly 2^bits is invalid ("frequencies must always add up to a power of 2")."""
+    tot = sum(freqs)
+    if tot == 0:
+        return 0
+    shift = 0
+    while tot < (1 << bits):
+        tot *= 2
+        shift += 1
+    if tot != 1 << bits:
+        undecodable(f"rANS frequencies total {sum(freqs)}, not a power of two up to 2^{bits}")
+    if shift:
+        for i in range(256):
+            freqs[i] <<= shift
+    return tot
+
+
+class RansTable:
+    """A normalised frequency table: slot -> symbol (bytes of 2^bits), F_s and C_s per symbol."""
+
+    def __init__(self, freqs, bits):
+        self.bits, self.mask = bits, (1 << bits) - 1
+        self.freq = freqs
+        self.cum, c = [0] * 256, 0
+        parts = []
+        for s in range(256):
+            self.cum[s] = c
+            if freqs[s]:
+                parts.append(bytes([s]) * freqs[s])
+                c += freqs[s]
+        self.sym = b"".join(parts)
+
+
+def rans_words(src):
+    """The rest of the plane as the 16-bit little-endian words that renormalisation may read (an odd
+    last byte cannot be one). Renormalisation wanting a word past them reads past the stream's end:
+    §7.9.1 leaves the output undefined; this reader reports MPK_ERR_CORRUPT_DATA. Words it does
+    not read are bytes after the stream: ignored."""
+    rest = src.b[src.pos:len(src.b) - (src.left() & 1)]
+    return struct.unpack(f"<{len(rest) // 2}H", rest)
+
+
+def rans_states(src, n):
+    states = [src.u32() for _ in range(n)]
+    for r in states:
+        # Encoder states lie in [2^15, 2^31): the flushed final state of a valid stream does too.
+        # §7.9.1: a state of 2^31 or more has no defined output; this reader reports
+        # MPK_ERR_CORRUPT_DATA (the other conforming choice: decode, and let X1 refuse the bytes).
+        # Below 2^15: "invalid" by this reader's judgment (see above); htscodecs refuses it too.
+        if r < RANS_L or r >= 1 << 31:
+            undecodable(f"rANS state {r:#x} outside [2^15, 2^31)")
+    return states
+
+
+def rans_decode_o0(src, n, ways):
+    """RansDecodeNx16_0: symbol i is decoded by state i mod N with the one 12-bit table."""
+    freqs = [0] * 256
+    for s in rans_alphabet(src):
+        freqs[s] = src.uint7()
+    if rans_normalise(freqs, 12) == 0:
+        undecodable("rANS order-0 frequency table is empty")
+    tab = RansTable(freqs, 12)
+    sym, fr, cum = tab.sym, tab.freq, tab.cum
+    states = rans_states(src, ways)
+    words = rans_words(src)
+    nw, w = len(words), 0
+    out = bytearray(n)
+    j = 0
+    for i in range(n):
+        r = states[j]
+        f = r & 0xFFF
+        s = sym[f]
+        out[i] = s
+        r = fr[s] * (r >> 12) + f - cum[s]
+        if r < RANS_L:                                                  # RansRenormNx16
+            if w >= nw:
+                undecodable("rANS stream ends early (renormalisation wants more words)")
+            r = (r << 16) | words[w]
+            w += 1
+        states[j] = r
+        j += 1
+        if j == ways:
+            j = 0
+    src.pos += 2 * w
+    return bytes(out)
+
+
+def rans_decode_o1(src, n, ways):
+    """RansDecodeNx16_1: state j decodes the j-th of N equal segments (state N-1 also the rest),
+    each symbol with the table of the previous symbol of its segment (0 at first)."""
+    comp = src.u8()
+    bits = comp >> 4
+    if bits not in (10, 12):                                        # §7.9.1: 10 or 12, else CORRUPT_DATA
+        undecodable(f"rANS order-1 frequency bits {bits} (10 or 12)")
+    if comp & 1:  # the table is itself rANS order-0 coded, 4 states
+        u_size = src.uint7()
+        c_size = src.uint7()
+        inner = Src(src.take(c_size), "rANS order-1 compressed table")
+        # Bytes of the c_size block after the inner stream, and of the u_size decoded bytes after
+        # the table, are ignored (as bytes after a plane's stream are, §7.9.1).
+        tsrc = Src(rans_decode_o0(inner, u_size, 4), "rANS order-1 table")
+    else:
+        tsrc = src
+    alphabet = rans_alphabet(tsrc)
+    tables = {}
+    for i in alphabet:
+        freqs, run = [0] * 256, 0
+        for j in alphabet:
+            if run > 0:
+                run -= 1
+                continue
+            freqs[j] = tsrc.uint7()
+            if freqs[j] == 0:
+                run = tsrc.u8()
+        if rans_normalise(freqs, bits):
+            tables[i] = RansTable(freqs, bits)
+    states = rans_states(src, ways)
+    words = rans_words(src)
+    nw, w = len(words), 0
+    out = bytearray(n)
+    seg = n // ways
+    mask = (1 << bits) - 1
+    last = [0] * ways
+
+    def table(ctx):
+        t = tables.get(ctx)
+        if t is None:
+            undecodable(f"rANS order-1 context {ctx} has no frequencies")
+        return t
+
+    for i in range(seg):
+        for j in range(ways):
+            t = table(last[j])
+            r = states[j]
+            f = r & mask
+            s = t.sym[f]
+            out[i + j * seg] = s
+            r = t.freq[s] * (r >> bits) + f - t.cum[s]
+            if r < RANS_L:
+                if w >= nw:
+                    undecodable("rANS stream ends early (renormalisation wants more words)")
+                r = (r << 16) | words[w]
+                w += 1
+            states[j] = r
+            last[j] = s
+    j = ways - 1
+    for i in range(seg * ways, n):  # the remainder, by the last state
+        t = table(last[j])
+        r = states[j]
+        f = r & mask
+        s = t.sym[f]
+        out[i] = s
+        r = t.freq[s] * (r >> bits) + f - t.cum[s]
+        if r < RANS_L:
+            if w >= nw:
+                undecodable("rANS stream ends early (renormalisation wants more words)")
+            r = (r << 16) | words[w]
+            w += 1
+        states[j] = r
+        last[j] = s
+    src.pos += 2 * w
+    return bytes(out)
+
+
+def rans_nx16_decode(stream, m):
+    """One rANS-Nx16 stream (§7.9.1 method 2) that must decode to exactly m bytes: flags byte
+    (only ORDER1, N32, CAT), uint7 size (NOSZ clear), then CAT bytes or an order-0/1 body of
+    4 or 32 interleaved states. Bytes of `stream` (the plane) after the stream's last
+    renormalisation read, or after a CAT stream's m bytes, are ignored (§7.9.1)."""
+    src = Src(stream, "rANS stream")
+    flags = src.u8()
+    if flags & ~RANS_ALLOWED:
+        undecodable(f"rANS stream with flags {flags:#04x} (only order-1 0x01, N32 0x04 and CAT 0x20 are allowed)")
+    size = src.uint7()
+    if size != m:
+        undecodable(f"rANS stream holds {size} bytes, not {m}")
+    if flags & RANS_CAT:  # "the uncompressed data stream is the same as the compressed stream"
+        out = src.take(size)
+    elif flags & RANS_ORDER1:
+        out = rans_decode_o1(src, size, 32 if flags & RANS_N32 else 4)
+    else:
+        out = rans_decode_o0(src, size, 32 if flags & RANS_N32 else 4)
+    return out
+
+
+ZSTD_MAGIC = 0xFD2FB528
+
+
+def zstd_frame_size(b):
+    """The compressed size of the RFC 8878 frame at the start of b (§3.1.1: frame header, blocks,
+    optional checksum); a skippable or legacy frame, a reserved bit or block type, or a frame that
+    runs past b is invalid."""
+    src = Src(b, "zstd frame")
+    if src.u32() != ZSTD_MAGIC:
+        undecodable("not a zstd frame (magic)")
+    fhd = src.u8()
+    fcs_flag, single, reserved, checksum, dict_flag = fhd >> 6, fhd >> 5 & 1, fhd >> 3 & 1, fhd >> 2 & 1, fhd & 3
+    if reserved:
+        undecodable("zstd frame header with the reserved bit set")
+    src.take((0 if single else 1) + (0, 1, 2, 4)[dict_flag] + ((1 if single else 0), 2, 4, 8)[fcs_flag])
+    while True:
+        h = src.u8() | src.u8() << 8 | src.u8() << 16
+        last, btype, bsize = h & 1, h >> 1 & 3, h >> 3
+        if btype == 3:
+            undecodable("zstd block of the reserved type 3")
+        src.take(1 if btype == 1 else bsize)
+        if last:
+            break
+    if checksum:
+        src.take(4)
+    return src.pos
+
+
+def zstd_decode(b, n):
+    """One zstd frame (§7.9.1 codec 1, plane method 1) that decompresses to exactly n bytes and
+    fills b: no second frame, no skippable frame."""
+    if zstd_frame_size(b) != len(b):
+        undecodable(f"{len(b) - zstd_frame_size(b)} bytes after the zstd frame (one frame only)")
+    if zstandard is None:
+        fail(IO, "this file has zstd-compressed chunks: install python3-zstandard")
+    declared = zstandard.frame_content_size(b)  # -1: not recorded
+    if declared >= 0 and declared != n:
+        undecodable(f"zstd frame records {declared} bytes, not {n}")
+    try:
+        out = zstandard.ZstdDecompressor().decompress(b, max_output_size=n)
+    except zstandard.ZstdError as e:
+        undecodable(f"zstd: {e}")
+    if len(out) != n:
+        undecodable(f"zstd frame holds {len(out)} bytes, not {n}")
+    return out
+
+
+ROR1 = bytes(((b >> 1) | (b << 7)) & 0xFF for b in range(256))  # a byte rotated right by one bit
+SHR1 = bytes(b >> 1 for b in range(256))
+BIT0_TO_7 = bytes((b & 1) << 7 for b in range(256))
+
+
+def planes_decode(stored, length):
+    """A planes chunk (§7.9.1) of `length` decoded bytes: transform, width W, W plane entries
+    (method, stored size), the planes back to back filling the chunk; word k has byte j from plane
+    j; transform 1 rotates each word right by one bit."""
+    if len(stored) < 2:
+        undecodable("planes chunk shorter than its 2-byte header")
+    transform, width = stored[0], stored[1]
+    if transform > 1:
+        undecodable(f"unknown plane transform {transform}")
+    if width not in (1, 2, 4, 8):
+        undecodable(f"plane width {width} (1, 2, 4 or 8)")
+    if length % width:
+        undecodable(f"plane width {width} does not divide the chunk's {length} bytes")
+    m = length // width
+    at = 2 + 5 * width
+    if len(stored) < at:
+        undecodable(f"planes chunk of {len(stored)} bytes, shorter than its {at}-byte header")
+    entries = []
+    for j in range(width):
+        method, size = struct.unpack_from("<BI", stored, 2 + 5 * j)
+        if method > 2:
+            undecodable(f"plane {j}: unknown method {method}")
+        if size > len(stored) - at:
+            undecodable(f"plane {j}: {size} bytes at {at} run past the chunk's {len(stored)}")
+        if method == 0 and size != m:
+            undecodable(f"plane {j}: raw plane of {size} bytes, expected {m}")
+        entries.append((method, bytes(stored[at:at + size])))
+        at += size
+    if at != len(stored):
+        undecodable(f"the planes end at byte {at} of a {len(stored)}-byte chunk")
+    planes = []
+    for j, (method, b) in enumerate(entries):
+        try:
+            planes.append(b if method == 0 else zstd_decode(b, m) if method == 1 else rans_nx16_decode(b, m))
+        except Undecodable as e:
+            undecodable(f"plane {j}: {e}")
+    if transform == 1:  # undo the writer's rotate-left: each word rotated right by one bit
+        if width == 1:
+            planes = [planes[0].translate(ROR1)]
+        else:
+            # Byte j of the rotated word: bits 1..7 of byte j, then bit 0 of byte j+1 (of byte 0
+            # for the top byte) as its bit 7. Whole planes at once, as big integers.
+            planes = [
+                (int.from_bytes(planes[j].translate(SHR1), "little")
+                 | int.from_bytes(planes[(j + 1) % width].translate(BIT0_TO_7), "little")).to_bytes(m, "little")
+                for j in range(width)]
+    if width == 1:
+        return planes[0]
+    out = bytearray(length)
+    for j in range(width):
+        out[j::width] = planes[j]
+    return bytes(out)
+
+
+DECODED = {}  # (codec, length, stored bytes) -> decoded bytes or the Undecodable message
+DECODED_BYTES = [0]
+
+
+def decode_chunk(codec, stored, length):
+    """The decoded bytes of one chunk (§7.9.1), or Undecodable. Results are kept (a pure function
+    of its arguments) so that the thousands of variants differential.py reads decode fast."""
+    key = (codec, length, stored)
+    hit = DECODED.get(key)
+    if hit is None:
+        try:
+            if codec == CHUNK_RAW:
+                hit = stored if len(stored) == length else "raw chunk of the wrong size"
+            elif codec == CHUNK_ZSTD:
+                hit = zstd_decode(stored, length)
+            else:
+                hit = planes_decode(stored, length)
+        except Undecodable as e:
+            hit = str(e)
+        if DECODED_BYTES[0] > 256 << 20:
+            DECODED.clear()
+            DECODED_BYTES[0] = 0
+        DECODED[key] = hit
+        DECODED_BYTES[0] += len(stored) + (len(hit) if isinstance(hit, bytes) else 0)
+    if isinstance(hit, str):
+        raise Undecodable(hit)
+    return hit
+
+
 # ---- FORMAT.md §12.4: tensor bytes -----------------------------------------------------------------
+def read_exact(f, off, n, t):
+    f.seek(off)
+    b = f.read(n)
+    if len(b) != n:
+        fail(TRUNCATED, f"file ends inside tensor {quote(t['name'])}")
+    return b
+
+
 def verify_tensors(f, pre, hdr):
     for idx in hdr["data_order"]:                                               # X1, file order
         t = hdr["tensors"][idx]
         h = xxhash.xxh3_64()
-        off, left = pre["data_offset"] + t["offset"], t["size"]
-        f.seek(off)
-        while left:
-            chunk = f.read(min(left, 1 << 20))
-            if not chunk:
-                fail(TRUNCATED, f"file ends at {hexq(off)} inside tensor {quote(t['name'])}")
-            h.update(chunk)
-            left -= len(chunk)
-            off += len(chunk)
+        off = pre["data_offset"] + t["offset"]
+        if t["encoding"] == ENCODING_CHUNKED:
+            # Each chunk: its stored checksum (X2), then decoded (X3) into the tensor checksum.
+            c, d = t["chunk_size"], t["decoded_size"]
+            for k, (xxh3, size, codec) in enumerate(t["chunks"]):
+                stored = read_exact(f, off, size, t)
+                computed = xxhash.xxh3_64_intdigest(stored)
+                if computed != xxh3:                                            # X2
+                    fail(CHECKSUM, f"tensor {quote(t['name'])} chunk {k} [{hexq(off)},{hexq(off + size)}) "
+                                   f"checksum mismatch: stored {hexq(xxh3)}, computed {hexq(computed)}")
+                try:
+                    h.update(decode_chunk(codec, stored, min(c, d - k * c)))
+                except Undecodable as e:                                        # X3
+                    fail(CORRUPT_DATA, f"tensor {quote(t['name'])} chunk {k}: {e}")
+                off += size
+        else:
+            left = t["size"]
+            while left:
+                piece = read_exact(f, off, min(left, 1 << 20), t)
+                h.update(piece)
+                left -= len(piece)
+                off += len(piece)
         if h.intdigest() != t["xxh3"]:
             fail(CHECKSUM, f"tensor {quote(t['name'])} checksum mismatch: stored {hexq(t['xxh3'])}, computed {hexq(h.intdigest())}")
 
@@ -724,9 +1236,11 @@ def offset_alignment(offset):
 def summary(path, file_size, pre, hdr, verify):
     comps = hdr["components"]
     counts = [[0, 0] for _ in comps]
+    decoded = sum(t["decoded_size"] for t in hdr["tensors"])
+    stored = sum(t["size"] for t in hdr["tensors"])
     for t in hdr["tensors"]:
         counts[t["component"]][0] += 1
-        counts[t["component"]][1] += t["size"]
+        counts[t["component"]][1] += t["decoded_size"]
     return {
         "file": path,
         "file_size": file_size,
@@ -751,7 +1265,8 @@ def summary(path, file_size, pre, hdr, verify):
                 "dtype": DTYPES[t["dtype"]][0],
                 "shape": t["shape"],
                 "numel": t["numel"],
-                "bytes": t["size"],
+                "bytes": t["decoded_size"],
+                "encoding": encoding_summary(t),
                 "offset": pre["data_offset"] + t["offset"],
                 "alignment": offset_alignment(pre["data_offset"] + t["offset"]),
                 "component": text(comps[t["component"]]["name"]),
@@ -759,8 +1274,22 @@ def summary(path, file_size, pre, hdr, verify):
             }
             for t in hdr["tensors"]
         ],
+        "tensor_bytes": {"decoded": decoded, "stored": stored, "ratio": stored / decoded if decoded else 1.0},
         "verified": verify,
     }
+
+
+def encoding_summary(t):
+    """How a tensor is stored, as `mpk inspect --json` prints it: encoding name, stored bytes, stored /
+    decoded; for a chunked tensor its chunk size and how many chunks each codec stores (§7.9)."""
+    d = t["decoded_size"]
+    out = {"name": "chunked" if t["encoding"] == ENCODING_CHUNKED else "raw", "stored_bytes": t["size"],
+           "ratio": t["size"] / d if d else 1.0}
+    if t["encoding"] == ENCODING_CHUNKED:
+        out["chunk_size"] = t["chunk_size"]
+        out["chunks"] = {name: sum(1 for ch in t["chunks"] if ch[2] == codec)
+                         for name, codec in (("raw", CHUNK_RAW), ("zstd", CHUNK_ZSTD), ("planes", CHUNK_PLANES))}
+    return out
 
 
 def main(argv=None):

@@ -223,7 +223,7 @@ TEST_CASE("hostile stored chunks: an error naming what is wrong, never a crash",
   const size_t plane1 = mpk::codec::planes_header_size(2) + 5000;
   REQUIRE(uint8_t(bad[7]) == 2);
   bad[plane1] = std::byte(uint8_t(bad[plane1]) | 0x80);
-  CHECK(contains(decode(ChunkCodec::Planes, bad).message(), "only order 0/1"));
+  CHECK(contains(decode(ChunkCodec::Planes, bad).message(), "only order-1 0x01"));
   // Every truncation, and every single-bit flip of the first 64 bytes and of a sample beyond.
   for (size_t cut = 0; cut < e.bytes.size(); ++cut) {
     std::vector<std::byte> t(e.bytes.begin(), e.bytes.begin() + ptrdiff_t(cut));
