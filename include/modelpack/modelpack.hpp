@@ -335,7 +335,8 @@ struct Compression {
   uint32_t chunk_size = kDefaultChunkBytes;  // decoded bytes per chunk, 1 .. MPK_MAX_CHUNK_BYTES (rounded
                                            // down to a whole number of the dtype's blocks)
   double min_decode_gbps = 0;              // Auto/Float: modelled decode-speed floor per core (0 = none)
-  unsigned threads = 0;                    // encoding threads (0: one per core)
+  unsigned threads = 0;                    // encoding threads (0: one per core); the writer holds about
+                                           // 2 x threads x chunk_size bytes of pending input
   uint64_t min_tensor_bytes = 4096;        // smaller tensors stay raw
   bool verify = true;                      // decode every encoded chunk and compare before writing it
 };

@@ -237,7 +237,7 @@ struct WriterImpl {
     work(0);
     for (auto &th : pool) th.join();
     for (size_t k = 0; k < n; ++k) {
-      if (!errors[k]) return errors[k];
+      if (!errors[k]) return io(errors[k]);  // part of the tensor is written: the writer is finished
       const codec::EncodedChunk &e = encoded[k];
       std::span<const std::byte> stored =
           e.codec == codec::ChunkCodec::Raw
