@@ -6,6 +6,7 @@
 #include "format/preamble.hpp"
 #include "io/file.hpp"
 #include "model/internal.hpp"
+#include "parallel.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -425,33 +426,14 @@ Result<std::shared_ptr<std::byte>> ModelImpl::decoded(size_t i) const {
   for (size_t k = 0, pos = x->offset(); k < nchunks; pos += x->chunks()->Get(fbs::uoffset_t(k))->size(), ++k)
     at[k] = pos;
   unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  unsigned threads = decode_threads ? std::min(decode_threads, 2 * cores) : cores;
-  threads = unsigned(std::min<size_t>(threads, nchunks));
-  std::atomic<size_t> next{0}, first_bad{nchunks};
-  std::vector<Status> errors(nchunks);
-  auto work = [&] {
-    codec::Scratch scratch;
-    std::vector<std::byte> tmp;
-    for (size_t k; (k = next.fetch_add(1)) < nchunks;) {
-      if (k > first_bad.load(std::memory_order_relaxed)) break;
+  const unsigned threads = decode_threads ? std::min(decode_threads, 2 * cores) : cores;
+  Status st = run_items(nchunks, threads, [&] {
+    return [&, scratch = std::make_shared<codec::Scratch>(), tmp = std::vector<std::byte>()](size_t k) mutable {
       const uint64_t lo = uint64_t(k) * c;
-      Status s = decode_chunk(x, k, at[k], {buf.get() + lo, size_t(std::min(c, n - lo))}, scratch, tmp);
-      if (!s) {
-        errors[k] = std::move(s);
-        size_t cur = first_bad.load();
-        while (k < cur && !first_bad.compare_exchange_weak(cur, k)) {
-        }
-      }
-    }
-  };
-  std::vector<std::thread> pool;
-  try {
-    for (unsigned j = 1; j < threads; ++j) pool.emplace_back(work);
-  } catch (...) {  // fewer threads than asked: the ones started share the work
-  }
-  work();
-  for (auto &th : pool) th.join();
-  if (first_bad.load() < nchunks) return errors[first_bad.load()];
+      return decode_chunk(x, k, at[k], {buf.get() + lo, size_t(std::min(c, n - lo))}, *scratch, tmp);
+    };
+  });
+  if (!st) return st;
   std::lock_guard<std::mutex> lock(mu);
   auto it = cached.find(i);
   if (it != cached.end()) return it->second->buf;  // a racing decoder finished first
@@ -540,13 +522,8 @@ Status ModelImpl::verify_set(const std::vector<size_t> &which, unsigned threads,
   unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   threads = std::max(1u, std::min({threads, 2 * cores, unsigned(std::min<size_t>(which.size(), 1024))}));
   // Each worker takes the next tensor in file order; the first failure in file order is reported.
-  std::atomic<size_t> next{0};
-  std::vector<Status> errors(which.size());
-  std::atomic<size_t> first_bad{which.size()};
-  auto work = [&] {
-    std::vector<std::byte> scratch;
-    for (size_t k; (k = next.fetch_add(1)) < which.size();) {
-      if (k > first_bad.load(std::memory_order_relaxed)) break;
+  return run_items(which.size(), threads, [&] {
+    return [this, &which, &on_tensor, scratch = std::vector<std::byte>()](size_t k) mutable {
       Status s = hash_check(which[k], &scratch);
       if (s && on_tensor) {
         try {
@@ -555,26 +532,9 @@ Status ModelImpl::verify_set(const std::vector<size_t> &which, unsigned threads,
           s = fail(MPK_ERR_INTERNAL, "the verify progress callback threw an exception");
         }
       }
-      if (!s) {
-        errors[k] = std::move(s);
-        size_t cur = first_bad.load();
-        while (k < cur && !first_bad.compare_exchange_weak(cur, k)) {
-        }
-      }
-    }
-  };
-  // The calling thread works too; if the system refuses more threads, the ones started so far
-  // (possibly none) share the work.
-  std::vector<std::thread> pool;
-  try {
-    pool.reserve(threads - 1);
-    for (unsigned i = 1; i < threads; ++i) pool.emplace_back(work);
-  } catch (...) {
-  }
-  work();
-  for (auto &th : pool) th.join();
-  size_t bad = first_bad.load();
-  return bad < which.size() ? errors[bad] : Status();
+      return s;
+    };
+  });
 }
 
 // ---- Model ----

@@ -9,6 +9,7 @@
 #include "format/preamble.hpp"
 #include "io/file.hpp"
 #include "model/internal.hpp"
+#include "parallel.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -210,10 +211,10 @@ struct WriterImpl {
                                                        : codec::Codec::Auto;
     p.level = opts.compression.level;
     p.min_decode_gbps = opts.compression.min_decode_gbps;
-    std::vector<Status> errors(n);
-    std::atomic<size_t> next{0};
-    auto work = [&](unsigned t) {
-      for (size_t k; (k = next.fetch_add(1)) < n;) {
+    std::atomic<unsigned> slot{0};  // each thread's own scratch and check buffer
+    Status st = run_items(n, threads, [&] {
+      const unsigned t = slot.fetch_add(1);
+      return [&, t](size_t k) {
         std::span<const std::byte> in(pending.data() + k * c, size_t(k + 1 == n ? last_len : c));
         codec::EncodedChunk &e = encoded[k];
         Status s = codec::encode_chunk(cur.dtype, in, p, *scratch[t], e);
@@ -226,18 +227,11 @@ struct WriterImpl {
           if (!s) s = fail(MPK_ERR_INTERNAL, "tensor ", quote(cur.name), ": an encoded chunk failed its check (",
                            s.message(), "); please report this");
         }
-        errors[k] = std::move(s);
-      }
-    };
-    std::vector<std::thread> pool;
-    try {
-      for (unsigned t = 1; t < threads; ++t) pool.emplace_back(work, t);
-    } catch (...) {  // fewer threads than asked: the ones started share the work
-    }
-    work(0);
-    for (auto &th : pool) th.join();
+        return s;
+      };
+    });
+    if (!st) return io(st);  // nothing of this batch was written yet, but the tensor is incomplete
     for (size_t k = 0; k < n; ++k) {
-      if (!errors[k]) return io(errors[k]);  // part of the tensor is written: the writer is finished
       const codec::EncodedChunk &e = encoded[k];
       std::span<const std::byte> stored =
           e.codec == codec::ChunkCodec::Raw
