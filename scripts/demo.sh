@@ -57,17 +57,20 @@ npy_bytes=$(find "$out/npy" -name '*.npy' -printf '%s\n' | awk '{ s += $1 } END 
 npy_files=$(find "$out/npy" -name '*.npy' | wc -l)
 mpk_bytes=$(stat -c %s "$out/digits.mpk")
 
-step "5/6 mpk inspect, mpk verify"
+step "5/6 mpk inspect, mpk verify, mpk compress"
 timed "mpk inspect (open + print)" "$mpk" inspect "$out/digits.mpk"
 timed "mpk verify (full)" "$mpk" verify "$out/digits.mpk"
+timed "mpk compress" "$mpk" compress "$out/digits.mpk" "$out/digits.z.mpk"
+timed "mpk verify (compressed)" "$mpk" verify --mode full "$out/digits.z.mpk"
+z_bytes=$(stat -c %s "$out/digits.z.mpk")
 
-step "6/6 mpk extract, compare with the originals, re-run inference"
+step "6/6 mpk extract (from the compressed file), compare with the originals, re-run inference"
 mkdir -p "$out/extracted/model/fc1" "$out/extracted/model/fc2" "$out/extracted/data"
 timed "mpk extract model/fc1/weight" \
-  "$mpk" extract "$out/digits.mpk" model/fc1/weight -o "$out/extracted/model/fc1/weight.npy"
+  "$mpk" extract "$out/digits.z.mpk" model/fc1/weight -o "$out/extracted/model/fc1/weight.npy"
 # The other tensors, quietly.
 for name in model/fc1/bias model/fc2/weight model/fc2/bias data/test_x data/test_y data/label_names; do
-  "$mpk" extract "$out/digits.mpk" "$name" -o "$out/extracted/$name.npy" >/dev/null
+  "$mpk" extract "$out/digits.z.mpk" "$name" -o "$out/extracted/$name.npy" >/dev/null
 done
 echo "   (extracted the other 6 tensors the same way)"
 "$py" examples/demo/train_digits.py check "$out/npy" "$out/extracted"
@@ -75,6 +78,7 @@ echo "   (extracted the other 6 tensors the same way)"
 step "summary"
 printf '   %-28s %9s bytes in %d files\n' ".npy files" "$npy_bytes" "$npy_files"
 printf '   %-28s %9s bytes in 1 file (%s)\n' ".mpk file" "$mpk_bytes" "$out/digits.mpk"
+printf '   %-28s %9s bytes in 1 file (%s)\n' ".mpk file, compressed" "$z_bytes" "$out/digits.z.mpk"
 for t in "${timings[@]}"; do echo "   $t"; done
 echo
 echo "   try: $build/tools/mpk inspect --json $out/digits.mpk"
