@@ -130,7 +130,8 @@ struct ModelImpl {
   // The whole decoded tensor, from the cache or decoded now (chunks in parallel).
   Result<std::shared_ptr<std::byte>> decoded(size_t i) const;
   Result<std::span<const std::byte>> bytes(size_t i) const;
-  Status hash_check(size_t i, std::vector<std::byte> *scratch) const;
+  // Checks tensor i against its checksum; a compressed one is decoded by up to `inner` threads.
+  Status hash_check(size_t i, std::vector<std::byte> *scratch, unsigned inner = 1) const;
   Status verify_set(const std::vector<size_t> &which, unsigned threads,
                     const std::function<void(size_t)> &on_tensor = {}) const;
 };
@@ -484,22 +485,35 @@ Result<std::span<const std::byte>> ModelImpl::bytes(size_t i) const {
   return std::span<const std::byte>(it->second.get(), n);
 }
 
-Status ModelImpl::hash_check(size_t i, std::vector<std::byte> *scratch) const {
+Status ModelImpl::hash_check(size_t i, std::vector<std::byte> *scratch, unsigned inner) const {
   const fb::Tensor *x = t(i);
   uint64_t off = abs_offset(x), n = x->size(), computed;
   if (chunked(x)) {
-    // Every chunk: its stored checksum, then decoded into a buffer that is hashed and reused.
+    // Every chunk: its stored checksum, then decoded; the decoded bytes are hashed in order. With
+    // `inner` threads, batches of 2 x inner chunks decode in parallel into reused buffers.
     const uint64_t c = x->chunk_size(), d = decoded_size(x);
-    codec::Scratch cs;
-    std::vector<std::byte> out(size_t(std::min(c, d)));
-    Hasher64 h;
-    uint64_t at = x->offset();
     const size_t nchunks = x->chunks() ? x->chunks()->size() : 0;  // absent = empty (an empty tensor)
-    for (size_t k = 0; k < nchunks; ++k) {
-      const uint64_t len = std::min(c, d - uint64_t(k) * c);
-      if (Status s = decode_chunk(x, k, at, {out.data(), size_t(len)}, cs, *scratch); !s) return s;
-      h.update(out.data(), size_t(len));
-      at += x->chunks()->Get(fbs::uoffset_t(k))->size();
+    const size_t batch = std::max<size_t>(1, std::min<size_t>(nchunks, size_t(2) * std::max(1u, inner)));
+    std::vector<uint64_t> at(nchunks);
+    for (size_t k = 0, pos = x->offset(); k < nchunks; pos += x->chunks()->Get(fbs::uoffset_t(k))->size(), ++k)
+      at[k] = pos;
+    std::vector<std::vector<std::byte>> out(batch);
+    std::vector<std::unique_ptr<codec::Scratch>> cs(batch);
+    std::vector<std::vector<std::byte>> tmp(batch);
+    Hasher64 h;
+    for (size_t first = 0; first < nchunks; first += batch) {
+      const size_t m = std::min(batch, nchunks - first);
+      Status st = run_items(m, inner, [&] {
+        return [&](size_t j) {
+          const size_t k = first + j;
+          const uint64_t len = std::min(c, d - uint64_t(k) * c);
+          out[j].resize(size_t(len));
+          if (!cs[j]) cs[j] = std::make_unique<codec::Scratch>();
+          return decode_chunk(x, k, at[k], out[j], *cs[j], j == 0 ? *scratch : tmp[j]);
+        };
+      });
+      if (!st) return st;
+      for (size_t j = 0; j < m; ++j) h.update(out[j].data(), out[j].size());
     }
     computed = h.digest();
     if (computed != x->xxh3())
@@ -533,11 +547,14 @@ Status ModelImpl::verify_set(const std::vector<size_t> &which, unsigned threads,
   if (which.empty()) return {};
   // More threads than cores only adds contention; the cap also bounds what a caller can ask for.
   unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  threads = std::max(1u, std::min({threads, 2 * cores, unsigned(std::min<size_t>(which.size(), 1024))}));
+  threads = std::max(1u, std::min({threads, 2 * cores, 1024u}));
   // Each worker takes the next tensor in file order; the first failure in file order is reported.
-  return run_items(which.size(), threads, [&] {
-    return [this, &which, &on_tensor, scratch = std::vector<std::byte>()](size_t k) mutable {
-      Status s = hash_check(which[k], &scratch);
+  // Threads beyond the tensor count decode chunks inside each tensor.
+  const unsigned outer = unsigned(std::min<size_t>(threads, which.size()));
+  const unsigned inner = std::max(1u, threads / outer);
+  return run_items(which.size(), outer, [&] {
+    return [this, &which, &on_tensor, inner, scratch = std::vector<std::byte>()](size_t k) mutable {
+      Status s = hash_check(which[k], &scratch, inner);
       if (s && on_tensor) {
         try {
           on_tensor(which[k]);

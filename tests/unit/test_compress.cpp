@@ -324,3 +324,32 @@ TEST_CASE("every dtype (the extended ones too) round trips through compressed ch
     CHECK(std::memcmp(v->data.data(), it.data.data(), it.data.size()) == 0);
   }
 }
+
+TEST_CASE("full verification of one big compressed tensor uses several threads and reports the first bad chunk",
+          "[compress][threads]") {
+  TempDir dir;
+  std::vector<Item> items;
+  items.push_back({"big", MPK_DTYPE_BF16, {1 << 20}, make(MPK_DTYPE_BF16, 1 << 20, 77)});  // 32 chunks
+  write_model(dir / "one.mpk", items, codec(mpk::Codec::Auto));
+  auto m = mpk::Model::open(dir / "one.mpk");
+  REQUIRE(m.ok());
+  for (unsigned threads : {1u, 2u, 3u, 8u}) REQUIRE_OK(m->verify(mpk::Verify::Full, threads));
+  const auto info = m->info(0);
+  REQUIRE(info.chunk_count == 32);
+  // Damage two chunks (the 6th and the last): every thread count names the same, earlier one.
+  auto bytes = read_file(dir / "one.mpk");
+  const uint64_t per = info.stored_bytes / 32;  // chunks compress alike: ~per bytes each
+  bytes[info.offset + 5 * per + per / 2] ^= 0x01;
+  bytes[info.offset + info.stored_bytes - 3] ^= 0x01;
+  write_file(dir / "bad.mpk", bytes);
+  auto bad = mpk::Model::open(dir / "bad.mpk");
+  REQUIRE(bad.ok());
+  std::string first;
+  for (unsigned threads : {1u, 2u, 3u, 8u}) {
+    const mpk::Status s = bad->verify(mpk::Verify::Full, threads);
+    REQUIRE_CODE(s, MPK_ERR_CHECKSUM);
+    if (first.empty()) first = s.message();
+    CHECK(s.message() == first);
+  }
+  CHECK(first.find("chunk 5") != std::string::npos);
+}
