@@ -206,6 +206,7 @@ mpk_status mpk_model_open(mpk_model **out, const char *path, const mpk_open_opti
     cpp.threads = o.threads == 0 ? 1u : o.threads;
     if (o.reserved != 0) return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": opts->reserved must be 0");
     cpp.cache_bytes = o.cache_bytes;
+    if (o.max_decoded_tensor_bytes != 0) cpp.max_decoded_tensor_bytes = o.max_decoded_tensor_bytes;
     cpp.decode_threads = o.decode_threads;
     cpp.max_header_bytes = o.max_header_bytes == 0 ? MPK_DEFAULT_MAX_HEADER_BYTES
                                                    : o.max_header_bytes;

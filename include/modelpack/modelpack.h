@@ -253,13 +253,16 @@ typedef struct mpk_open_options {
   /* Appended in 0.2 (compressed tensors, format 1.2): */
   uint64_t cache_bytes;       /* decoded compressed tensors kept for later calls, least recently used
                                  out first; MPK_DEFAULT_CACHE_BYTES by default, 0 = keep nothing */
+  uint64_t max_decoded_tensor_bytes; /* largest compressed tensor mpk_model_tensor_data decodes
+                                 whole (MPK_ERR_LIMIT above); 0 = MPK_DEFAULT_MAX_DECODED_TENSOR_BYTES */
   uint32_t decode_threads;    /* threads decoding one tensor's chunks; 0 = one per core */
   uint32_t reserved;          /* must be 0 */
 } mpk_open_options;
 
 #define MPK_DEFAULT_CACHE_BYTES (UINT64_C(1) << 30)
+#define MPK_DEFAULT_MAX_DECODED_TENSOR_BYTES (UINT64_C(1) << 36) /* 64 GiB */
 #define MPK_OPEN_OPTIONS_INIT \
-  { sizeof(mpk_open_options), MPK_ACCESS_MAP, MPK_VERIFY_HEADER, 0, 0, MPK_DEFAULT_CACHE_BYTES, 0, 0 }
+  { sizeof(mpk_open_options), MPK_ACCESS_MAP, MPK_VERIFY_HEADER, 0, 0, MPK_DEFAULT_CACHE_BYTES, 0, 0, 0 }
 /* The same defaults as MPK_OPEN_OPTIONS_INIT, for callers that cannot use the macro (FFI).
  * struct_size is sizeof(mpk_open_options) as the caller compiled it: exactly struct_size bytes are
  * written (the defaults this library knows, zeros for any newer fields beyond them) and

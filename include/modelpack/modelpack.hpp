@@ -199,6 +199,11 @@ struct OpenOptions {
   uint64_t cache_bytes = uint64_t(1) << 30;
   // Threads that decode the chunks of one tensor (0: one per core). Raw tensors are never copied.
   unsigned decode_threads = 0;
+  // Largest compressed tensor tensor() decodes as a whole (MPK_ERR_LIMIT above it). A compressed
+  // file can declare far more decoded bytes than it stores (a few KiB of zstd can claim GiBs), so
+  // a hostile file must not make the reader allocate without bound; read() of a slice and verify()
+  // work chunk by chunk and are not limited.
+  uint64_t max_decoded_tensor_bytes = MPK_DEFAULT_MAX_DECODED_TENSOR_BYTES;
 };
 
 enum class Encoding : uint8_t { Raw = 0, Chunked = 1 };

@@ -68,6 +68,7 @@ struct ModelImpl {
     uint64_t n;
   };
   uint64_t cache_bytes = 0;
+  uint64_t max_decoded = 0;
   unsigned decode_threads = 0;
   mutable std::list<Decoded> lru;
   mutable std::unordered_map<size_t, std::list<Decoded>::iterator> cached;
@@ -426,6 +427,10 @@ Result<std::shared_ptr<std::byte>> ModelImpl::decoded(size_t i) const {
   }
   const fb::Tensor *x = t(i);
   const uint64_t n = decoded_size(x), c = x->chunk_size();
+  if (n > max_decoded)
+    return fail(MPK_ERR_LIMIT, "tensor ", quote(sv(x->name())), " decodes to ", n, " bytes, over the ", max_decoded,
+                "-byte limit for decoding a compressed tensor whole (OpenOptions::max_decoded_tensor_bytes; "
+                "read() decodes slices)");
   AlignedBuf raw = aligned_buffer(n, alignment);
   if (!raw) return fail(MPK_ERR_NO_MEMORY, "cannot allocate ", n, " bytes to decode tensor ", quote(sv(x->name())));
   std::shared_ptr<std::byte> buf(raw.release(), FreeDeleter{});
@@ -585,6 +590,7 @@ Result<Model> Model::open(const std::string &path, const OpenOptions &options) {
   m.file = std::move(file.value());
   m.access = options.access;
   m.cache_bytes = options.cache_bytes;
+  m.max_decoded = options.max_decoded_tensor_bytes;
   m.decode_threads = options.decode_threads;
   uint64_t size = m.file.size();
 

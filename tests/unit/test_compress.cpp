@@ -353,3 +353,27 @@ TEST_CASE("full verification of one big compressed tensor uses several threads a
   }
   CHECK(first.find("chunk 5") != std::string::npos);
 }
+
+TEST_CASE("a compressed tensor that decodes to more than the limit is refused whole, readable in slices",
+          "[compress][hostile]") {
+  // Zeros: 4 MiB decode from a few hundred stored bytes, as a hostile "decompression bomb" would.
+  TempDir dir;
+  std::vector<Item> items;
+  items.push_back({"zeros", MPK_DTYPE_F32, {1 << 20}, std::vector<std::byte>(4u << 20)});
+  write_model(dir / "z.mpk", items, codec(mpk::Codec::Auto));
+  mpk::OpenOptions oo;
+  oo.max_decoded_tensor_bytes = (4u << 20) - 1;
+  auto m = mpk::Model::open(dir / "z.mpk", oo);
+  REQUIRE(m.ok());
+  CHECK(m->info(0).stored_bytes < 4096);
+  const mpk::Status s = m->tensor("zeros").status();
+  REQUIRE_CODE(s, MPK_ERR_LIMIT);
+  CHECK(s.message().find("max_decoded_tensor_bytes") != std::string::npos);
+  std::vector<std::byte> part(1000, std::byte{1});
+  REQUIRE_OK(m->read(0, part, 123456));
+  CHECK(std::all_of(part.begin(), part.end(), [](std::byte b) { return b == std::byte{0}; }));
+  REQUIRE_OK(m->verify(mpk::Verify::Full));
+  oo.max_decoded_tensor_bytes = 4u << 20;
+  auto ok = mpk::Model::open(dir / "z.mpk", oo);
+  REQUIRE_OK(ok->tensor("zeros").status());
+}
