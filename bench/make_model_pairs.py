@@ -353,6 +353,8 @@ def peers_main(a):
     for dt in DTYPES:
         base = os.path.join(d, f"base.{dt}.mpk")
         for v in VARIANTS:
+            if a.pairs and f"{v}.{dt}" not in a.pairs.split(","):
+                continue
             new = os.path.join(d, f"{v}.{dt}.mpk")
             n = os.path.getsize(new)
             # zstd --long=W needs 2^W >= the base size to find matches anywhere in it; 31 is its maximum.
@@ -365,6 +367,8 @@ def peers_main(a):
                             ["xdelta3", "-f", "-d", "-s", base, "{P}", "{O}"]),
             }
             for tool, (enc, dec) in tools.items():
+                if tool not in a.tools.split(","):
+                    continue
                 pth = os.path.join(d, f"patch.{v}.{dt}.{tool}")
                 out = pth + ".out"
                 sub = lambda c: [x.replace("{P}", pth).replace("{O}", out) for x in c]  # noqa: E731
@@ -379,7 +383,7 @@ def peers_main(a):
                 results.append(r)
                 print(f"{r['pair']:>11} {dt:>4} {tool:>7}: {r['frac'] * 100:6.2f}% of {n} B; create {ct:6.1f} s "
                       f"{crss / 1024:6.0f} MiB; apply {at:5.1f} s {arss / 1024:6.0f} MiB; ok={ok}", flush=True)
-                with open(os.path.join(d, "peers.json"), "w") as f:
+                with open(os.path.join(d, a.json), "w") as f:
                     json.dump(results, f, indent=1)
 
 
@@ -512,6 +516,9 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--tools", default="zstd,bsdiff,xdelta3", help="peers: which tools (comma-separated)")
+    ap.add_argument("--pairs", default="", help="peers: only these pairs, e.g. ft.f32,lora.bf16 (default all)")
+    ap.add_argument("--json", default="peers.json", help="peers: output file name in OUTDIR")
     ap.add_argument("--base-steps", type=int, default=100000)
     ap.add_argument("--base-seconds", type=float, default=120)
     ap.add_argument("--ft-steps", type=int, default=300)
