@@ -17,7 +17,7 @@ namespace {
 constexpr size_t kConvertOptionsV1Size = 20;
 static_assert(offsetof(mpk_convert_options, npz_deflate) == kConvertOptionsV1Size,
               "mpk_convert_options fields are only ever appended");
-static_assert(offsetof(mpk_convert_options, threads) == 32 && sizeof(mpk_convert_options) == 40,
+static_assert(offsetof(mpk_convert_options, threads) == 32 && sizeof(mpk_convert_options) == 48,
               "mpk_convert_options fields are only ever appended");
 }  // namespace
 
@@ -60,6 +60,10 @@ mpk_status mpk_convert(const char *in, const char *out, const mpk_convert_option
     if (o.reserved != 0)
       return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": options.reserved must be 0");
     cpp.threads = o.threads;
+    if (o.codec > MPK_CODEC_FLOAT)
+      return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": unknown codec " + std::to_string(o.codec));
+    cpp.writer.compression.codec = static_cast<mpk::Codec>(o.codec);
+    if (o.level != 0) cpp.writer.compression.level = o.level;
     return check(mpk::convert(in, out, cpp));
   });
 }

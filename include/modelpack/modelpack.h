@@ -553,10 +553,12 @@ typedef struct mpk_convert_options {
                             transformers). Must be 0 for any other output. */
   uint32_t threads;      /* safetensors input: 0 = automatic (a reader thread for 8 MiB of tensor
                             data or more on 2+ CPUs), 1 = the calling thread only, more = 2 */
+  uint32_t codec;        /* .mpk output: mpk_codec compression (MPK_CODEC_NONE = raw, the default) */
+  int32_t level;         /* with a codec: effort 1..19; 0 = 3 */
   uint32_t reserved;     /* must be 0 */
 } mpk_convert_options;
 
-#define MPK_CONVERT_OPTIONS_INIT { sizeof(mpk_convert_options), MPK_FILE_AUTO, MPK_FILE_AUTO, 0, 0, 0, 0, 0, 0 }
+#define MPK_CONVERT_OPTIONS_INIT { sizeof(mpk_convert_options), MPK_FILE_AUTO, MPK_FILE_AUTO, 0, 0, 0, 0, 0, 0, 0, 0 }
 /* As mpk_open_options_init: writes exactly struct_size bytes of defaults. */
 MPK_API mpk_status mpk_convert_options_init(mpk_convert_options *opts, size_t struct_size);
 

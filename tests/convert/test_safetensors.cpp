@@ -1207,6 +1207,21 @@ TEST_CASE("one thread or two: the same .mpk, every tensor and the source checksu
   co.flags = MPK_WRITER_NO_FSYNC;
   CHECK(mpk_convert(in.c_str(), (dir / "c.mpk").c_str(), &co) == MPK_OK);
   CHECK(read_file(dir / "c.mpk") == one);
+  // Straight into a compressed .mpk: same content id, smaller file, every tensor readable.
+  co.codec = MPK_CODEC_AUTO;
+  co.level = 3;
+  CHECK(mpk_convert(in.c_str(), (dir / "cz.mpk").c_str(), &co) == MPK_OK);
+  {
+    auto raw = mpk::Model::open(dir / "c.mpk");
+    auto z = mpk::Model::open(dir / "cz.mpk", oo);
+    REQUIRE(z.ok());
+    CHECK(z->content_id() == raw->content_id());
+    CHECK(z->info(*z->find("c")).encoding == mpk::Encoding::Chunked);
+  }
+  co.codec = 7;
+  CHECK(mpk_convert(in.c_str(), (dir / "r.mpk").c_str(), &co) == MPK_ERR_INVALID_ARGUMENT);
+  CHECK(contains(mpk_last_error_message(), "codec"));
+  co.codec = MPK_CODEC_NONE;
   co.reserved = 1;
   CHECK(mpk_convert(in.c_str(), (dir / "r.mpk").c_str(), &co) == MPK_ERR_INVALID_ARGUMENT);
   CHECK(contains(mpk_last_error_message(), "reserved"));
