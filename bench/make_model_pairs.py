@@ -134,55 +134,9 @@ def train_main(a):
     import torch.nn as nn
     import torch.nn.functional as F
 
-    class Block(nn.Module):
-        def __init__(self, d, heads):
-            super().__init__()
-            self.heads = heads
-            self.ln1 = nn.LayerNorm(d)
-            self.qkv = nn.Linear(d, 3 * d)
-            self.proj = nn.Linear(d, d)
-            self.ln2 = nn.LayerNorm(d)
-            self.fc = nn.Linear(d, 4 * d)
-            self.fc_proj = nn.Linear(4 * d, d)
-
-        def forward(self, x, mask):
-            b, t, d = x.shape
-            h = self.heads
-            q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
-            q = q.view(b, t, h, d // h).transpose(1, 2)
-            k = k.view(b, t, h, d // h).transpose(1, 2)
-            v = v.view(b, t, h, d // h).transpose(1, 2)
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(d // h))
-            att = att.masked_fill(mask[:t, :t], float("-inf")).softmax(dim=-1)
-            y = (att @ v).transpose(1, 2).reshape(b, t, d)
-            x = x + self.proj(y)
-            return x + self.fc_proj(F.gelu(self.fc(self.ln2(x))))
-
-    class GPT(nn.Module):
-        def __init__(self, d, layers, heads, ctx, vocab=256):
-            super().__init__()
-            self.tok = nn.Embedding(vocab, d)
-            self.pos = nn.Embedding(ctx, d)
-            self.blocks = nn.ModuleList(Block(d, heads) for _ in range(layers))
-            self.ln_f = nn.LayerNorm(d)
-            self.head = nn.Linear(d, vocab, bias=False)
-            self.register_buffer("mask", torch.triu(torch.ones(ctx, ctx, dtype=torch.bool), 1), persistent=False)
-            for name, p in self.named_parameters():
-                if name.endswith("bias"):
-                    nn.init.zeros_(p)
-                elif ".ln" in name or name.startswith("ln_"):
-                    nn.init.ones_(p)
-                elif name.endswith("proj.weight"):
-                    nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * layers))
-                else:
-                    nn.init.normal_(p, 0.0, 0.02)
-
-        def forward(self, idx):
-            t = idx.shape[1]
-            x = self.tok(idx) + self.pos(torch.arange(t))
-            for blk in self.blocks:
-                x = blk(x, self.mask)
-            return self.head(self.ln_f(x))
+    # The same GPT as the codec benchmark's trained weights (one definition, in make_weights.py).
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from make_weights import GPT
 
     class LoRALinear(nn.Module):
         def __init__(self, base, r, alpha):

@@ -53,6 +53,13 @@ inline std::vector<std::byte> random_bytes(size_t n, uint64_t seed) {
   return v;
 }
 
+// f32 -> bf16 bits, round to nearest even (as torch; NaN payloads are not preserved: test data only).
+inline uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return uint16_t((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+
 inline std::vector<uint8_t> read_file(const std::string &path) {
   std::ifstream f(path, std::ios::binary);
   REQUIRE(f.good());

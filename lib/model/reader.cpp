@@ -119,6 +119,8 @@ struct ModelImpl {
   Status check_chunks(const fb::Tensor *x, std::string_view name, DType dtype, uint64_t decoded) const;
   static bool chunked(const fb::Tensor *x) { return x->encoding() == fb::Encoding::CHUNKED; }
   uint64_t decoded_size(const fb::Tensor *x) const;
+  // Data-section offset of each stored chunk of a chunked tensor (they lie back to back).
+  static std::vector<uint64_t> chunk_offsets(const fb::Tensor *x);
   // The stored bytes of chunk k (`at`: its data-section offset), checked against its checksum;
   // from the map, or read into `buf`.
   Result<std::span<const std::byte>> chunk_bytes(const fb::Tensor *x, size_t k, uint64_t at,
@@ -346,6 +348,17 @@ Status ModelImpl::check_chunks(const fb::Tensor *x, std::string_view name, DType
   return {};
 }
 
+std::vector<uint64_t> ModelImpl::chunk_offsets(const fb::Tensor *x) {
+  const size_t n = x->chunks() ? x->chunks()->size() : 0;  // absent = empty (an empty tensor)
+  std::vector<uint64_t> at(n);
+  uint64_t pos = x->offset();
+  for (size_t k = 0; k < n; ++k) {
+    at[k] = pos;
+    pos += x->chunks()->Get(fbs::uoffset_t(k))->size();
+  }
+  return at;
+}
+
 uint64_t ModelImpl::decoded_size(const fb::Tensor *x) const {
   if (!chunked(x)) return x->size();
   std::span<const uint64_t> shape;
@@ -435,9 +448,7 @@ Result<std::shared_ptr<std::byte>> ModelImpl::decoded(size_t i) const {
   if (!raw) return fail(MPK_ERR_NO_MEMORY, "cannot allocate ", n, " bytes to decode tensor ", quote(sv(x->name())));
   std::shared_ptr<std::byte> buf(raw.release(), FreeDeleter{});
   const size_t nchunks = x->chunks()->size();
-  std::vector<uint64_t> at(nchunks);
-  for (size_t k = 0, pos = x->offset(); k < nchunks; pos += x->chunks()->Get(fbs::uoffset_t(k))->size(), ++k)
-    at[k] = pos;
+  const std::vector<uint64_t> at = chunk_offsets(x);
   unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   const unsigned threads = decode_threads ? std::min(decode_threads, 2 * cores) : cores;
   Status st = run_items(nchunks, threads, [&] {
@@ -499,9 +510,7 @@ Status ModelImpl::hash_check(size_t i, std::vector<std::byte> *scratch, unsigned
     const uint64_t c = x->chunk_size(), d = decoded_size(x);
     const size_t nchunks = x->chunks() ? x->chunks()->size() : 0;  // absent = empty (an empty tensor)
     const size_t batch = std::max<size_t>(1, std::min<size_t>(nchunks, size_t(2) * std::max(1u, inner)));
-    std::vector<uint64_t> at(nchunks);
-    for (size_t k = 0, pos = x->offset(); k < nchunks; pos += x->chunks()->Get(fbs::uoffset_t(k))->size(), ++k)
-      at[k] = pos;
+    const std::vector<uint64_t> at = chunk_offsets(x);
     std::vector<std::vector<std::byte>> out(batch);
     std::vector<std::unique_ptr<codec::Scratch>> cs(batch);
     std::vector<std::vector<std::byte>> tmp(batch);

@@ -616,9 +616,10 @@ def case_compress(tmp):
     run("decompress", z, back, "--no-fsync", expect=0)
     with open(model, "rb") as f1, open(back, "rb") as f2:
         check(f1.read() == f2.read(), "decompress did not give back the packed file byte for byte")
-    for bad in (("--codec", "lz4"), ("--level", "0"), ("--level", "20"), ("--chunk-size", "65MiB")):
+    for bad in (("--codec", "lz4"), ("--level", "0"), ("--level", "20"), ("--chunk-size", "65MiB"),
+                ("--chunk-size", "lots")):
         code, _, e = run("compress", model, os.path.join(tmp, "x.mpk"), *bad)
-        check(code != 0 and not os.path.exists(os.path.join(tmp, "x.mpk")), f"compress {bad}: {code} {e!r}")
+        check(code == 2 and not os.path.exists(os.path.join(tmp, "x.mpk")), f"compress {bad}: {code} {e!r}")
     # A damaged chunk: decompress refuses with the tensor and chunk named, and writes nothing.
     blob = bytearray(open(z, "rb").read())
     w = next(t for t in j2["tensors"] if t["name"] == "w")

@@ -23,11 +23,6 @@ namespace {
 
 bool contains(const std::string &hay, const std::string &needle) { return hay.find(needle) != std::string::npos; }
 
-uint16_t to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return uint16_t((u + 0x7fff + ((u >> 16) & 1)) >> 16);
-}
 uint16_t to_f16(float f) {  // round to nearest for normal numbers in the f16 range (enough here)
   uint32_t u;
   std::memcpy(&u, &f, 4);

@@ -20,10 +20,12 @@ int run_compress(const CompressArgs &args) {
     o.compression.threads = args.threads;
     o.compression.min_decode_gbps = args.min_decode_gbps;
     if (!args.chunk_size.empty()) {
-      auto size = safetensors::parse_size(args.chunk_size);
+      auto size = safetensors::parse_size(args.chunk_size);  // checked by the option's validator
       if (!size) return report(size.status());
-      if (*size > MPK_MAX_CHUNK_BYTES)
-        return report(Status(MPK_ERR_INVALID_ARGUMENT, "--chunk-size " + args.chunk_size + " is over 64 MiB"));
+      if (*size > MPK_MAX_CHUNK_BYTES) {
+        std::fprintf(stderr, "mpk: error: usage: --chunk-size %s is over 64MiB\n", args.chunk_size.c_str());
+        return kExitUsage;
+      }
       o.compression.chunk_size = uint32_t(*size);
     }
   }

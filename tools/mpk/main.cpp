@@ -66,6 +66,13 @@ int run(int argc, char **argv) {
         return {};
       },
       "POW2");
+  // Byte sizes (--max-shard-size, --chunk-size): "5GB", "2GiB", "1.5MB" or bytes; a usage error otherwise.
+  const CLI::Validator kSize(
+      [](std::string &v) -> std::string {
+        auto size = mpk::safetensors::parse_size(v);
+        return size ? std::string() : size.status().message();
+      },
+      "SIZE");
 
   PackArgs pack;
   CLI::App *c_pack = app.add_subcommand(
@@ -148,12 +155,7 @@ int run(int argc, char **argv) {
                         "of at most SIZE (5GB, 500MB, 2GiB, 1.5GB or bytes; GB = 10^9, GiB = 2^30; a bigger "
                         "tensor gets a shard of its own), greedily in the model's tensor order as transformers "
                         "does. Default: the shards of a sharded import (same names and tensors), else 5GB")
-      ->check(CLI::Validator(
-          [](std::string &v) -> std::string {
-            auto size = mpk::safetensors::parse_size(v);
-            return size ? std::string() : size.status().message();
-          },
-          "SIZE"));
+      ->check(kSize);
 
   CompressArgs compress;
   CLI::App *c_compress = app.add_subcommand(
@@ -175,7 +177,8 @@ int run(int argc, char **argv) {
       ->capture_default_str()
       ->check(CLI::Range(0u, 1024u));
   c_compress->add_option("--chunk-size", compress.chunk_size,
-                         "decoded bytes per chunk (e.g. 1MiB, 256KiB; at most 64MiB). Default 1MiB");
+                         "decoded bytes per chunk (e.g. 1MiB, 256KiB; at most 64MiB). Default 1MiB")
+      ->check(kSize);
   c_compress->add_option("--min-decode-speed", compress.min_decode_gbps,
                          "GB/s per core that decoding must reach (modelled); slower plane codings are stored raw")
       ->check(CLI::Range(0.0, 1000.0));
