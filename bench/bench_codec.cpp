@@ -165,10 +165,13 @@ enum class Kind { Ours, Zstd, PlanesZstd };
 struct Scheme {
   Kind kind;
   int level;
-  bool sampled;  // only a sample of chunks (level 19)
+  bool sampled;            // only a sample of chunks (level 19)
+  bool read_soon = false;  // ours: decode with OutputUse::ReadSoon (ordinary stores) instead of Streaming
   std::string name() const {
     const std::string l = std::to_string(level);
-    return kind == Kind::Ours ? "ours_L" + l : kind == Kind::Zstd ? "zstd" + l : "planes_zstd" + l;
+    return kind == Kind::Ours ? "ours_L" + l + (read_soon ? "_readsoon" : "")
+           : kind == Kind::Zstd ? "zstd" + l
+                                : "planes_zstd" + l;
   }
 };
 
@@ -348,7 +351,9 @@ void decode_one(const Encoded &e, size_t k, Worker &w, std::byte *out) {
   const size_t n = e.input(k).size();
   switch (e.scheme.kind) {
     case Kind::Ours: {
-      if (auto s = decode_chunk(ChunkCodec(e.codec[k]), st, {out, n}, w.scratch); !s.ok())
+      // Streaming, as the reader decodes a whole tensor (Model::tensor) or a large read.
+      const auto use = e.scheme.read_soon ? OutputUse::ReadSoon : OutputUse::Streaming;
+      if (auto s = decode_chunk(ChunkCodec(e.codec[k]), st, {out, n}, w.scratch, use); !s.ok())
         die("decode_chunk: " + s.to_string());
       return;
     }
@@ -611,6 +616,9 @@ void register_all() {
           }
         }
         if (c != kMainChunk) continue;
+        const Scheme ours3_rs{Kind::Ours, 3, false, true};
+        reg("decode/" + ours3_rs.name() + "/" + tail + ct + "/threads:1",
+            [=](benchmark::State &st, const std::string &nm) { bm_decode(st, nm, data, dt, ours3_rs, c, 1); });
         for (int level : {1, 9}) {
           const Scheme o{Kind::Ours, level, false};
           reg("decode/" + o.name() + "/" + tail + ct + "/threads:1",

@@ -2,6 +2,8 @@
 //   decode/tensor/threads:N   Model::tensor() of one 128 MiB bf16 tensor (N(0, 0.02), Codec::Auto,
 //                             1 MiB chunks), cache off, decode_threads N: chunk checksums, decoding,
 //                             into a fresh 64-byte-aligned buffer (page faults included)
+//   decode/read_whole/fresh:F Model::read() of the whole tensor (1 thread) into a reused, faulted-in
+//                             buffer (F=0: streaming stores) or a fresh aligned_alloc one (F=1)
 //   decode/slice_64KiB        Model::read() of 64 KiB in the middle of the tensor: one chunk
 //   base/memcpy_fresh         memcpy of the same 128 MiB into a fresh aligned_alloc buffer
 //   base/raw_tensor_read      the same tensor stored raw, Access::Read: pread into a fresh buffer
@@ -61,6 +63,27 @@ void BM_tensor(benchmark::State &s) {
   if (std::memcmp(v->data.data(), g_data.data(), 2 * kElems) != 0) std::abort();
 }
 
+// Model::read() of the whole tensor into the caller's buffer: a reused (already faulted-in) one,
+// where decoding bypasses the caches (streaming stores), or a fresh one for every call.
+void BM_read_into(benchmark::State &s) {
+  const bool fresh = s.range(0) != 0;
+  mpk::OpenOptions oo;
+  oo.cache_bytes = 0;
+  auto m = mpk::Model::open(g_dir + "/z.mpk", oo);
+  if (!m) std::abort();
+  std::byte *reused = static_cast<std::byte *>(std::aligned_alloc(64, 2 * kElems));
+  std::memset(reused, 0, 2 * kElems);
+  for (auto _ : s) {
+    std::byte *dst = fresh ? static_cast<std::byte *>(std::aligned_alloc(64, 2 * kElems)) : reused;
+    if (!m->read(0, {dst, 2 * kElems}, 0).ok()) std::abort();
+    benchmark::DoNotOptimize(dst);
+    if (fresh) std::free(dst);
+  }
+  set_rate(s, 2 * kElems);
+  if (!m->read(0, {reused, 2 * kElems}, 0).ok() || std::memcmp(reused, g_data.data(), 2 * kElems) != 0) std::abort();
+  std::free(reused);
+}
+
 void BM_slice(benchmark::State &s) {
   auto m = mpk::Model::open(g_dir + "/z.mpk");
   std::vector<std::byte> dst(64 * 1024);
@@ -109,6 +132,7 @@ int main(int argc, char **argv) {
   write(g_dir + "/z.mpk", mpk::Codec::Auto);
   write(g_dir + "/raw.mpk", mpk::Codec::None);
   benchmark::RegisterBenchmark("decode/tensor", BM_tensor)->Arg(1)->Arg(2)->ArgName("threads")->UseRealTime()->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("decode/read_whole", BM_read_into)->Arg(0)->Arg(1)->ArgName("fresh")->UseRealTime()->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("decode/slice_64KiB", BM_slice)->UseRealTime();
   benchmark::RegisterBenchmark("base/memcpy_fresh", BM_memcpy_fresh)->UseRealTime()->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("base/raw_tensor_read", BM_raw_read)->UseRealTime()->Unit(benchmark::kMillisecond);

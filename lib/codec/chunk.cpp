@@ -4,11 +4,13 @@
 #include "common.hpp"
 
 #include <htscodecs/rANS_static4x16.h>
+#include <immintrin.h>
 #include <zstd.h>
 
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <new>
@@ -43,6 +45,38 @@ namespace {
 // rANS-Nx16 "order" byte flags (CRAM 3.1 codecs): the ones a plane stream may use.
 constexpr uint8_t kRansOrder1 = 0x01, kRansX32 = 0x04, kRansCat = 0x20;
 constexpr uint8_t kRansAllowed = kRansOrder1 | kRansX32 | kRansCat;
+
+// htscodecs' 32-way SIMD decoders, exported by libhtscodecs but not declared in its headers. Its
+// public rans_uncompress_to_4x16() picks one of them on every call by running CPUID three times;
+// inside a virtual machine each CPUID is a trap to the hypervisor, measured at ~5% of a 1 MiB
+// chunk's decode on this KVM guest. We pick the same decoder once and call it directly for the
+// plain streams we write (flags N32 or N32|order-1, size field present). Weak references: a
+// libhtscodecs without them leaves the pointers null and every stream takes the public path.
+extern "C" {
+using RansDecodeFn = unsigned char *(unsigned char *in, unsigned int in_size, unsigned char *out,
+                                     unsigned int out_size);
+__attribute__((weak)) RansDecodeFn rans_uncompress_O0_32x16_avx512, rans_uncompress_O1_32x16_avx512,
+    rans_uncompress_O0_32x16_avx2, rans_uncompress_O1_32x16_avx2;
+}
+
+struct RansDirect {
+  RansDecodeFn *order0 = nullptr, *order1 = nullptr;
+  RansDirect() {
+    __builtin_cpu_init();
+    // The same preference as htscodecs' own dispatch for decoding: AVX-512 (F), then AVX2.
+    if (__builtin_cpu_supports("avx512f") && rans_uncompress_O0_32x16_avx512 && rans_uncompress_O1_32x16_avx512) {
+      order0 = rans_uncompress_O0_32x16_avx512;
+      order1 = rans_uncompress_O1_32x16_avx512;
+    } else if (__builtin_cpu_supports("avx2") && rans_uncompress_O0_32x16_avx2 && rans_uncompress_O1_32x16_avx2) {
+      order0 = rans_uncompress_O0_32x16_avx2;
+      order1 = rans_uncompress_O1_32x16_avx2;
+    }
+  }
+};
+const RansDirect &rans_direct() {
+  static const RansDirect d;
+  return d;
+}
 
 // Grows `v` to at least n bytes without value-initialising on every call.
 void ensure(std::vector<std::byte> &v, size_t n) {
@@ -91,6 +125,56 @@ void join_t(const uint8_t *const *planes, size_t n, std::byte *out) {
 // The hot loops, compiled for AVX-512, AVX2 and the baseline, picked at load time.
 #define MPK_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
+// Non-temporal joins (OutputUse::Streaming) for the float widths, AVX-512BW only: whole 64-byte
+// stores from the first 64-byte boundary of `out`, the ends element by element.
+// GCC 12 warns "'__Y' may be used uninitialized" inside its own AVX-512 intrinsic headers here (a
+// known false positive of the unmasked forms); nothing of ours is uninitialised.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+template <class U, bool Rot>
+__attribute__((target("avx512bw,avx512f"))) void join_nt(const uint8_t *const *planes, size_t n, std::byte *out) {
+  constexpr size_t W = sizeof(U), kPerVec = 64 / W;
+  const uint8_t *p[W];
+  for (size_t j = 0; j < W; ++j) p[j] = planes[j];
+  auto one = [&](size_t i) {
+    U x = 0;
+    for (size_t j = 0; j < W; ++j) x |= U(U(p[j][i]) << (8 * j));
+    if constexpr (Rot) x = rotr1(x);
+    std::memcpy(out + i * W, &x, W);
+  };
+  size_t i = 0;
+  for (; i < n && (reinterpret_cast<uintptr_t>(out + i * W) & 63); ++i) one(i);
+  for (; i + kPerVec <= n; i += kPerVec) {
+    __m512i x;
+    if constexpr (W == 2) {
+      x = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p[0] + i)));
+      x = _mm512_or_si512(
+          x, _mm512_slli_epi16(_mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p[1] + i))), 8));
+      if constexpr (Rot) x = _mm512_or_si512(_mm512_srli_epi16(x, 1), _mm512_slli_epi16(x, 15));
+    } else {
+      static_assert(W == 4);
+      x = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p[0] + i)));
+      for (size_t j = 1; j < 4; ++j)
+        x = _mm512_or_si512(
+            x, _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p[j] + i))),
+                                 unsigned(8 * j)));
+      if constexpr (Rot) x = _mm512_ror_epi32(x, 1);
+    }
+    _mm512_stream_si512(reinterpret_cast<__m512i *>(out + i * W), x);
+  }
+  _mm_sfence();  // order the non-temporal stores before anything the caller does next
+  for (; i < n; ++i) one(i);
+}
+#pragma GCC diagnostic pop
+
+bool have_avx512bw() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512f");
+  }();
+  return yes;
+}
+
 MPK_CLONES void join2(const uint8_t *const *p, size_t n, std::byte *out, bool rot) {
   if (rot) join_t<uint16_t, true>(p, n, out);
   else join_t<uint16_t, false>(p, n, out);
@@ -129,7 +213,12 @@ void split(unsigned w, bool rot, const std::byte *in, size_t n, std::byte *plane
   }
 }
 
-void join(unsigned w, bool rot, const uint8_t *const *p, size_t n, std::byte *out) {
+void join(unsigned w, bool rot, const uint8_t *const *p, size_t n, std::byte *out, OutputUse use) {
+  if (use == OutputUse::Streaming && (w == 2 || w == 4) && n * w >= 4096 && have_avx512bw()) {
+    if (w == 2) rot ? join_nt<uint16_t, true>(p, n, out) : join_nt<uint16_t, false>(p, n, out);
+    else rot ? join_nt<uint32_t, true>(p, n, out) : join_nt<uint32_t, false>(p, n, out);
+    return;
+  }
   switch (w) {
     case 1:
       for (size_t i = 0; i < n; ++i) out[i] = std::byte(rot ? rotr1(p[0][i]) : p[0][i]);
@@ -413,9 +502,29 @@ Status decode_plane(PlaneMethod m, const std::byte *src, size_t size, uint8_t *d
       if (size > std::numeric_limits<unsigned>::max() || n > std::numeric_limits<unsigned>::max() / 2)
         return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": rANS stream too large");
       if (Status s = check_rans_header(src, size, j); !s.ok()) return s;
-      unsigned got = unsigned(n);
       // htscodecs takes non-const pointers but does not write to its input.
       auto *in = reinterpret_cast<unsigned char *>(const_cast<std::byte *>(src));
+      const uint8_t flags = uint8_t(src[0]);
+      const RansDirect &direct = rans_direct();
+      if ((flags == kRansX32 || flags == (kRansX32 | kRansOrder1)) && direct.order0) {
+        // What rans_uncompress_to_4x16 does for such a stream: the flags byte, the decoded size as a
+        // uint7 (7-bit groups, most significant first, high bit = more), then the rANS data.
+        size_t at = 1;
+        uint64_t osz = 0;
+        for (int k = 0;; ++k) {
+          if (at >= size || k == 5) return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": rANS stream ends in its header");
+          const uint8_t b = uint8_t(src[at++]);
+          osz = (osz << 7) | (b & 0x7f);
+          if (!(b & 0x80)) break;
+        }
+        if (osz != n) return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": rANS stream holds ", osz, " bytes, not ", n);
+        if (at == size) return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": rANS stream has no data");
+        RansDecodeFn *fn = (flags & kRansOrder1) ? direct.order1 : direct.order0;
+        if (!fn(in + at, unsigned(size - at), dst, unsigned(n)))
+          return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": the rANS stream does not decode");
+        return {};
+      }
+      unsigned got = unsigned(n);
       if (!rans_uncompress_to_4x16(in, unsigned(size), dst, &got))
         return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": the rANS stream does not decode");
       if (got != n) return fail(MPK_ERR_CORRUPT_DATA, "plane ", j, ": rANS stream holds ", got, " bytes, not ", n);
@@ -429,7 +538,7 @@ Status decode_plane(PlaneMethod m, const std::byte *src, size_t size, uint8_t *d
 }  // namespace
 
 Status decode_chunk(ChunkCodec codec, std::span<const std::byte> stored, std::span<std::byte> out,
-                    Scratch &scratch) {
+                    Scratch &scratch, OutputUse use) {
   try {
     switch (codec) {
       case ChunkCodec::Raw:
@@ -499,7 +608,7 @@ Status decode_chunk(ChunkCodec codec, std::span<const std::byte> stored, std::sp
         return s;
       src[j] = dst;
     }
-    join(w, rot, src.data(), n, out.data());
+    join(w, rot, src.data(), n, out.data(), use);
     return {};
   } catch (const std::bad_alloc &) {
     return fail(MPK_ERR_NO_MEMORY, "out of memory decoding a chunk of ", out.size(), " bytes");

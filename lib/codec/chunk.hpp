@@ -93,13 +93,20 @@ struct EncodedChunk {
 Status encode_chunk(DType dtype, std::span<const std::byte> in, const EncodeParams &params, Scratch &scratch,
                     EncodedChunk &out);
 
+// Where decoded bytes go next. Streaming: the caller does not read them back soon (a whole
+// tensor decoded into a fresh buffer); the plane join then writes with non-temporal stores, which
+// skip reading the destination's cache lines first (decode ~20% faster per core on this machine,
+// BENCHMARKS.md) but leave the bytes outside the caches. ReadSoon (hashing, comparing, copying
+// out of a scratch buffer): ordinary stores.
+enum class OutputUse { ReadSoon, Streaming };
+
 // Decodes `stored` (a chunk stored with `codec`) into exactly `out.size()` bytes. Any
 // inconsistency - an unknown codec, method or transform, a width that does not divide the size,
 // plane sizes that do not tile `stored`, a zstd or rANS stream that fails or yields another size -
 // is MPK_ERR_CORRUPT_DATA with a message saying what; `out` is then unspecified. Safe on hostile
 // input (bounds-checked; the codec libraries are given exact output capacities).
 Status decode_chunk(ChunkCodec codec, std::span<const std::byte> stored, std::span<std::byte> out,
-                    Scratch &scratch);
+                    Scratch &scratch, OutputUse use = OutputUse::ReadSoon);
 
 // Describes a stored chunk for `mpk inspect`: "raw", "zstd", "planes rot1 w2 [rans0,raw]".
 std::string describe_chunk(ChunkCodec codec, std::span<const std::byte> stored);

@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <thread>
+#include <unistd.h>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -31,6 +32,21 @@ constexpr int kPopulateWrite = MADV_POPULATE_WRITE;
 #else
 constexpr int kPopulateWrite = 23;  // Linux 5.14
 #endif
+
+// Whether every page of [p, p + n) is resident (mincore); false when it cannot tell.
+bool resident(const void *p, size_t n) {
+  static const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t b = reinterpret_cast<uintptr_t>(p) & ~(page - 1),
+                  e = (reinterpret_cast<uintptr_t>(p) + n + page - 1) & ~(page - 1);
+  unsigned char vec[512];  // 512 pages at a time
+  for (uintptr_t at = b; at < e; at += sizeof vec * page) {
+    const size_t len = std::min<uintptr_t>(e - at, sizeof vec * page);
+    if (::mincore(reinterpret_cast<void *>(at), len, vec) != 0) return false;
+    for (size_t k = 0; k < len / page; ++k)
+      if (!(vec[k] & 1)) return false;
+  }
+  return true;
+}
 
 struct FreeDeleter {
   void operator()(void *p) const { std::free(p); }
@@ -127,7 +143,8 @@ struct ModelImpl {
                                                  std::vector<std::byte> &buf) const;
   // Decodes chunk k of tensor x (stored at `at`) into `out` (its decoded length).
   Status decode_chunk(const fb::Tensor *x, size_t k, uint64_t at, std::span<std::byte> out,
-                      codec::Scratch &scratch, std::vector<std::byte> &buf) const;
+                      codec::Scratch &scratch, std::vector<std::byte> &buf,
+                      codec::OutputUse use = codec::OutputUse::ReadSoon) const;
   // Decoded bytes [a, a + dst.size()) of a chunked tensor, decoding only the chunks they touch.
   Status read_chunked(size_t i, uint64_t a, std::span<std::byte> dst) const;
   // The whole decoded tensor, from the cache or decoded now (chunks in parallel).
@@ -386,11 +403,11 @@ Result<std::span<const std::byte>> ModelImpl::chunk_bytes(const fb::Tensor *x, s
 }
 
 Status ModelImpl::decode_chunk(const fb::Tensor *x, size_t k, uint64_t at, std::span<std::byte> out,
-                               codec::Scratch &scratch, std::vector<std::byte> &buf) const {
+                               codec::Scratch &scratch, std::vector<std::byte> &buf, codec::OutputUse use) const {
   auto stored = chunk_bytes(x, k, at, buf);
   if (!stored) return stored.status();
   const auto codec = codec::ChunkCodec(x->chunks()->Get(fbs::uoffset_t(k))->codec());
-  if (Status s = codec::decode_chunk(codec, *stored, out, scratch); !s)
+  if (Status s = codec::decode_chunk(codec, *stored, out, scratch, use); !s)
     return fail(s.code(), "tensor ", quote(sv(x->name())), " chunk ", k, ": ", s.message());
   return {};
 }
@@ -413,12 +430,18 @@ Status ModelImpl::read_chunked(size_t i, uint64_t a, std::span<std::byte> dst) c
   for (size_t k = 0; k < first; ++k) at += x->chunks()->Get(fbs::uoffset_t(k))->size();
   codec::Scratch scratch;
   std::vector<std::byte> buf, whole;
+  // A large read outgrows the caches before the caller gets to it, so a chunk decoded in place
+  // may bypass them (OutputUse::Streaming, ~20% faster per core) - but only into pages already
+  // resident: a page faulted in by the decode itself is zeroed through the cache by the kernel,
+  // and then ordinary stores are faster (BENCHMARKS.md, "Streaming stores").
+  const bool large = dst.size() >= (size_t(8) << 20);
   for (size_t k = first; k <= last; ++k) {
     const uint64_t lo = uint64_t(k) * c, len = std::min(c, decoded - lo);
     const uint64_t from = std::max(a, lo), to = std::min(b, lo + len);
     std::byte *out = dst.data() + (from - a);
     if (from == lo && to == lo + len) {  // the whole chunk is wanted: decode in place
-      if (Status s = decode_chunk(x, k, at, {out, size_t(len)}, scratch, buf); !s) return s;
+      const auto use = large && resident(out, size_t(len)) ? codec::OutputUse::Streaming : codec::OutputUse::ReadSoon;
+      if (Status s = decode_chunk(x, k, at, {out, size_t(len)}, scratch, buf, use); !s) return s;
     } else {
       whole.resize(size_t(len));
       if (Status s = decode_chunk(x, k, at, whole, scratch, buf); !s) return s;
@@ -460,6 +483,8 @@ Result<std::shared_ptr<std::byte>> ModelImpl::decoded(size_t i) const {
       const auto b = reinterpret_cast<uintptr_t>(buf.get() + lo), e = b + len;
       const uintptr_t pb = (b + 4095) & ~uintptr_t(4095), pe = e & ~uintptr_t(4095);
       if (pe > pb) (void)::madvise(reinterpret_cast<void *>(pb), pe - pb, kPopulateWrite);
+      // Ordinary stores: the populate just zeroed these pages through the cache, so they are
+      // there to be written (streaming stores measured 10% slower here, BENCHMARKS.md).
       return decode_chunk(x, k, at[k], {buf.get() + lo, len}, *scratch, tmp);
     };
   });

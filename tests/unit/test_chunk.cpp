@@ -7,6 +7,7 @@
 
 #include "testutil.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -219,6 +220,14 @@ TEST_CASE("hostile stored chunks: an error naming what is wrong, never a crash",
   REQUIRE(uint8_t(bad[7]) == 2);
   bad[plane1] = std::byte(uint8_t(bad[plane1]) | 0x80);
   CHECK(contains(decode(ChunkCodec::Planes, bad).message(), "only order-1 0x01"));
+  // The stream's own size field (uint7 after the flags: 5000 = 0xa7 0x08) must match the plane.
+  bad = e.bytes;
+  REQUIRE(uint8_t(bad[plane1]) == 0x04);  // N32, order 0: the SIMD decoder called directly
+  REQUIRE((uint8_t(bad[plane1 + 1]) == 0xa7 && uint8_t(bad[plane1 + 2]) == 0x08));
+  bad[plane1 + 2] = std::byte{0x07};
+  CHECK(contains(decode(ChunkCodec::Planes, bad).message(), "plane 1: rANS stream holds 4999 bytes, not 5000"));
+  bad[plane1 + 1] = std::byte{0x80};  // a leading zero group: still 7 (CRAMcodecs allows it)
+  CHECK(contains(decode(ChunkCodec::Planes, bad).message(), "holds 7 bytes"));
   // Every truncation, and every single-bit flip of the first 64 bytes and of a sample beyond.
   for (size_t cut = 0; cut < e.bytes.size(); ++cut) {
     std::vector<std::byte> t(e.bytes.begin(), e.bytes.begin() + ptrdiff_t(cut));
@@ -246,8 +255,9 @@ TEST_CASE("hostile stored chunks: an error naming what is wrong, never a crash",
 
 TEST_CASE("the vector join and the portable one give the same bytes at every alignment and size", "[chunk]") {
   // Planes chunks of f32/bf16/i32/u16 decoded into buffers at offsets 0..70 from a 64-byte boundary,
-  // sizes around the vector width: the AVX-512 path (streaming stores, aligned part) and the
-  // portable loops (head, tail, misaligned outputs) must agree with the input.
+  // sizes around the vector width, with ordinary and streaming stores: the AVX-512 path
+  // (OutputUse::Streaming, non-temporal stores on the 64-byte-aligned part), the auto-vectorised
+  // join and the element loops (head, tail) must agree with the input and write nothing else.
   for (mpk::DType dt : {MPK_DTYPE_BF16, MPK_DTYPE_F32, MPK_DTYPE_I32, MPK_DTYPE_U16}) {
     const size_t es = mpk::dtype_size(dt);
     for (size_t n : {size_t(4096), size_t(4097), size_t(4159), size_t(10000), size_t(65536 + 13)}) {
@@ -260,13 +270,19 @@ TEST_CASE("the vector join and the portable one give the same bytes at every ali
       if (e.codec == ChunkCodec::Raw) continue;
       std::vector<std::byte> big(in.size() + 256);
       auto *base = reinterpret_cast<std::byte *>((reinterpret_cast<uintptr_t>(big.data()) + 63) & ~uintptr_t(63));
-      for (size_t off : {size_t(0), size_t(1), es, size_t(16), size_t(62), size_t(64) + es}) {
-        INFO(mpk::dtype_name(dt) << " n " << n << " offset " << off);
-        std::span<std::byte> out(base + off, in.size());
-        std::fill(out.begin(), out.end(), std::byte{0xcd});
-        REQUIRE_OK(mpk::codec::decode_chunk(e.codec, e.bytes, out, s));
-        CHECK(std::equal(out.begin(), out.end(), in.begin()));
-      }
+      for (auto use : {mpk::codec::OutputUse::ReadSoon, mpk::codec::OutputUse::Streaming})
+        for (size_t off : {size_t(0), size_t(1), es, size_t(16), size_t(62), size_t(64) + es}) {
+          INFO(mpk::dtype_name(dt) << " n " << n << " offset " << off << " streaming "
+                                   << (use == mpk::codec::OutputUse::Streaming));
+          std::fill(big.begin(), big.end(), std::byte{0xcd});
+          std::span<std::byte> out(base + off, in.size());
+          REQUIRE_OK(mpk::codec::decode_chunk(e.codec, e.bytes, out, s, use));
+          CHECK(std::equal(out.begin(), out.end(), in.begin()));
+          // Not a byte written outside `out` (the vector stores cover whole 64-byte lines).
+          CHECK(std::all_of(big.data(), out.data(), [](std::byte b) { return b == std::byte{0xcd}; }));
+          CHECK(std::all_of(out.data() + out.size(), big.data() + big.size(),
+                            [](std::byte b) { return b == std::byte{0xcd}; }));
+        }
     }
   }
 }
