@@ -94,12 +94,13 @@ extern "C" {
 #define MPK_ABI_VERSION 0
 /* The container format this library writes (and the newest it reads). */
 #define MPK_FORMAT_MAJOR 1
-#define MPK_FORMAT_MINOR 2
+#define MPK_FORMAT_MINOR 3
 
 /* Feature bits (docs/FORMAT.md 4.2, 15.4). Incompatible: a reader without the feature refuses the
  * file. Set by the writer itself. */
 #define MPK_FEATURE_COMPRESSED_TENSORS (UINT64_C(1) << 0) /* chunked, compressed tensors (format 1.2) */
 #define MPK_FEATURE_EXTENDED_DTYPES (UINT64_C(1) << 1) /* dtypes 14.. (f8, f6, f4, c64, q4_0, ...) */
+#define MPK_FEATURE_PATCH (UINT64_C(1) << 3) /* a delta patch: the tensors are payloads (format 1.3) */
 /* Largest decoded chunk of a compressed tensor (FORMAT.md 7.9, rule K2). */
 #define MPK_MAX_CHUNK_BYTES (UINT64_C(1) << 26)
 
@@ -138,7 +139,8 @@ typedef enum mpk_status {
   MPK_ERR_SIZE_MISMATCH = 23,     /* data size differs from what the shape and dtype require */
   MPK_ERR_BAD_FORMAT = 24,        /* a malformed input file of another format (e.g. .npy) */
   MPK_ERR_BAD_NAME = 25,          /* empty name, invalid UTF-8, embedded NUL, or too long */
-  MPK_ERR_CORRUPT_DATA = 26       /* a compressed tensor chunk does not decode (names tensor, chunk) */
+  MPK_ERR_CORRUPT_DATA = 26,      /* a compressed tensor chunk does not decode (names tensor, chunk) */
+  MPK_ERR_WRONG_BASE = 27         /* a patch applied to another model than the one it starts from */
 } mpk_status;
 
 /* The constant name of a status, e.g. "MPK_ERR_OVERLAP"; a static string, never NULL. Any int is

@@ -253,6 +253,10 @@ struct ComponentInfo {
 };
 
 struct ModelImpl;
+namespace detail {
+struct ModelAccess;
+struct WriterAccess;
+}  // namespace detail
 
 class MPK_API Model {
  public:
@@ -317,6 +321,7 @@ class MPK_API Model {
 
  private:
   explicit Model(std::unique_ptr<ModelImpl> impl);
+  friend struct detail::ModelAccess;
   std::unique_ptr<ModelImpl> impl_;
 };
 
@@ -393,6 +398,7 @@ class MPK_API Writer {
 
  private:
   explicit Writer(std::unique_ptr<WriterImpl> impl);
+  friend struct detail::WriterAccess;
   std::unique_ptr<WriterImpl> impl_;
 };
 

@@ -5,7 +5,11 @@
 #include "format/dtype.hpp"
 #include "modelpack_generated.h"
 
+#include <modelpack/modelpack.hpp>
+
 #include <flatbuffers/flatbuffers.h>
+
+#include <functional>
 
 namespace mpk::detail {
 
@@ -38,5 +42,18 @@ inline bool aligned8(const void *p, const uint8_t *header) {
 inline std::string_view sv(const flatbuffers::String *s) {
   return s ? std::string_view(s->c_str(), s->size()) : std::string_view();
 }
+
+// Hooks for the delta-patch code (lib/patch): a patch is a container with a Patch table.
+struct ModelAccess {
+  static const fb::Patch *patch(const Model &m);  // the header's patch table, or null
+  static const uint8_t *header(const Model &m);    // the header bytes (validate_metadata needs them)
+};
+struct WriterAccess {
+  // Builds the header's patch table at commit (in the header's builder) and sets feature bit 3.
+  static void set_patch(Writer &w, std::function<flatbuffers::Offset<fb::Patch>(flatbuffers::FlatBufferBuilder &)> build);
+  // How the next begin_tensor() stores the tensor, whatever the options say: 0 raw, otherwise
+  // chunked with this chunk size (the codec and level of the options; Auto if they say None).
+  static void set_next_chunk_size(Writer &w, uint32_t chunk_size);
+};
 
 }  // namespace mpk::detail

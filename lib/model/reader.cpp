@@ -192,6 +192,13 @@ Status ModelImpl::validate(Verify mode) {
                 ") is not a valid modelpack FlatBuffer (the FlatBuffers Verifier refused it)");
   hdr = fb::GetHeader(header);
   if (Status s = check_features(); !s) return s;
+  // FORMAT.md 7.10: a patch table exactly when incompatible bit 3 (patch) is set. What the table
+  // says is checked by the patch code (lib/patch) when a patch is used.
+  if (bool(hdr->patch()) != bool(pre.incompatible & MPK_FEATURE_PATCH))
+    return fail(MPK_ERR_CORRUPT_HEADER, hdr->patch() ? "the header has a patch table but the file does not set "
+                                                       "incompatible feature bit 3 (patch)"
+                                                     : "the file sets incompatible feature bit 3 (patch) but its header "
+                                                       "has no patch table");
 
   alignment = hdr->alignment();
   if (!is_pow2(alignment) || alignment > MPK_MAX_ALIGNMENT)
@@ -854,5 +861,8 @@ std::optional<MetaValue> Model::metadata(std::string_view key) const {
   if (!i) return std::nullopt;
   return metadata_value(*i);
 }
+
+const fb::Patch *detail::ModelAccess::patch(const Model &m) { return m.impl_->hdr->patch(); }
+const uint8_t *detail::ModelAccess::header(const Model &m) { return m.impl_->header; }
 
 }  // namespace mpk

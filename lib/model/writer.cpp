@@ -17,8 +17,10 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 
 namespace mpk {
 
@@ -101,6 +103,9 @@ struct WriterImpl {
   std::vector<std::unique_ptr<codec::Scratch>> scratch;
   std::vector<codec::EncodedChunk> encoded;
   std::vector<std::vector<std::byte>> check;  // verify: decoded again
+  // Delta patches (WriterAccess): the header's patch table, and a per-tensor storage override.
+  std::function<fbs::Offset<fb::Patch>(fbs::FlatBufferBuilder &)> patch;
+  std::optional<uint32_t> next_chunk;
   // A failed write leaves the file in an unknown state: everything after it is refused.
   Status broken;
   bool done = false;
@@ -180,12 +185,13 @@ struct WriterImpl {
     if (!comp) return comp.status();
     if (Status s = io(pad_to(opts.alignment)); !s) return s;
     cur = Record{std::string(name), dtype, std::vector<uint64_t>(shape.begin(), shape.end()), *comp,
-                 pos() - data_offset, bytes, 0};
-    cur.decoded = bytes;
+                 pos() - data_offset, bytes, 0, bytes, 0, {}};
     const Compression &z = opts.compression;
-    if (z.codec != Codec::None && bytes > 0 && bytes >= z.min_tensor_bytes) {
+    const std::optional<uint32_t> forced = std::exchange(next_chunk, std::nullopt);
+    const bool chunked = forced ? *forced > 0 && bytes > 0 : z.codec != Codec::None && bytes > 0 && bytes >= z.min_tensor_bytes;
+    if (chunked) {
       const uint32_t block = dtype_block(dtype).bytes;
-      cur.chunk_size = std::max(block, z.chunk_size / block * block);
+      cur.chunk_size = std::max(block, (forced ? *forced : z.chunk_size) / block * block);
       cur.size = 0;
       pending.clear();
     }
@@ -512,6 +518,13 @@ Status WriterImpl::commit() {
   if (incompatible & MPK_FEATURE_EXTENDED_DTYPES)
     feature_names.push_back(
         fb::CreateFeatureName(b, 1, true, b.CreateString("extended-dtypes (f8/f6/f4/c64, block-quantized q4_0..q8_k)")));
+  fbs::Offset<fb::Patch> patch;
+  if (w.patch) {
+    incompatible |= MPK_FEATURE_PATCH;
+    patch = w.patch(b);
+    feature_names.push_back(
+        fb::CreateFeatureName(b, 3, true, b.CreateString("patch (a delta patch: its tensors are payloads, not weights)")));
+  }
   if (!feature_names.empty()) features_vec = b.CreateVector(feature_names);
   fb::HeaderBuilder hb(b);
   hb.add_format_major(kFormatMajor);
@@ -524,6 +537,7 @@ Status WriterImpl::commit() {
   hb.add_content_id(cid_str);
   hb.add_writer(writer_str);
   if (features_vec.o) hb.add_feature_names(features_vec);
+  if (patch.o) hb.add_patch(patch);
   b.Finish(hb.Finish(), "MPKH");
 
   if (b.GetSize() > kMaxHeaderBytes)
@@ -543,5 +557,12 @@ Status WriterImpl::commit() {
   if (Status s = w.io(w.file.pwrite_all(0, pre, sizeof pre)); !s) return s;
   return w.io(w.file.commit(w.opts.fsync));
 }
+
+void detail::WriterAccess::set_patch(Writer &w,
+                                     std::function<fbs::Offset<fb::Patch>(fbs::FlatBufferBuilder &)> build) {
+  w.impl_->patch = std::move(build);
+}
+
+void detail::WriterAccess::set_next_chunk_size(Writer &w, uint32_t chunk_size) { w.impl_->next_chunk = chunk_size; }
 
 }  // namespace mpk

@@ -258,6 +258,7 @@ static void test_status_names(void) {
       "MPK_ERR_BAD_FORMAT",
       "MPK_ERR_BAD_NAME",
       "MPK_ERR_CORRUPT_DATA",
+      "MPK_ERR_WRONG_BASE",
   };
   /* The enum values are ABI: pin them. */
   static const mpk_status values[] = {
@@ -267,7 +268,7 @@ static void test_status_names(void) {
       MPK_ERR_MISALIGNED, MPK_ERR_OVERFLOW, MPK_ERR_DUPLICATE, MPK_ERR_UNSORTED,
       MPK_ERR_BAD_SHAPE, MPK_ERR_BAD_DTYPE, MPK_ERR_LIMIT, MPK_ERR_TYPE_MISMATCH, MPK_ERR_STATE,
       MPK_ERR_NO_MEMORY, MPK_ERR_INTERNAL, MPK_ERR_SIZE_MISMATCH, MPK_ERR_BAD_FORMAT,
-      MPK_ERR_BAD_NAME, MPK_ERR_CORRUPT_DATA};
+      MPK_ERR_BAD_NAME, MPK_ERR_CORRUPT_DATA, MPK_ERR_WRONG_BASE};
   size_t i, j;
   const char *unknown;
   for (i = 0; i < sizeof names / sizeof names[0]; ++i) {
@@ -285,10 +286,10 @@ static void test_status_names(void) {
   unknown = mpk_status_name((mpk_status)-1);
   CHECK(unknown != NULL, "mpk_status_name(-1) must not be NULL");
   /* Any int may arrive from C (a status of a newer libmodelpack, garbage): inside the enum's range
-   * (27..31) or outside it (32 and up, negative; UB if loaded as the enum), all get the same name,
+   * (28..31) or outside it (32 and up, negative; UB if loaded as the enum), all get the same name,
    * and none touches the last-error message. */
   {
-    static const long out_of_range[] = {27, 31, 32, 255, 256, 999, 65536, 0x7fffffffL, -1, -27};
+    static const long out_of_range[] = {28, 31, 32, 255, 256, 999, 65536, 0x7fffffffL, -1, -27};
     mpk_clear_error();
     for (j = 0; j < sizeof out_of_range / sizeof out_of_range[0]; ++j) {
       unknown = mpk_status_name((mpk_status)out_of_range[j]);

@@ -300,8 +300,8 @@ def cases():
     yield "header before data (§2)", build([tensor("a", f32, [4], 0, 16)], header_first=True), OK
     yield "vtables after tables (§5.1)", build(
         [tensor("a", f32, [4], 0, 16, vtable_after=True)], header_vtable_after=True), OK
-    yield "header field id 10 unknown to 1.0, minor 3 (§16)", build(
-        [tensor("a", f32, [4], 0, 16)], minor=3, extra_header_fields={10: ("Q", 12345), 12: ref(S("future"))}), OK
+    yield "header field id 11 unknown to 1.3, minor 4 (§16)", build(
+        [tensor("a", f32, [4], 0, 16)], minor=4, extra_header_fields={11: ("Q", 12345), 13: ref(S("future"))}), OK
     yield "vtable with trailing absent entries", build([tensor("a", f32, [4], 0, 16, vtable_extra=5)]), OK
     yield "content_id absent (§6.1)", build([tensor("a", f32, [4], 0, 16)], content_id=None), OK
     yield "content_id wrong (I1)", build([tensor("a", f32, [4], 0, 16)], content_id="mpk1-" + "0" * 32), \
@@ -430,7 +430,21 @@ def cases():
     yield "incompatible bit 7, named (H4)", build(
         [], incompatible=1 << 7, feature_names=[(7, 1, "zstd-chunked")]), "MPK_ERR_UNSUPPORTED_FEATURE"
     yield "incompatible bit checked before alignment", build(
-        [], incompatible=1 << 2, alignment=3, data_offset=96), "MPK_ERR_UNSUPPORTED_FEATURE"
+        [], incompatible=1 << 4, alignment=3, data_offset=96), "MPK_ERR_UNSUPPORTED_FEATURE"
+    # §7.10 (format 1.3): a patch table exactly when incompatible bit 3 is set (H4a); the table is
+    # verified like the rest of the header, required fields included.
+    side = T({0: ref(S("mpk1-" + "0" * 32))})
+    yield "patch table with bit 3 (§7.10)", build(
+        [], incompatible=1 << 3, extra_header_fields={10: ref(T({3: ref(side), 4: ref(side)}))}), OK
+    yield "patch table without bit 3 (H4a)", build(
+        [], extra_header_fields={10: ref(T({3: ref(side), 4: ref(side)}))}), "MPK_ERR_CORRUPT_HEADER"
+    yield "bit 3 without a patch table (H4a)", build([], incompatible=1 << 3), "MPK_ERR_CORRUPT_HEADER"
+    yield "bit 2 (reserved for a graph) still refused (H4)", build([], incompatible=1 << 2), "MPK_ERR_UNSUPPORTED_FEATURE"
+    yield "patch table without its required result side (§5.2)", build(
+        [], incompatible=1 << 3, extra_header_fields={10: ref(T({3: ref(side)}))}), "MPK_ERR_CORRUPT_HEADER"
+    yield "patch side without its required content id (§5.2)", build(
+        [], incompatible=1 << 3, extra_header_fields={10: ref(T({3: ref(side), 4: ref(T({1: ("I", 64)}))}))}), \
+        "MPK_ERR_CORRUPT_HEADER"
     yield "incompatible bit 0 is known since 1.2: alignment checked (H5)", build(
         [], incompatible=1, alignment=3, data_offset=96), "MPK_ERR_CORRUPT_HEADER"
     yield "compatible bits ignored", build([], compatible=(1 << 64) - 1, feature_names=[(3, 0, "hint")]), OK
@@ -569,7 +583,7 @@ def cases_1_1():
     yield "bit 0 set, no chunked tensor (format 1.2 knows it)", build([], incompatible=1), OK
     yield "bits 0 and 1, no chunked tensor", ext([tensor("q", q8_0, [32], 0, 34)], incompatible=3,
                                                  feature_names=EXT_NAME + [(0, 1, "compressed-tensors")]), OK
-    yield "bit 2 still refused (H4)", ext([], incompatible=EXT | 4), "MPK_ERR_UNSUPPORTED_FEATURE"
+    yield "bit 4 still refused (H4)", ext([], incompatible=EXT | 16), "MPK_ERR_UNSUPPORTED_FEATURE"
     yield "bit 1 with encoding 1, no bit 0 (K1)", ext([tensor("q", q8_0, [32], 0, 34, encoding=1)]), \
         "MPK_ERR_CORRUPT_HEADER"
     yield "bit 1 with encoding 3 (T5)", ext([tensor("q", q8_0, [32], 0, 34, encoding=3)]), \

@@ -5,7 +5,7 @@ It shares no code with libmodelpack: the preamble, the FlatBuffers header (table
 strings, unions) and every validation rule are implemented here with `struct`, following the
 numbered rules of docs/FORMAT.md section 12 in their order. It exists to prove that the document is
 enough to write a reader, and to cross-check libmodelpack against it (tests/spec/test_spec.sh).
-It reads format 1.2: the extended dtypes with their blocks (§7.2-7.4, rules T8a-T10), incompatible
+It reads format 1.3: the patch table (§7.10, structure only: incompatible bit 3), the extended dtypes with their blocks (§7.2-7.4, rules T8a-T10), incompatible
 feature bit 1, the metadata value types 11-13 (typed scalar, typed array, list; §6.5, §9.1,
 rules M4 and M5), and compressed tensors (incompatible feature bit 0, `encoding = CHUNKED`, §7.8-7.9,
 rules K1-K6 and X1-X3): chunk codecs raw, zstd and planes, whose planes are raw, zstd or rANS-Nx16.
@@ -79,7 +79,8 @@ MAGIC = bytes([0x89, 0x4D, 0x50, 0x4B, 0x0D, 0x0A, 0x1A, 0x0A])
 FORMAT_MAJOR = 1
 FEATURE_COMPRESSED_TENSORS = 1 << 0  # §4.2, §15.4: incompatible bit 0, "compressed-tensors" (format 1.2)
 FEATURE_EXTENDED_DTYPES = 1 << 1  # §4.2, §15.4: incompatible bit 1, "extended-dtypes" (format 1.1)
-KNOWN_INCOMPATIBLE = FEATURE_COMPRESSED_TENSORS | FEATURE_EXTENDED_DTYPES
+FEATURE_PATCH = 1 << 3  # §4.2, §15.4: incompatible bit 3, "patch" (format 1.3, §7.10)
+KNOWN_INCOMPATIBLE = FEATURE_COMPRESSED_TENSORS | FEATURE_EXTENDED_DTYPES | FEATURE_PATCH
 ENCODING_RAW, ENCODING_CHUNKED = 0, 1  # §7.8, §15.2
 MAX_CHUNK_BYTES = 1 << 26  # §7.9 rule K2, §14 (MPK_MAX_CHUNK_BYTES)
 CHUNK_RAW, CHUNK_ZSTD, CHUNK_PLANES = 0, 1, 2  # §7.9.1, §15.2
@@ -498,8 +499,49 @@ def parse_header(b):
     hdr["feature_names"] = features
     w = fb.string(h.ref(9))
     hdr["writer"] = b"" if w is None else w
+    hdr["patch"] = parse_patch(fb, h.ref(10))                                  # format 1.3, §7.10
     fb.end_table()
     return hdr
+
+
+def parse_patch(fb, pos):
+    """§7.10 Patch (id 10 of Header): verified like every other table (§5.2), including the fields
+    the schema marks required (Patch.base, .result; PatchSide.content_id; PatchTensor.name). This
+    reader checks the structure only: applying a patch is not part of reading a container."""
+    if pos is None:
+        return None
+    t = fb.table(pos)
+    p = dict(version=t.scalar(0, "H", 1), incompatible=t.scalar(1, "Q", 0), compatible=t.scalar(2, "Q", 0))
+    for fid, side in ((3, "base"), (4, "result")):
+        sp = t.ref(fid)
+        fb.check(sp is not None, f"Patch.{side} is required")
+        st = fb.table(sp)
+        cid = fb.string(st.ref(0))
+        fb.check(cid is not None, "PatchSide.content_id is required")
+        d = dict(content_id=cid, alignment=st.scalar(1, "I", 64), level=st.scalar(2, "B", 3), components=[],
+                 tensors=[])
+        for q in fb.elements(st.ref(3)):
+            c = fb.table(q)
+            name = fb.string(c.ref(0))
+            fb.check(name is not None, "Component.name is required")
+            fb.string(c.ref(1))
+            parse_metadata(fb, c.ref(2))
+            fb.end_table()
+            d["components"].append(name)
+        d["metadata"] = parse_metadata(fb, st.ref(4))
+        for q in fb.elements(st.ref(5)):
+            x = fb.table(q)
+            name = fb.string(x.ref(0))
+            fb.check(name is not None, "PatchTensor.name is required")
+            d["tensors"].append(dict(name=name, dtype=x.scalar(1, "H", 0), shape=fb.scalars(x.ref(2), "Q"),
+                                     component=x.scalar(3, "I", 0), xxh3=x.scalar(4, "Q", 0),
+                                     chunk_size=x.scalar(5, "I", 0), op=x.scalar(6, "B", 0),
+                                     source=x.scalar(7, "I", 0xFFFFFFFF), payload=fb.string(x.ref(8))))
+            fb.end_table()
+        fb.end_table()
+        p[side] = d
+    fb.end_table()
+    return p
 
 
 # ---- FORMAT.md §11: content id --------------------------------------------------------------------
@@ -599,6 +641,8 @@ def validate(pre, hb, verify):
                         name = f["name"]
                 names.append(f"{quote(name)} (bit {bit})" if name is not None else f"bit {bit}")
         fail(UNSUPPORTED_FEATURE, "the file needs incompatible feature(s) " + ", ".join(names))
+    if (hdr["patch"] is not None) != bool(pre["incompatible"] & FEATURE_PATCH):  # H4a (§7.10)
+        fail(CORRUPT_HEADER, "a patch table without incompatible feature bit 3 (patch), or the bit without the table")
 
     align = hdr["alignment"]
     if align == 0 or align & (align - 1) or align > MAX_ALIGNMENT:             # H5

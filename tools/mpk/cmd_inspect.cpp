@@ -5,6 +5,8 @@
 // hex strings. Invalid UTF-8 in strings is replaced by U+FFFD in JSON.
 #include "common.hpp"
 
+#include <modelpack/patch.hpp>
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -396,6 +398,15 @@ int print_text(const Model &m, const std::string &path) {
                   std::to_string(m.data_size()) + " (" + human_bytes(m.data_size()) + ")");
   kv("content id:", std::string(m.content_id()));
   kv("writer:", text_string(m.writer()));
+  if (m.incompatible_features() & MPK_FEATURE_PATCH) {  // a delta patch: what it does
+    auto p = inspect_patch(path);
+    if (!p) return report(p.status());
+    kv("patch:", p->base_id + " -> " + p->result_id + (p->two_way ? " (two-way)" : " (one-way)"));
+    kv("operations:", std::to_string(p->copies) + " kept/moved, " + std::to_string(p->literals) + " new data, " +
+                          std::to_string(p->xors) + " xor, " + std::to_string(p->subs) + " sub; " +
+                          std::to_string(p->removed) + " base tensors removed, " + std::to_string(p->missing) +
+                          " not reversible");
+  }
 
   std::printf("\ncomponents (%zu):\n", m.component_count());
   std::vector<std::vector<std::string>> rows{{"name", "kind", "tensors", "bytes"}};

@@ -86,7 +86,26 @@ struct CompressArgs {
   bool no_fsync = false;
 };
 
+struct DiffArgs {
+  std::string base, target, output;
+  bool two_way = false;
+  int level = 3, result_level = 3;
+  unsigned threads = 0;
+  bool no_fsync = false;
+};
+
+struct PatchArgs {
+  std::string base;
+  std::vector<std::string> patches;
+  std::string output;
+  bool reverse = false;
+  unsigned threads = 0;
+  bool no_fsync = false;
+};
+
 int run_compress(const CompressArgs &args);
+int run_diff(const DiffArgs &args);
+int run_patch(const PatchArgs &args);
 int run_inspect(const InspectArgs &args);
 int run_convert(const ConvertArgs &args);
 int run_verify(const VerifyArgs &args);

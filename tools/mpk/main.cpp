@@ -198,6 +198,42 @@ int run(int argc, char **argv) {
       ->check(kAlignment);
   c_decompress->add_flag("--no-fsync", decompress.no_fsync, "do not sync before the final rename");
 
+  DiffArgs diff;
+  CLI::App *c_diff = app.add_subcommand(
+      "diff", "Make a delta patch from BASE to NEW: tensors kept, renamed or moved cost a few bytes, changed ones "
+              "the smaller of their new data and their XOR or integer difference from the base, compressed. The "
+              "patch names both models by content id.");
+  c_diff->add_option("BASE", diff.base, "the model the patch starts from (.mpk)")->required();
+  c_diff->add_option("NEW", diff.target, "the model it makes (.mpk)")->required();
+  c_diff->add_option("-o,--output", diff.output, "the patch to write")->required();
+  c_diff->add_flag("--two-way", diff.two_way,
+                   "also store the base tensors NEW removes or replaces, so that `mpk patch --reverse` always works");
+  c_diff->add_option("--level", diff.level, "effort for the payloads, 1..19 (as mpk compress)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 19));
+  c_diff->add_option("--result-level", diff.result_level,
+                     "the effort the patched model is compressed with, if NEW is compressed (1..19)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 19));
+  c_diff->add_option("--threads", diff.threads, "encoding threads (0 = one per core)")
+      ->capture_default_str()
+      ->check(CLI::Range(0u, 1024u));
+  c_diff->add_flag("--no-fsync", diff.no_fsync, "do not sync before the final rename");
+
+  PatchArgs patch;
+  CLI::App *c_patch = app.add_subcommand(
+      "patch", "Apply one patch, or a chain v1->v2->v3 in order, to BASE and write the result; every tensor is "
+               "checked against its checksum as it is written, and nothing appears at OUT unless all of them match.");
+  c_patch->add_option("BASE", patch.base, "the model to start from (.mpk)")->required();
+  c_patch->add_option("PATCH", patch.patches, "the patch(es), oldest first")->required();
+  c_patch->add_option("-o,--output", patch.output, "the model to write")->required();
+  c_patch->add_flag("--reverse", patch.reverse,
+                    "BASE is the patches' result: roll it back (a chain is undone newest first)");
+  c_patch->add_option("--threads", patch.threads, "encoding threads when the result is compressed (0 = one per core)")
+      ->capture_default_str()
+      ->check(CLI::Range(0u, 1024u));
+  c_patch->add_flag("--no-fsync", patch.no_fsync, "do not sync before the final rename");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError &e) {
@@ -214,6 +250,8 @@ int run(int argc, char **argv) {
   if (*c_convert) return run_convert(convert);
   if (*c_compress) return run_compress(compress);
   if (*c_decompress) return run_compress(decompress);
+  if (*c_diff) return run_diff(diff);
+  if (*c_patch) return run_patch(patch);
   return kExitUsage;  // unreachable: a subcommand is required
 }
 

@@ -1,0 +1,73 @@
+// Delta patches between two versions of a model (docs/FORMAT.md 7.10, docs/PATCH.md).
+//
+//   mpk::diff("v1.mpk", "v2.mpk", "v1-v2.mpkd");             // make
+//   mpk::apply_patch("v1.mpk", {"v1-v2.mpkd"}, "v2.mpk");      // apply
+//   mpk::apply_patch("v2.mpk", {"v1-v2.mpkd"}, "v1.mpk", {.reverse = true});  // roll back
+//
+// A patch is a modelpack container (incompatible feature bit 3) whose header describes both sides
+// (content ids, components, metadata, every tensor with its checksum and how to build it from the
+// other side) and whose tensors are the payloads. Memory is bounded by a few pieces of a few MiB,
+// whatever the model size; outputs appear atomically; every output tensor is checked against its
+// checksum while it is written, and a patch for another base is refused (MPK_ERR_WRONG_BASE).
+#pragma once
+
+#include <modelpack/modelpack.hpp>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace mpk {
+
+struct DiffOptions {
+  // Effort for the payloads (chunk codecs, docs/COMPRESSION.md): 1-5 fast, 6+ also tries order-1
+  // rANS and zstd per plane.
+  int level = 3;
+  uint32_t chunk_size = kDefaultChunkBytes;  // payload chunks (decoded bytes)
+  // Also store the bytes of base tensors the result removes or replaces, so that any patch can be
+  // applied in reverse. Without it, delta and copy operations still reverse; the rest is MISSING.
+  bool two_way = false;
+  // How the result is written when the patch is applied: by default what the new file looks like
+  // (its alignment; compression as `mpk compress` at this level if any tensor is compressed).
+  int result_level = 3;
+  unsigned threads = 0;  // payload encoding threads (0: one per core)
+  bool fsync = true;
+};
+
+// What a patch holds, per operation on the result side.
+struct PatchSummary {
+  std::string base_id, result_id;
+  bool two_way = false;
+  uint64_t copies = 0, literals = 0, xors = 0, subs = 0;  // result tensors built by each op
+  uint64_t removed = 0;                                    // base tensors no result tensor comes from
+  uint64_t missing = 0;                                    // base tensors the patch cannot rebuild
+  uint64_t result_bytes = 0;                               // decoded bytes of the result's tensors
+  uint64_t payload_bytes = 0;                              // stored bytes of the payloads
+};
+
+// Writes a patch that turns `base` into `target` at `patch` (atomically). Both inputs are checked
+// against their tensor checksums while they are read (MPK_ERR_CHECKSUM: nothing is written).
+MPK_API Status diff(const std::string &base, const std::string &target, const std::string &patch,
+                    const DiffOptions &options = {}, PatchSummary *summary = nullptr);
+
+struct ApplyOptions {
+  bool reverse = false;  // `base` is the patch's result; rebuild its base (one patch only)
+  unsigned threads = 0;  // encoding threads when the output is compressed (0: one per core)
+  bool fsync = true;
+  // Called with decoded output bytes done and their total, per patch of a chain.
+  std::function<void(uint64_t done, uint64_t total)> progress;
+};
+
+// Applies `patches` in order (a chain v1 -> v2 -> v3 ...) to `base` and writes the last result at
+// `out`. Intermediate results go to temporary files next to `out`, removed afterwards. Errors:
+// MPK_ERR_WRONG_BASE (a patch does not start from the model it is given), MPK_ERR_CHECKSUM (an
+// input or payload does not match its checksum), MPK_ERR_UNSUPPORTED_FEATURE (--reverse of a
+// one-way patch that removed or replaced tensors; the message names one), and the container errors
+// of a damaged patch. On any error nothing appears at `out` and `base` is untouched.
+MPK_API Status apply_patch(const std::string &base, const std::vector<std::string> &patches, const std::string &out,
+                           const ApplyOptions &options = {});
+
+// Reads a patch's header (validated as apply would) without applying it.
+MPK_API Result<PatchSummary> inspect_patch(const std::string &patch);
+
+}  // namespace mpk

@@ -1,0 +1,746 @@
+// patch.cpp - delta patches: mpk::diff, mpk::apply_patch, mpk::inspect_patch (FORMAT.md 7.10).
+//
+// A patch is a container (incompatible feature bit 3) whose header's Patch table describes both
+// sides - content ids, alignment, components, metadata, and every tensor with its checksum and the
+// operation that builds it from the other side - and whose tensors are the payloads of those
+// operations. Both directions stream tensor by tensor, piece by piece: memory is a few pieces of
+// kPiece bytes plus the writer's buffers, whatever the model size.
+#include "codec/chunk.hpp"
+#include "codec/hash.hpp"
+#include "common.hpp"
+#include "format/content_id.hpp"
+#include "format/dtype.hpp"
+#include "model/internal.hpp"
+
+#include <modelpack/patch.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <unordered_map>
+#include <vector>
+
+namespace mpk {
+
+using detail::fail;
+using detail::Hex;
+using detail::quote;
+using detail::sv;
+namespace fbs = flatbuffers;
+
+namespace {
+
+constexpr uint64_t kPiece = 4u << 20;  // bytes per read / transform / write step
+constexpr uint32_t kNoSource = 0xFFFFFFFFu;
+constexpr uint64_t kTwoWay = 1;  // Patch.compatible bit 0
+
+// The element width the XOR and SUB operations work in: the dtype's size for whole-byte numbers
+// (c64: its two f32), 1 for the packed and block-quantized dtypes.
+unsigned op_width(DType dt) {
+  if (dt == MPK_DTYPE_C64) return 4;
+  const DTypeBlock b = dtype_block(dt);
+  if (b.elems != 1) return 1;
+  const size_t n = dtype_size(dt);
+  return n == 1 || n == 2 || n == 4 || n == 8 ? unsigned(n) : 1;
+}
+
+DType uint_of_width(unsigned w) {
+  switch (w) {
+    case 2: return MPK_DTYPE_U16;
+    case 4: return MPK_DTYPE_U32;
+    case 8: return MPK_DTYPE_U64;
+    default: return MPK_DTYPE_U8;
+  }
+}
+
+// The payload tensor of an operation on a tensor of `dt` and `nbytes` bytes: LITERAL and XOR keep
+// the dtype where the chunk codecs know its layout (float planes: an XOR of two nearby floats
+// leaves mostly-zero exponent planes); SUB holds unsigned integers of the op width.
+struct PayloadType {
+  DType dtype;
+  std::vector<uint64_t> shape;
+};
+PayloadType payload_type(fb::PatchOp op, DType dt, std::span<const uint64_t> shape, uint64_t nbytes) {
+  if (op == fb::PatchOp::LITERAL) return {dt, {shape.begin(), shape.end()}};
+  const unsigned w = op_width(dt);
+  if (op == fb::PatchOp::XOR && w == dtype_size(dt) && dtype_block(dt).elems == 1) return {dt, {shape.begin(), shape.end()}};
+  return {uint_of_width(w), {nbytes / w}};
+}
+
+// ---- the element operations --------------------------------------------------------------------
+
+template <class U>
+void sub_encode_t(const std::byte *src, const std::byte *res, std::byte *out, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    U a, b;
+    std::memcpy(&a, src + i * sizeof(U), sizeof(U));
+    std::memcpy(&b, res + i * sizeof(U), sizeof(U));
+    const U d = U(b - a);  // the difference as a signed number of sizeof(U) bytes ...
+    const U z = U(U(d << 1) ^ U(0 - U(d >> (8 * sizeof(U) - 1))));  // ... zigzagged: small |d| -> small z
+    std::memcpy(out + i * sizeof(U), &z, sizeof(U));
+  }
+}
+// res = src + unzigzag(z) (forward), or src = res - unzigzag(z) (backward: `sign` = -1).
+template <class U>
+void sub_decode_t(const std::byte *from, const std::byte *pay, std::byte *out, size_t n, bool backward) {
+  for (size_t i = 0; i < n; ++i) {
+    U a, z;
+    std::memcpy(&a, from + i * sizeof(U), sizeof(U));
+    std::memcpy(&z, pay + i * sizeof(U), sizeof(U));
+    const U d = U(U(z >> 1) ^ U(0 - U(z & 1)));
+    const U r = backward ? U(a - d) : U(a + d);
+    std::memcpy(out + i * sizeof(U), &r, sizeof(U));
+  }
+}
+
+void sub_encode(unsigned w, const std::byte *src, const std::byte *res, std::byte *out, size_t nbytes) {
+  switch (w) {
+    case 2: return sub_encode_t<uint16_t>(src, res, out, nbytes / 2);
+    case 4: return sub_encode_t<uint32_t>(src, res, out, nbytes / 4);
+    case 8: return sub_encode_t<uint64_t>(src, res, out, nbytes / 8);
+    default: return sub_encode_t<uint8_t>(src, res, out, nbytes);
+  }
+}
+void sub_decode(unsigned w, const std::byte *from, const std::byte *pay, std::byte *out, size_t nbytes, bool backward) {
+  switch (w) {
+    case 2: return sub_decode_t<uint16_t>(from, pay, out, nbytes / 2, backward);
+    case 4: return sub_decode_t<uint32_t>(from, pay, out, nbytes / 4, backward);
+    case 8: return sub_decode_t<uint64_t>(from, pay, out, nbytes / 8, backward);
+    default: return sub_decode_t<uint8_t>(from, pay, out, nbytes, backward);
+  }
+}
+void xor_bytes(const std::byte *a, const std::byte *b, std::byte *out, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = a[i] ^ b[i];
+}
+
+// ---- the in-memory description (diff builds it; the Patch table is written from it) -------------
+
+struct SideTensor {
+  std::string name;
+  DType dtype = MPK_DTYPE_INVALID;
+  std::vector<uint64_t> shape;
+  uint32_t component = 0;
+  uint64_t xxh3 = 0, nbytes = 0;
+  uint32_t chunk_size = 0;
+  fb::PatchOp op = fb::PatchOp::MISSING;
+  uint32_t source = kNoSource;
+  std::string payload;
+};
+
+struct Side {
+  std::string content_id;
+  uint32_t alignment = MPK_DEFAULT_ALIGNMENT;
+  uint8_t level = 3;
+  std::vector<std::pair<std::string, std::string>> components;  // name, kind
+  std::vector<std::pair<std::string, MetaInput>> metadata;      // in key order
+  std::vector<SideTensor> tensors;                              // in file order
+};
+
+// Reads a model's side of a patch (everything but the operations).
+Result<Side> describe(const Model &m, uint8_t level) {
+  Side s;
+  s.content_id = std::string(m.content_id());
+  s.alignment = m.alignment();
+  s.level = level;
+  for (size_t i = 0; i < m.component_count(); ++i) {
+    const ComponentInfo c = m.component(i);
+    s.components.emplace_back(std::string(c.name), std::string(c.kind));
+  }
+  for (size_t i = 0; i < m.metadata_count(); ++i) {
+    auto v = m.metadata_value(i).to_input();
+    if (!v) return v.status();
+    s.metadata.emplace_back(std::string(m.metadata_key(i)), std::move(*v));
+  }
+  for (size_t i : m.file_order()) {
+    const TensorInfo t = m.info(i);
+    SideTensor x;
+    x.name = std::string(t.name);
+    x.dtype = t.dtype;
+    x.shape.assign(t.shape.begin(), t.shape.end());
+    x.component = t.component;
+    x.xxh3 = t.xxh3;
+    x.nbytes = t.nbytes;
+    x.chunk_size = t.encoding == Encoding::Chunked ? t.chunk_size : 0;
+    s.tensors.push_back(std::move(x));
+  }
+  return s;
+}
+
+fbs::Offset<fb::PatchSide> build_side(fbs::FlatBufferBuilder &b, const Side &s) {
+  std::vector<fbs::Offset<fb::Component>> comps;
+  for (const auto &[name, kind] : s.components)
+    comps.push_back(fb::CreateComponent(b, b.CreateString(name), b.CreateString(kind)));
+  auto comps_vec = b.CreateVector(comps);
+  std::vector<fbs::Offset<fb::MetaEntry>> meta;
+  for (const auto &[k, v] : s.metadata) meta.push_back(detail::build_meta_entry(b, k, v));
+  auto meta_vec = b.CreateVector(meta);
+  std::vector<fbs::Offset<fb::PatchTensor>> ts;
+  for (const SideTensor &t : s.tensors) {
+    auto name = b.CreateString(t.name);
+    auto shape = b.CreateVector(t.shape);
+    fbs::Offset<fbs::String> payload;
+    if (!t.payload.empty()) payload = b.CreateString(t.payload);
+    ts.push_back(fb::CreatePatchTensor(b, name, static_cast<fb::DType>(t.dtype), shape, t.component, t.xxh3,
+                                       t.chunk_size, t.op, t.source, payload));
+  }
+  auto ts_vec = b.CreateVector(ts);
+  return fb::CreatePatchSide(b, b.CreateString(s.content_id), s.alignment, s.level, comps_vec, meta_vec, ts_vec);
+}
+
+std::string payload_name(char side, size_t index) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%c/%08zu", side, index);
+  return buf;
+}
+
+// ---- diff -------------------------------------------------------------------------------------
+
+// The stored size of `bytes` as a payload of `dt` (one chunk), for choosing an operation.
+Result<size_t> payload_cost(DType dt, std::span<const std::byte> bytes, int level, codec::Scratch &scratch) {
+  codec::EncodeParams p;
+  p.codec = codec::Codec::Auto;
+  p.level = level;
+  codec::EncodedChunk e;
+  if (Status s = codec::encode_chunk(dt, bytes, p, scratch, e); !s) return s;
+  return e.codec == codec::ChunkCodec::Raw ? bytes.size() : e.bytes.size();
+}
+
+// Chooses LITERAL, XOR or SUB for a result tensor whose base namesake has the same dtype and size,
+// by encoding evenly spread samples of up to kSamples chunks with each.
+Result<fb::PatchOp> choose_op(const Model &base, size_t bi, const Model &target, size_t ti, const DiffOptions &o,
+                              codec::Scratch &scratch) {
+  const TensorInfo t = target.info(ti);
+  const unsigned w = op_width(t.dtype);
+  const uint64_t chunk = std::max<uint64_t>(w, uint64_t(o.chunk_size) / w * w);
+  const uint64_t nchunks = (t.nbytes + chunk - 1) / chunk;
+  constexpr uint64_t kSamples = 8;
+  std::vector<std::byte> a, b, d;
+  size_t cost[3] = {0, 0, 0};  // literal, xor, sub
+  const fb::PatchOp ops[3] = {fb::PatchOp::LITERAL, fb::PatchOp::XOR, fb::PatchOp::SUB};
+  const uint64_t picks = std::min(nchunks, kSamples);
+  for (uint64_t k = 0; k < picks; ++k) {
+    const uint64_t c = picks == nchunks ? k : (k * nchunks + nchunks / 2) / picks;
+    const uint64_t off = c * chunk, n = std::min(chunk, t.nbytes - off);
+    a.resize(size_t(n));
+    b.resize(size_t(n));
+    d.resize(size_t(n));
+    if (Status s = base.read(bi, a, off); !s) return s;
+    if (Status s = target.read(ti, b, off); !s) return s;
+    for (int j = 0; j < 3; ++j) {
+      const PayloadType pt = payload_type(ops[j], t.dtype, t.shape, t.nbytes);
+      if (j == 1) xor_bytes(a.data(), b.data(), d.data(), d.size());
+      if (j == 2) sub_encode(w, a.data(), b.data(), d.data(), d.size());
+      auto c2 = payload_cost(pt.dtype, j == 0 ? std::span<const std::byte>(b) : std::span<const std::byte>(d), o.level,
+                             scratch);
+      if (!c2) return c2.status();
+      cost[j] += *c2;
+    }
+  }
+  int best = 0;
+  for (int j = 1; j < 3; ++j)
+    if (cost[j] < cost[best]) best = j;
+  return ops[best];
+}
+
+Status check_is_model(const Model &m, const std::string &path) {
+  if (m.incompatible_features() & MPK_FEATURE_PATCH)
+    return fail(MPK_ERR_INVALID_ARGUMENT, quote(path), " is a patch, not a model");
+  return {};
+}
+
+OpenOptions streaming_open() {
+  OpenOptions oo;
+  oo.access = Access::Read;  // bounded memory, no SIGBUS if a file changes under us
+  oo.cache_bytes = 0;        // every piece is decoded once and copied out
+  return oo;
+}
+
+// Streams one payload (or, with op LITERAL and no base, the target's bytes) into the open writer,
+// checking the target's (and for XOR/SUB the base's) bytes against their checksums on the way.
+Status write_payload(Writer &w, fb::PatchOp op, const Model &from, size_t fi, const std::string &from_path,
+                     const Model *base, size_t bi, const std::string &base_path) {
+  const TensorInfo t = from.info(fi);
+  const unsigned wd = op_width(t.dtype);
+  const uint64_t piece = std::max<uint64_t>(wd, kPiece / wd * wd);
+  std::vector<std::byte> x(size_t(std::min(piece, t.nbytes))), y, d;
+  if (op != fb::PatchOp::LITERAL) {
+    y.resize(x.size());
+    d.resize(x.size());
+  }
+  detail::Hasher64 hx, hy;
+  for (uint64_t off = 0; off < t.nbytes;) {
+    const size_t n = size_t(std::min(piece, t.nbytes - off));
+    std::span<std::byte> xs(x.data(), n);
+    if (Status s = from.read(fi, xs, off); !s) return s;
+    hx.update(xs.data(), n);
+    if (op == fb::PatchOp::LITERAL) {
+      if (Status s = w.write(xs); !s) return s;
+    } else {
+      std::span<std::byte> ys(y.data(), n);
+      if (Status s = base->read(bi, ys, off); !s) return s;
+      hy.update(ys.data(), n);
+      if (op == fb::PatchOp::XOR) xor_bytes(ys.data(), xs.data(), d.data(), n);
+      else sub_encode(wd, ys.data(), xs.data(), d.data(), n);
+      if (Status s = w.write({d.data(), n}); !s) return s;
+    }
+    off += n;
+  }
+  if (hx.digest() != t.xxh3)
+    return fail(MPK_ERR_CHECKSUM, quote(from_path), ": tensor ", quote(t.name), " does not match its checksum (stored ",
+                Hex{t.xxh3}, ", computed ", Hex{hx.digest()}, "); no patch was written");
+  if (base && base->info(bi).xxh3 != hy.digest())
+    return fail(MPK_ERR_CHECKSUM, quote(base_path), ": tensor ", quote(base->info(bi).name),
+                " does not match its checksum; no patch was written");
+  return {};
+}
+
+}  // namespace
+
+Status diff(const std::string &base_path, const std::string &target_path, const std::string &patch_path,
+            const DiffOptions &o, PatchSummary *summary) {
+  if (o.level < 1 || o.level > 19 || o.result_level < 1 || o.result_level > 19)
+    return fail(MPK_ERR_INVALID_ARGUMENT, "diff: level and result_level must be 1..19");
+  if (o.chunk_size == 0 || o.chunk_size > MPK_MAX_CHUNK_BYTES)
+    return fail(MPK_ERR_INVALID_ARGUMENT, "diff: chunk_size must be 1 .. 2^26");
+  auto base = Model::open(base_path, streaming_open());
+  if (!base) return base.status();
+  auto target = Model::open(target_path, streaming_open());
+  if (!target) return target.status();
+  if (Status s = check_is_model(*base, base_path); !s) return s;
+  if (Status s = check_is_model(*target, target_path); !s) return s;
+
+  auto bside = describe(*base, uint8_t(o.result_level));
+  if (!bside) return bside.status();
+  auto rside = describe(*target, uint8_t(o.result_level));
+  if (!rside) return rside.status();
+  Side &B = *bside, &R = *rside;
+
+  // Base tensors by name and by (checksum, dtype, size); indices are positions in B.tensors.
+  std::unordered_map<std::string_view, uint32_t> bname;
+  std::multimap<uint64_t, uint32_t> bsum;
+  for (uint32_t j = 0; j < B.tensors.size(); ++j) {
+    bname.emplace(B.tensors[j].name, j);
+    bsum.emplace(B.tensors[j].xxh3, j);
+  }
+  auto same = [](const SideTensor &a, const SideTensor &b) {
+    return a.xxh3 == b.xxh3 && a.dtype == b.dtype && a.shape == b.shape;
+  };
+  std::vector<size_t> border = base->file_order(), rorder = target->file_order();  // side index -> model index
+  codec::Scratch scratch;
+  for (uint32_t i = 0; i < R.tensors.size(); ++i) {
+    SideTensor &r = R.tensors[i];
+    if (r.nbytes == 0) {  // nothing to carry: an empty LITERAL
+      r.op = fb::PatchOp::LITERAL;
+      continue;
+    }
+    auto it = bname.find(r.name);
+    if (it != bname.end() && same(B.tensors[it->second], r)) {
+      r.op = fb::PatchOp::COPY;  // kept
+      r.source = it->second;
+      continue;
+    }
+    bool moved = false;
+    for (auto [lo, hi] = bsum.equal_range(r.xxh3); lo != hi; ++lo)
+      if (same(B.tensors[lo->second], r)) {
+        r.op = fb::PatchOp::COPY;  // renamed or moved to another component
+        r.source = lo->second;
+        moved = true;
+        break;
+      }
+    if (moved) continue;
+    r.op = fb::PatchOp::LITERAL;
+    if (it != bname.end() && B.tensors[it->second].dtype == r.dtype && B.tensors[it->second].nbytes == r.nbytes) {
+      auto op = choose_op(*base, border[it->second], *target, rorder[i], o, scratch);
+      if (!op) return op.status();
+      r.op = *op;
+      if (r.op != fb::PatchOp::LITERAL) r.source = it->second;
+    }
+    r.payload = payload_name('r', i);
+  }
+  // The backward operations: each base tensor from a result tensor, where the forward ones allow.
+  std::vector<uint32_t> from(B.tensors.size(), kNoSource);
+  for (uint32_t i = 0; i < R.tensors.size(); ++i) {
+    const SideTensor &r = R.tensors[i];
+    if (r.source == kNoSource) continue;
+    SideTensor &b = B.tensors[r.source];
+    // Prefer a plain copy when one result tensor is an unchanged copy of it.
+    if (b.op == fb::PatchOp::MISSING || (r.op == fb::PatchOp::COPY && b.op != fb::PatchOp::COPY)) {
+      b.op = r.op;
+      b.source = i;
+      b.payload = r.payload;
+    }
+    from[r.source] = i;
+  }
+  for (uint32_t j = 0; j < B.tensors.size(); ++j) {
+    SideTensor &b = B.tensors[j];
+    if (b.op != fb::PatchOp::MISSING) continue;
+    if (b.nbytes == 0) {
+      b.op = fb::PatchOp::LITERAL;
+    } else if (o.two_way) {
+      b.op = fb::PatchOp::LITERAL;
+      b.payload = payload_name('b', j);
+    }
+  }
+
+  WriterOptions wo;
+  wo.fsync = o.fsync;
+  wo.compression.codec = Codec::Auto;
+  wo.compression.level = o.level;
+  wo.compression.chunk_size = o.chunk_size;
+  wo.compression.threads = o.threads;
+  auto w = Writer::create(patch_path, wo);
+  if (!w) return w.status();
+  Status st = [&]() -> Status {
+    if (Status s = w->add_component("payloads", "patch"); !s) return s;
+    for (uint32_t i = 0; i < R.tensors.size(); ++i) {
+      const SideTensor &r = R.tensors[i];
+      if (r.payload.empty()) continue;
+      const PayloadType pt = payload_type(r.op, r.dtype, r.shape, r.nbytes);
+      if (Status s = w->begin_tensor(r.payload, pt.dtype, pt.shape, "payloads"); !s) return s;
+      const bool delta = r.op == fb::PatchOp::XOR || r.op == fb::PatchOp::SUB;
+      if (Status s = write_payload(*w, r.op, *target, rorder[i], target_path, delta ? &*base : nullptr,
+                                   delta ? border[r.source] : 0, base_path);
+          !s)
+        return s;
+      if (Status s = w->end_tensor(); !s) return s;
+    }
+    for (uint32_t j = 0; j < B.tensors.size(); ++j) {
+      const SideTensor &b = B.tensors[j];
+      if (b.op != fb::PatchOp::LITERAL || b.payload.empty()) continue;
+      if (Status s = w->begin_tensor(b.payload, b.dtype, b.shape, "payloads"); !s) return s;
+      if (Status s = write_payload(*w, fb::PatchOp::LITERAL, *base, border[j], base_path, nullptr, 0, base_path); !s)
+        return s;
+      if (Status s = w->end_tensor(); !s) return s;
+    }
+    return {};
+  }();
+  if (!st) {
+    w->abort();
+    return st;
+  }
+  bool two_way = true;
+  for (const SideTensor &b : B.tensors) two_way = two_way && b.op != fb::PatchOp::MISSING;
+  detail::WriterAccess::set_patch(*w, [&B, &R, two_way](fbs::FlatBufferBuilder &fbb) {
+    auto bo = build_side(fbb, B);
+    auto ro = build_side(fbb, R);
+    return fb::CreatePatch(fbb, 1, 0, two_way ? kTwoWay : 0, bo, ro);
+  });
+  if (Status s = w->commit(); !s) return s;
+  if (summary) {
+    auto sm = inspect_patch(patch_path);
+    if (!sm) return sm.status();
+    *summary = *sm;
+  }
+  return {};
+}
+
+// ---- reading a patch ----------------------------------------------------------------------------
+
+namespace {
+
+// A patch opened and checked: every rule of FORMAT.md 7.10 that does not need the base.
+struct OpenPatch {
+  Model m;
+  const fb::Patch *p = nullptr;
+  std::vector<size_t> payload[2];  // per side tensor: index of its payload in m (or SIZE_MAX)
+};
+
+Status bad(const std::string &path, auto &&...what) {
+  return fail(MPK_ERR_CORRUPT_HEADER, quote(path), ": patch table: ", what...);
+}
+
+Status check_side(const std::string &path, const Model &m, const fb::PatchSide *s, const fb::PatchSide *other,
+                  const char *which, std::vector<size_t> &payload) {
+  const auto *ts = s->tensors();
+  const uint32_t n = ts ? ts->size() : 0, nother = other->tensors() ? other->tensors()->size() : 0;
+  const uint32_t ncomp = s->components() ? s->components()->size() : 0;
+  if (!detail::is_pow2(s->alignment()) || s->alignment() > MPK_MAX_ALIGNMENT)
+    return bad(path, which, " alignment ", s->alignment(), " is not a power of two in [1, 65536]");
+  if (s->level() < 1 || s->level() > 19) return bad(path, which, " level ", unsigned(s->level()), " (1..19)");
+  for (uint32_t c = 0; c < ncomp; ++c) {
+    const std::string_view name = sv(s->components()->Get(c)->name());
+    if (name.empty() || name.size() > MPK_MAX_NAME_BYTES || !detail::valid_name(name))
+      return bad(path, which, " component ", c, " has an invalid name");
+    for (uint32_t d = 0; d < c; ++d)
+      if (sv(s->components()->Get(d)->name()) == name) return bad(path, which, " component ", quote(name), " twice");
+  }
+  if (Status e = detail::validate_metadata(s->metadata(), detail::ModelAccess::header(m),
+                                           std::string(which) + " metadata");
+      !e)
+    return e;
+  // Names unique, tensors valid; the content id from them must be the one the side declares.
+  std::vector<std::pair<std::string_view, uint32_t>> by_name;
+  payload.assign(n, SIZE_MAX);
+  for (uint32_t i = 0; i < n; ++i) {
+    const fb::PatchTensor *t = ts->Get(i);
+    const std::string_view name = sv(t->name());
+    if (name.empty() || name.size() > MPK_MAX_NAME_BYTES || !detail::valid_name(name))
+      return bad(path, which, " tensor ", i, " has an invalid name");
+    const uint32_t raw = uint32_t(t->dtype());
+    if (!detail::dtype_known_raw(raw)) return bad(path, which, " tensor ", quote(name), " has unknown dtype ", raw);
+    const DType dt = DType(raw);
+    std::span<const uint64_t> shape;
+    if (t->shape()) shape = {t->shape()->data(), t->shape()->size()};
+    auto nbytes = detail::tensor_nbytes(dt, shape, name);
+    if (!nbytes) return nbytes.status();
+    if (t->component() >= ncomp) return bad(path, which, " tensor ", quote(name), " has component ", t->component());
+    if (t->chunk_size() > MPK_MAX_CHUNK_BYTES || (t->chunk_size() && t->chunk_size() % dtype_block(dt).bytes))
+      return bad(path, which, " tensor ", quote(name), " has chunk size ", t->chunk_size());
+    const fb::PatchOp op = t->op();
+    if (uint8_t(op) > uint8_t(fb::PatchOp::MISSING))
+      return fail(MPK_ERR_UNSUPPORTED_FEATURE, quote(path), ": ", which, " tensor ", quote(name), " uses operation ",
+                  unsigned(uint8_t(op)), ", which patch version 1 does not define");
+    const bool wants_source = op == fb::PatchOp::COPY || op == fb::PatchOp::XOR || op == fb::PatchOp::SUB;
+    const bool wants_payload = (op == fb::PatchOp::LITERAL && *nbytes > 0) || op == fb::PatchOp::XOR || op == fb::PatchOp::SUB;
+    if (wants_source != (t->source() != kNoSource))
+      return bad(path, which, " tensor ", quote(name), wants_source ? " needs a source" : " must not have a source");
+    if (wants_source) {
+      if (t->source() >= nother) return bad(path, which, " tensor ", quote(name), " has source ", t->source(), " of ", nother);
+      const fb::PatchTensor *src = other->tensors()->Get(t->source());
+      std::span<const uint64_t> sshape;
+      if (src->shape()) sshape = {src->shape()->data(), src->shape()->size()};
+      if (uint32_t(src->dtype()) != raw)
+        return bad(path, which, " tensor ", quote(name), " and its source differ in dtype");
+      auto sbytes = detail::dtype_known_raw(uint32_t(src->dtype())) ? detail::tensor_nbytes(dt, sshape, sv(src->name()))
+                                                                    : Result<uint64_t>(uint64_t(0));
+      if (!sbytes || *sbytes != *nbytes)
+        return bad(path, which, " tensor ", quote(name), " and its source differ in size");
+      if (op == fb::PatchOp::COPY && src->xxh3() != t->xxh3())
+        return bad(path, which, " tensor ", quote(name), " is a copy of a tensor with another checksum");
+    }
+    if (wants_payload != bool(t->payload()))
+      return bad(path, which, " tensor ", quote(name), wants_payload ? " needs a payload" : " must not have a payload");
+    if (wants_payload) {
+      auto k = m.find(sv(t->payload()));
+      if (!k) return bad(path, which, " tensor ", quote(name), ": its payload ", quote(sv(t->payload())), " is missing");
+      const TensorInfo pi = m.info(*k);
+      if (pi.nbytes != *nbytes)
+        return bad(path, which, " tensor ", quote(name), ": its payload holds ", pi.nbytes, " bytes, not ", *nbytes);
+      payload[i] = *k;
+    }
+    by_name.emplace_back(name, i);
+  }
+  std::sort(by_name.begin(), by_name.end());
+  for (size_t k = 1; k < by_name.size(); ++k)
+    if (by_name[k].first == by_name[k - 1].first) return bad(path, which, " tensor ", quote(by_name[k].first), " twice");
+  detail::ContentIdBuilder cid;
+  for (const auto &[name, i] : by_name) {
+    const fb::PatchTensor *t = ts->Get(i);
+    std::span<const uint64_t> shape;
+    if (t->shape()) shape = {t->shape()->data(), t->shape()->size()};
+    cid.add(name, uint16_t(t->dtype()), shape, t->xxh3());
+  }
+  if (cid.finish() != sv(s->content_id()))
+    return fail(MPK_ERR_CHECKSUM, quote(path), ": the ", which, " content id ", quote(sv(s->content_id())),
+                " does not match its tensors (", cid.finish(), ")");
+  return {};
+}
+
+Result<OpenPatch> open_patch(const std::string &path) {
+  auto m = Model::open(path, streaming_open());
+  if (!m) return m.status();
+  if (!(m->incompatible_features() & MPK_FEATURE_PATCH))
+    return fail(MPK_ERR_INVALID_ARGUMENT, quote(path), " is a model, not a patch");
+  OpenPatch op{std::move(*m), nullptr, {}};
+  op.p = detail::ModelAccess::patch(op.m);
+  if (op.p->version() != 1)
+    return fail(MPK_ERR_UNSUPPORTED_VERSION, quote(path), ": patch version ", op.p->version(),
+                " (this library reads version 1)");
+  if (op.p->incompatible())
+    return fail(MPK_ERR_UNSUPPORTED_FEATURE, quote(path), ": the patch needs feature bits ", Hex{op.p->incompatible()},
+                " that this library does not know");
+  if (!op.p->base() || !op.p->result()) return bad(path, "a side is missing");
+  if (Status s = check_side(path, op.m, op.p->base(), op.p->result(), "base", op.payload[0]); !s) return s;
+  if (Status s = check_side(path, op.m, op.p->result(), op.p->base(), "result", op.payload[1]); !s) return s;
+  return op;
+}
+
+// Builds `dst` (a side of the patch) from the model `src` (the other side) into `out`.
+Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::string &patch_path, bool reverse,
+                 const std::string &out, const ApplyOptions &o) {
+  const fb::PatchSide *from = reverse ? pt.p->result() : pt.p->base();
+  const fb::PatchSide *to = reverse ? pt.p->base() : pt.p->result();
+  const std::vector<size_t> &payload = pt.payload[reverse ? 0 : 1];
+  auto src = Model::open(src_path, streaming_open());
+  if (!src) return src.status();
+  if (Status s = check_is_model(*src, src_path); !s) return s;
+  if (src->content_id() != sv(from->content_id()))
+    return fail(MPK_ERR_WRONG_BASE, quote(patch_path), reverse ? " rolls back to its base from " : " applies to ",
+                sv(from->content_id()), "; ", quote(src_path), " is ", src->content_id());
+  const uint32_t nto = to->tensors() ? to->tensors()->size() : 0;
+  const uint32_t nfrom = from->tensors() ? from->tensors()->size() : 0;
+  // The model's tensor for each tensor of the `from` side (same content id: every name is there).
+  std::vector<size_t> src_index(nfrom);
+  for (uint32_t j = 0; j < nfrom; ++j) {
+    auto k = src->find(sv(from->tensors()->Get(j)->name()));
+    if (!k) return fail(MPK_ERR_WRONG_BASE, quote(src_path), " lacks tensor ", quote(sv(from->tensors()->Get(j)->name())));
+    src_index[j] = *k;
+  }
+  uint64_t total = 0;
+  bool any_chunked = false;
+  for (uint32_t i = 0; i < nto; ++i) {
+    const fb::PatchTensor *t = to->tensors()->Get(i);
+    if (t->op() == fb::PatchOp::MISSING)
+      return fail(MPK_ERR_UNSUPPORTED_FEATURE, quote(patch_path), " is one-way: it does not hold the bytes of tensor ",
+                  quote(sv(t->name())), ", which the result ", reverse ? "removed or replaced" : "lacks",
+                  " (make a two-way patch: mpk diff --two-way)");
+    any_chunked = any_chunked || t->chunk_size();
+    std::span<const uint64_t> shape;
+    if (t->shape()) shape = {t->shape()->data(), t->shape()->size()};
+    total += *detail::tensor_nbytes(DType(uint32_t(t->dtype())), shape, sv(t->name()));  // checked at open
+  }
+  WriterOptions wo;
+  wo.alignment = to->alignment();
+  wo.fsync = o.fsync;
+  wo.compression.codec = any_chunked ? Codec::Auto : Codec::None;
+  wo.compression.level = to->level();
+  wo.compression.threads = o.threads;
+  auto w = Writer::create(out, wo);
+  if (!w) return w.status();
+  Status st = [&]() -> Status {
+    const auto *comps = to->components();
+    for (uint32_t c = 0; comps && c < comps->size(); ++c)
+      if (Status s = w->add_component(sv(comps->Get(c)->name()), sv(comps->Get(c)->kind()));
+          !s && s.code() != MPK_ERR_DUPLICATE)
+        return s;
+    const auto *meta = to->metadata();
+    for (uint32_t k = 0; meta && k < meta->size(); ++k) {
+      const fb::MetaEntry *e = meta->Get(k);
+      auto v = MetaValue(detail::meta_type_of(e), e->value(), sv(e->key())).to_input();
+      if (!v) return v.status();
+      if (Status s = w->set_metadata(sv(e->key()), std::move(*v)); !s) return s;
+    }
+    std::vector<std::byte> a, b;
+    detail::Hasher64 h;
+    uint64_t done = 0;
+    for (uint32_t i = 0; i < nto; ++i) {
+      const fb::PatchTensor *t = to->tensors()->Get(i);
+      const DType dt = DType(uint32_t(t->dtype()));
+      std::span<const uint64_t> shape;
+      if (t->shape()) shape = {t->shape()->data(), t->shape()->size()};
+      const uint64_t nbytes = *detail::tensor_nbytes(dt, shape, sv(t->name()));
+      const unsigned wd = op_width(dt);
+      const uint64_t piece = std::max<uint64_t>(wd, kPiece / wd * wd);
+      detail::WriterAccess::set_next_chunk_size(*w, t->chunk_size());
+      if (Status s = w->begin_tensor(sv(t->name()), dt, shape, sv(comps->Get(t->component())->name())); !s) return s;
+      h.reset();
+      const fb::PatchOp op = t->op();
+      for (uint64_t off = 0; off < nbytes;) {
+        const size_t n = size_t(std::min(piece, nbytes - off));
+        a.resize(std::max(a.size(), n));
+        std::span<std::byte> as(a.data(), n);
+        if (op == fb::PatchOp::LITERAL) {
+          if (Status s = pt.m.read(payload[i], as, off); !s) return s;
+        } else {
+          if (Status s = src->read(src_index[t->source()], as, off); !s) return s;
+          if (op != fb::PatchOp::COPY) {
+            b.resize(std::max(b.size(), n));
+            if (Status s = pt.m.read(payload[i], {b.data(), n}, off); !s) return s;
+            if (op == fb::PatchOp::XOR) xor_bytes(a.data(), b.data(), a.data(), n);
+            else sub_decode(wd, a.data(), b.data(), a.data(), n, reverse);
+          }
+        }
+        h.update(a.data(), n);
+        if (Status s = w->write(as); !s) return s;
+        off += n;
+        done += n;
+        if (o.progress) o.progress(done, total);
+      }
+      if (h.digest() != t->xxh3())
+        return fail(MPK_ERR_CHECKSUM, "tensor ", quote(sv(t->name())), " came out with checksum ", Hex{h.digest()},
+                    ", not ", Hex{t->xxh3()}, ": ", quote(src_path), " or ", quote(patch_path),
+                    " is damaged; nothing was written at ", quote(out));
+      if (Status s = w->end_tensor(); !s) return s;
+    }
+    return {};
+  }();
+  if (!st) {
+    w->abort();
+    return st;
+  }
+  return w->commit();
+}
+
+}  // namespace
+
+Result<PatchSummary> inspect_patch(const std::string &path) {
+  auto pt = open_patch(path);
+  if (!pt) return pt.status();
+  PatchSummary s;
+  s.base_id = std::string(sv(pt->p->base()->content_id()));
+  s.result_id = std::string(sv(pt->p->result()->content_id()));
+  s.two_way = pt->p->compatible() & kTwoWay;
+  const auto *rt = pt->p->result()->tensors();
+  const auto *bt = pt->p->base()->tensors();
+  std::vector<bool> used(bt ? bt->size() : 0, false);
+  for (uint32_t i = 0; rt && i < rt->size(); ++i) {
+    const fb::PatchTensor *t = rt->Get(i);
+    switch (t->op()) {
+      case fb::PatchOp::COPY: ++s.copies; break;
+      case fb::PatchOp::LITERAL: ++s.literals; break;
+      case fb::PatchOp::XOR: ++s.xors; break;
+      case fb::PatchOp::SUB: ++s.subs; break;
+      default: break;
+    }
+    if (t->source() != kNoSource) used[t->source()] = true;
+    std::span<const uint64_t> shape;
+    if (t->shape()) shape = {t->shape()->data(), t->shape()->size()};
+    s.result_bytes += *detail::tensor_nbytes(DType(uint32_t(t->dtype())), shape, sv(t->name()));
+  }
+  for (uint32_t j = 0; bt && j < bt->size(); ++j) {
+    if (!used[j]) ++s.removed;
+    if (bt->Get(j)->op() == fb::PatchOp::MISSING) ++s.missing;
+  }
+  for (size_t i = 0; i < pt->m.tensor_count(); ++i) s.payload_bytes += pt->m.info(i).stored_bytes;
+  return s;
+}
+
+Status apply_patch(const std::string &base, const std::vector<std::string> &patches, const std::string &out,
+                   const ApplyOptions &o) {
+  if (patches.empty()) return fail(MPK_ERR_INVALID_ARGUMENT, "apply_patch: no patch given");
+  // Open and check every patch, and that they chain, before anything is written.
+  std::vector<OpenPatch> chain;
+  for (const std::string &p : patches) {
+    auto pt = open_patch(p);
+    if (!pt) return pt.status();
+    chain.push_back(std::move(*pt));
+  }
+  const size_t n = chain.size();
+  // Forward: patches[0], patches[1], ...; reverse: the last first, each rolled back.
+  auto at = [&](size_t k) -> size_t { return o.reverse ? n - 1 - k : k; };
+  for (size_t k = 1; k < n; ++k) {
+    const OpenPatch &prev = chain[at(k - 1)], &cur = chain[at(k)];
+    const std::string_view made = sv((o.reverse ? prev.p->base() : prev.p->result())->content_id());
+    const std::string_view wants = sv((o.reverse ? cur.p->result() : cur.p->base())->content_id());
+    if (made != wants)
+      return fail(MPK_ERR_WRONG_BASE, quote(patches[at(k)]), " starts from ", wants, " but ", quote(patches[at(k - 1)]),
+                  " makes ", made, " (patches go in version order)");
+  }
+  {
+    auto m = Model::open(base, streaming_open());
+    if (!m) return m.status();
+    const std::string_view wants = sv((o.reverse ? chain[at(0)].p->result() : chain[at(0)].p->base())->content_id());
+    if (m->content_id() != wants)
+      return fail(MPK_ERR_WRONG_BASE, quote(patches[at(0)]), o.reverse ? " rolls back from " : " applies to ", wants,
+                  "; ", quote(base), " is ", m->content_id());
+  }
+  std::string in = base;
+  std::vector<std::string> temps;
+  Status st;
+  for (size_t k = 0; k < n && st.ok(); ++k) {
+    std::string dst = out;
+    if (k + 1 < n) {
+      dst = out + ".chain" + std::to_string(k) + "-" + std::to_string(::getpid()) + ".tmp";
+      temps.push_back(dst);
+    }
+    st = apply_one(in, chain[at(k)], patches[at(k)], o.reverse, dst, o);
+    in = dst;
+  }
+  for (const std::string &t : temps) std::remove(t.c_str());
+  return st;
+}
+
+}  // namespace mpk

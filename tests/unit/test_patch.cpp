@@ -1,0 +1,440 @@
+// Tests of delta patches (include/modelpack/patch.hpp, FORMAT.md 7.10): bit-exact apply on
+// generated model pairs of every kind (fine-tune of every tensor, of a few, merged low-rank update,
+// renames, moves, additions, removals, metadata and component changes, quantized dtypes), raw and
+// compressed layouts; reverse; chains; empty patches; wrong bases; damaged bases and patches (every
+// truncation, bit flips, hostile patch tables): an error and nothing at the output, never wrong bytes.
+#include "codec/hash.hpp"
+#include "format/content_id.hpp"
+#include "model/internal.hpp"
+
+#include <modelpack/patch.hpp>
+
+#include "testutil.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <random>
+#include <vector>
+
+using namespace testutil;
+using mpk::DType;
+
+namespace {
+
+struct T {
+  std::string name;
+  DType dtype;
+  std::vector<uint64_t> shape;
+  std::vector<std::byte> data;
+  std::string component;  // "" = weights
+};
+
+struct Spec {
+  std::vector<std::pair<std::string, std::string>> components;  // extra components: name, kind
+  std::vector<T> tensors;
+  std::map<std::string, std::string> metadata;
+};
+
+void write(const std::string &path, const Spec &s, mpk::Codec codec = mpk::Codec::None, uint32_t alignment = 64) {
+  mpk::WriterOptions o;
+  o.fsync = false;
+  o.alignment = alignment;
+  o.compression.codec = codec;
+  o.compression.chunk_size = 64 * 1024;
+  auto w = mpk::Writer::create(path, o);
+  REQUIRE(w.ok());
+  for (const auto &[n, k] : s.components) REQUIRE_OK(w->add_component(n, k));
+  for (const T &t : s.tensors) REQUIRE_OK(w->add_tensor(t.name, t.dtype, t.shape, t.data, t.component));
+  for (const auto &[k, v] : s.metadata) REQUIRE_OK(w->set_metadata(k, v));
+  REQUIRE_OK(w->commit());
+}
+
+std::vector<float> normal(size_t n, float sd, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.f, sd);
+  std::vector<float> v(n);
+  for (float &x : v) x = nd(rng);
+  return v;
+}
+
+std::vector<std::byte> f32(const std::vector<float> &v) {
+  std::vector<std::byte> b(v.size() * 4);
+  std::memcpy(b.data(), v.data(), b.size());
+  return b;
+}
+std::vector<std::byte> bf16(const std::vector<float> &v) {
+  std::vector<std::byte> b(v.size() * 2);
+  for (size_t i = 0; i < v.size(); ++i) {
+    const uint16_t h = to_bf16(v[i]);
+    std::memcpy(b.data() + 2 * i, &h, 2);
+  }
+  return b;
+}
+
+// A small "transformer": embedding, a few layers of weights and biases, a norm, an int8 tensor,
+// a q8_0 block-quantized tensor and a tokenizer component, in f32 or bf16.
+struct Model0 {
+  std::map<std::string, std::vector<float>> w;
+  bool use_bf16 = false;
+  Spec spec() const {
+    Spec s;
+    s.components = {{"tokenizer", "tokenizer"}};
+    for (const auto &[name, v] : w) {
+      std::vector<uint64_t> shape = {v.size()};
+      if (v.size() % 64 == 0) shape = {v.size() / 64, 64};
+      s.tensors.push_back({name, use_bf16 ? MPK_DTYPE_BF16 : MPK_DTYPE_F32, shape, use_bf16 ? bf16(v) : f32(v), ""});
+    }
+    std::vector<std::byte> vocab(3000);
+    for (size_t i = 0; i < vocab.size(); ++i) vocab[i] = std::byte(i * 7 % 251);
+    s.tensors.push_back({"vocab", MPK_DTYPE_U8, {vocab.size()}, vocab, "tokenizer"});
+    std::vector<std::byte> q(34 * 64);  // 64 q8_0 blocks: f16 scale + 32 int8
+    for (size_t i = 0; i < q.size(); ++i) q[i] = std::byte(i * 13 % 256);
+    s.tensors.push_back({"q", MPK_DTYPE_Q8_0, {64 * 32}, q, ""});
+    s.metadata = {{"name", "model"}, {"version", "1"}};
+    return s;
+  }
+};
+
+Model0 base_model(bool use_bf16) {
+  Model0 m;
+  m.use_bf16 = use_bf16;
+  m.w["embed"] = normal(256 * 64, 0.02f, 1);
+  for (int l = 0; l < 3; ++l) {
+    const std::string p = "h." + std::to_string(l) + ".";
+    m.w[p + "attn"] = normal(64 * 192, 0.02f, 10 + l);
+    m.w[p + "mlp"] = normal(64 * 256, 0.02f, 20 + l);
+    m.w[p + "bias"] = normal(192, 0.01f, 30 + l);
+  }
+  m.w["ln.weight"] = std::vector<float>(64, 1.0f);
+  return m;
+}
+
+void nudge(std::vector<float> &v, float sd, uint64_t seed) {
+  const auto d = normal(v.size(), sd, seed);
+  for (size_t i = 0; i < v.size(); ++i) v[i] += d[i];
+}
+
+bool same_file(const std::string &a, const std::string &b) { return read_file(a) == read_file(b); }
+
+mpk::DiffOptions quick() {
+  mpk::DiffOptions o;
+  o.fsync = false;
+  o.chunk_size = 64 * 1024;
+  return o;
+}
+mpk::ApplyOptions apply_opts(bool reverse = false) {
+  mpk::ApplyOptions o;
+  o.fsync = false;
+  o.reverse = reverse;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("patches rebuild every kind of model pair bit for bit, in both directions", "[patch]") {
+  for (bool use_bf16 : {false, true})
+    for (mpk::Codec layout : {mpk::Codec::None, mpk::Codec::Auto}) {
+      INFO("bf16 " << use_bf16 << " compressed " << (layout == mpk::Codec::Auto));
+      TempDir dir;
+      const Model0 base = base_model(use_bf16);
+      write(dir / "base.mpk", base.spec(), layout);
+      std::map<std::string, Spec> variants;
+      {  // (a) full fine-tune: every float tensor moves a little
+        Model0 m = base;
+        uint64_t seed = 100;
+        for (auto &[n, v] : m.w) nudge(v, 2e-4f, seed++);
+        variants["ft"] = m.spec();
+      }
+      {  // (b) partial: only the last layer
+        Model0 m = base;
+        nudge(m.w["h.2.attn"], 1e-3f, 7);
+        nudge(m.w["h.2.mlp"], 1e-3f, 8);
+        variants["part"] = m.spec();
+      }
+      {  // (c) a merged rank-2 update of the attention weights
+        Model0 m = base;
+        for (int l = 0; l < 3; ++l) {
+          auto &a = m.w["h." + std::to_string(l) + ".attn"];
+          const auto u = normal(64 * 2, 0.01f, 40 + l), v = normal(2 * 192, 0.01f, 50 + l);
+          for (size_t r = 0; r < 64; ++r)
+            for (size_t c = 0; c < 192; ++c) a[r * 192 + c] += u[r * 2] * v[c] + u[r * 2 + 1] * v[192 + c];
+        }
+        variants["lora"] = m.spec();
+      }
+      {  // (d) structure: rename, move to another component, add, remove, replace, metadata, components
+        Spec s = base.spec();
+        for (T &t : s.tensors) {
+          if (t.name == "h.0.bias") t.name = "h.0.bias.renamed";
+          if (t.name == "ln.weight") t.component = "extra";
+          if (t.name == "h.1.mlp") t.data = f32(normal(t.data.size() / 4, 1.0f, 99)), t.dtype = MPK_DTYPE_F32,
+                                   t.shape = {t.data.size() / 4};  // replaced (other dtype in bf16 runs)
+        }
+        s.tensors.erase(std::remove_if(s.tensors.begin(), s.tensors.end(), [](const T &t) { return t.name == "h.2.bias"; }),
+                        s.tensors.end());
+        s.tensors.push_back({"added", MPK_DTYPE_I16, {5, 7}, random_bytes(70, 5), "extra"});
+        s.components.push_back({"extra", "adapter"});
+        s.metadata["version"] = "2";
+        s.metadata["note"] = "structural";
+        variants["struct"] = s;
+      }
+      variants["same"] = base.spec();
+      for (const auto &[name, spec] : variants) {
+        INFO("variant " << name);
+        write(dir / (name + ".mpk"), spec, layout);
+        for (bool two_way : {false, true}) {
+          mpk::DiffOptions o = quick();
+          o.two_way = two_way;
+          mpk::PatchSummary sum;
+          REQUIRE_OK(mpk::diff(dir / "base.mpk", dir / (name + ".mpk"), dir / "p", o, &sum));
+          REQUIRE_OK(mpk::apply_patch(dir / "base.mpk", {dir / "p"}, dir / "out.mpk", apply_opts()));
+          CHECK(same_file(dir / "out.mpk", dir / (name + ".mpk")));
+          auto out = mpk::Model::open(dir / "out.mpk");
+          REQUIRE(out.ok());
+          CHECK(out->content_id() == sum.result_id);
+          REQUIRE_OK(out->verify(mpk::Verify::Full));
+          const mpk::Status back = mpk::apply_patch(dir / (name + ".mpk"), {dir / "p"}, dir / "back.mpk", apply_opts(true));
+          if (two_way || sum.missing == 0) {
+            REQUIRE_OK(back);
+            CHECK(same_file(dir / "back.mpk", dir / "base.mpk"));
+          } else {
+            REQUIRE_CODE(back, MPK_ERR_UNSUPPORTED_FEATURE);
+            CHECK(!fs::exists(dir / "back.mpk"));
+          }
+          fs::remove(dir / "back.mpk");
+          if (name == "same") {  // an empty patch: every tensor kept, no payload
+            CHECK(sum.copies == spec.tensors.size());
+            CHECK(sum.literals + sum.xors + sum.subs == 0);
+            CHECK(sum.payload_bytes == 0);
+          }
+          if (name == "ft") CHECK(sum.xors + sum.subs >= 8);  // every float tensor but the constant norm
+          if (name == "part") {
+            CHECK(sum.xors + sum.subs == 2);
+            CHECK(sum.copies == spec.tensors.size() - 2);
+          }
+          if (name == "struct") {
+            // No result tensor comes from h.2.bias (removed) or the old h.1.mlp (replaced by new data);
+            // h.0.bias is renamed and ln.weight moved: copies.
+            CHECK(sum.removed == 2);
+            CHECK(sum.missing == (two_way ? 0u : 2u));
+          }
+        }
+      }
+    }
+}
+
+TEST_CASE("a delta patch is much smaller than the changed tensors", "[patch]") {
+  TempDir dir;
+  Model0 base = base_model(false), ft = base;
+  uint64_t seed = 300;
+  for (auto &[n, v] : ft.w) nudge(v, 1e-5f, seed++);  // a small learning rate
+  write(dir / "a.mpk", base.spec());
+  write(dir / "b.mpk", ft.spec());
+  mpk::PatchSummary s;
+  REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "p", quick(), &s));
+  CHECK(s.subs + s.xors >= 8);
+  // Each float moves by ~1e-5 on weights of ~0.02: the top ~10 bits of every f32 stay.
+  CHECK(double(fs::file_size(dir / "p")) < 0.75 * double(s.result_bytes));
+}
+
+TEST_CASE("a patch for another base, or a chain out of order, is refused before anything is written", "[patch]") {
+  TempDir dir;
+  Model0 v1 = base_model(false), v2 = v1, v3 = v1;
+  nudge(v2.w["embed"], 1e-3f, 1);
+  v3 = v2;
+  nudge(v3.w["h.1.attn"], 1e-3f, 2);
+  write(dir / "v1.mpk", v1.spec());
+  write(dir / "v2.mpk", v2.spec());
+  write(dir / "v3.mpk", v3.spec(), mpk::Codec::Auto);
+  REQUIRE_OK(mpk::diff(dir / "v1.mpk", dir / "v2.mpk", dir / "p12", quick()));
+  REQUIRE_OK(mpk::diff(dir / "v2.mpk", dir / "v3.mpk", dir / "p23", quick()));
+  // Chains, forward and back.
+  REQUIRE_OK(mpk::apply_patch(dir / "v1.mpk", {dir / "p12", dir / "p23"}, dir / "o3.mpk", apply_opts()));
+  CHECK(same_file(dir / "o3.mpk", dir / "v3.mpk"));
+  REQUIRE_OK(mpk::apply_patch(dir / "v3.mpk", {dir / "p12", dir / "p23"}, dir / "o1.mpk", apply_opts(true)));
+  CHECK(same_file(dir / "o1.mpk", dir / "v1.mpk"));
+  // A diff between any two versions.
+  REQUIRE_OK(mpk::diff(dir / "v3.mpk", dir / "v1.mpk", dir / "p31", quick()));
+  REQUIRE_OK(mpk::apply_patch(dir / "v3.mpk", {dir / "p31"}, dir / "o1b.mpk", apply_opts()));
+  CHECK(same_file(dir / "o1b.mpk", dir / "v1.mpk"));
+  const auto before = dir.entries();
+  const mpk::Status wrong = mpk::apply_patch(dir / "v1.mpk", {dir / "p23"}, dir / "x.mpk", apply_opts());
+  REQUIRE_CODE(wrong, MPK_ERR_WRONG_BASE);
+  CHECK(wrong.message().find("applies to") != std::string::npos);
+  REQUIRE_CODE(mpk::apply_patch(dir / "v1.mpk", {dir / "p23", dir / "p12"}, dir / "x.mpk", apply_opts()),
+               MPK_ERR_WRONG_BASE);
+  REQUIRE_CODE(mpk::apply_patch(dir / "v1.mpk", {dir / "p12"}, dir / "x.mpk", apply_opts(true)), MPK_ERR_WRONG_BASE);
+  REQUIRE_CODE(mpk::apply_patch(dir / "p12", {dir / "p12"}, dir / "x.mpk", apply_opts()), MPK_ERR_WRONG_BASE);
+  REQUIRE_CODE(mpk::apply_patch(dir / "v1.mpk", {dir / "v2.mpk"}, dir / "x.mpk", apply_opts()),
+               MPK_ERR_INVALID_ARGUMENT);  // a model is not a patch
+  REQUIRE_CODE(mpk::diff(dir / "p12", dir / "v2.mpk", dir / "x", quick()), MPK_ERR_INVALID_ARGUMENT);
+  CHECK(dir.entries() == before);  // no output, no temporary file
+}
+
+TEST_CASE("a damaged base or patch gives an error and no output, never wrong bytes", "[patch][hostile]") {
+  TempDir dir;
+  Model0 a = base_model(true), b = a;
+  nudge(b.w["h.0.attn"], 1e-3f, 3);
+  nudge(b.w["embed"], 1e-4f, 4);
+  b.w["new"] = normal(100, 1.f, 5);
+  write(dir / "a.mpk", a.spec());
+  write(dir / "b.mpk", b.spec());
+  mpk::DiffOptions o = quick();
+  o.two_way = true;
+  REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "p", o));
+  const auto patch = read_file(dir / "p");
+  const auto want = read_file(dir / "b.mpk");
+  auto outcome = [&](const std::vector<uint8_t> &bytes) {
+    write_file(dir / "bad", bytes);
+    const mpk::Status s = mpk::apply_patch(dir / "a.mpk", {dir / "bad"}, dir / "out.mpk", apply_opts());
+    if (s.ok()) {
+      CHECK(read_file(dir / "out.mpk") == want);  // a flip in padding changes nothing
+      fs::remove(dir / "out.mpk");
+    } else {
+      CHECK(!fs::exists(dir / "out.mpk"));
+    }
+    return s;
+  };
+  // Every truncation.
+  for (size_t cut = 0; cut < patch.size(); cut += (cut < 256 || cut + 256 > patch.size()) ? 1 : 97) {
+    std::vector<uint8_t> t(patch.begin(), patch.begin() + ptrdiff_t(cut));
+    CHECK(!outcome(t).ok());
+  }
+  // Bit flips: the preamble and header byte by byte, a sample of the payloads.
+  std::mt19937_64 rng(7);
+  size_t failed = 0;
+  for (int k = 0; k < 1500; ++k) {
+    const size_t at = k < 600 ? patch.size() - 1 - size_t(k) : size_t(rng() % patch.size());
+    auto f = patch;
+    f[at] ^= uint8_t(1u << (rng() % 8));
+    failed += !outcome(f).ok();
+  }
+  CHECK(failed > 1000);
+  // A base whose bytes were damaged after it was written (header intact: same content id).
+  auto base = read_file(dir / "a.mpk");
+  auto m = mpk::Model::open(dir / "a.mpk");
+  const auto info = m->info(*m->find("h.0.attn"));
+  base[info.offset + 100] ^= 0x10;
+  write_file(dir / "a2.mpk", base);
+  const mpk::Status s = mpk::apply_patch(dir / "a2.mpk", {dir / "p"}, dir / "out.mpk", apply_opts());
+  REQUIRE_CODE(s, MPK_ERR_CHECKSUM);
+  CHECK(s.message().find("h.0.attn") != std::string::npos);
+  CHECK(!fs::exists(dir / "out.mpk"));
+  // diff checks what it reads too.
+  REQUIRE_CODE(mpk::diff(dir / "a2.mpk", dir / "b.mpk", dir / "p2", quick()), MPK_ERR_CHECKSUM);
+  CHECK(!fs::exists(dir / "p2"));
+}
+
+namespace {
+
+// A hand-made patch: base = one f32 tensor "t" of 1000 elements; the result side is `r` (one
+// tensor), built with op/source/payload as given; one payload tensor "pay" of `pay_bytes` bytes.
+struct Craft {
+  uint16_t version = 1;
+  uint64_t incompatible = 0;
+  std::string rname = "t";
+  uint16_t dtype = MPK_DTYPE_F32;
+  std::vector<uint64_t> shape = {1000};
+  uint32_t component = 0;
+  uint64_t xxh3 = 0;  // 0: the right one
+  uint8_t op = uint8_t(mpk::fb::PatchOp::XOR);
+  uint32_t source = 0;
+  std::string payload = "pay";
+  size_t pay_bytes = 4000;
+  bool bad_cid = false;
+};
+
+std::string cid_of(const std::string &name, uint16_t dtype, const std::vector<uint64_t> &shape, uint64_t xxh3) {
+  mpk::detail::ContentIdBuilder b;
+  b.add(name, dtype, shape, xxh3);
+  return b.finish();
+}
+
+mpk::Status craft(const TempDir &dir, const Craft &c) {
+  const auto base_bytes = f32(normal(1000, 0.02f, 1));
+  auto pay = random_bytes(c.pay_bytes, 2);
+  std::vector<std::byte> result(4000);
+  for (size_t i = 0; i < 4000; ++i) result[i] = base_bytes[i] ^ (i < pay.size() ? pay[i] : std::byte{0});
+  const uint64_t bx = mpk::detail::xxh3_64(base_bytes.data(), base_bytes.size());
+  const uint64_t rx = c.xxh3 ? c.xxh3 : mpk::detail::xxh3_64(result.data(), result.size());
+  write(dir / "base.mpk", Spec{{}, {{"t", MPK_DTYPE_F32, {1000}, base_bytes, ""}}, {}});
+  mpk::WriterOptions o;
+  o.fsync = false;
+  auto w = mpk::Writer::create(dir / "crafted", o);
+  REQUIRE(w.ok());
+  const uint64_t pshape[] = {c.pay_bytes};
+  REQUIRE_OK(w->add_tensor("pay", MPK_DTYPE_U8, pshape, pay));
+  namespace fb = mpk::fb;
+  mpk::detail::WriterAccess::set_patch(*w, [&](flatbuffers::FlatBufferBuilder &b) {
+    auto side = [&](const std::string &cid, const std::string &name, uint16_t dtype, const std::vector<uint64_t> &shape,
+                    uint64_t x, uint8_t op, uint32_t source, const std::string &payload) {
+      auto comp = fb::CreateComponent(b, b.CreateString("weights"), b.CreateString("weights"));
+      auto comps = b.CreateVector(std::vector<flatbuffers::Offset<fb::Component>>{comp});
+      auto t = fb::CreatePatchTensor(b, b.CreateString(name), fb::DType(dtype), b.CreateVector(shape),
+                                     name == c.rname ? c.component : 0, x, 0, fb::PatchOp(op), source,
+                                     payload.empty() ? 0 : b.CreateString(payload));
+      auto ts = b.CreateVector(std::vector<flatbuffers::Offset<fb::PatchTensor>>{t});
+      return fb::CreatePatchSide(b, b.CreateString(cid), 64, 3, comps, 0, ts);
+    };
+    const std::string rcid = c.bad_cid ? cid_of("other", MPK_DTYPE_F32, {1}, 1) : cid_of(c.rname, c.dtype, c.shape, rx);
+    auto bs = side(cid_of("t", MPK_DTYPE_F32, {1000}, bx), "t", MPK_DTYPE_F32, {1000}, bx,
+                   uint8_t(fb::PatchOp::XOR), 0, "pay");
+    auto rs = side(rcid, c.rname, c.dtype, c.shape, rx, c.op, c.source, c.payload);
+    return fb::CreatePatch(b, c.version, c.incompatible, 1, bs, rs);
+  });
+  REQUIRE_OK(w->commit());
+  return mpk::apply_patch(dir / "base.mpk", {dir / "crafted"}, dir / "out.mpk", apply_opts());
+}
+
+}  // namespace
+
+TEST_CASE("hostile patch tables are refused by name, before anything is written", "[patch][hostile]") {
+  TempDir dir;
+  REQUIRE_OK(craft(dir, {}));  // the well-formed one applies
+  fs::remove(dir / "out.mpk");
+  auto refused = [&](Craft c, mpk_status code, const std::string &words) {
+    INFO(words);
+    const mpk::Status s = craft(dir, c);
+    REQUIRE_CODE(s, code);
+    CHECK(s.message().find(words) != std::string::npos);
+    CHECK(!fs::exists(dir / "out.mpk"));
+  };
+  Craft c;
+  c.source = 5;
+  refused(c, MPK_ERR_CORRUPT_HEADER, "has source 5 of 1");
+  c = {};
+  c.payload = "nope";
+  refused(c, MPK_ERR_CORRUPT_HEADER, "payload 'nope' is missing");
+  c = {};
+  c.pay_bytes = 3999;
+  refused(c, MPK_ERR_CORRUPT_HEADER, "payload holds 3999 bytes, not 4000");
+  c = {};
+  c.op = 9;
+  refused(c, MPK_ERR_UNSUPPORTED_FEATURE, "uses operation 9");
+  c = {};
+  c.version = 2;
+  refused(c, MPK_ERR_UNSUPPORTED_VERSION, "patch version 2");
+  c = {};
+  c.incompatible = 4;
+  refused(c, MPK_ERR_UNSUPPORTED_FEATURE, "feature bits");
+  c = {};
+  c.bad_cid = true;
+  refused(c, MPK_ERR_CHECKSUM, "does not match its tensors");
+  c = {};
+  c.op = uint8_t(mpk::fb::PatchOp::COPY);
+  c.payload = "";
+  refused(c, MPK_ERR_CORRUPT_HEADER, "copy of a tensor with another checksum");
+  c = {};
+  c.component = 3;
+  refused(c, MPK_ERR_CORRUPT_HEADER, "has component 3");
+  c = {};
+  c.shape = {999};
+  refused(c, MPK_ERR_CORRUPT_HEADER, "differ in size");
+  c = {};
+  c.op = uint8_t(mpk::fb::PatchOp::LITERAL);
+  c.source = 0;
+  refused(c, MPK_ERR_CORRUPT_HEADER, "must not have a source");
+  c = {};
+  c.xxh3 = 12345;  // a consistent table whose result does not come out with that checksum
+  refused(c, MPK_ERR_CHECKSUM, "came out with checksum");
+}
