@@ -572,6 +572,42 @@ MPK_API mpk_status mpk_convert_options_init(mpk_convert_options *opts, size_t st
  * names; exporting to it writes the shards and the index (max_shard_bytes). */
 MPK_API mpk_status mpk_convert(const char *in, const char *out, const mpk_convert_options *opts);
 
+/* ---- delta patches (FORMAT.md 7.10) --------------------------------------------------------- */
+
+#define MPK_PATCH_TWO_WAY (1u << 0)   /* mpk_diff: also store the base tensors the result removes or
+                                         replaces, so that the patch always applies in reverse */
+#define MPK_PATCH_NO_FSYNC (1u << 1)  /* do not sync the output before/after the final rename */
+#define MPK_PATCH_REVERSE (1u << 2)   /* mpk_patch: `base` is the patches' result; rebuild their base */
+
+typedef struct mpk_patch_options {
+  uint32_t struct_size;   /* sizeof(mpk_patch_options) */
+  uint32_t flags;         /* MPK_PATCH_* */
+  int32_t level;          /* mpk_diff: effort for the payloads, 1..19; 0 = 3 */
+  int32_t result_level;   /* mpk_diff: effort the result is compressed with when applied, if the new
+                             model is compressed, 1..19; 0 = 3 */
+  uint32_t threads;       /* encoding threads; 0 = one per core */
+  uint32_t reserved;      /* must be 0 */
+} mpk_patch_options;
+
+#define MPK_PATCH_OPTIONS_INIT { sizeof(mpk_patch_options), 0, 0, 0, 0, 0 }
+/* As mpk_open_options_init: writes exactly struct_size bytes of defaults. */
+MPK_API mpk_status mpk_patch_options_init(mpk_patch_options *opts, size_t struct_size);
+
+/* Writes a patch that turns the model at `base` into the model at `target`, atomically at `patch`
+ * (nothing appears there on error). Tensors kept, renamed or moved cost a few bytes; changed ones the
+ * smallest of their new data and their XOR or integer difference from the base, compressed. Memory is
+ * bounded by a few pieces of 4 MiB, whatever the model size. NULL options: defaults. */
+MPK_API mpk_status mpk_diff(const char *base, const char *target, const char *patch, const mpk_patch_options *opts);
+
+/* Applies `count` patches in order (a chain v1 -> v2 -> ...; with MPK_PATCH_REVERSE `base` is the last
+ * one's result and the chain is undone newest first) and writes the result at `out`, atomically. Every
+ * output tensor is checked against its checksum as it is written. MPK_ERR_WRONG_BASE: a patch does not
+ * start from the model it is given (or the chain is out of order); MPK_ERR_UNSUPPORTED_FEATURE: a
+ * reverse that needs tensor bytes a one-way patch does not hold (the message names the tensor);
+ * MPK_ERR_CHECKSUM: the base or a patch is damaged. On any error nothing appears at `out`. */
+MPK_API mpk_status mpk_patch(const char *base, const char *const *patches, size_t count, const char *out,
+                             const mpk_patch_options *opts);
+
 #ifdef __cplusplus
 }
 #endif

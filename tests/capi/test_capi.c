@@ -1804,6 +1804,115 @@ static void test_compress(void) {
   free(v);
 }
 
+/* Delta patches through the C ABI: mpk_diff and mpk_patch, forward, reverse (two-way), a chain,
+ * a wrong base (MPK_ERR_WRONG_BASE, nothing written), a one-way reverse that cannot be done, and
+ * option checks. */
+static int same_bytes(const char *a, const char *b) {
+  long n1 = 0, n2 = 0;
+  unsigned char *x = read_whole(a, &n1), *y = read_whole(b, &n2);
+  int same = x && y && n1 == n2 && memcmp(x, y, (size_t)n1) == 0;
+  free(x);
+  free(y);
+  return same;
+}
+
+static void write_version(const char *path, int version) {
+  mpk_writer *w = NULL;
+  mpk_writer_options o = MPK_WRITER_OPTIONS_INIT;
+  uint64_t shape[1] = {4096};
+  float *v = (float *)malloc(4096 * sizeof(float));
+  size_t i;
+  REQUIRE(v != NULL, "malloc");
+  o.flags = MPK_WRITER_NO_FSYNC;
+  REQUIRE_OK(mpk_writer_create(&w, path, &o));
+  for (i = 0; i < 4096; ++i) v[i] = (float)((double)((i * 2654435761u) % 1000) / 50000.0 + 1e-6 * version * (double)(i % 7));
+  CHECK_OK(mpk_writer_add_tensor(w, "w", MPK_DTYPE_F32, 1, shape, v, sizeof(float) * 4096, NULL));
+  if (version < 2) /* removed in version 2 */
+    CHECK_OK(mpk_writer_add_tensor(w, "old", MPK_DTYPE_F32, 1, shape, v, sizeof(float) * 4096, NULL));
+  if (version >= 2) /* the same bytes under a new name */
+    CHECK_OK(mpk_writer_add_tensor(w, "renamed", MPK_DTYPE_F32, 1, shape, v, sizeof(float) * 4096, NULL));
+  CHECK_OK(mpk_writer_commit(w));
+  mpk_writer_free(w);
+  free(v);
+}
+
+static void test_patch(void) {
+  char v1[4096], v2[4096], v3[4096], p12[4096], p23[4096], out[4096];
+  const char *chain[2];
+  mpk_patch_options o = MPK_PATCH_OPTIONS_INIT;
+  path_in(v1, sizeof v1, "v1.mpk");
+  path_in(v2, sizeof v2, "v2.mpk");
+  path_in(v3, sizeof v3, "v3.mpk");
+  path_in(p12, sizeof p12, "p12");
+  path_in(p23, sizeof p23, "p23");
+  path_in(out, sizeof out, "out.mpk");
+  write_version(v1, 1);
+  write_version(v2, 2);
+  write_version(v3, 3);
+  o.flags = MPK_PATCH_NO_FSYNC;
+  CHECK_OK(mpk_diff(v1, v2, p12, &o));
+  CHECK_OK(mpk_diff(v2, v3, p23, NULL));
+  chain[0] = p12;
+  CHECK_OK(mpk_patch(v1, chain, 1, out, &o));
+  CHECK(same_bytes(out, v2), "v1 + p12 differs from v2");
+  unlink(out);
+  chain[0] = p12;
+  chain[1] = p23;
+  CHECK_OK(mpk_patch(v1, chain, 2, out, NULL));
+  CHECK(same_bytes(out, v3), "v1 + p12 + p23 differs from v3");
+  unlink(out);
+  /* Wrong base: refused, named, nothing written. */
+  chain[0] = p23;
+  CHECK_STATUS(mpk_patch(v1, chain, 1, out, &o), MPK_ERR_WRONG_BASE);
+  CHECK_MESSAGE("applies to");
+  CHECK(!file_exists(out), "a refused patch wrote its output");
+  /* One-way p12 removed "old": its reverse cannot be done; a two-way patch can. */
+  o.flags = MPK_PATCH_NO_FSYNC | MPK_PATCH_REVERSE;
+  chain[0] = p12;
+  CHECK_STATUS(mpk_patch(v2, chain, 1, out, &o), MPK_ERR_UNSUPPORTED_FEATURE);
+  CHECK_MESSAGE("old");
+  o.flags = MPK_PATCH_NO_FSYNC | MPK_PATCH_TWO_WAY;
+  CHECK_OK(mpk_diff(v1, v2, p12, &o));
+  o.flags = MPK_PATCH_NO_FSYNC | MPK_PATCH_REVERSE;
+  CHECK_OK(mpk_patch(v2, chain, 1, out, &o));
+  CHECK(same_bytes(out, v1), "v2 - p12 differs from v1");
+  unlink(out);
+  /* Option and argument checks. */
+  {
+    mpk_patch_options d;
+    memset(&d, 0xab, sizeof d);
+    CHECK_OK(mpk_patch_options_init(&d, sizeof d));
+    CHECK(d.struct_size == sizeof d && d.flags == 0 && d.level == 0 && d.threads == 0 && d.reserved == 0,
+          "mpk_patch_options_init defaults");
+    CHECK_STATUS(mpk_patch_options_init(&d, 8), MPK_ERR_INVALID_ARGUMENT);
+  }
+  o.flags = MPK_PATCH_REVERSE;
+  CHECK_STATUS(mpk_diff(v1, v2, p12, &o), MPK_ERR_INVALID_ARGUMENT);
+  o.flags = MPK_PATCH_TWO_WAY;
+  CHECK_STATUS(mpk_patch(v1, chain, 1, out, &o), MPK_ERR_INVALID_ARGUMENT);
+  o.flags = 1u << 20;
+  CHECK_STATUS(mpk_diff(v1, v2, p12, &o), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_MESSAGE("flags");
+  o.flags = 0;
+  o.level = 20;
+  CHECK_STATUS(mpk_diff(v1, v2, p12, &o), MPK_ERR_INVALID_ARGUMENT);
+  o.level = 0;
+  o.reserved = 1;
+  CHECK_STATUS(mpk_diff(v1, v2, p12, &o), MPK_ERR_INVALID_ARGUMENT);
+  o.reserved = 0;
+  CHECK_STATUS(mpk_patch(v1, chain, 0, out, &o), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(mpk_patch(v1, NULL, 1, out, &o), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(mpk_diff(NULL, v2, p12, &o), MPK_ERR_INVALID_ARGUMENT);
+  chain[0] = NULL;
+  CHECK_STATUS(mpk_patch(v1, chain, 1, out, &o), MPK_ERR_INVALID_ARGUMENT);
+  CHECK(!file_exists(out), "an error wrote the output");
+  unlink(v1);
+  unlink(v2);
+  unlink(v3);
+  unlink(p12);
+  unlink(p23);
+}
+
 static int wanted(const char *section, const char *name) {
   return section == NULL || strcmp(section, name) == 0;
 }
@@ -1834,6 +1943,7 @@ int main(int argc, char **argv) {
     test_writer_options();
     test_writer_abort();
     test_compress();
+    test_patch();
   }
   if (wanted(section, "model")) {
     path_in(model, sizeof model, "reference.mpk");

@@ -633,6 +633,53 @@ def case_compress(tmp):
     check(code != 0 and "chunk 0" in e, f"verify damaged: {code} {e!r}")
 
 
+def case_patch(tmp):
+    """mpk diff / mpk patch: byte-identical result, --reverse with --two-way, a chain, a wrong base
+    (exit 1, MPK_ERR_WRONG_BASE, no output), inspect of a patch, usage errors."""
+    rng = np.random.default_rng(5)
+    v1 = {"w": (rng.standard_normal((256, 300)) * 0.02).astype(np.float32),
+          "b": (rng.standard_normal(300) * 0.01).astype(np.float32),
+          "gone": np.arange(50, dtype=np.int64)}
+    v2 = {"w": v1["w"] + (rng.standard_normal((256, 300)) * 1e-4).astype(np.float32), "b": v1["b"],
+          "added": np.arange(9, dtype=np.int16)}
+    v3 = dict(v2, w=v2["w"] + (rng.standard_normal((256, 300)) * 1e-4).astype(np.float32))
+    paths = {}
+    for name, arrays in (("v1", v1), ("v2", v2), ("v3", v3)):
+        d = os.path.join(tmp, name)
+        write_tree(d, arrays)
+        paths[name] = os.path.join(tmp, name + ".mpk")
+        run("pack", d, "-o", paths[name], "--no-fsync", expect=0)
+    p12, p23 = os.path.join(tmp, "p12.mpkd"), os.path.join(tmp, "p23.mpkd")
+    _, out, err = run("diff", paths["v1"], paths["v2"], "-o", p12, "--no-fsync", expect=0)
+    check("wrote" in out and ("1 sub deltas" in out or "1 xor deltas" in out), f"diff output: {out!r}")
+    check(os.path.getsize(p12) < os.path.getsize(paths["v2"]), "the patch is not smaller than the model")
+    run("diff", paths["v2"], paths["v3"], "-o", p23, "--two-way", "--level", "6", "--no-fsync", expect=0)
+    o = os.path.join(tmp, "o.mpk")
+    run("patch", paths["v1"], p12, "-o", o, "--no-fsync", expect=0)
+    check(open(o, "rb").read() == open(paths["v2"], "rb").read(), "v1 + p12 is not v2 byte for byte")
+    run("patch", paths["v1"], p12, p23, "-o", o, "--no-fsync", expect=0)
+    check(open(o, "rb").read() == open(paths["v3"], "rb").read(), "v1 + p12 + p23 is not v3")
+    run("patch", "--reverse", paths["v3"], p23, "-o", o, "--no-fsync", expect=0)
+    check(open(o, "rb").read() == open(paths["v2"], "rb").read(), "v3 - p23 is not v2")
+    os.remove(o)
+    code, _, e = run("patch", "--reverse", paths["v2"], p12, "-o", o)  # one-way: 'gone' is not in it
+    check(code == 1 and "MPK_ERR_UNSUPPORTED_FEATURE" in e and "'gone'" in e and not os.path.exists(o),
+          f"one-way reverse: {code} {e!r}")
+    code, _, e = run("patch", paths["v1"], p23, "-o", o)
+    check(code == 1 and "MPK_ERR_WRONG_BASE" in e and not os.path.exists(o), f"wrong base: {code} {e!r}")
+    _, text, _ = run("inspect", p23, expect=0)
+    check("patch:" in text and "(two-way)" in text and "operations:" in text, f"inspect patch: {text!r}")
+    run("verify", p23, expect=0)
+    for bad in (("diff", paths["v1"], paths["v2"]), ("diff", paths["v1"], paths["v2"], "-o", o, "--level", "0"),
+                ("patch", paths["v1"], "-o", o)):
+        code, _, e = run(*bad)
+        check(code == 2 and not os.path.exists(o), f"{bad}: {code} {e!r}")
+    # A truncated patch: refused, no output.
+    t = os.path.join(tmp, "t.mpkd")
+    open(t, "wb").write(open(p12, "rb").read()[:-100])
+    code, _, e = run("patch", paths["v1"], t, "-o", o)
+    check(code == 1 and "MPK_ERR_TRUNCATED" in e and not os.path.exists(o), f"truncated patch: {code} {e!r}")
+
 
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
