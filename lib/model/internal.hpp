@@ -54,6 +54,8 @@ struct WriterAccess {
   // How the next begin_tensor() stores the tensor, whatever the options say: 0 raw, otherwise
   // chunked with this chunk size (the codec and level of the options; Auto if they say None).
   static void set_next_chunk_size(Writer &w, uint32_t chunk_size);
+  // XXH3-64 of the decoded bytes of the tensor the last end_tensor() completed.
+  static uint64_t last_xxh3(const Writer &w);
 };
 
 }  // namespace mpk::detail

@@ -565,4 +565,8 @@ void detail::WriterAccess::set_patch(Writer &w,
 
 void detail::WriterAccess::set_next_chunk_size(Writer &w, uint32_t chunk_size) { w.impl_->next_chunk = chunk_size; }
 
+uint64_t detail::WriterAccess::last_xxh3(const Writer &w) {
+  return w.impl_->records.empty() ? 0 : w.impl_->records.back().xxh3;
+}
+
 }  // namespace mpk

@@ -83,9 +83,9 @@ void sub_encode_t(const std::byte *src, const std::byte *res, std::byte *out, si
     std::memcpy(out + i * sizeof(U), &z, sizeof(U));
   }
 }
-// res = src + unzigzag(z) (forward), or src = res - unzigzag(z) (backward: `sign` = -1).
-template <class U>
-void sub_decode_t(const std::byte *from, const std::byte *pay, std::byte *out, size_t n, bool backward) {
+// res = src + unzigzag(z) (forward), or src = res - unzigzag(z) (backward).
+template <class U, bool backward>
+void sub_decode_t(const std::byte *from, const std::byte *pay, std::byte *out, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     U a, z;
     std::memcpy(&a, from + i * sizeof(U), sizeof(U));
@@ -104,13 +104,17 @@ void sub_encode(unsigned w, const std::byte *src, const std::byte *res, std::byt
     default: return sub_encode_t<uint8_t>(src, res, out, nbytes);
   }
 }
-void sub_decode(unsigned w, const std::byte *from, const std::byte *pay, std::byte *out, size_t nbytes, bool backward) {
+template <bool backward>
+void sub_decode_dir(unsigned w, const std::byte *from, const std::byte *pay, std::byte *out, size_t nbytes) {
   switch (w) {
-    case 2: return sub_decode_t<uint16_t>(from, pay, out, nbytes / 2, backward);
-    case 4: return sub_decode_t<uint32_t>(from, pay, out, nbytes / 4, backward);
-    case 8: return sub_decode_t<uint64_t>(from, pay, out, nbytes / 8, backward);
-    default: return sub_decode_t<uint8_t>(from, pay, out, nbytes, backward);
+    case 2: return sub_decode_t<uint16_t, backward>(from, pay, out, nbytes / 2);
+    case 4: return sub_decode_t<uint32_t, backward>(from, pay, out, nbytes / 4);
+    case 8: return sub_decode_t<uint64_t, backward>(from, pay, out, nbytes / 8);
+    default: return sub_decode_t<uint8_t, backward>(from, pay, out, nbytes);
   }
+}
+void sub_decode(unsigned w, const std::byte *from, const std::byte *pay, std::byte *out, size_t nbytes, bool backward) {
+  backward ? sub_decode_dir<true>(w, from, pay, out, nbytes) : sub_decode_dir<false>(w, from, pay, out, nbytes);
 }
 void xor_bytes(const std::byte *a, const std::byte *b, std::byte *out, size_t n) {
   for (size_t i = 0; i < n; ++i) out[i] = a[i] ^ b[i];
@@ -614,7 +618,6 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
       if (Status s = w->set_metadata(sv(e->key()), std::move(*v)); !s) return s;
     }
     std::vector<std::byte> a, b;
-    detail::Hasher64 h;
     uint64_t done = 0;
     for (uint32_t i = 0; i < nto; ++i) {
       const fb::PatchTensor *t = to->tensors()->Get(i);
@@ -626,7 +629,6 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
       const uint64_t piece = std::max<uint64_t>(wd, kPiece / wd * wd);
       detail::WriterAccess::set_next_chunk_size(*w, t->chunk_size());
       if (Status s = w->begin_tensor(sv(t->name()), dt, shape, sv(comps->Get(t->component())->name())); !s) return s;
-      h.reset();
       const fb::PatchOp op = t->op();
       for (uint64_t off = 0; off < nbytes;) {
         const size_t n = size_t(std::min(piece, nbytes - off));
@@ -643,17 +645,16 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
             else sub_decode(wd, a.data(), b.data(), a.data(), n, reverse);
           }
         }
-        h.update(a.data(), n);
-        if (Status s = w->write(as); !s) return s;
+        if (Status s = w->write(as); !s) return s;  // the writer hashes what it is given
         off += n;
         done += n;
         if (o.progress) o.progress(done, total);
       }
-      if (h.digest() != t->xxh3())
-        return fail(MPK_ERR_CHECKSUM, "tensor ", quote(sv(t->name())), " came out with checksum ", Hex{h.digest()},
-                    ", not ", Hex{t->xxh3()}, ": ", quote(src_path), " or ", quote(patch_path),
-                    " is damaged; nothing was written at ", quote(out));
       if (Status s = w->end_tensor(); !s) return s;
+      if (const uint64_t got = detail::WriterAccess::last_xxh3(*w); got != t->xxh3())
+        return fail(MPK_ERR_CHECKSUM, "tensor ", quote(sv(t->name())), " came out with checksum ", Hex{got}, ", not ",
+                    Hex{t->xxh3()}, ": ", quote(src_path), " or ", quote(patch_path), " is damaged; nothing was written at ",
+                    quote(out));
     }
     return {};
   }();
