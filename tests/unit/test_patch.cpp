@@ -325,6 +325,36 @@ TEST_CASE("a damaged base or patch gives an error and no output, never wrong byt
   CHECK(!fs::exists(dir / "p2"));
 }
 
+TEST_CASE("every truncation of a small patch is refused, with nothing written", "[patch][hostile]") {
+  TempDir dir;
+  Spec a, b;
+  a.tensors = {{"w", MPK_DTYPE_F32, {300}, f32(normal(300, 0.02f, 1)), ""},
+               {"gone", MPK_DTYPE_I8, {40}, random_bytes(40, 2), ""}};
+  auto w2 = normal(300, 0.02f, 1);
+  nudge(w2, 1e-4f, 3);
+  b.tensors = {{"w", MPK_DTYPE_F32, {300}, f32(w2), ""}, {"new", MPK_DTYPE_U16, {20}, random_bytes(40, 4), ""}};
+  b.metadata = {{"k", "v"}};
+  write(dir / "a.mpk", a);
+  write(dir / "b.mpk", b);
+  mpk::DiffOptions o = quick();
+  o.two_way = true;
+  REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "p", o));
+  const auto patch = read_file(dir / "p");
+  REQUIRE(patch.size() < 8192);
+  for (size_t cut = 0; cut < patch.size(); ++cut) {
+    write_file(dir / "t", std::vector<uint8_t>(patch.begin(), patch.begin() + ptrdiff_t(cut)));
+    for (bool reverse : {false, true}) {
+      const mpk::Status s = mpk::apply_patch(dir / (reverse ? "b.mpk" : "a.mpk"), {dir / "t"}, dir / "out.mpk",
+                                             apply_opts(reverse));
+      INFO("cut " << cut << " reverse " << reverse << ": " << s.to_string());
+      CHECK(!s.ok());
+      CHECK(!fs::exists(dir / "out.mpk"));
+    }
+  }
+  REQUIRE_OK(mpk::apply_patch(dir / "b.mpk", {dir / "p"}, dir / "out.mpk", apply_opts(true)));
+  CHECK(same_file(dir / "out.mpk", dir / "a.mpk"));
+}
+
 namespace {
 
 // A hand-made patch: base = one f32 tensor "t" of 1000 elements; the result side is `r` (one
