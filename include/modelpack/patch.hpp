@@ -52,9 +52,12 @@ MPK_API Status diff(const std::string &base, const std::string &target, const st
 
 struct ApplyOptions {
   bool reverse = false;  // `base` is the patch's result; rebuild its base (one patch only)
-  unsigned threads = 0;  // encoding threads when the output is compressed (0: one per core)
+  // Threads that read, decode and combine pieces (0: one per core); a further thread writes, and
+  // encodes when the output is compressed.
+  unsigned threads = 0;
   bool fsync = true;
-  // Called with decoded output bytes done and their total, per patch of a chain.
+  // Called with decoded output bytes done and their total, per patch of a chain, from the
+  // library's writing thread (one call at a time).
   std::function<void(uint64_t done, uint64_t total)> progress;
 };
 

@@ -11,16 +11,21 @@
 #include "format/content_id.hpp"
 #include "format/dtype.hpp"
 #include "model/internal.hpp"
+#include "parallel.hpp"
 
 #include <modelpack/patch.hpp>
 
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <unordered_map>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 namespace mpk {
@@ -617,8 +622,13 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
       if (!v) return v.status();
       if (Status s = w->set_metadata(sv(e->key()), std::move(*v)); !s) return s;
     }
-    std::vector<std::byte> a, b;
-    uint64_t done = 0;
+    // The output in pieces of whole elements, tensor after tensor (an empty tensor: one empty piece).
+    struct Piece {
+      uint32_t tensor;
+      uint64_t off;
+      size_t n;
+    };
+    std::vector<Piece> pieces;
     for (uint32_t i = 0; i < nto; ++i) {
       const fb::PatchTensor *t = to->tensors()->Get(i);
       const DType dt = DType(uint32_t(t->dtype()));
@@ -627,36 +637,140 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
       const uint64_t nbytes = *detail::tensor_nbytes(dt, shape, sv(t->name()));
       const unsigned wd = op_width(dt);
       const uint64_t piece = std::max<uint64_t>(wd, kPiece / wd * wd);
-      detail::WriterAccess::set_next_chunk_size(*w, t->chunk_size());
-      if (Status s = w->begin_tensor(sv(t->name()), dt, shape, sv(comps->Get(t->component())->name())); !s) return s;
-      const fb::PatchOp op = t->op();
-      for (uint64_t off = 0; off < nbytes;) {
+      uint64_t off = 0;
+      do {
         const size_t n = size_t(std::min(piece, nbytes - off));
-        a.resize(std::max(a.size(), n));
-        std::span<std::byte> as(a.data(), n);
-        if (op == fb::PatchOp::LITERAL) {
-          if (Status s = pt.m.read(payload[i], as, off); !s) return s;
-        } else {
-          if (Status s = src->read(src_index[t->source()], as, off); !s) return s;
-          if (op != fb::PatchOp::COPY) {
-            b.resize(std::max(b.size(), n));
-            if (Status s = pt.m.read(payload[i], {b.data(), n}, off); !s) return s;
-            if (op == fb::PatchOp::XOR) xor_bytes(a.data(), b.data(), a.data(), n);
-            else sub_decode(wd, a.data(), b.data(), a.data(), n, reverse);
-          }
-        }
-        if (Status s = w->write(as); !s) return s;  // the writer hashes what it is given
+        pieces.push_back({i, off, n});
         off += n;
-        done += n;
-        if (o.progress) o.progress(done, total);
-      }
-      if (Status s = w->end_tensor(); !s) return s;
-      if (const uint64_t got = detail::WriterAccess::last_xxh3(*w); got != t->xxh3())
-        return fail(MPK_ERR_CHECKSUM, "tensor ", quote(sv(t->name())), " came out with checksum ", Hex{got}, ", not ",
-                    Hex{t->xxh3()}, ": ", quote(src_path), " or ", quote(patch_path), " is damaged; nothing was written at ",
-                    quote(out));
+      } while (off < nbytes);
     }
-    return {};
+    // Two stages: batches of pieces are computed in parallel (reads, decoding, XOR/SUB) while a
+    // writer thread writes the previous batch in order (the writer hashes and, for compressed
+    // outputs, encodes). Two batch slots: memory is 2 x batch x kPiece (x2 for deltas).
+    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    const unsigned threads = o.threads ? std::min(o.threads, 2 * cores) : cores;
+    const size_t batch = size_t(2) * threads;
+    struct Slot {
+      std::vector<std::vector<std::byte>> out, tmp;
+      size_t first = 0, count = 0;
+      bool full = false;
+    };
+    Slot slots[2];
+    for (Slot &sl : slots) {
+      sl.out.resize(batch);
+      sl.tmp.resize(batch);
+    }
+    std::mutex mu;
+    std::condition_variable cv;
+    bool compute_done = false;
+    Status write_status;
+    uint64_t done = 0;
+    auto writer = [&] {
+      Status ws = [&]() -> Status {
+        try {
+          for (size_t next = 0;; next ^= 1) {
+            Slot &sl = slots[next];
+            {
+              std::unique_lock<std::mutex> lock(mu);
+              cv.wait(lock, [&] { return sl.full || compute_done; });
+              if (!sl.full) return {};
+            }
+            for (size_t j = 0; j < sl.count; ++j) {
+              const Piece &pc = pieces[sl.first + j];
+              const fb::PatchTensor *t = to->tensors()->Get(pc.tensor);
+              if (pc.off == 0) {
+                std::span<const uint64_t> shape;
+                if (t->shape()) shape = {t->shape()->data(), t->shape()->size()};
+                detail::WriterAccess::set_next_chunk_size(*w, t->chunk_size());
+                if (Status e = w->begin_tensor(sv(t->name()), DType(uint32_t(t->dtype())), shape,
+                                               sv(comps->Get(t->component())->name()));
+                    !e)
+                  return e;
+              }
+              if (Status e = w->write({sl.out[j].data(), pc.n}); !e) return e;  // the writer hashes it
+              done += pc.n;
+              if (o.progress) o.progress(done, total);
+              const bool last = sl.first + j + 1 == pieces.size() || pieces[sl.first + j + 1].tensor != pc.tensor;
+              if (last) {
+                if (Status e = w->end_tensor(); !e) return e;
+                if (const uint64_t got = detail::WriterAccess::last_xxh3(*w); got != t->xxh3())
+                  return fail(MPK_ERR_CHECKSUM, "tensor ", quote(sv(t->name())), " came out with checksum ", Hex{got},
+                              ", not ", Hex{t->xxh3()}, ": ", quote(src_path), " or ", quote(patch_path),
+                              " is damaged; nothing was written at ", quote(out));
+              }
+            }
+            std::lock_guard<std::mutex> lock(mu);
+            sl.full = false;
+            cv.notify_all();
+          }
+        } catch (const std::bad_alloc &) {
+          return fail(MPK_ERR_NO_MEMORY, "out of memory writing a patched model");
+        }
+      }();
+      std::lock_guard<std::mutex> lock(mu);
+      write_status = std::move(ws);
+      compute_done = true;  // tells the computing side to stop, if it is still going
+      cv.notify_all();
+    };
+    std::thread wt;
+    try {
+      wt = std::thread(writer);
+    } catch (const std::system_error &) {
+      return fail(MPK_ERR_NO_MEMORY, "cannot start the writer thread");
+    }
+    // One piece of the batch in slot `sl`: its bytes into sl.out[j].
+    auto compute = [&](Slot &sl, size_t j) -> Status {
+      const Piece &pc = pieces[sl.first + j];
+      const fb::PatchTensor *t = to->tensors()->Get(pc.tensor);
+      std::vector<std::byte> &a = sl.out[j], &b = sl.tmp[j];
+      if (a.size() < pc.n) a.resize(pc.n);
+      std::span<std::byte> as(a.data(), pc.n);
+      if (pc.n == 0) return {};
+      const fb::PatchOp op = t->op();
+      if (op == fb::PatchOp::LITERAL) return pt.m.read(payload[pc.tensor], as, pc.off);
+      if (Status e = src->read(src_index[t->source()], as, pc.off); !e) return e;
+      if (op == fb::PatchOp::COPY) return {};
+      if (b.size() < pc.n) b.resize(pc.n);
+      if (Status e = pt.m.read(payload[pc.tensor], {b.data(), pc.n}, pc.off); !e) return e;
+      if (op == fb::PatchOp::XOR) xor_bytes(a.data(), b.data(), a.data(), pc.n);
+      else sub_decode(op_width(DType(uint32_t(t->dtype()))), a.data(), b.data(), a.data(), pc.n, reverse);
+      return {};
+    };
+    Status cs;
+    for (size_t first = 0, k = 0; first < pieces.size() && cs.ok(); first += batch, k ^= 1) {
+      Slot &sl = slots[k];
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return !sl.full || compute_done; });
+        if (compute_done) break;  // the writer failed
+      }
+      sl.first = first;
+      sl.count = std::min(batch, pieces.size() - first);
+      cs = detail::run_items(sl.count, threads, [&] {
+        return [&](size_t j) -> Status {
+          try {
+            return compute(sl, j);
+          } catch (const std::bad_alloc &) {
+            return fail(MPK_ERR_NO_MEMORY, "out of memory applying a patch");
+          }
+        };
+      });
+      if (!cs) break;
+      std::lock_guard<std::mutex> lock(mu);
+      sl.full = true;
+      cv.notify_all();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!cs) {  // stop the writer after the batches already handed over
+        for (Slot &sl : slots) sl.full = false;
+      }
+      compute_done = true;
+      cv.notify_all();
+    }
+    wt.join();
+    if (!cs) return cs;
+    return write_status;
   }();
   if (!st) {
     w->abort();
