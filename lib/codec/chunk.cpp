@@ -123,7 +123,13 @@ void join_t(const uint8_t *const *planes, size_t n, std::byte *out) {
 }
 
 // The hot loops, compiled for AVX-512, AVX2 and the baseline, picked at load time.
+// Not under ThreadSanitizer: an ifunc resolver runs while the dynamic loader relocates, before the
+// TSan runtime is up, and crashes the program there.
+#if defined(__SANITIZE_THREAD__)
+#define MPK_CLONES
+#else
 #define MPK_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
 
 // Non-temporal joins (OutputUse::Streaming) for the float widths, AVX-512BW only: whole 64-byte
 // stores from the first 64-byte boundary of `out`, the ends element by element.
@@ -297,10 +303,15 @@ Status encode_planes(const PlaneLayout &layout, std::span<const std::byte> in, c
   const unsigned w = layout.width;
   const size_t n = in.size() / w;
   const bool rot = layout.transform == Transform::RotateLeft1;
-  auto &planes = Access::planes(scratch);
+  auto &planes_buf = Access::planes(scratch);
   auto &trial = Access::trial(scratch);
-  ensure(planes, in.size());
-  split(w, rot, in.data(), n, planes.data());
+  // htscodecs 1.3's AVX-512 order-1 encoder gathers from the bytes just before its input (found
+  // under ThreadSanitizer, whose heap put a plane at the very start of a mapping): the planes start
+  // kLead bytes into their buffer so that those reads stay inside it.
+  constexpr size_t kLead = 64;
+  ensure(planes_buf, kLead + in.size());
+  std::byte *const planes = planes_buf.data() + kLead;
+  split(w, rot, in.data(), n, planes);
   const size_t bound = std::max<size_t>(rans_compress_bound_4x16(unsigned(n), kRansOrder1 | kRansX32),
                                         ZSTD_compressBound(n));
   const bool thorough = params.level >= 6;
@@ -309,7 +320,7 @@ Status encode_planes(const PlaneLayout &layout, std::span<const std::byte> in, c
   std::array<PlaneChoice, 8> choice{};
   size_t used = 0;  // bytes of `trial` holding chosen streams
   for (unsigned j = 0; j < w; ++j) {
-    const auto *src = reinterpret_cast<const uint8_t *>(planes.data()) + size_t(j) * n;
+    const auto *src = reinterpret_cast<const uint8_t *>(planes) + size_t(j) * n;
     PlaneChoice best;  // raw: n bytes
     size_t best_size = n;
     // Nearly uniform planes (mantissa bytes) cannot shrink enough to pay for a table and a decode.
@@ -368,7 +379,7 @@ Status encode_planes(const PlaneLayout &layout, std::span<const std::byte> in, c
     const size_t size = raw ? n : c.size;
     p[2 + 5 * j] = std::byte(c.method);
     put_u32(p + 3 + 5 * j, uint32_t(size));
-    std::memcpy(payload, raw ? planes.data() + size_t(j) * n : trial.data() + c.offset, size);
+    std::memcpy(payload, raw ? planes + size_t(j) * n : trial.data() + c.offset, size);
     payload += size;
   }
   return {};
