@@ -108,25 +108,11 @@ def save_state(model, outdir, stem):
 # ----------------------------------------------------------------------------------------------------------
 
 def corpus(patterns, max_bytes):
-    import torch
+    from make_weights import read_text  # imports torch: only for `train`
     files = []
     for p in patterns:
         files += sorted(glob.glob(p, recursive=True))
-    out, n = [], 0
-    for f in files:
-        try:
-            with open(f, "rb") as fh:
-                b = fh.read()
-        except OSError:
-            continue
-        out.append(b)
-        n += len(b)
-        if n >= max_bytes:
-            break
-    data = b"".join(out)[:max_bytes]
-    if len(data) < 1 << 20:
-        sys.exit(f"make_model_pairs: under 1 MiB of text for {patterns}")
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
+    return read_text(files, max_bytes, f"make_model_pairs ({patterns})")
 
 
 def train_main(a):

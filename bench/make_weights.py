@@ -26,11 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def corpus(max_bytes):
-    """Real text: the installed Python standard library's sources, concatenated (bytes)."""
-    files = sorted(glob.glob("/usr/lib/python3*/**/*.py", recursive=True))
-    if not files:
-        files = sorted(glob.glob("/usr/share/common-licenses/*"))
+def read_text(files, max_bytes, who):
+    """The files concatenated, up to max_bytes, as a tensor of byte values; exits below 1 MiB."""
     out, n = [], 0
     for f in files:
         try:
@@ -44,8 +41,16 @@ def corpus(max_bytes):
             break
     data = b"".join(out)[:max_bytes]
     if len(data) < 1 << 20:
-        sys.exit("make_weights: found under 1 MiB of training text")
+        sys.exit(f"{who}: found under 1 MiB of training text")
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
+
+
+def corpus(max_bytes):
+    """Real text: the installed Python standard library's sources, concatenated (bytes)."""
+    files = sorted(glob.glob("/usr/lib/python3*/**/*.py", recursive=True))
+    if not files:
+        files = sorted(glob.glob("/usr/share/common-licenses/*"))
+    return read_text(files, max_bytes, "make_weights")
 
 
 class Block(nn.Module):

@@ -370,7 +370,6 @@ Status diff(const std::string &base_path, const std::string &target_path, const 
     r.payload = payload_name('r', i);
   }
   // The backward operations: each base tensor from a result tensor, where the forward ones allow.
-  std::vector<uint32_t> from(B.tensors.size(), kNoSource);
   for (uint32_t i = 0; i < R.tensors.size(); ++i) {
     const SideTensor &r = R.tensors[i];
     if (r.source == kNoSource) continue;
@@ -381,7 +380,6 @@ Status diff(const std::string &base_path, const std::string &target_path, const 
       b.source = i;
       b.payload = r.payload;
     }
-    from[r.source] = i;
   }
   for (uint32_t j = 0; j < B.tensors.size(); ++j) {
     SideTensor &b = B.tensors[j];

@@ -251,6 +251,25 @@ TEST_CASE("a patch for another base, or a chain out of order, is refused before 
   // Chains, forward and back.
   REQUIRE_OK(mpk::apply_patch(dir / "v1.mpk", {dir / "p12", dir / "p23"}, dir / "o3.mpk", apply_opts()));
   CHECK(same_file(dir / "o3.mpk", dir / "v3.mpk"));
+  for (unsigned threads : {1u, 5u}) {  // other batch sizes of the two-stage apply: the same bytes
+    mpk::ApplyOptions ao = apply_opts();
+    ao.threads = threads;
+    uint64_t last_done = 0, calls = 0;
+    ao.progress = [&](uint64_t done, uint64_t total) {
+      CHECK(done <= total);
+      last_done = done;
+      ++calls;
+    };
+    REQUIRE_OK(mpk::apply_patch(dir / "v1.mpk", {dir / "p12", dir / "p23"}, dir / "o3t.mpk", ao));
+    CHECK(same_file(dir / "o3t.mpk", dir / "v3.mpk"));
+    CHECK(calls > 0);
+    auto v3 = mpk::Model::open(dir / "v3.mpk");
+    REQUIRE(v3.ok());
+    uint64_t decoded = 0;
+    for (size_t i = 0; i < v3->tensor_count(); ++i) decoded += v3->info(i).nbytes;
+    CHECK(last_done == decoded);  // the last patch of the chain reports all of v3's tensor bytes
+    fs::remove(dir / "o3t.mpk");
+  }
   REQUIRE_OK(mpk::apply_patch(dir / "v3.mpk", {dir / "p12", dir / "p23"}, dir / "o1.mpk", apply_opts(true)));
   CHECK(same_file(dir / "o1.mpk", dir / "v1.mpk"));
   // A diff between any two versions.
