@@ -12,6 +12,7 @@
 // id is copied once at open (37 bytes) so that it does not depend on how the C++ API stores it.
 
 #include "capi_internal.hpp"
+#include "capi_bridge.hpp"
 
 #include <modelpack/modelpack.h>
 #include <modelpack/modelpack.hpp>
@@ -114,6 +115,15 @@ void set_error(mpk_status code, std::string_view message) noexcept {
     st.fallback = mpk_status_name(code);
   }
 }
+
+}  // namespace mpk::capi
+
+namespace mpk::detail {
+const Model *capi_model(const mpk_model *model) noexcept { return model ? &model->model : nullptr; }
+void capi_set_error(mpk_status code, std::string_view message) noexcept { capi::set_error(code, message); }
+}  // namespace mpk::detail
+
+namespace mpk::capi {
 
 void set_exception_error(const char *function, mpk_status code, const char *what) noexcept {
   ErrorState &st = error_state();
@@ -298,6 +308,30 @@ mpk_status mpk_model_find_tensor(const mpk_model *model, const char *name, size_
     const auto i = model->model.find(name);
     if (!i) return fail(MPK_ERR_NOT_FOUND, std::string("no tensor named '") + name + "'");
     *out_index = *i;
+    return MPK_OK;
+  });
+}
+
+mpk_status mpk_model_tensor_quant(const mpk_model *model, size_t index, mpk_quant_info *out) {
+  static constexpr const char *fn = "mpk_model_tensor_quant";
+  return guard(fn, [&]() -> mpk_status {
+    if (mpk_status s = mpk::capi::tensor_index_check(fn, model, index)) return s;
+    if (!out) return null_arg(fn, "out");
+    static constexpr size_t kV1Size = sizeof(mpk_quant_info);  // the first release (0.3)
+    const uint32_t size = out->struct_size;
+    if (size < kV1Size || size > mpk::capi::kMaxStructSize)
+      return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": out->struct_size " + std::to_string(size) +
+                                                " is not valid (initialise it with MPK_QUANT_INFO_INIT)");
+    const mpk::QuantInfo q = model->model.quant(index);
+    mpk_quant_info info = MPK_QUANT_INFO_INIT;
+    info.scheme = uint32_t(q.scheme);
+    info.axis = q.axis;
+    info.group = q.group;
+    info.scale_index = q.scale ? *q.scale : SIZE_MAX;
+    info.source_dtype = q.source_dtype;
+    constexpr size_t skip = sizeof(info.struct_size);
+    std::memcpy(reinterpret_cast<unsigned char *>(out) + skip, reinterpret_cast<const unsigned char *>(&info) + skip,
+                sizeof info - skip);
     return MPK_OK;
   });
 }

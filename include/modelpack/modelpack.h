@@ -94,13 +94,14 @@ extern "C" {
 #define MPK_ABI_VERSION 0
 /* The container format this library writes (and the newest it reads). */
 #define MPK_FORMAT_MAJOR 1
-#define MPK_FORMAT_MINOR 3
+#define MPK_FORMAT_MINOR 4
 
 /* Feature bits (docs/FORMAT.md 4.2, 15.4). Incompatible: a reader without the feature refuses the
  * file. Set by the writer itself. */
 #define MPK_FEATURE_COMPRESSED_TENSORS (UINT64_C(1) << 0) /* chunked, compressed tensors (format 1.2) */
 #define MPK_FEATURE_EXTENDED_DTYPES (UINT64_C(1) << 1) /* dtypes 14.. (f8, f6, f4, c64, q4_0, ...) */
 #define MPK_FEATURE_PATCH (UINT64_C(1) << 3) /* a delta patch: the tensors are payloads (format 1.3) */
+#define MPK_FEATURE_QUANTIZED (UINT64_C(1) << 4) /* int8 tensors with scale tensors (format 1.4) */
 /* Largest decoded chunk of a compressed tensor (FORMAT.md 7.9, rule K2). */
 #define MPK_MAX_CHUNK_BYTES (UINT64_C(1) << 26)
 
@@ -140,7 +141,8 @@ typedef enum mpk_status {
   MPK_ERR_BAD_FORMAT = 24,        /* a malformed input file of another format (e.g. .npy) */
   MPK_ERR_BAD_NAME = 25,          /* empty name, invalid UTF-8, embedded NUL, or too long */
   MPK_ERR_CORRUPT_DATA = 26,      /* a compressed tensor chunk does not decode (names tensor, chunk) */
-  MPK_ERR_WRONG_BASE = 27         /* a patch applied to another model than the one it starts from */
+  MPK_ERR_WRONG_BASE = 27,        /* a patch applied to another model than the one it starts from */
+  MPK_ERR_BAD_VALUE = 28          /* a value the operation cannot take (NaN/inf to quantize, out of range) */
 } mpk_status;
 
 /* The constant name of a status, e.g. "MPK_ERR_OVERLAP"; a static string, never NULL. Any int is
@@ -607,6 +609,85 @@ MPK_API mpk_status mpk_diff(const char *base, const char *target, const char *pa
  * MPK_ERR_CHECKSUM: the base or a patch is damaged. On any error nothing appears at `out`. */
 MPK_API mpk_status mpk_patch(const char *base, const char *const *patches, size_t count, const char *out,
                              const mpk_patch_options *opts);
+
+/* ---- quantized storage (FORMAT.md 7.11) ----------------------------------------------------- */
+
+/* How a tensor's stored values map to real values. Values are part of the format and the ABI. */
+typedef enum mpk_quant_scheme {
+  MPK_QUANT_NONE = 0,          /* the stored values are the values */
+  MPK_QUANT_INT8_CHANNEL = 1,  /* i8, symmetric: value = q * scale[i], i the index along `axis` */
+  MPK_QUANT_INT8_GROUP = 2,    /* i8, symmetric: one scale per `group` consecutive elements of the last
+                                  dimension; scales shaped as the tensor with the last dim ceil(n/group) */
+  MPK_QUANT_CAST = 3,          /* f16/bf16 rounded to nearest even from source_dtype (informative) */
+  MPK_QUANT_BLOCK = 4          /* a ggml block type (q4_0 ... q8_k): scales inline in each block of
+                                  `group` elements (reported by mpk_model_tensor_quant, never stored) */
+} mpk_quant_scheme;
+
+/* Filled by mpk_model_tensor_quant; see VERSIONED STRUCTS (passed OUT). */
+typedef struct mpk_quant_info {
+  uint32_t struct_size;     /* set by the caller: sizeof(mpk_quant_info) */
+  uint32_t scheme;          /* mpk_quant_scheme */
+  uint32_t axis;            /* INT8_CHANNEL */
+  uint32_t group;           /* INT8_GROUP: elements per scale; BLOCK: elements per block */
+  size_t scale_index;       /* INT8_*: index of the f32 scale tensor; SIZE_MAX otherwise */
+  mpk_dtype source_dtype;   /* what it was quantized from; MPK_DTYPE_INVALID when not recorded */
+  uint32_t reserved;
+} mpk_quant_info;
+
+#define MPK_QUANT_INFO_INIT { sizeof(mpk_quant_info), 0, 0, 0, SIZE_MAX, MPK_DTYPE_INVALID, 0 }
+
+/* How tensor `index` is quantized (MPK_QUANT_NONE for plain tensors). Fills *out up to
+ * out->struct_size (set it first: MPK_QUANT_INFO_INIT). */
+MPK_API mpk_status mpk_model_tensor_quant(const mpk_model *model, size_t index, mpk_quant_info *out);
+
+/* Targets of mpk_quantize. */
+typedef enum mpk_quant_target {
+  MPK_QUANTIZE_INT8 = 1,       /* int8 per output channel (one scale per index of dimension 0) */
+  MPK_QUANTIZE_INT8_G32 = 2,   /* int8, one scale per 32 elements along the last dimension */
+  MPK_QUANTIZE_INT8_G64 = 3,
+  MPK_QUANTIZE_INT8_G128 = 4,
+  MPK_QUANTIZE_F16 = 5,        /* round to nearest even */
+  MPK_QUANTIZE_BF16 = 6
+} mpk_quant_target;
+
+/* One tensor of a quantize report (lent to the callback for the duration of the call). */
+typedef struct mpk_quantize_tensor {
+  uint32_t struct_size;     /* sizeof(mpk_quantize_tensor) as this library filled it */
+  uint32_t reserved;
+  const char *name;         /* NUL-terminated */
+  mpk_dtype from, to;       /* dtypes before and after */
+  uint64_t numel;
+  double max_abs_error;     /* max |x - dequantized(x)| over the tensor */
+  double rmse;              /* sqrt(mean((x - dequantized(x))^2)) */
+  double snr_db;            /* 10 log10(sum x^2 / sum (x - dequantized(x))^2); +inf when exact */
+} mpk_quantize_tensor;
+
+#define MPK_QUANTIZE_NO_FSYNC (1u << 0)       /* do not sync the output before/after the rename */
+#define MPK_QUANTIZE_EMBEDDINGS (1u << 1)     /* also quantize embeddings (skipped by default) */
+
+typedef struct mpk_quantize_options {
+  uint32_t struct_size;     /* sizeof(mpk_quantize_options) */
+  uint32_t target;          /* mpk_quant_target (required) */
+  uint32_t flags;           /* MPK_QUANTIZE_* */
+  uint32_t threads;         /* 0 = one per core */
+  const char *include;      /* ECMAScript regex: quantize only (and all) float tensors whose name it
+                               matches anywhere (NULL: every float tensor of rank >= 2 but embeddings) */
+  const char *exclude;      /* ECMAScript regex: never quantize tensors whose name it matches (NULL: none) */
+  /* Called once per quantized tensor, in file order, from the calling thread. May be NULL. */
+  void (*on_tensor)(void *user, const mpk_quantize_tensor *report);
+  void *user;
+} mpk_quantize_options;
+
+#define MPK_QUANTIZE_OPTIONS_INIT { sizeof(mpk_quantize_options), 0, 0, 0, NULL, NULL, NULL, NULL }
+/* As mpk_open_options_init: writes exactly struct_size bytes of defaults. */
+MPK_API mpk_status mpk_quantize_options_init(mpk_quantize_options *opts, size_t struct_size);
+
+/* Writes the model at `in` with its selected tensors quantized to opts->target, atomically at `out`
+ * (nothing appears there on error). int8 tensors get an f32 scale tensor named "<name>.scale" (or
+ * "<name>.scale.N" if taken). The output's metadata records the report and provenance (keys
+ * "quantize.*", FORMAT.md 7.11). MPK_ERR_BAD_VALUE: a selected tensor holds NaN or inf, or a value
+ * out of the target's range (the message names the tensor and the element). */
+MPK_API mpk_status mpk_quantize(const char *in, const char *out, const mpk_quantize_options *opts);
 
 #ifdef __cplusplus
 }

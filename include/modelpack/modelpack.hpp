@@ -227,6 +227,34 @@ struct TensorInfo {
   }
 };
 
+// How a tensor's stored values map to real values (format 1.4, FORMAT.md 7.11; mpk_quant_scheme).
+enum class QuantScheme : uint8_t { None = 0, Int8Channel = 1, Int8Group = 2, Cast = 3, Block = 4 };
+MPK_API std::string_view quant_scheme_name(QuantScheme scheme);  // "none", "int8-channel", ...
+
+// What a writer records for a tensor (Writer::set_quant). Int8Channel: the tensor is i8 and
+// value = q * scale[i], i its index along `axis`; the scale tensor is f32 of shape [shape[axis]].
+// Int8Group: value = q * scale[..., j / group] along the last dimension; the scale tensor is f32,
+// shaped as the tensor with the last dimension ceil(n / group). Cast: an f16/bf16 tensor rounded to
+// nearest even from source_dtype (informative). Block is never written (ggml dtypes carry it).
+struct TensorQuant {
+  QuantScheme scheme = QuantScheme::None;
+  uint32_t axis = 0;
+  uint32_t group = 0;
+  std::string scale;                          // Int8*: the scale tensor's name
+  DType source_dtype = MPK_DTYPE_INVALID;     // what it was quantized from (INVALID: not recorded)
+  bool operator==(const TensorQuant &) const = default;
+};
+
+// How a tensor of an open model is quantized (Model::quant). ggml block dtypes (q4_0 ... q8_k) are
+// described too: scheme Block, `group` the elements per block, scales inline in every block.
+struct QuantInfo {
+  QuantScheme scheme = QuantScheme::None;
+  uint32_t axis = 0;
+  uint32_t group = 0;
+  std::optional<size_t> scale;                // Int8*: index of the scale tensor
+  DType source_dtype = MPK_DTYPE_INVALID;
+};
+
 // A tensor with its bytes: zero-copy from the map, or loaded once and kept (Access::Read), or -
 // for a compressed tensor - decoded into a buffer that `owner` keeps alive as long as the view (or
 // a copy of it) exists, whatever the cache does.
@@ -279,6 +307,9 @@ class MPK_API Model {
   uint64_t data_size() const;
   std::string_view writer() const;
   Access access() const;
+  // A number no other Model opened by this process has had (caches keyed by open model use it: a
+  // later model mapped at the same address never looks like this one).
+  uint64_t instance_id() const;
 
   // Tensors, in name order.
   size_t tensor_count() const;
@@ -288,6 +319,10 @@ class MPK_API Model {
   Result<TensorView> tensor(std::string_view name) const;
   // Copies a tensor's bytes (or a byte range of them) into dst, without keeping them.
   Status read(size_t index, std::span<std::byte> dst, uint64_t byte_offset = 0) const;
+  // How a tensor's values are stored (index < tensor_count()); see QuantInfo.
+  QuantInfo quant(size_t index) const;
+  // The record a writer would need to store this tensor's quantization again (scale by name).
+  TensorQuant quant_record(size_t index) const;
   // Tensor indices in file order (by offset): the order for sequential passes.
   std::vector<size_t> file_order() const;
   // A compressed tensor's chunks by codec (all zero for a raw tensor).
@@ -387,6 +422,10 @@ class MPK_API Writer {
   Status end_tensor();
 
   Status set_metadata(std::string_view key, MetaInput value);
+  // Records how tensor `name` is quantized (format 1.4). The tensor and its scale tensor may be added
+  // before or after; commit() checks the record against both (MPK_ERR_NOT_FOUND, MPK_ERR_BAD_DTYPE,
+  // MPK_ERR_BAD_SHAPE) and sets incompatible feature bit 4 for the int8 schemes.
+  Status set_quant(std::string_view name, TensorQuant quant);
 
   uint64_t bytes_written() const;
   // Called on the writing thread after each write to the file (every few MiB), with the number of

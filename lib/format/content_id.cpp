@@ -10,9 +10,13 @@ static constexpr char kDomain[] = "modelpack content id v1";  // hashed with its
 ContentIdBuilder::ContentIdBuilder() { h_.update(kDomain, sizeof kDomain); }
 
 void ContentIdBuilder::add(std::string_view name, uint16_t dtype, std::span<const uint64_t> shape,
-                           uint64_t xxh3) {
-  // One update per tensor: u32 name length, name, u16 dtype, u32 rank, rank x u64 dims, u64 xxh3.
-  buf_.resize(4 + name.size() + 2 + 4 + 8 * shape.size() + 8);
+                           uint64_t xxh3, const Quant &q) {
+  // One update per tensor: u32 name length, name, u16 dtype, u32 rank, rank x u64 dims, u64 xxh3;
+  // an int8-quantized tensor (format 1.4) adds u8 scheme, u32 axis, u32 group, u32 scale name
+  // length, the scale name and u16 source dtype. Other tensors hash as in format 1.0.
+  const bool int8 = q.scheme == 1 || q.scheme == 2;  // INT8_CHANNEL, INT8_GROUP (CAST is informative)
+  const size_t qbytes = int8 ? 1 + 4 + 4 + 4 + q.scale.size() + 2 : 0;
+  buf_.resize(4 + name.size() + 2 + 4 + 8 * shape.size() + 8 + qbytes);
   uint8_t *p = buf_.data();
   store_u32(p, uint32_t(name.size()));
   p += 4;
@@ -27,6 +31,17 @@ void ContentIdBuilder::add(std::string_view name, uint16_t dtype, std::span<cons
     p += 8;
   }
   store_u64(p, xxh3);
+  p += 8;
+  if (int8) {
+    *p++ = q.scheme;
+    store_u32(p, q.axis);
+    store_u32(p + 4, q.group);
+    store_u32(p + 8, uint32_t(q.scale.size()));
+    p += 12;
+    if (!q.scale.empty()) std::memcpy(p, q.scale.data(), q.scale.size());
+    p += q.scale.size();
+    store_u16(p, q.source_dtype);
+  }
   h_.update(buf_.data(), buf_.size());
 }
 

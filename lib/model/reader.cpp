@@ -4,6 +4,7 @@
 #include "codec/hash.hpp"
 #include "format/content_id.hpp"
 #include "format/preamble.hpp"
+#include "format/quant_record.hpp"
 #include "io/file.hpp"
 #include "model/internal.hpp"
 #include "parallel.hpp"
@@ -73,6 +74,12 @@ struct ModelImpl {
   uint32_t ntensors = 0;
   uint32_t alignment = MPK_DEFAULT_ALIGNMENT;
   std::string content_id;
+  std::vector<uint32_t> quantized;  // tensors with a quantization record, in name order
+  uint64_t instance = next_instance();
+  static uint64_t next_instance() {
+    static std::atomic<uint64_t> counter{0};
+    return counter.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
   std::vector<ComponentInfo> components;  // names, kinds, tensor counts and bytes, filled at open
   // Access::Read: tensors loaded so far.
   mutable std::mutex mu;
@@ -132,6 +139,18 @@ struct ModelImpl {
     return {};
   }
   Status check_features() const;
+  // Binary search by name (names are sorted: checked at open before any search).
+  std::optional<size_t> find_index(std::string_view name) const {
+    size_t lo = 0, hi = ntensors;
+    while (lo < hi) {
+      size_t mid = lo + (hi - lo) / 2;
+      int c = compare_names(sv(t(uint32_t(mid))->name()), name);
+      if (c == 0) return mid;
+      if (c < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return std::nullopt;
+  }
   Status check_chunks(const fb::Tensor *x, std::string_view name, DType dtype, uint64_t decoded) const;
   static bool chunked(const fb::Tensor *x) { return x->encoding() == fb::Encoding::CHUNKED; }
   uint64_t decoded_size(const fb::Tensor *x) const;
@@ -287,7 +306,12 @@ Status ModelImpl::validate(Verify mode) {
     if (((pre.data_offset + toff) & (alignment - 1)) != 0)  // a power of two: no division
       return fail(MPK_ERR_MISALIGNED, "tensor ", quote(name), " at ", Hex{abs_offset(x)}, " is not aligned to ",
                   alignment, " bytes");
-    cid.add(name, fdtype == fb::DType::INVALID ? 0 : uint16_t(fdtype), shape, x->xxh3());
+    ContentIdBuilder::Quant q;
+    if (const fb::Quantization *qr = x->quant(); qr && qr->scheme() != fb::QuantScheme::NONE) {
+      q = {uint8_t(qr->scheme()), qr->axis(), qr->group(), sv(qr->scale()), uint16_t(qr->source_dtype())};
+      quantized.push_back(i);
+    }
+    cid.add(name, fdtype == fb::DType::INVALID ? 0 : uint16_t(fdtype), shape, x->xxh3(), q);
     components[x->component()].tensors++;
     components[x->component()].nbytes += nbytes;
   }
@@ -325,6 +349,28 @@ Status ModelImpl::validate(Verify mode) {
         last_end = off + size;
       }
     }
+  }
+
+  // Quantization records (FORMAT.md 7.11): checked once every tensor is known (scales by name).
+  for (uint32_t i : quantized) {
+    const fb::Tensor *x = t(i);
+    const fb::Quantization *qr = x->quant();
+    std::string_view scale_name = sv(qr->scale());
+    ScaleTarget target, *scale = nullptr;
+    if (std::optional<size_t> k = find_index(scale_name)) {
+      const fb::Tensor *st = t(uint32_t(*k));
+      target.dtype = static_cast<DType>(st->dtype());
+      if (st->shape()) target.shape = {st->shape()->data(), st->shape()->size()};
+      target.quantized = st->quant() && st->quant()->scheme() != fb::QuantScheme::NONE;
+      scale = &target;
+    }
+    std::span<const uint64_t> shape;
+    if (x->shape()) shape = {x->shape()->data(), x->shape()->size()};
+    if (Status s = check_quant_record(sv(x->name()), static_cast<DType>(x->dtype()), shape, uint32_t(qr->scheme()),
+                                      qr->axis(), qr->group(), scale_name, scale, uint32_t(qr->source_dtype()),
+                                      pre.incompatible);
+        !s)
+      return s;
   }
 
   content_id = cid.finish();
@@ -695,16 +741,41 @@ TensorInfo Model::info(size_t index) const {
   return ti;
 }
 
-std::optional<size_t> Model::find(std::string_view name) const {
-  size_t lo = 0, hi = impl_->ntensors;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    int c = compare_names(sv(impl_->t(mid)->name()), name);
-    if (c == 0) return mid;
-    if (c < 0) lo = mid + 1;
-    else hi = mid;
+std::optional<size_t> Model::find(std::string_view name) const { return impl_->find_index(name); }
+
+uint64_t Model::instance_id() const { return impl_->instance; }
+
+QuantInfo Model::quant(size_t index) const {
+  QuantInfo q;
+  if (index >= impl_->ntensors) return q;
+  const fb::Tensor *x = impl_->t(uint32_t(index));
+  const DTypeBlock block = dtype_block(static_cast<DType>(x->dtype()));
+  if (block.rows) {  // ggml block types: scales inline
+    q.scheme = QuantScheme::Block;
+    q.group = block.elems;
+    return q;
   }
-  return std::nullopt;
+  const fb::Quantization *qr = x->quant();
+  if (!qr) return q;  // every field below was validated at open
+  q.scheme = QuantScheme(qr->scheme());
+  q.axis = qr->axis();
+  q.group = qr->group();
+  q.source_dtype = static_cast<DType>(qr->source_dtype());
+  if (q.scheme == QuantScheme::Int8Channel || q.scheme == QuantScheme::Int8Group) q.scale = impl_->find_index(sv(qr->scale()));
+  return q;
+}
+
+TensorQuant Model::quant_record(size_t index) const {
+  TensorQuant r;
+  if (index >= impl_->ntensors) return r;
+  const fb::Quantization *qr = impl_->t(uint32_t(index))->quant();
+  if (!qr || qr->scheme() == fb::QuantScheme::NONE) return r;
+  r.scheme = QuantScheme(qr->scheme());
+  r.axis = qr->axis();
+  r.group = qr->group();
+  r.scale = std::string(sv(qr->scale()));
+  r.source_dtype = static_cast<DType>(qr->source_dtype());
+  return r;
 }
 
 Result<TensorView> Model::tensor(size_t index) const {

@@ -1,5 +1,5 @@
 // mpk::rewrite: copies a model into a new file with other writer options (compress, decompress,
-// re-align), checking every tensor against its checksum on the way.
+// re-align), checking every tensor against its checksum on the way. Quantization records are kept.
 #include "codec/hash.hpp"
 #include "common.hpp"
 
@@ -59,6 +59,8 @@ Status rewrite(const std::string &in, const std::string &out, const WriterOption
         return fail(MPK_ERR_CHECKSUM, quote(in), ": tensor ", quote(t.name), " does not match its checksum (stored ",
                     detail::Hex{t.xxh3}, ", computed ", detail::Hex{h.digest()}, "); nothing was written");
       if (Status e = w->end_tensor(); !e) return e;
+      if (TensorQuant q = m->quant_record(i); q.scheme != QuantScheme::None)
+        if (Status e = w->set_quant(t.name, std::move(q)); !e) return e;
     }
     return {};
   }();

@@ -7,6 +7,7 @@
 #include "codec/hash.hpp"
 #include "format/content_id.hpp"
 #include "format/preamble.hpp"
+#include "format/quant_record.hpp"
 #include "io/file.hpp"
 #include "model/internal.hpp"
 #include "parallel.hpp"
@@ -92,6 +93,7 @@ struct WriterImpl {
   std::unordered_map<std::string, size_t> names;
   std::vector<ComponentRec> components;
   std::map<std::string, MetaInput, std::less<>> metadata;
+  std::map<std::string, TensorQuant, std::less<>> quant;  // set_quant, checked at commit
   // Streaming state.
   bool in_tensor = false;
   Record cur;
@@ -283,6 +285,7 @@ struct WriterImpl {
     for (const auto &r : records) n += r.name.size() + 8 * r.shape.size() + 16 * r.chunks.size() + 144;
     for (const auto &c : components) n += c.name.size() + c.kind.size() + 96;
     for (const auto &[k, v] : metadata) n += k.size() + 64 + meta_bound(v);
+    for (const auto &[k, q] : quant) n += q.scale.size() + 96;
     return n;
   }
 
@@ -430,6 +433,23 @@ Status Writer::end_tensor() {
   return {};
 }
 
+Status Writer::set_quant(std::string_view name, TensorQuant quant) {
+  if (Status s = impl_->usable(); !s) return s;
+  if (name.empty() || name.size() > MPK_MAX_NAME_BYTES || !valid_name(name))
+    return fail(MPK_ERR_BAD_NAME, "tensor name ", quote(name), " is invalid");
+  if (quant.scheme == QuantScheme::Block)
+    return fail(MPK_ERR_INVALID_ARGUMENT, "tensor ", quote(name), ": the block scheme comes with ggml dtypes and is "
+                "never recorded");
+  if (quant.scheme == QuantScheme::None) {
+    impl_->quant.erase(std::string(name));
+    return {};
+  }
+  if (!quant.scale.empty() && (quant.scale.size() > MPK_MAX_NAME_BYTES || !valid_name(quant.scale)))
+    return fail(MPK_ERR_BAD_NAME, "scale tensor name ", quote(quant.scale), " is invalid");
+  impl_->quant.insert_or_assign(std::string(name), std::move(quant));
+  return {};
+}
+
 Status Writer::set_metadata(std::string_view key, MetaInput value) {
   if (Status s = impl_->usable(); !s) return s;
   if (key.empty() || key.size() > MPK_MAX_NAME_BYTES || !valid_name(key))
@@ -478,6 +498,26 @@ Status WriterImpl::commit() {
   if (uint64_t estimate = w.header_bound(); estimate > kMaxHeaderBytes)
     return fail(MPK_ERR_LIMIT, "the header would need up to ", estimate, " bytes (", w.records.size(),
                 " tensors, ", w.metadata.size(), " metadata entries); the format allows ", kMaxHeaderBytes);
+  // Quantization records: each against its tensor and scale tensor (FORMAT.md 7.11).
+  bool int8 = false;
+  for (const auto &[name, q] : w.quant) {
+    auto it = w.names.find(name);
+    if (it == w.names.end())
+      return fail(MPK_ERR_NOT_FOUND, "a quantization record names tensor ", quote(name), ", which was not added");
+    const Record &r = w.records[it->second];
+    ScaleTarget target, *scale = nullptr;
+    if (auto sc = w.names.find(q.scale); sc != w.names.end()) {
+      const Record &sr = w.records[sc->second];
+      target = {sr.dtype, sr.shape, w.quant.count(sr.name) > 0};
+      scale = &target;
+    }
+    const bool is_int8 = q.scheme == QuantScheme::Int8Channel || q.scheme == QuantScheme::Int8Group;
+    if (Status s = check_quant_record(name, r.dtype, r.shape, uint32_t(q.scheme), q.axis, q.group, q.scale, scale,
+                                      uint32_t(q.source_dtype), MPK_FEATURE_QUANTIZED);
+        !s)
+      return s;
+    int8 |= is_int8;
+  }
   fbs::FlatBufferBuilder b(1024 + w.records.size() * 128);
   ContentIdBuilder cid;
   std::vector<fbs::Offset<fb::Tensor>> tensors;
@@ -488,10 +528,20 @@ Status WriterImpl::commit() {
     auto shape = b.CreateVector(r.shape);
     fbs::Offset<fbs::Vector<const fb::Chunk *>> chunks;
     if (r.chunk_size) chunks = b.CreateVectorOfStructs(r.chunks);
+    fbs::Offset<fb::Quantization> quant;
+    ContentIdBuilder::Quant cq;
+    if (auto q = w.quant.find(r.name); q != w.quant.end()) {
+      const TensorQuant &tq = q->second;
+      const bool has_scale = tq.scheme == QuantScheme::Int8Channel || tq.scheme == QuantScheme::Int8Group;
+      quant = fb::CreateQuantization(b, fb::QuantScheme(tq.scheme), tq.axis, tq.group,
+                                     has_scale ? b.CreateString(tq.scale) : 0, static_cast<fb::DType>(tq.source_dtype));
+      cq = {uint8_t(tq.scheme), tq.axis, tq.group, has_scale ? std::string_view(tq.scale) : std::string_view(),
+            uint16_t(tq.source_dtype)};
+    }
     tensors.push_back(fb::CreateTensor(b, name, static_cast<fb::DType>(r.dtype), shape, r.component, r.offset,
                                        r.size, r.xxh3, r.chunk_size ? fb::Encoding::CHUNKED : fb::Encoding::RAW,
-                                       r.chunk_size, chunks));
-    cid.add(r.name, uint16_t(r.dtype), r.shape, r.xxh3);
+                                       r.chunk_size, chunks, quant));
+    cid.add(r.name, uint16_t(r.dtype), r.shape, r.xxh3, cq);
   }
   auto tensors_vec = b.CreateVector(tensors);
   auto order_vec = b.CreateVector(rank);  // records (in offset order) -> their name-order index
@@ -510,6 +560,7 @@ Status WriterImpl::commit() {
     if (dtype_is_extended(r.dtype)) incompatible |= MPK_FEATURE_EXTENDED_DTYPES;
     if (r.chunk_size) incompatible |= MPK_FEATURE_COMPRESSED_TENSORS;
   }
+  if (int8) incompatible |= MPK_FEATURE_QUANTIZED;
   fbs::Offset<fbs::Vector<fbs::Offset<fb::FeatureName>>> features_vec;
   std::vector<fbs::Offset<fb::FeatureName>> feature_names;
   if (incompatible & MPK_FEATURE_COMPRESSED_TENSORS)
@@ -518,6 +569,9 @@ Status WriterImpl::commit() {
   if (incompatible & MPK_FEATURE_EXTENDED_DTYPES)
     feature_names.push_back(
         fb::CreateFeatureName(b, 1, true, b.CreateString("extended-dtypes (f8/f6/f4/c64, block-quantized q4_0..q8_k)")));
+  if (int8)
+    feature_names.push_back(
+        fb::CreateFeatureName(b, 4, true, b.CreateString("quantized (int8 tensors: value = q x scale tensor)")));
   fbs::Offset<fb::Patch> patch;
   if (w.patch) {
     incompatible |= MPK_FEATURE_PATCH;

@@ -259,6 +259,7 @@ static void test_status_names(void) {
       "MPK_ERR_BAD_NAME",
       "MPK_ERR_CORRUPT_DATA",
       "MPK_ERR_WRONG_BASE",
+      "MPK_ERR_BAD_VALUE",
   };
   /* The enum values are ABI: pin them. */
   static const mpk_status values[] = {
@@ -268,7 +269,7 @@ static void test_status_names(void) {
       MPK_ERR_MISALIGNED, MPK_ERR_OVERFLOW, MPK_ERR_DUPLICATE, MPK_ERR_UNSORTED,
       MPK_ERR_BAD_SHAPE, MPK_ERR_BAD_DTYPE, MPK_ERR_LIMIT, MPK_ERR_TYPE_MISMATCH, MPK_ERR_STATE,
       MPK_ERR_NO_MEMORY, MPK_ERR_INTERNAL, MPK_ERR_SIZE_MISMATCH, MPK_ERR_BAD_FORMAT,
-      MPK_ERR_BAD_NAME, MPK_ERR_CORRUPT_DATA, MPK_ERR_WRONG_BASE};
+      MPK_ERR_BAD_NAME, MPK_ERR_CORRUPT_DATA, MPK_ERR_WRONG_BASE, MPK_ERR_BAD_VALUE};
   size_t i, j;
   const char *unknown;
   for (i = 0; i < sizeof names / sizeof names[0]; ++i) {
@@ -286,10 +287,10 @@ static void test_status_names(void) {
   unknown = mpk_status_name((mpk_status)-1);
   CHECK(unknown != NULL, "mpk_status_name(-1) must not be NULL");
   /* Any int may arrive from C (a status of a newer libmodelpack, garbage): inside the enum's range
-   * (28..31) or outside it (32 and up, negative; UB if loaded as the enum), all get the same name,
+   * (29..31) or outside it (32 and up, negative; UB if loaded as the enum), all get the same name,
    * and none touches the last-error message. */
   {
-    static const long out_of_range[] = {28, 31, 32, 255, 256, 999, 65536, 0x7fffffffL, -1, -27};
+    static const long out_of_range[] = {29, 31, 32, 255, 256, 999, 65536, 0x7fffffffL, -1, -27};
     mpk_clear_error();
     for (j = 0; j < sizeof out_of_range / sizeof out_of_range[0]; ++j) {
       unknown = mpk_status_name((mpk_status)out_of_range[j]);
@@ -1917,6 +1918,91 @@ static int wanted(const char *section, const char *name) {
   return section == NULL || strcmp(section, name) == 0;
 }
 
+/* mpk_quantize through the C ABI: the callback sees every quantized tensor, the int8 record and its
+ * scale tensor are visible through mpk_model_tensor_quant, bad options and NaN input are refused
+ * (nothing written). */
+struct quant_seen {
+  int calls;
+  char first[64];
+  double snr;
+};
+static void on_quant_tensor(void *user, const mpk_quantize_tensor *t) {
+  struct quant_seen *seen = (struct quant_seen *)user;
+  if (seen->calls++ == 0) {
+    snprintf(seen->first, sizeof seen->first, "%s", t->name);
+    seen->snr = t->snr_db;
+  }
+}
+static void test_quantize(void) {
+  char in[4096], out[4096];
+  mpk_quantize_options o = MPK_QUANTIZE_OPTIONS_INIT;
+  struct quant_seen seen = {0, "", 0};
+  mpk_model *m = NULL;
+  mpk_quant_info qi = MPK_QUANT_INFO_INIT;
+  mpk_tensor_info ti = MPK_TENSOR_INFO_INIT;
+  size_t idx = 0, scale_idx = 0;
+  path_in(in, sizeof in, "q_in.mpk");
+  path_in(out, sizeof out, "q_out.mpk");
+  {
+    mpk_writer *w = NULL;
+    mpk_writer_options wo = MPK_WRITER_OPTIONS_INIT;
+    uint64_t shape[2] = {8, 16}, bshape[1] = {8};
+    float v[128], b[8];
+    size_t i;
+    for (i = 0; i < 128; ++i) v[i] = (float)((int)((i * 37) % 29) - 14) / 50.0f;
+    for (i = 0; i < 8; ++i) b[i] = (float)i;
+    wo.flags = MPK_WRITER_NO_FSYNC;
+    REQUIRE_OK(mpk_writer_create(&w, in, &wo));
+    CHECK_OK(mpk_writer_add_tensor(w, "fc.weight", MPK_DTYPE_F32, 2, shape, v, sizeof v, NULL));
+    CHECK_OK(mpk_writer_add_tensor(w, "fc.bias", MPK_DTYPE_F32, 1, bshape, b, sizeof b, NULL));
+    CHECK_OK(mpk_writer_commit(w));
+    mpk_writer_free(w);
+  }
+  CHECK_STATUS(mpk_quantize(in, out, NULL), MPK_ERR_INVALID_ARGUMENT); /* the target is required */
+  CHECK_STATUS(mpk_quantize(in, out, &o), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_MESSAGE("target");
+  o.target = MPK_QUANTIZE_INT8;
+  o.flags = 1u << 9;
+  CHECK_STATUS(mpk_quantize(in, out, &o), MPK_ERR_INVALID_ARGUMENT);
+  o.flags = MPK_QUANTIZE_NO_FSYNC;
+  o.include = "(";
+  CHECK_STATUS(mpk_quantize(in, out, &o), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_MESSAGE("regular expression");
+  CHECK(!file_exists(out), "a refused quantize wrote its output");
+  o.include = NULL;
+  o.on_tensor = on_quant_tensor;
+  o.user = &seen;
+  CHECK_OK(mpk_quantize(in, out, &o));
+  CHECK(seen.calls == 1 && strcmp(seen.first, "fc.weight") == 0, "callback: %d calls, first %s", seen.calls, seen.first);
+  CHECK(seen.snr > 20 && seen.snr < 100, "snr %f", seen.snr);
+  REQUIRE_OK(mpk_model_open(&m, out, NULL));
+  CHECK_OK(mpk_model_find_tensor(m, "fc.weight", &idx));
+  CHECK_OK(mpk_model_tensor_quant(m, idx, &qi));
+  CHECK(qi.scheme == MPK_QUANT_INT8_CHANNEL && qi.axis == 0 && qi.source_dtype == MPK_DTYPE_F32,
+        "quant info: scheme %u axis %u source %d", qi.scheme, qi.axis, (int)qi.source_dtype);
+  CHECK_OK(mpk_model_find_tensor(m, "fc.weight.scale", &scale_idx));
+  CHECK(qi.scale_index == scale_idx, "scale index %zu, want %zu", qi.scale_index, scale_idx);
+  CHECK_OK(mpk_model_tensor_info(m, idx, &ti));
+  CHECK(ti.dtype == MPK_DTYPE_I8, "fc.weight dtype %d", (int)ti.dtype);
+  CHECK_OK(mpk_model_find_tensor(m, "fc.bias", &idx));
+  CHECK_OK(mpk_model_tensor_quant(m, idx, &qi));
+  CHECK(qi.scheme == MPK_QUANT_NONE && qi.scale_index == SIZE_MAX, "fc.bias is not quantized");
+  qi.struct_size = 4;
+  CHECK_STATUS(mpk_model_tensor_quant(m, idx, &qi), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(mpk_model_tensor_quant(m, 99, &qi), MPK_ERR_INVALID_ARGUMENT);
+  mpk_model_free(m);
+  unlink(out);
+  {
+    mpk_quantize_options d;
+    memset(&d, 0xab, sizeof d);
+    CHECK_OK(mpk_quantize_options_init(&d, sizeof d));
+    CHECK(d.struct_size == sizeof d && d.target == 0 && d.flags == 0 && d.include == NULL && d.on_tensor == NULL,
+          "mpk_quantize_options_init defaults");
+    CHECK_STATUS(mpk_quantize_options_init(&d, 8), MPK_ERR_INVALID_ARGUMENT);
+  }
+  unlink(in);
+}
+
 int main(int argc, char **argv) {
   const char *section = argc > 2 ? argv[2] : NULL;
   char model[4096];
@@ -1944,6 +2030,7 @@ int main(int argc, char **argv) {
     test_writer_abort();
     test_compress();
     test_patch();
+    test_quantize();
   }
   if (wanted(section, "model")) {
     path_in(model, sizeof model, "reference.mpk");

@@ -681,6 +681,81 @@ def case_patch(tmp):
     check(code == 1 and "MPK_ERR_TRUNCATED" in e and not os.path.exists(o), f"truncated patch: {code} {e!r}")
 
 
+def case_quantize(tmp):
+    """mpk quantize: int8 per channel / per group and fp16 / bf16, checked against numpy; the report
+    printed and stored; defaults skip 1-D tensors and embeddings; bad options and NaN input write
+    nothing."""
+    d = os.path.join(tmp, "in")
+    rng = np.random.default_rng(5)
+    arrays = {
+        "fc1.weight": (rng.standard_normal((40, 70)) * 0.05).astype(np.float32),
+        "fc1.bias": (rng.standard_normal(40) * 0.05).astype(np.float32),
+        "tok.embed": (rng.standard_normal((30, 8))).astype(np.float32),
+        "ids": np.arange(9, dtype=np.int32),
+    }
+    write_tree(d, arrays)
+    model = os.path.join(tmp, "m.mpk")
+    run("pack", d, "-o", model, "--no-fsync", expect=0)
+    w = arrays["fc1.weight"]
+    for target in ("int8", "int8-g32", "int8-g64", "int8-g128", "fp16", "bf16"):
+        q = os.path.join(tmp, f"{target}.mpk")
+        _, out, err = run("quantize", model, q, "--to", target, "--no-fsync", expect=0)
+        check("fc1.weight" in out and "snr dB" in out and "quantized 1 tensor(s)" in out and err == "",
+              f"quantize {target}: {out!r} {err!r}")
+        run("verify", q, expect=0)
+        j = inspect_json(q)
+        t = {x["name"]: x for x in j["tensors"]}
+        check(t["fc1.bias"]["dtype"] == "f32" and t["tok.embed"]["dtype"] == "f32", f"{target}: defaults")
+        npy = os.path.join(tmp, "w.npy")
+        run("extract", q, "fc1.weight", "-o", npy, *(("--bf16-as-u16",) if target == "bf16" else ()), expect=0)
+        got = np.load(npy)
+        if target.startswith("int8"):
+            check(j["features"]["incompatible"] & 16, f"{target}: feature bit 4")
+            g = 70 if target == "int8" else int(target[6:])
+            qr = t["fc1.weight"]["quant"]
+            check(qr["scheme"] == ("int8-channel" if g == 70 else "int8-group") and qr["scale"] == "fc1.weight.scale",
+                  f"{target}: record {qr}")
+            run("extract", q, "fc1.weight.scale", "-o", npy, expect=0)
+            scales = np.load(npy).reshape(40, -1)
+            # numpy's reference: per row (or group) amax / 127, q = round half even, clamp.
+            ref_q = np.empty_like(w, dtype=np.int8)
+            for r in range(40):
+                for k in range(0, 70, g):
+                    x = w[r, k:k + g]
+                    s = np.float32(np.abs(x).max()) / np.float32(127)
+                    check(scales[r, k // g] == s, f"{target}: scale [{r},{k // g}] {scales[r, k // g]} != {s}")
+                    ref_q[r, k:k + g] = np.clip(np.rint(x / s), -127, 127)
+            check(got.dtype == np.int8 and np.array_equal(got, ref_q), f"{target}: q differs from numpy")
+        else:
+            ref = w.astype(np.float16) if target == "fp16" else None
+            if ref is not None:
+                check(np.array_equal(got.view(np.uint16), ref.view(np.uint16)), "fp16 differs from numpy")
+            else:
+                u = w.view(np.uint32).astype(np.uint64)
+                bf = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+                check(np.array_equal(got.view(np.uint16), bf), "bf16 differs from round-to-nearest-even")
+        check(j["metadata"] and any(m["key"] == "quantize.snr_db" for m in j["metadata"]), f"{target}: report metadata")
+    # --include / --exclude / --embeddings / -q
+    q = os.path.join(tmp, "sel.mpk")
+    _, out, _ = run("quantize", model, q, "--to", "bf16", "--include", "bias|embed", "-q", "--no-fsync", expect=0)
+    check("quantized 2 tensor(s)" in out and "snr dB" not in out, f"--include -q: {out!r}")
+    _, out, _ = run("quantize", model, q, "--to", "int8", "--embeddings", "--exclude", "fc1", "--no-fsync", expect=0)
+    check("tok.embed" in out and "quantized 1 tensor(s)" in out, f"--embeddings --exclude: {out!r}")
+    for bad in (("--to", "int4"), ("--to", "int8", "--include", "("), ("--to", "int8", "--threads", "-1"), ()):
+        x = os.path.join(tmp, "x.mpk")
+        code, _, e = run("quantize", model, x, *bad)
+        check(code == 2 and not os.path.exists(x), f"quantize {bad}: {code} {e!r}")
+    arrays["fc1.weight"][3, 5] = np.nan
+    d2 = os.path.join(tmp, "nan")
+    write_tree(d2, arrays)
+    nan = os.path.join(tmp, "nan.mpk")
+    run("pack", d2, "-o", nan, "--no-fsync", expect=0)
+    x = os.path.join(tmp, "x.mpk")
+    code, _, e = run("quantize", nan, x, "--to", "int8")
+    check(code == 1 and "MPK_ERR_BAD_VALUE" in e and "fc1.weight" in e and "(3, 5)" in e and not os.path.exists(x),
+          f"NaN input: {code} {e!r}")
+
+
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 

@@ -28,6 +28,14 @@ struct T {
   };
   uint32_t chunk_size = 0;
   std::vector<C> chunks;
+  // Format 1.4: the quantization record (hashed into the default content id as the reader does).
+  struct Q {
+    uint8_t scheme = 1;
+    uint32_t axis = 0, group = 0;
+    std::string scale;
+    uint16_t source_dtype = 0;
+  };
+  std::optional<Q> quant;
 };
 
 struct Meta {
@@ -86,9 +94,17 @@ inline std::vector<uint8_t> build(const Spec &spec) {
     auto shape = b.CreateVector(t.shape);
     fbs::Offset<fbs::Vector<const fb::Chunk *>> cv;
     if (!t.chunks.empty()) cv = b.CreateVectorOfStructs(chunks);
+    fbs::Offset<fb::Quantization> qv;
+    mpk::detail::ContentIdBuilder::Quant cq;
+    if (t.quant) {
+      qv = fb::CreateQuantization(b, static_cast<fb::QuantScheme>(t.quant->scheme), t.quant->axis, t.quant->group,
+                                  t.quant->scale.empty() ? 0 : b.CreateString(t.quant->scale),
+                                  static_cast<fb::DType>(t.quant->source_dtype));
+      if (t.quant->scheme) cq = {t.quant->scheme, t.quant->axis, t.quant->group, t.quant->scale, t.quant->source_dtype};
+    }
     ts.push_back(fb::CreateTensor(b, name, static_cast<fb::DType>(t.dtype), shape, t.component, t.offset, t.size, sum,
-                                  static_cast<fb::Encoding>(t.encoding), t.chunk_size, cv));
-    cid.add(t.name, t.dtype, t.shape, sum);
+                                  static_cast<fb::Encoding>(t.encoding), t.chunk_size, cv, qv));
+    cid.add(t.name, t.dtype, t.shape, sum, cq);
   }
   std::vector<uint32_t> order;
   if (spec.data_order) {

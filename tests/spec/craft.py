@@ -30,6 +30,14 @@ which libmodelpack is known to disagree with the document: they must give read_m
 status and libmodelpack the known one, and are reported as KNOWN lines, not failures; when
 libmodelpack starts agreeing, a NOTE line asks for the case to move to cases_1_2.
 
+For format 1.4 (cases_1_4, §7.11): quantization records of every scheme (int8 per channel along any
+axis, int8 per group with partial last groups, rank 1 to 3, empty tensors, cast f16 / bf16, NONE
+records whose fields no rule looks at), each of rules Q1-Q10 failing alone next to valid companions,
+the order inside them and their place after T1-T14 and D1-D5, in name order, before I1 and X1;
+incompatible bit 4 with and without int8 tensors; which records enter the content id (§11: int8 ones
+with every field, cast and none records not; craft.py's own §11 is checked against read_mpk's); the
+Verifier on Quantization tables, also under a patch side's tensors (PatchTensor.quant).
+
 Prints one line per case that does not behave as documented and a closing "N passed, N failed" line.
 """
 
@@ -186,7 +194,7 @@ def ref(x):
     return ("ref", x)
 
 
-def tensor(name, dtype, shape, offset, size, xxh3=None, component=None, encoding=None, **kw):
+def tensor(name, dtype, shape, offset, size, xxh3=None, component=None, encoding=None, quant=None, **kw):
     f = {0: ref(S(name) if not isinstance(name, S) else name), 1: ("H", dtype), 4: ("Q", offset), 5: ("Q", size)}
     if shape is not None:
         f[2] = ref(shape if isinstance(shape, V) else V(shape, "Q"))
@@ -194,6 +202,8 @@ def tensor(name, dtype, shape, offset, size, xxh3=None, component=None, encoding
         f[3] = ("I", component)
     if encoding is not None:
         f[7] = ("B", encoding)
+    if quant is not None:  # format 1.4 (§6.2 id 10): a Quantization table (quantization()), or a raw uoffset
+        f[10] = ref(quant)
     t = T(f, **kw)
     t.xxh3 = xxh3
     return t
@@ -226,8 +236,10 @@ def pattern(n, seed):
 
 def build(tensors=(), components=("weights",), metadata=None, alignment=None, data_order=None, data_size=None,
           content_id=True, feature_names=None, incompatible=0, compatible=0, minor=0, header_first=False,
-          extra_header_fields=None, header_vtable_after=False, data_offset=None, header_pad=0):
-    """An .mpk file. Tensor checksums default to the true ones; data_order to offset order."""
+          extra_header_fields=None, header_vtable_after=False, data_offset=None, header_pad=0, cid_rows=None):
+    """An .mpk file. Tensor checksums default to the true ones; data_order to offset order. The content
+    id (content_id=True) is computed by read_mpk.content_id from the tensors' rows (name, dtype, shape,
+    xxh3 and, format 1.4, quant); cid_rows, if given, rewrites the rows first (a wrong id on purpose)."""
     align = 64 if alignment is None else alignment
     dsize = data_size
     if dsize is None:
@@ -258,8 +270,12 @@ def build(tensors=(), components=("weights",), metadata=None, alignment=None, da
         for t in tensors:
             shape = t.fields[2][1].items if 2 in t.fields else []
             name = t.fields[0][1].data
-            rows.append(dict(name=name, dtype=t.fields[1][1], shape=shape, xxh3=t.fields[6][1]))
-        hf[7] = ref(S(read_mpk.content_id(rows)))
+            rows.append(dict(name=name, dtype=t.fields[1][1], shape=shape, xxh3=t.fields[6][1],
+                             quant=getattr(t.fields[10][1], "quant", None) if 10 in t.fields else None))
+        rows = cid_rows(rows) if cid_rows else rows
+        cid = read_mpk.content_id(rows)
+        assert cid == content_id_14(rows), "read_mpk.content_id disagrees with craft.py's own §11"
+        hf[7] = ref(S(cid))
     elif content_id:
         hf[7] = ref(S(content_id))
     if feature_names is not None:
@@ -300,8 +316,8 @@ def cases():
     yield "header before data (§2)", build([tensor("a", f32, [4], 0, 16)], header_first=True), OK
     yield "vtables after tables (§5.1)", build(
         [tensor("a", f32, [4], 0, 16, vtable_after=True)], header_vtable_after=True), OK
-    yield "header field id 11 unknown to 1.3, minor 4 (§16)", build(
-        [tensor("a", f32, [4], 0, 16)], minor=4, extra_header_fields={11: ("Q", 12345), 13: ref(S("future"))}), OK
+    yield "header field id 11 unknown to 1.4, minor 5 (§16)", build(
+        [tensor("a", f32, [4], 0, 16)], minor=5, extra_header_fields={11: ("Q", 12345), 13: ref(S("future"))}), OK
     yield "vtable with trailing absent entries", build([tensor("a", f32, [4], 0, 16, vtable_extra=5)]), OK
     yield "content_id absent (§6.1)", build([tensor("a", f32, [4], 0, 16)], content_id=None), OK
     yield "content_id wrong (I1)", build([tensor("a", f32, [4], 0, 16)], content_id="mpk1-" + "0" * 32), \
@@ -430,7 +446,7 @@ def cases():
     yield "incompatible bit 7, named (H4)", build(
         [], incompatible=1 << 7, feature_names=[(7, 1, "zstd-chunked")]), "MPK_ERR_UNSUPPORTED_FEATURE"
     yield "incompatible bit checked before alignment", build(
-        [], incompatible=1 << 4, alignment=3, data_offset=96), "MPK_ERR_UNSUPPORTED_FEATURE"
+        [], incompatible=1 << 5, alignment=3, data_offset=96), "MPK_ERR_UNSUPPORTED_FEATURE"
     # §7.10 (format 1.3): a patch table exactly when incompatible bit 3 is set (H4a); the table is
     # verified like the rest of the header, required fields included.
     side = T({0: ref(S("mpk1-" + "0" * 32))})
@@ -583,7 +599,7 @@ def cases_1_1():
     yield "bit 0 set, no chunked tensor (format 1.2 knows it)", build([], incompatible=1), OK
     yield "bits 0 and 1, no chunked tensor", ext([tensor("q", q8_0, [32], 0, 34)], incompatible=3,
                                                  feature_names=EXT_NAME + [(0, 1, "compressed-tensors")]), OK
-    yield "bit 4 still refused (H4)", ext([], incompatible=EXT | 16), "MPK_ERR_UNSUPPORTED_FEATURE"
+    yield "bit 5 still refused (H4)", ext([], incompatible=EXT | 32), "MPK_ERR_UNSUPPORTED_FEATURE"
     yield "bit 1 with encoding 1, no bit 0 (K1)", ext([tensor("q", q8_0, [32], 0, 34, encoding=1)]), \
         "MPK_ERR_CORRUPT_HEADER"
     yield "bit 1 with encoding 3 (T5)", ext([tensor("q", q8_0, [32], 0, 34, encoding=3)]), \
@@ -1298,6 +1314,333 @@ def rans_validity_cases():
     yield "rANS order-0 alphabet naming a symbol twice (one member)", sym_table(bytes([7, 9, 7, 0])), OK
 
 
+# ---- format 1.4 (FORMAT.md §7.11, §11, §12.3): quantized storage -----------------------------------
+QB = 1 << 4  # incompatible feature bit 4, "quantized" (§4.2, §15.4)
+QB_NAME = [(4, 1, "quantized")]
+
+
+def quantization(scheme=None, axis=None, group=None, scale=None, source=None, extra=None):
+    """A Quantization table (§7.11: scheme u8 id 0, axis u32 id 1, group u32 id 2, scale string id 3,
+    source_dtype u16 id 4); fields left None are absent (their defaults). `.quant` holds the record
+    as a reader sees it, for the content id."""
+    f = {}
+    if scheme is not None:
+        f[0] = ("B", scheme)
+    if axis is not None:
+        f[1] = ("I", axis)
+    if group is not None:
+        f[2] = ("I", group)
+    if scale is not None:
+        f[3] = ref(scale if isinstance(scale, S) else S(scale))
+    if source is not None:
+        f[4] = ("H", source)
+    f.update(extra or {})
+    t = T(f)
+    t.quant = dict(scheme=scheme or 0, axis=axis or 0, group=group or 0,
+                   scale=None if scale is None else (scale.data if isinstance(scale, S) else scale.encode()),
+                   source_dtype=source or 0)
+    return t
+
+
+def content_id_14(rows):
+    """§11 written out again, independently of read_mpk.quant_bytes: R(t) || Q(t), Q(t) only for
+    INT8_CHANNEL (1) and INT8_GROUP (2)."""
+    m = b"modelpack content id v1\x00"
+    for r in rows:
+        m += len(r["name"]).to_bytes(4, "little") + r["name"] + r["dtype"].to_bytes(2, "little")
+        m += len(r["shape"]).to_bytes(4, "little") + b"".join(d.to_bytes(8, "little") for d in r["shape"])
+        m += r["xxh3"].to_bytes(8, "little")
+        q = r.get("quant")
+        if q and q["scheme"] in (1, 2):
+            sc = q["scale"] or b""
+            m += bytes([q["scheme"]]) + q["axis"].to_bytes(4, "little") + q["group"].to_bytes(4, "little")
+            m += len(sc).to_bytes(4, "little") + sc + q["source_dtype"].to_bytes(2, "little")
+    return "mpk1-" + xxhash.xxh3_128(m).hexdigest()
+
+
+def qfile(specs, **kw):
+    """A file of tensors given as (name, dtype, shape[, quantization table[, extra tensor() args]]),
+    laid out in the order given (that is the data order), each at a multiple of 64; the header's
+    tensors sorted by name. Incompatible bit 4 set and named unless told otherwise."""
+    kw.setdefault("incompatible", QB)
+    kw.setdefault("feature_names", QB_NAME if kw["incompatible"] & QB else None)
+    ts, off = [], 0
+    for spec in specs:
+        name, dtype, shape = spec[:3]
+        q = spec[3] if len(spec) > 3 else None
+        extra = spec[4] if len(spec) > 4 else {}
+        _, be, bb, _ = read_mpk.DTYPES.get(dtype, ("?", 1, 1, None))
+        n = 1
+        for d in shape or []:
+            n *= d
+        size = extra.pop("size", n // be * bb)
+        ts.append(tensor(name, dtype, shape, off, size, quant=q, **extra))
+        off += (size + 63) // 64 * 64 or 64
+    ts.sort(key=lambda t: t.fields[0][1].data)
+    return build(ts, **kw)
+
+
+def cases_1_4():
+    """§7.11 rules Q1-Q10 (each alone, with valid companions), their place after D1-D5 and before I1
+    and X1, the order within them, feature bit 4, and which records enter the content id (§11)."""
+    OK, UF, BD, BS = "MPK_OK", "MPK_ERR_UNSUPPORTED_FEATURE", "MPK_ERR_BAD_DTYPE", "MPK_ERR_BAD_SHAPE"
+    CH, NF, SUM = "MPK_ERR_CORRUPT_HEADER", "MPK_ERR_NOT_FOUND", "MPK_ERR_CHECKSUM"
+    f64, f32, f16, bf16, i32, i8, u8, f8, q4_0, q8_0 = 1, 2, 3, 4, 6, 8, 12, 14, 32, 36
+    Q = quantization
+    CHAN, GROUP, CAST = 1, 2, 3
+
+    def chan(axis=None, scale="w.scale", source=None, **kw):
+        return Q(CHAN, axis, scale=scale, source=source, **kw)
+
+    def grp(group, scale="w.scale", source=None, **kw):
+        return Q(GROUP, group=group, scale=scale, source=source, **kw)
+
+    def w_and_scale(q, wshape=(4, 8), sshape=(4,), wdtype=i8, sdtype=f32, sq=None, sname="w.scale"):
+        return [("w", wdtype, list(wshape) if wshape is not None else None, q),
+                (sname, sdtype, list(sshape) if sshape is not None else None, sq)]
+
+    def drop_quant(rows):
+        return [dict(r, quant=None) for r in rows]
+
+    def change_quant(**changes):
+        return lambda rows: [dict(r, quant=dict(r["quant"], **changes)) if r.get("quant") else r for r in rows]
+
+    # ---- valid records (§7.11 registry): int8 per channel and per group, cast, none --------------
+    yield "int8-channel axis 0, scale after it, from f32 (§7.11)", qfile(w_and_scale(chan(source=f32))), OK
+    yield "int8-channel axis 1", qfile(w_and_scale(chan(1), sshape=[8])), OK
+    yield "int8-channel axis 2 of a rank-3 tensor", qfile(w_and_scale(chan(2), [2, 3, 5], [5])), OK
+    yield "int8-channel axis 0 of a rank-3 tensor", qfile(w_and_scale(chan(0), [2, 3, 5], [2])), OK
+    yield "int8-channel, rank 1", qfile(w_and_scale(chan(), [6], [6])), OK
+    yield "int8-group 3 on rows of 8: a partial last group", qfile(w_and_scale(grp(3), [4, 8], [4, 3])), OK
+    yield "int8-group 8 on rows of 8", qfile(w_and_scale(grp(8), [4, 8], [4, 1])), OK
+    yield "int8-group 100 on rows of 8: one short group", qfile(w_and_scale(grp(100), [4, 8], [4, 1])), OK
+    yield "int8-group 1", qfile(w_and_scale(grp(1), [4, 8], [4, 8])), OK
+    yield "int8-group 2^32-1", qfile(w_and_scale(grp(0xFFFFFFFF), [4, 8], [4, 1])), OK
+    yield "int8-group, rank 1", qfile(w_and_scale(grp(4), [10], [3])), OK
+    yield "int8-group, rank 3", qfile(w_and_scale(grp(2), [2, 3, 5], [2, 3, 3])), OK
+    yield "empty int8 [0, 8], channel axis 0: an empty scale [0]", qfile(w_and_scale(chan(), [0, 8], [0])), OK
+    yield "empty int8 [0, 8], channel axis 1: scale [8]", qfile(w_and_scale(chan(1), [0, 8], [8])), OK
+    yield "empty int8 [4, 0], group 3: scale [4, 0]", qfile(w_and_scale(grp(3), [4, 0], [4, 0])), OK
+    for src in (f64, f32, f16, bf16):
+        yield f"int8 from {read_mpk.DTYPES[src][0]} (Q5)", qfile(w_and_scale(grp(4, source=src), [4, 8], [4, 2])), OK
+    yield "one scale tensor for two int8 tensors", qfile([
+        ("s", f32, [4]), ("v", i8, [4, 8], chan(scale="s")), ("w", i8, [4, 3], chan(scale="s"))]), OK
+    yield "scale tensor before its tensor in name order", qfile(w_and_scale(chan(scale="a.scale"), sname="a.scale")), OK
+    yield "scale tensor in another component", qfile(
+        [("w", i8, [4, 8], chan()), ("w.scale", f32, [4], None, {"component": 1})], components=("weights", "scales")), OK
+    yield "scale tensor first in the data section", qfile(list(reversed(w_and_scale(chan())))), OK
+    yield "scale tensor with a NONE record (not quantized)", qfile(w_and_scale(chan(), sq=Q(0, source=f16))), OK
+    yield "int8-channel record with group set (ignored by the rules)", qfile(w_and_scale(Q(CHAN, 1, 7, "w.scale"),
+                                                                                         sshape=[8])), OK
+    yield "int8-group record with axis 9 set (Q6 is for int8-channel)", qfile(w_and_scale(Q(GROUP, 9, 4, "w.scale"),
+                                                                                          sshape=[4, 2])), OK
+    yield "int8 and plain i8, f32 and f16 tensors together", qfile(w_and_scale(chan(source=f16)) + [
+        ("a.i8", i8, [9]), ("b", f32, [3]), ("c", f16, [2, 2]), ("d", f32, None)]), OK
+    yield "int8 tensor and its scale tensor, chunked (bits 0 and 4)", chunked_quant_file(), OK
+    yield "Quantization with unknown fields 5 and 6 (a later minor version, §16)", qfile(w_and_scale(chan(
+        extra={5: ("Q", 77), 6: ref(S("future"))}))), OK
+    yield "Tensor field id 11 unknown to 1.4, with a record (§16)", tensor_field_11_file(), OK
+    for src, dt in ((f32, f16), (f32, bf16), (f64, f16), (bf16, f16), (f16, bf16), (None, f16), (None, bf16)):
+        label = read_mpk.DTYPES[src][0] if src else "nothing recorded"
+        yield f"cast {read_mpk.DTYPES[dt][0]} from {label} (Q3)", qfile([("h", dt, [3, 4], Q(CAST, source=src))]), OK
+    yield "cast records without bit 4 (§7.11: no feature bit)", qfile(
+        [("h", f16, [3], Q(CAST, source=f32)), ("k", bf16, [5], Q(CAST))], incompatible=0), OK
+    yield "cast record with a scale name, axis and group (ignored)", qfile(
+        [("h", f16, [3], Q(CAST, 3, 5, "nothing", f32))], incompatible=0), OK
+    yield "NONE record with unknown source dtype, axis, missing scale (no rules apply)", qfile(
+        [("x", f32, [4], Q(0, 9, 0, "nope", 999))], incompatible=0), OK
+    yield "quant table with every field absent (NONE)", qfile([("x", i32, [4], Q())], incompatible=0), OK
+    yield "NONE record on a q8_0 tensor", qfile([("q", q8_0, [32], Q(0))], incompatible=EXT,
+                                                  feature_names=EXT_NAME), OK
+    yield "bit 4 set, no int8 tensor (§7.11)", qfile([("x", f32, [4]), ("i", i8, [4])]), OK
+    yield "bit 4 set, no tensors, no feature name", build([], incompatible=QB), OK
+    yield "bits 1 and 4: int8 beside a ggml dtype", qfile(w_and_scale(chan()) + [("q", q4_0, [2, 32])],
+                                                                incompatible=QB | EXT,
+                                                                feature_names=QB_NAME + EXT_NAME), OK
+
+    # ---- the content id (§11): int8 records enter it, cast and none records do not ----------------
+    yield "int8-channel record left out of the content id (I1)", qfile(w_and_scale(chan()), cid_rows=drop_quant), SUM
+    yield "int8-group record left out of the content id (I1)", qfile(w_and_scale(grp(3), sshape=[4, 3]),
+                                                                     cid_rows=drop_quant), SUM
+    yield "cast record not in the content id: the 1.3 id", qfile([("h", f16, [3], Q(CAST, source=f32))],
+                                                                 cid_rows=drop_quant), OK
+    yield "cast record hashed as an int8-channel record would be (I1)", qfile(
+        [("h", f16, [3], Q(CAST, source=f32))], cid_rows=change_quant(scheme=CHAN)), SUM
+    yield "NONE record not in the content id", qfile([("x", f32, [4], Q(0, 3, 4, "s", f16))], cid_rows=drop_quant), OK
+    yield "content id covers the axis (I1)", qfile(w_and_scale(chan(1), sshape=[8]), cid_rows=change_quant(axis=0)), SUM
+    yield "content id covers a channel record's group (I1)", qfile(w_and_scale(Q(CHAN, 0, 7, "w.scale"))), OK
+    yield "content id covers a channel record's group, hashed as 0 (I1)", qfile(
+        w_and_scale(Q(CHAN, 0, 7, "w.scale")), cid_rows=change_quant(group=0)), SUM
+    yield "content id covers the group (I1)", qfile(w_and_scale(grp(3), sshape=[4, 3]),
+                                                    cid_rows=change_quant(group=4)), SUM
+    yield "content id covers the scale name (I1)", qfile(w_and_scale(chan()), cid_rows=change_quant(scale=b"w.scalf")), SUM
+    yield "content id covers the source dtype (I1)", qfile(w_and_scale(chan(source=f32)),
+                                                           cid_rows=change_quant(source_dtype=0)), SUM
+    yield "content id covers the scheme (I1)", qfile(w_and_scale(grp(4), wshape=[4, 4], sshape=[4, 1]),
+                                                     cid_rows=change_quant(scheme=CHAN)), SUM
+
+    # ---- Q1: schemes ------------------------------------------------------------------------------
+    for v in (4, 5, 255):
+        yield f"scheme {v} (Q1)", qfile(w_and_scale(Q(v, scale="w.scale"))), UF
+    yield "scheme 4 (BLOCK) on a q8_0 tensor (Q1: never stored)", qfile(
+        [("q", q8_0, [32], Q(4, group=32))], incompatible=QB | EXT, feature_names=QB_NAME + EXT_NAME), UF
+    yield "Q1 before Q2: scheme 7, source dtype 999", qfile(w_and_scale(Q(7, scale="w.scale", source=999))), UF
+    yield "Q1 before Q4: scheme 9 without bit 4", qfile(w_and_scale(Q(9, scale="w.scale")), incompatible=0), UF
+    yield "scheme 5 on an f32 tensor (Q1)", qfile([("x", f32, [4], Q(5))], incompatible=0), UF
+    # ---- Q2: source dtype ---------------------------------------------------------------------------
+    for v in (21, 31, 44, 999, 65535):
+        yield f"cast from dtype {v} (Q2)", qfile([("h", f16, [3], Q(CAST, source=v))]), BD
+    yield "int8 from dtype 999 (Q2)", qfile(w_and_scale(chan(source=999))), BD
+    yield "Q2 before Q3: cast on f32 from dtype 999", qfile([("h", f32, [3], Q(CAST, source=999))]), BD
+    yield "Q2 before Q4: int8 from dtype 44 without bit 4", qfile(w_and_scale(chan(source=44)), incompatible=0), BD
+    yield "Q2 before Q5: int8 scalar from dtype 21", qfile(w_and_scale(chan(source=21), wshape=None, sshape=[])), BD
+    # ---- Q3: cast --------------------------------------------------------------------------------
+    for dt, shape in ((f32, [3]), (f64, [3]), (i8, [3]), (u8, [3]), (q8_0, [32]), (f8, [3])):
+        yield f"cast on {read_mpk.DTYPES[dt][0]} (Q3)", qfile([("h", dt, shape, Q(CAST, source=f32))],
+                                                               incompatible=QB | EXT,
+                                                               feature_names=QB_NAME + EXT_NAME), BD
+    for src, dt in ((f16, f16), (bf16, bf16), (i32, f16), (i8, bf16), (q8_0, f16), (f8, f16), (u8, bf16)):
+        yield f"cast {read_mpk.DTYPES[dt][0]} from {read_mpk.DTYPES[src][0]} (Q3)", qfile(
+            [("h", dt, [3], Q(CAST, source=src))]), BD
+    # ---- Q4: feature bit 4 -----------------------------------------------------------------------
+    yield "int8-channel without bit 4 (Q4)", qfile(w_and_scale(chan()), incompatible=0), CH
+    yield "int8-group without bit 4 (Q4)", qfile(w_and_scale(grp(4), sshape=[4, 2]), incompatible=0), CH
+    yield "int8 with bit 4 only in compatible_features (Q4)", qfile(w_and_scale(chan()), incompatible=0,
+                                                                    compatible=QB), CH
+    yield "int8 with bits 0 and 1 but not 4 (Q4)", qfile(w_and_scale(chan()) + [("q", q4_0, [32])],
+                                                         incompatible=EXT | COMP, feature_names=EXT_NAME), CH
+    yield "Q4 before Q5: int8 on f32 without bit 4", qfile(w_and_scale(chan(), wdtype=f32), incompatible=0), CH
+    yield "Q4 before Q9: scale missing, no bit 4", qfile([("w", i8, [4, 8], chan())], incompatible=0), CH
+    # ---- Q5: i8, rank >= 1, float source -------------------------------------------------------------
+    for dt, shape in ((u8, [4, 8]), (f32, [4, 8]), (i32, [4, 8]), (q8_0, [4, 32])):
+        yield f"int8-channel on {read_mpk.DTYPES[dt][0]} (Q5)", qfile(
+            w_and_scale(chan(), shape, [shape[0]], wdtype=dt), incompatible=QB | EXT, feature_names=QB_NAME + EXT_NAME), BD
+    yield "int8-group on u8 (Q5)", qfile(w_and_scale(grp(4), [4, 8], [4, 2], wdtype=u8)), BD
+    yield "int8-channel on a scalar, shape absent (Q5)", qfile(w_and_scale(chan(), None, [])), BS
+    yield "int8-group on a scalar, empty shape vector (Q5)", qfile(w_and_scale(grp(1), [], [])), BS
+    for src in (i32, u8, i8, q4_0, f8):
+        yield f"int8 from {read_mpk.DTYPES[src][0]} (Q5)", qfile(w_and_scale(chan(source=src))), BD
+    yield "Q5 dtype before rank: int8 on an f32 scalar", qfile(w_and_scale(chan(), None, [], wdtype=f32)), BD
+    yield "Q5 rank before source: i8 scalar from i32", qfile(w_and_scale(chan(source=i32), None, [])), BS
+    yield "Q5 before Q6: int8 on f32, axis 5", qfile(w_and_scale(chan(5), wdtype=f32)), BD
+    # ---- Q6: axis ---------------------------------------------------------------------------------
+    yield "int8-channel axis 2 of rank 2 (Q6)", qfile(w_and_scale(chan(2))), BS
+    yield "int8-channel axis 1 of rank 1 (Q6)", qfile(w_and_scale(chan(1), [6], [6])), BS
+    yield "int8-channel axis 2^32-1 (Q6)", qfile(w_and_scale(chan(0xFFFFFFFF))), BS
+    yield "Q6 before Q9: axis 2, scale missing", qfile([("w", i8, [4, 8], chan(2))]), BS
+    yield "Q6 before Q8: axis 2, scale is itself", qfile([("w", i8, [4, 8], chan(2, scale="w"))]), BS
+    # ---- Q7: group --------------------------------------------------------------------------------
+    yield "int8-group, group absent = 0 (Q7)", qfile(w_and_scale(grp(None), sshape=[4, 1])), CH
+    yield "int8-group, group 0 written (Q7)", qfile(w_and_scale(grp(0), sshape=[4, 1])), CH
+    yield "Q7 before Q9: group 0, scale missing", qfile([("w", i8, [4, 8], grp(0))]), CH
+    # ---- Q8: the scale is the tensor itself ------------------------------------------------------------
+    yield "int8-channel scale names itself (Q8)", qfile([("w", i8, [4, 8], chan(scale="w"))]), CH
+    yield "int8-group scale names itself (Q8)", qfile([("w", i8, [4, 8], grp(4, scale="w"))]), CH
+    # ---- Q9: the scale tensor ------------------------------------------------------------------------
+    yield "scale absent (Q9: the empty name)", qfile(w_and_scale(chan(scale=None))), NF
+    yield "scale the empty string (Q9)", qfile(w_and_scale(chan(scale=""))), NF
+    yield "scale names a missing tensor (Q9)", qfile(w_and_scale(chan(scale="w.scales"))), NF
+    yield "scale name differs in case (Q9: byte-wise)", qfile(w_and_scale(chan(scale="W.scale"))), NF
+    for dt in (f16, bf16, f64, i8, i32):
+        yield f"scale tensor of dtype {read_mpk.DTYPES[dt][0]} (Q9)", qfile(w_and_scale(chan(), sdtype=dt)), BD
+    yield "scale tensor is a valid int8 tensor (Q9: not f32)", qfile(w_and_scale(chan()) + [
+        ("v", i8, [4, 8], chan(scale="w"))]), BD
+    yield "scale tensor with a valid cast record: dtype first (Q9)", qfile(w_and_scale(chan(), sdtype=f16,
+                                                                                      sq=Q(CAST, source=f32))), BD
+    yield "scale tensor f32 with a cast record, after its tensor (Q9: quantized)", qfile(w_and_scale(
+        chan(), sq=Q(CAST, source=f32))), CH
+    yield "scale tensor f32 with scheme 9, after its tensor (Q9: quantized)", qfile(w_and_scale(chan(), sq=Q(9))), CH
+    yield "scale tensor f32 with an int8 record, after its tensor (Q9: quantized)", qfile(w_and_scale(chan(), sq=Q(
+        CHAN, scale="z"))), CH
+    yield "scale tensor f32 with a cast record, before its tensor: its own Q3 first", qfile(w_and_scale(
+        chan(scale="a.scale"), sname="a.scale", sq=Q(CAST, source=f32))), BD
+    yield "scale tensor f32 with scheme 9, before its tensor: its own Q1 first", qfile(w_and_scale(
+        chan(scale="a.scale"), sname="a.scale", sq=Q(9))), UF
+    yield "Q9 dtype before Q10: f16 scale of the wrong shape", qfile(w_and_scale(chan(), sshape=[5], sdtype=f16)), BD
+    yield "Q9 quantized before Q10", qfile(w_and_scale(chan(), sshape=[5], sq=Q(9))), CH
+    # ---- Q10: the scale tensor's shape ------------------------------------------------------------------
+    for label, q, wshape, sshape in [
+            ("channel axis 0 of [4, 8], scale [5]", chan(), [4, 8], [5]),
+            ("channel axis 0 of [4, 8], scale [4, 1]", chan(), [4, 8], [4, 1]),
+            ("channel axis 0 of [4, 8], scale [1, 4]", chan(), [4, 8], [1, 4]),
+            ("channel axis 0 of [4, 8], scalar scale", chan(), [4, 8], None),
+            ("channel axis 1 of [4, 8], scale [4]", chan(1), [4, 8], [4]),
+            ("channel axis 0 of [0, 8], scale [8]", chan(), [0, 8], [8]),
+            ("group 3 of [4, 8], scale [4, 2] (rounded down)", grp(3), [4, 8], [4, 2]),
+            ("group 3 of [4, 8], scale [4, 4]", grp(3), [4, 8], [4, 4]),
+            ("group 3 of [4, 8], scale [4]", grp(3), [4, 8], [4]),
+            ("group 3 of [4, 8], scale [4, 3, 1]", grp(3), [4, 8], [4, 3, 1]),
+            ("group 3 of [4, 8], scale [12]", grp(3), [4, 8], [12]),
+            ("group 2 of [2, 3, 5], scale [2, 3, 2]", grp(2), [2, 3, 5], [2, 3, 2]),
+            ("group 2 of [2, 3, 5], scale [3, 2, 3]", grp(2), [2, 3, 5], [3, 2, 3]),
+            ("group 4 of [10], scale [2]", grp(4), [10], [2]),
+            ("group 3 of [4, 0], scale [4, 1]", grp(3), [4, 0], [4, 1])]:
+        yield f"{label} (Q10)", qfile(w_and_scale(q, wshape, sshape)), BS
+
+    # ---- where Q1-Q10 run (§12.3): after every T and D rule, in name order, before I1 and X1 ---------
+    yield "T rules of every tensor before Q rules: scheme 9 on a, dtype 0 on b", qfile(
+        [("a", i8, [4], Q(9)), ("b", 0, [4], None, {"size": 16})]), BD
+    yield "T13 of a later tensor before Q1", qfile([("a", i8, [4], Q(9)), ("b", f32, [4])],
+                                                   data_size=70), "MPK_ERR_OUT_OF_BOUNDS"
+    yield "D rules before Q rules: data_order reversed, scheme 9", qfile(
+        [("a", i8, [4], Q(9)), ("b", f32, [4])], data_order=[1, 0]), "MPK_ERR_UNSORTED"
+    yield "D1 before Q rules", qfile([("a", i8, [4], Q(9)), ("b", f32, [4])], data_order=[0]), CH
+    yield "Q rules in name order, not data order: a's Q6 before b's Q1", qfile(
+        [("b", i8, [4], Q(9)), ("a", i8, [4, 8], chan(2, scale="s")), ("s", f32, [4])]), BS
+    yield "Q rules in name order: a's Q1 before b's Q6", qfile(
+        [("b", i8, [4, 8], chan(2, scale="s")), ("a", i8, [4], Q(9)), ("s", f32, [4])]), UF
+    yield "Q rules before I1: scheme 9 and a wrong content id", qfile(
+        [("a", i8, [4], Q(9))], content_id="mpk1-" + "0" * 32), UF
+    yield "Q rules before X1: Q10 and a wrong tensor checksum", qfile(
+        w_and_scale(chan(), sshape=[5])[:1] + [("w.scale", f32, [5], None, {"xxh3": 1})]), BS
+    yield "H4 before Q rules: bit 5 and a Q5 error", qfile(w_and_scale(chan(), wdtype=u8), incompatible=QB | 32), UF
+    yield "X1 still applies to int8 tensors", qfile([("w", i8, [4, 8], chan(), {"xxh3": 5}), ("w.scale", f32, [4])]), SUM
+
+    # ---- the Verifier (§5.2) checks Quantization tables whatever their scheme -------------------------
+    yield "quant out of the header (§5.2 rule 4)", verifier_quant_file(0x7FFF0000), CH
+    yield "scale string without NUL (§5.2 rule 5)", qfile(w_and_scale(chan(scale=S("w.scale", nul=False)))), CH
+    yield "NONE record's scale string without NUL (§5.2: verified anyway)", qfile(
+        [("x", f32, [4], Q(0, scale=S("x", nul=False)))], incompatible=0), CH
+    yield "cast record's scale string without NUL (§5.2)", qfile(
+        [("h", f16, [4], Q(CAST, scale=S("x", nul=False)))], incompatible=0), CH
+    yield "scale string out of the header (§5.2 rule 4)", qfile(
+        [("x", f32, [4], Q(0, extra={3: ("ref", 0x7FFF0000)}))], incompatible=0), CH
+
+    # ---- PatchTensor.quant (§7.10 id 9): verified with the patch table --------------------------------
+    def patch_file(q):
+        pt = T({0: ref(S("w")), 1: ("H", i8), 2: ref(V([4], "Q")), 6: ("B", 1), 9: ref(q)})
+        side = T({0: ref(S("mpk1-" + "0" * 32)), 5: ref(V([pt]))})
+        other = T({0: ref(S("mpk1-" + "1" * 32))})
+        return build([], incompatible=(1 << 3) | QB, extra_header_fields={10: ref(T({3: ref(other), 4: ref(side)}))})
+    yield "patch side tensor with an int8 record (§7.10)", patch_file(chan(scale="w.scale")), OK
+    yield "patch side tensor's record, scale string without NUL (§5.2)", patch_file(
+        chan(scale=S("w.scale", nul=False))), CH
+    yield "patch side tensor's record out of the header (§5.2 rule 4)", patch_file(0x7FFF0000), CH
+
+
+def chunked_quant_file():
+    """An int8 tensor and its scale tensor, both CHUNKED (raw chunks; bits 0 and 4)."""
+    w = pattern(32, 21)
+    sc = pattern(16, 22)
+    return build([chunked("w", 8, [4, 8], 0, w, 16, [(0, w[:16]), (0, w[16:])],
+                          quant=quantization(1, scale="w.scale", source=2)),
+                  chunked("w.scale", 2, [4], 64, sc, 8, [(0, sc[:8]), (0, sc[8:])])],
+                 incompatible=QB | COMP, feature_names=QB_NAME + COMP_NAME)
+
+
+def tensor_field_11_file():
+    """An int8 tensor whose Tensor table has a field id 11 (unknown to 1.4), minor 5."""
+    t = tensor("w", 8, [4, 8], 0, 32, quant=quantization(1, scale="w.scale"))
+    t.fields[11] = ("Q", 99)
+    return build([t, tensor("w.scale", 2, [4], 64, 16)], incompatible=QB, feature_names=QB_NAME, minor=5)
+
+
+def verifier_quant_file(raw):
+    """An int8 tensor whose quant field is a raw uoffset (pointing out of the header)."""
+    return build([_with(tensor("w", 8, [4, 8], 0, 32), {10: ("ref", raw)}), tensor("w.scale", 2, [4], 64, 16)],
+                 incompatible=QB, content_id=None)
+
+
 def _with(t, fields):
     t.fields.update(fields)
     return t
@@ -1369,7 +1712,7 @@ def main():
     args = ap.parse_args()
     passed = failed = known = 0
     every = itertools.chain(((label, data, want, None, None) for label, data, want in
-                             itertools.chain(cases(), cases_1_1(), cases_1_2())), known_cases_1_2())
+                             itertools.chain(cases(), cases_1_1(), cases_1_2(), cases_1_4())), known_cases_1_2())
     with tempfile.TemporaryDirectory(prefix="mpk-craft-") as tmp:
         for label, data, want, lib_gives, why in every:
             name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", label).strip("_") + ".mpk"

@@ -13,7 +13,9 @@ chunk_size, size and chunk-table fields (count, codec, size, checksum) rewritten
 T5, K1-K6, X2); chunk payload bytes flipped (X2); and chunk payloads damaged in their structure with
 the chunk checksum recomputed, so that the damage reaches the decoders (X3): planes transform, width,
 methods and plane sizes, rANS-Nx16 flags and size, zstd frame magic, bytes of raw chunks and raw
-planes (X1). (Damage inside rANS-coded bytes is left to the unsigned flips: such a stream may read
+planes (X1). For quantization records (format 1.4, §7.11): scheme, axis, group and source dtype
+rewritten, scale names damaged, the record dropped, re-signed (rules Q1-Q10 and the content id, I1).
+(Damage inside rANS-coded bytes is left to the unsigned flips: such a stream may read
 past its end or start with a state of 2^31 or more, which §7.9.1 leaves without a defined output,
 MPK_ERR_CORRUPT_DATA and MPK_ERR_CHECKSUM both conforming, so two conforming readers may differ.)
 For each variant the status of `read_mpk.py --verify full` must equal the status of `mpk verify`
@@ -93,6 +95,67 @@ def header_fields(f):
     for p in fb.elements(h.ref(6)):
         union(table(p), 1, 2)
     return dtypes, tags
+
+
+def quant_fields(f):
+    """For each tensor with a quantization record (Tensor.quant, id 10; FORMAT.md §7.11), the file
+    offsets of the record's present fields (scheme, axis, group, source_dtype; the scale string's
+    bytes) and of the Tensor vtable entry that points to it, found with read_mpk's parser."""
+    h_off, h_size = struct.unpack_from("<QQ", f, 32)
+    fb = read_mpk.FB(f[h_off:h_off + h_size])
+    out = []
+    root = fb.table(fb.u32(0))
+    for p in fb.elements(root.ref(3)):
+        t = fb.table(p)
+        fb.end_table()
+        qpos = t.ref(10)
+        if qpos is None:
+            continue
+        q = fb.table(qpos)
+        fb.end_table()
+        rec = {"vtable_entry": h_off + t.vt + 4 + 2 * 10}
+        for fid, key in ((0, "scheme"), (1, "axis"), (2, "group"), (4, "source_dtype")):
+            e = q.entry(fid)
+            if e:
+                rec[key] = h_off + q.pos + e
+        spos = q.ref(3)
+        if spos is not None:
+            rec["scale"] = (h_off + spos + 4, fb.u32(spos))  # (first byte, length)
+        out.append(rec)
+    return out
+
+
+def quant_mutations(f):
+    """Quantization records rewritten and re-signed (§7.11, rules Q1-Q10; §11: int8 records enter the
+    content id, so most changes that keep a record valid are I1 mismatches)."""
+    for k, rec in enumerate(quant_fields(f)):
+        if "scheme" in rec:
+            for v in (0, 1, 2, 3, 4, 5, 255):
+                if v != f[rec["scheme"]]:
+                    yield f"quant {k} scheme {v}", bytes(set_field(f, rec["scheme"], "B", v, header=True))
+        if "axis" in rec:
+            for v in (0, 1, 2, 3, 31, 0xFFFFFFFF):
+                yield f"quant {k} axis {v}", bytes(set_field(f, rec["axis"], "I", v, header=True))
+        if "group" in rec:
+            for v in (0, 1, 3, 5, 31, 33, 81, 0xFFFFFFFF):
+                yield f"quant {k} group {v}", bytes(set_field(f, rec["group"], "I", v, header=True))
+        if "source_dtype" in rec:
+            for v in (0, 1, 2, 3, 4, 5, 8, 12, 21, 32, 44, 65535):
+                yield f"quant {k} source_dtype {v}", bytes(set_field(f, rec["source_dtype"], "H", v, header=True))
+        if "scale" in rec:
+            at, n = rec["scale"]
+            for i in sorted({0, n // 2, n - 1}):
+                if 0 <= i < n:
+                    b = bytearray(f)
+                    b[at + i] ^= 0x01
+                    yield f"quant {k} scale byte {i} ^ 0x01", bytes(resign(b))
+            if n:  # the scale name cut short by one byte (its terminator moved)
+                b = bytearray(f)
+                struct.pack_into("<I", b, at - 4, n - 1)
+                b[at + n - 1] = 0
+                yield f"quant {k} scale name shortened", bytes(resign(b))
+        # The record dropped: the Tensor vtable entry for field 10 zeroed (vtables may be shared).
+        yield f"quant {k} dropped", bytes(set_field(f, rec["vtable_entry"], "H", 0, header=True))
 
 
 def chunk_fields(f):
@@ -273,7 +336,7 @@ def mutations(orig, max_header):
     yield "minor 65535", set_field(f, 10, "H", 65535)
     yield "preamble_size 95", set_field(f, 12, "I", 95)
     yield "preamble_size 0", set_field(f, 12, "I", 0)
-    for bit in (0, 1, 2, 5, 63):
+    for bit in (0, 1, 2, 4, 5, 63):
         yield f"incompatible bit {bit}", set_field(f, 16, "Q", 1 << bit)
     yield "incompatible bits 0+3", set_field(f, 16, "Q", 9)
     yield "incompatible bits 0+1", set_field(f, 16, "Q", 3)
@@ -333,6 +396,9 @@ def mutations(orig, max_header):
     # Format 1.2: chunk tables and chunk payloads of compressed tensors.
     yield "incompatible 0 (K1)", set_field(f, 16, "Q", 0)
     yield from chunk_mutations(f)
+    # Format 1.4: quantization records.
+    yield "incompatible bit 4 cleared (Q4)", set_field(f, 16, "Q", struct.unpack_from("<Q", f, 16)[0] & ~(1 << 4))
+    yield from quant_mutations(f)
 
     # Data bytes: inside tensors (X1) and in padding (ignored).
     if d_size:

@@ -10,8 +10,10 @@
 // alignments 64, 4096 and 1, a streamed tensor, UTF-8 names, a file with no tensors at all, a
 // format 1.1 file (extended dtypes, typed and list metadata), and a format 1.2 file with compressed
 // (chunked) tensors: raw, zstd and planes chunks, planes of every method, rANS-Nx16 of order 0
-// and 1 with 4 and 32 states.
+// and 1 with 4 and 32 states, and a format 1.4 file with quantized storage: int8 per channel (axes 0,
+// 1 and 2) and per group (a partial last group, rank 3), cast f16 / bf16 records, plain tensors.
 #include <modelpack/modelpack.hpp>
+#include <modelpack/quant.hpp>
 
 #include <algorithm>
 #include <bit>
@@ -246,12 +248,25 @@ bool dump(const std::string &path, const std::string &json_path) {
                 std::to_string(c.planes) + "}";
        }
        enc += "}";
+       // Format 1.4: the stored quantization record as `mpk inspect --json` prints it (ggml block
+       // dtypes, scheme Block, describe themselves by their dtype and get nothing).
+       std::string quant;
+       if (const mpk::QuantInfo q = m->quant(i); q.scheme != mpk::QuantScheme::None &&
+                                                 q.scheme != mpk::QuantScheme::Block) {
+         quant = ", \"quant\": {\"scheme\": " + json_string(mpk::quant_scheme_name(q.scheme));
+         if (q.scheme == mpk::QuantScheme::Int8Channel) quant += ", \"axis\": " + std::to_string(q.axis);
+         if (q.scheme == mpk::QuantScheme::Int8Group) quant += ", \"group\": " + std::to_string(q.group);
+         if (q.scale) quant += ", \"scale\": " + json_string(m->info(*q.scale).name);
+         if (q.source_dtype != MPK_DTYPE_INVALID)
+           quant += ", \"source_dtype\": " + json_string(mpk::dtype_name(q.source_dtype));
+         quant += "}";
+       }
        return "{\"name\": " + json_string(t.name) + ", \"dtype\": " + json_string(mpk::dtype_name(t.dtype)) +
               ", \"shape\": " + json_list(shape.size(), [&](size_t k) { return std::to_string(shape[k]); }) +
               ", \"numel\": " + std::to_string(t.numel()) + ", \"bytes\": " + std::to_string(t.nbytes) +
               ", \"encoding\": " + enc + ", \"offset\": " + std::to_string(t.offset) + ", \"alignment\": " +
               std::to_string(offset_alignment(t.offset)) + ", \"component\": " +
-              json_string(m->component(t.component).name) + ", \"xxh3\": " + json_string(hex64(t.xxh3)) + "}";
+              json_string(m->component(t.component).name) + ", \"xxh3\": " + json_string(hex64(t.xxh3)) + quant + "}";
      }));
   kv("tensor_bytes", "{\"decoded\": " + std::to_string(decoded) + ", \"stored\": " + std::to_string(stored) +
                          ", \"ratio\": " + json_double(decoded ? double(stored) / double(decoded) : 1.0) + "}",
@@ -492,6 +507,139 @@ bool sample_compressed(const std::string &path) {
   return ok && check(w->commit(), "commit");
 }
 
+// Format 1.4 (FORMAT.md 7.11): int8 per channel of axis 0 (mpk::quantize_int8_rows), of axis 1 and
+// of axis 2 of a rank-3 tensor (records set by hand, scales computed here), int8 per group of 32 along
+// rows of 80 (a partial last group of 16; mpk::quantize_int8_groups), per group of 2 on a rank-3
+// tensor (rows of 5: groups 2, 2, 1), an empty int8 tensor, cast records for f16 and bf16 (and one
+// without a source dtype), beside plain f32 / i8 / f16 tensors; scale tensors before and after their
+// tensors in name order, one in another component; the writer sets incompatible bit 4.
+bool sample_quantized(const std::string &path) {
+  auto w = mpk::Writer::create(path, options(64));
+  if (!check(w.status(), "create")) return false;
+  bool ok = check(w->add_component("weights", "weights"), "component");
+  ok = ok && check(w->add_component("scales", "scales"), "component");
+  uint32_t x = 88172645u;  // xorshift32
+  auto uniform = [&] {     // in [-1, 1)
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return float(x >> 8) / float(1u << 23) - 1.0f;
+  };
+  auto floats = [&](size_t n, float amp) {
+    std::vector<float> v(n);
+    for (auto &f : v) f = uniform() * amp;
+    return v;
+  };
+  auto bytes_of = [](const auto &v) {
+    std::vector<std::byte> b(v.size() * sizeof(v[0]));
+    if (!b.empty()) std::memcpy(b.data(), v.data(), b.size());
+    return b;
+  };
+  auto put = [&](const std::string &name, mpk::DType dt, std::vector<uint64_t> shape, const std::vector<std::byte> &b,
+                 std::string_view component = {}) {
+    return check(w->add_tensor(name, dt, shape, b, component), name.c_str());
+  };
+  auto record = [&](const std::string &name, mpk::QuantScheme scheme, uint32_t axis, uint32_t group,
+                    std::string scale, mpk::DType source) {
+    return check(w->set_quant(name, mpk::TensorQuant{scheme, axis, group, std::move(scale), source}), name.c_str());
+  };
+  // Symmetric int8 along any axis: scale[c] = max |x| / 127 over the elements with index c on `axis`.
+  auto per_axis = [](const std::vector<float> &src, const std::vector<uint64_t> &shape, size_t axis,
+                     std::vector<int8_t> &q, std::vector<float> &scales) {
+    uint64_t inner = 1;
+    for (size_t d = axis + 1; d < shape.size(); ++d) inner *= shape[d];
+    scales.assign(shape[axis], 0.0f);
+    for (size_t i = 0; i < src.size(); ++i) {
+      float &s = scales[(i / inner) % shape[axis]];
+      s = std::max(s, std::fabs(src[i]));
+    }
+    for (auto &s : scales) s /= 127.0f;
+    q.resize(src.size());
+    for (size_t i = 0; i < src.size(); ++i) {
+      const float s = scales[(i / inner) % shape[axis]];
+      q[i] = s == 0 ? int8_t(0) : int8_t(std::clamp(std::nearbyint(src[i] / s), -127.0f, 127.0f));
+    }
+  };
+
+  // "attn.w" [8, 16], per channel of axis 0 (the reference quantizer), from f32; scale after it.
+  {
+    auto src = floats(8 * 16, 0.5f);
+    std::vector<int8_t> q(src.size());
+    std::vector<float> scale(8);
+    ok = ok && check(mpk::quantize_int8_rows(src, 8, 16, q, scale), "quantize attn.w");
+    ok = ok && put("attn.w", MPK_DTYPE_I8, {8, 16}, bytes_of(q));
+    ok = ok && put("attn.w.scale", MPK_DTYPE_F32, {8}, bytes_of(scale), "scales");
+    ok = ok && record("attn.w", mpk::QuantScheme::Int8Channel, 0, 0, "attn.w.scale", MPK_DTYPE_F32);
+  }
+  // "proj.w" [6, 10], per channel of axis 1 (by hand), source not recorded; its scale "a.proj.scale"
+  // sorts before it.
+  {
+    auto src = floats(6 * 10, 2.0f);
+    std::vector<int8_t> q;
+    std::vector<float> scale;
+    per_axis(src, {6, 10}, 1, q, scale);
+    ok = ok && put("proj.w", MPK_DTYPE_I8, {6, 10}, bytes_of(q));
+    ok = ok && put("a.proj.scale", MPK_DTYPE_F32, {10}, bytes_of(scale));
+    ok = ok && record("proj.w", mpk::QuantScheme::Int8Channel, 1, 0, "a.proj.scale", MPK_DTYPE_INVALID);
+  }
+  // "conv.w" [3, 4, 5], per channel of axis 2, from f16.
+  {
+    auto src = floats(3 * 4 * 5, 1.0f);
+    std::vector<int8_t> q;
+    std::vector<float> scale;
+    per_axis(src, {3, 4, 5}, 2, q, scale);
+    ok = ok && put("conv.w", MPK_DTYPE_I8, {3, 4, 5}, bytes_of(q));
+    ok = ok && put("conv.w.scale", MPK_DTYPE_F32, {5}, bytes_of(scale), "scales");
+    ok = ok && record("conv.w", mpk::QuantScheme::Int8Channel, 2, 0, "conv.w.scale", MPK_DTYPE_F16);
+  }
+  // "mlp.w" [4, 80], groups of 32 along rows of 80 (32, 32, 16): scales [4, 3], from bf16.
+  {
+    auto src = floats(4 * 80, 0.1f);
+    src[5] = 0;  // a row of zeros gets scale 0
+    std::fill(src.begin() + 80, src.begin() + 160, 0.0f);
+    std::vector<int8_t> q(src.size());
+    std::vector<float> scale(4 * 3);
+    ok = ok && check(mpk::quantize_int8_groups(src, 4, 80, 32, q, scale), "quantize mlp.w");
+    ok = ok && put("mlp.w", MPK_DTYPE_I8, {4, 80}, bytes_of(q));
+    ok = ok && put("mlp.w.scale", MPK_DTYPE_F32, {4, 3}, bytes_of(scale), "scales");
+    ok = ok && record("mlp.w", mpk::QuantScheme::Int8Group, 0, 32, "mlp.w.scale", MPK_DTYPE_BF16);
+  }
+  // "conv.g" [2, 3, 5], groups of 2 along rows of 5 (2, 2, 1): scales [2, 3, 3], from f64.
+  {
+    auto src = floats(2 * 3 * 5, 3.0f);
+    std::vector<int8_t> q(src.size());
+    std::vector<float> scale(2 * 3 * 3);
+    ok = ok && check(mpk::quantize_int8_groups(src, 6, 5, 2, q, scale), "quantize conv.g");
+    ok = ok && put("conv.g", MPK_DTYPE_I8, {2, 3, 5}, bytes_of(q));
+    ok = ok && put("conv.g.scale", MPK_DTYPE_F32, {2, 3, 3}, bytes_of(scale));
+    ok = ok && record("conv.g", mpk::QuantScheme::Int8Group, 0, 2, "conv.g.scale", MPK_DTYPE_F64);
+  }
+  // "empty.q" [0, 7], per channel of axis 1: an empty tensor with 7 scales.
+  ok = ok && put("empty.q", MPK_DTYPE_I8, {0, 7}, {});
+  ok = ok && put("empty.q.scale", MPK_DTYPE_F32, {7}, bytes_of(floats(7, 1.0f)), "scales");
+  ok = ok && record("empty.q", mpk::QuantScheme::Int8Channel, 1, 0, "empty.q.scale", MPK_DTYPE_F32);
+  // Cast records (informative): f16 and bf16 rounded from f32 (mpk::narrow_f32), f16 without source.
+  {
+    auto src = floats(12, 4.0f);
+    std::vector<std::byte> h(2 * src.size()), b(2 * src.size());
+    ok = ok && check(mpk::narrow_f32(src, MPK_DTYPE_F16, h), "narrow f16");
+    ok = ok && check(mpk::narrow_f32(src, MPK_DTYPE_BF16, b), "narrow bf16");
+    ok = ok && put("emb.f16", MPK_DTYPE_F16, {3, 4}, h);
+    ok = ok && put("head.bf16", MPK_DTYPE_BF16, {12}, b);
+    ok = ok && put("norm.f16", MPK_DTYPE_F16, {4}, std::vector<std::byte>(h.begin(), h.begin() + 8));
+    ok = ok && record("emb.f16", mpk::QuantScheme::Cast, 0, 0, "", MPK_DTYPE_F32);
+    ok = ok && record("head.bf16", mpk::QuantScheme::Cast, 0, 0, "", MPK_DTYPE_F32);
+    ok = ok && record("norm.f16", mpk::QuantScheme::Cast, 0, 0, "", MPK_DTYPE_INVALID);
+  }
+  // Plain tensors: f32, an i8 tensor without a record, a plain f16, a scalar.
+  ok = ok && add(*w, "bias", MPK_DTYPE_F32, {8}, 91);
+  ok = ok && add(*w, "ids.i8", MPK_DTYPE_I8, {9}, 92);
+  ok = ok && add(*w, "plain.f16", MPK_DTYPE_F16, {2, 2}, 93);
+  ok = ok && add(*w, "temperature", MPK_DTYPE_F32, {}, 94);
+  ok = ok && check(w->set_metadata("quantize.target", std::string("int8")), "meta");
+  return ok && check(w->commit(), "commit");
+}
+
 // Page alignment, two explicit components, a tensor larger than a page, an empty tensor last.
 bool sample_page(const std::string &path) {
   auto w = mpk::Writer::create(path, options(4096));
@@ -556,7 +704,7 @@ int main(int argc, char **argv) {
   const Sample samples[] = {
       {"dtypes_a64", sample_dtypes}, {"page_a4096", sample_page}, {"tight_a1", sample_tight},
       {"tiny", sample_tiny},         {"nothing", sample_nothing}, {"extended_a64", sample_extended},
-      {"compressed_a64", sample_compressed}};
+      {"compressed_a64", sample_compressed}, {"quantized_a64", sample_quantized}};
   for (const Sample &s : samples) {
     std::string path = dir + "/" + s.name + ".mpk";
     if (!s.make(path) || !dump(path, dir + "/" + s.name + ".lib.json")) return 1;

@@ -5,9 +5,11 @@ It shares no code with libmodelpack: the preamble, the FlatBuffers header (table
 strings, unions) and every validation rule are implemented here with `struct`, following the
 numbered rules of docs/FORMAT.md section 12 in their order. It exists to prove that the document is
 enough to write a reader, and to cross-check libmodelpack against it (tests/spec/test_spec.sh).
-It reads format 1.3: the patch table (§7.10, structure only: incompatible bit 3), the extended dtypes with their blocks (§7.2-7.4, rules T8a-T10), incompatible
-feature bit 1, the metadata value types 11-13 (typed scalar, typed array, list; §6.5, §9.1,
-rules M4 and M5), and compressed tensors (incompatible feature bit 0, `encoding = CHUNKED`, §7.8-7.9,
+It reads format 1.4: quantization records (§7.11: `Tensor.quant`, incompatible bit 4, rules Q1-Q10,
+the int8 records in the content id, §11), the patch table (§7.10, structure only: incompatible bit 3;
+`PatchTensor.quant` is verified as a table, not checked), the extended dtypes with their blocks
+(§7.2-7.4, rules T8a-T10), incompatible feature bit 1, the metadata value types 11-13 (typed
+scalar, typed array, list; §6.5, §9.1, rules M4 and M5), and compressed tensors (incompatible feature bit 0, `encoding = CHUNKED`, §7.8-7.9,
 rules K1-K6 and X1-X3): chunk codecs raw, zstd and planes, whose planes are raw, zstd or rANS-Nx16.
 The rANS-Nx16 decoder below is written in pure Python from the CRAM 3.1 codecs specification
 (samtools hts-specs, CRAMcodecs.tex, section "rANS Nx16"), and where CRAMcodecs does not say what a
@@ -58,6 +60,7 @@ BAD_DTYPE = "MPK_ERR_BAD_DTYPE"
 LIMIT = "MPK_ERR_LIMIT"
 BAD_NAME = "MPK_ERR_BAD_NAME"
 CORRUPT_DATA = "MPK_ERR_CORRUPT_DATA"  # format 1.2: a chunk that does not decode (X3)
+NOT_FOUND = "MPK_ERR_NOT_FOUND"  # format 1.4: a quantization record's scale tensor is missing (Q9)
 IO = "MPK_ERR_IO"
 
 
@@ -80,7 +83,8 @@ FORMAT_MAJOR = 1
 FEATURE_COMPRESSED_TENSORS = 1 << 0  # §4.2, §15.4: incompatible bit 0, "compressed-tensors" (format 1.2)
 FEATURE_EXTENDED_DTYPES = 1 << 1  # §4.2, §15.4: incompatible bit 1, "extended-dtypes" (format 1.1)
 FEATURE_PATCH = 1 << 3  # §4.2, §15.4: incompatible bit 3, "patch" (format 1.3, §7.10)
-KNOWN_INCOMPATIBLE = FEATURE_COMPRESSED_TENSORS | FEATURE_EXTENDED_DTYPES | FEATURE_PATCH
+FEATURE_QUANTIZED = 1 << 4  # §4.2, §15.4: incompatible bit 4, "quantized" (format 1.4, §7.11)
+KNOWN_INCOMPATIBLE = FEATURE_COMPRESSED_TENSORS | FEATURE_EXTENDED_DTYPES | FEATURE_PATCH | FEATURE_QUANTIZED
 ENCODING_RAW, ENCODING_CHUNKED = 0, 1  # §7.8, §15.2
 MAX_CHUNK_BYTES = 1 << 26  # §7.9 rule K2, §14 (MPK_MAX_CHUNK_BYTES)
 CHUNK_RAW, CHUNK_ZSTD, CHUNK_PLANES = 0, 1, 2  # §7.9.1, §15.2
@@ -119,6 +123,13 @@ META_TYPES = {
     11: "typed", 12: "typed[]", 13: "list",  # format 1.1
 }
 MAX_META_DEPTH = 16  # §9.1, rule M5: list items deeper than this are refused
+
+# §7.11: QuantScheme values (BLOCK, 4, is never stored: rule Q1) and their names as
+# `mpk inspect --json` prints them.
+QUANT_NONE, QUANT_INT8_CHANNEL, QUANT_INT8_GROUP, QUANT_CAST = 0, 1, 2, 3
+QUANT_NAMES = {QUANT_INT8_CHANNEL: "int8-channel", QUANT_INT8_GROUP: "int8-group", QUANT_CAST: "cast"}
+DTYPE_F64, DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_I8 = 1, 2, 3, 4, 8
+WIDE_FLOATS = (DTYPE_F32, DTYPE_F64, DTYPE_F16, DTYPE_BF16)  # Q3, Q5: the source dtypes allowed
 
 # §5.2 rule 9: tables nested more than 64 deep (the root Header at depth 1) fail verification. A list
 # value at depth d is 2d + 1 tables deep (Header > MetaEntry > ValueList > ListItem > ValueList ...),
@@ -475,6 +486,7 @@ def parse_header(b):
             chunk_size=t.scalar(8, "I", 0),
             chunks=fb.chunks(chunks_pos),
             chunks_misaligned=misaligned8(fb, chunks_pos),                      # checked by K3
+            quant=parse_quant(fb, t.ref(10)),                                   # format 1.4, §7.11
         ))
         fb.end_table()
     hdr["tensors"] = tensors
@@ -502,6 +514,18 @@ def parse_header(b):
     hdr["patch"] = parse_patch(fb, h.ref(10))                                  # format 1.3, §7.10
     fb.end_table()
     return hdr
+
+
+def parse_quant(fb, pos):
+    """§7.11 Quantization (Tensor id 10, PatchTensor id 9, format 1.4): verified as a table (§5.2)
+    whatever its scheme; None when absent. `scale` is None when absent."""
+    if pos is None:
+        return None
+    t = fb.table(pos)
+    q = dict(scheme=t.scalar(0, "B", 0), axis=t.scalar(1, "I", 0), group=t.scalar(2, "I", 0),
+             scale=fb.string(t.ref(3)), source_dtype=t.scalar(4, "H", 0))
+    fb.end_table()
+    return q
 
 
 def parse_patch(fb, pos):
@@ -536,7 +560,8 @@ def parse_patch(fb, pos):
             d["tensors"].append(dict(name=name, dtype=x.scalar(1, "H", 0), shape=fb.scalars(x.ref(2), "Q"),
                                      component=x.scalar(3, "I", 0), xxh3=x.scalar(4, "Q", 0),
                                      chunk_size=x.scalar(5, "I", 0), op=x.scalar(6, "B", 0),
-                                     source=x.scalar(7, "I", 0xFFFFFFFF), payload=fb.string(x.ref(8))))
+                                     source=x.scalar(7, "I", 0xFFFFFFFF), payload=fb.string(x.ref(8)),
+                                     quant=parse_quant(fb, x.ref(9))))
             fb.end_table()
         fb.end_table()
         p[side] = d
@@ -545,13 +570,26 @@ def parse_patch(fb, pos):
 
 
 # ---- FORMAT.md §11: content id --------------------------------------------------------------------
+def quant_bytes(q):
+    """Q(t) of §11 (format 1.4): the record of an INT8_CHANNEL or INT8_GROUP tensor, its fields as
+    stored (an absent scale is the empty string); nothing for no record, NONE, CAST (informative)
+    and (never in a valid file, Q1) unknown schemes."""
+    if q is None or q["scheme"] not in (QUANT_INT8_CHANNEL, QUANT_INT8_GROUP):
+        return b""
+    scale = q["scale"] or b""
+    return (struct.pack("<BIII", q["scheme"], q["axis"], q["group"], len(scale)) + scale
+            + struct.pack("<H", q["source_dtype"]))
+
+
 def content_id(tensors):
+    """tensors: dicts with name, dtype, shape, xxh3 and (optional, format 1.4) quant, in name order."""
     m = bytearray(CONTENT_ID_DOMAIN)
     for t in tensors:
         m += struct.pack("<I", len(t["name"])) + t["name"]
         m += struct.pack("<HI", t["dtype"], len(t["shape"]))
         m += struct.pack(f"<{len(t['shape'])}Q", *t["shape"])
         m += struct.pack("<Q", t["xxh3"])
+        m += quant_bytes(t.get("quant"))
     digest = xxhash.xxh3_128_intdigest(bytes(m))
     hi, lo = digest >> 64, digest & U64
     return f"mpk1-{hi:016x}{lo:016x}"
@@ -618,6 +656,63 @@ def check_chunks(pre, t, decoded, block_bytes):
         fail(BAD_SHAPE, f"tensor {quote(name)} declares {t['size']} stored bytes but its chunks hold {total}")
 
 
+def quant_scale_shape(scheme, shape, axis, group):
+    """§7.11, the scale tensor's shape: [shape[axis]] for INT8_CHANNEL; for INT8_GROUP the shape with
+    the last dimension n replaced by ceil(n / group)."""
+    if scheme == QUANT_INT8_CHANNEL:
+        return [shape[axis]]
+    return shape[:-1] + [-(-shape[-1] // group)]
+
+
+def check_quant(pre, tensors):
+    """Rules Q1-Q10 of §7.11, in their order, for every tensor whose `quant` is present with a scheme
+    other than NONE, tensors in name order (after T1-T14 and D1-D5, before I1: §12.3)."""
+    by_name = {t["name"]: t for t in tensors}
+    for t in tensors:
+        q = t["quant"]
+        if q is None or q["scheme"] == QUANT_NONE:
+            continue
+        name, scheme, src, dtype, shape = t["name"], q["scheme"], q["source_dtype"], t["dtype"], t["shape"]
+        if scheme > QUANT_CAST:                                                 # Q1
+            fail(UNSUPPORTED_FEATURE, f"tensor {quote(name)} uses quantization scheme {scheme}, "
+                                      "which format 1.4 does not define")
+        if src != 0 and src not in DTYPES:                                      # Q2
+            fail(BAD_DTYPE, f"tensor {quote(name)} records unknown source dtype {src}")
+        if scheme == QUANT_CAST:                                                # Q3
+            if dtype not in (DTYPE_F16, DTYPE_BF16):
+                fail(BAD_DTYPE, f"tensor {quote(name)} is {DTYPES[dtype][0]}: a cast record needs f16 or bf16")
+            if src != 0 and (src not in WIDE_FLOATS or src == dtype):
+                fail(BAD_DTYPE, f"tensor {quote(name)} records a cast from {DTYPES[src][0]} to {DTYPES[dtype][0]}")
+            continue  # CAST has no scale tensor: Q4-Q10 are the int8 schemes' (§7.11 registry)
+        if not pre["incompatible"] & FEATURE_QUANTIZED:                         # Q4
+            fail(CORRUPT_HEADER, f"tensor {quote(name)} is int8-quantized but incompatible feature bit 4 "
+                                 "(quantized) is not set")
+        if dtype != DTYPE_I8:                                                   # Q5
+            fail(BAD_DTYPE, f"tensor {quote(name)} is {DTYPES[dtype][0]}: {QUANT_NAMES[scheme]} stores i8")
+        if not shape:
+            fail(BAD_SHAPE, f"tensor {quote(name)} is a scalar: int8 quantization needs rank >= 1")
+        if src != 0 and src not in WIDE_FLOATS:
+            fail(BAD_DTYPE, f"tensor {quote(name)} records int8 quantization of {DTYPES[src][0]}")
+        if scheme == QUANT_INT8_CHANNEL and q["axis"] >= len(shape):            # Q6
+            fail(BAD_SHAPE, f"tensor {quote(name)} has rank {len(shape)}, its scales run along axis {q['axis']}")
+        if scheme == QUANT_INT8_GROUP and q["group"] == 0:                      # Q7
+            fail(CORRUPT_HEADER, f"tensor {quote(name)} has quantization group size 0")
+        scale_name = q["scale"] or b""  # §7.11 Q9: an absent scale is the empty name
+        if scale_name == name:                                                  # Q8
+            fail(CORRUPT_HEADER, f"tensor {quote(name)} names itself as its scale tensor")
+        s = by_name.get(scale_name)
+        if s is None:                                                           # Q9
+            fail(NOT_FOUND, f"tensor {quote(name)} names scale tensor {quote(scale_name)}, which the file lacks")
+        if s["dtype"] != DTYPE_F32:
+            fail(BAD_DTYPE, f"scale tensor {quote(scale_name)} of {quote(name)} is {DTYPES[s['dtype']][0]}, not f32")
+        if s["quant"] is not None and s["quant"]["scheme"] != QUANT_NONE:
+            fail(CORRUPT_HEADER, f"scale tensor {quote(scale_name)} of {quote(name)} is itself quantized")
+        want = quant_scale_shape(scheme, shape, q["axis"], q["group"])
+        if s["shape"] != want:                                                  # Q10
+            fail(BAD_SHAPE, f"scale tensor {quote(scale_name)} of {quote(name)} has shape {s['shape']}, "
+                            f"{QUANT_NAMES[scheme]} of shape {shape} needs {want}")
+
+
 def validate(pre, hb, verify):
     if verify != "none":                                                        # H1
         computed = xxhash.xxh3_64_intdigest(hb)
@@ -679,7 +774,7 @@ def validate(pre, hb, verify):
         if t["dtype"] not in DTYPES:                                            # T4
             fail(BAD_DTYPE, f"tensor {quote(name)} has unknown dtype {t['dtype']}")
         if t["encoding"] not in (ENCODING_RAW, ENCODING_CHUNKED):               # T5
-            fail(UNSUPPORTED_FEATURE, f"tensor {quote(name)} uses encoding {t['encoding']}, which format 1.2 does not define")
+            fail(UNSUPPORTED_FEATURE, f"tensor {quote(name)} uses encoding {t['encoding']}, which format 1.4 does not define")
         if t["shape_misaligned"]:                                               # T6
             fail(CORRUPT_HEADER, f"tensor {quote(name)}: shape vector is not 8-byte aligned")
         if len(t["shape"]) > MAX_RANK:                                          # T7
@@ -734,6 +829,8 @@ def validate(pre, hb, verify):
         prev = x
         if x["size"] > 0:
             last = x
+
+    check_quant(pre, tensors)                                                   # Q1-Q10 (format 1.4)
 
     cid = content_id(tensors)
     stored = hdr["content_id"]
@@ -1315,12 +1412,33 @@ def summary(path, file_size, pre, hdr, verify):
                 "alignment": offset_alignment(pre["data_offset"] + t["offset"]),
                 "component": text(comps[t["component"]]["name"]),
                 "xxh3": f"{t['xxh3']:016x}",
+                **quant_summary(t),
             }
             for t in hdr["tensors"]
         ],
         "tensor_bytes": {"decoded": decoded, "stored": stored, "ratio": stored / decoded if decoded else 1.0},
         "verified": verify,
     }
+
+
+def quant_summary(t):
+    """A tensor's quantization record as `mpk inspect --json` prints it (format 1.4): {"quant": {...}}
+    when the stored record's scheme is not NONE, else nothing (ggml block dtypes carry their scales
+    inline and have no record). "axis" for int8-channel, "group" for int8-group, "scale" for the int8
+    schemes, "source_dtype" when recorded."""
+    q = t["quant"]
+    if q is None or q["scheme"] == QUANT_NONE:
+        return {}
+    out = {"scheme": QUANT_NAMES[q["scheme"]]}
+    if q["scheme"] == QUANT_INT8_CHANNEL:
+        out["axis"] = q["axis"]
+    if q["scheme"] == QUANT_INT8_GROUP:
+        out["group"] = q["group"]
+    if q["scheme"] in (QUANT_INT8_CHANNEL, QUANT_INT8_GROUP):
+        out["scale"] = text(q["scale"])
+    if q["source_dtype"]:
+        out["source_dtype"] = DTYPES[q["source_dtype"]][0]
+    return {"quant": out}
 
 
 def encoding_summary(t):

@@ -10,7 +10,7 @@
 #   MPK        the `mpk` CLI, optional. With it: `mpk inspect --json` must match read_mpk's summary,
 #              `mpk verify` must pass, and differential.py damages FILE in ~1000-3000 ways and
 #              requires both readers to give every variant the same status.
-#   --crafted  craft.py builds ~360 files (formats 1.0, 1.1 and 1.2) with its own FlatBuffers encoder
+#   --crafted  craft.py builds ~545 files (formats 1.0 to 1.4) with its own FlatBuffers encoder
 #              (and, for 1.2, its own planes / rANS-Nx16 encoders) and checks that read_mpk (and the
 #              CLI, if given) give each the status FORMAT.md predicts; files on which libmodelpack is
 #              known to disagree with the document are listed as KNOWN, not failed.

@@ -288,6 +288,22 @@ void print_table(const std::vector<std::vector<std::string>> &rows, const std::s
   }
 }
 
+// How a tensor is quantized: "" (plain), "int8 axis 0 -> w.scale", "int8 group 32 -> w.scale",
+// "cast from f32", "block of 32 (inline scales)".
+std::string quant_text(const Model &m, size_t i) {
+  const QuantInfo q = m.quant(i);
+  const std::string scale = q.scale ? " -> " + printable(m.info(*q.scale).name) : "";
+  switch (q.scheme) {
+    case QuantScheme::None: return "";
+    case QuantScheme::Int8Channel: return "int8 axis " + std::to_string(q.axis) + scale;
+    case QuantScheme::Int8Group: return "int8 group " + std::to_string(q.group) + scale;
+    case QuantScheme::Cast:
+      return q.source_dtype ? "cast from " + std::string(dtype_name(q.source_dtype)) : std::string("cast");
+    case QuantScheme::Block: return "block of " + std::to_string(q.group) + " (inline scales)";
+  }
+  return "";
+}
+
 // "raw", or the chunk codecs of a compressed tensor: "planes 12, zstd 1, raw 2".
 std::string encoding_text(const Model &m, size_t i) {
   const TensorInfo t = m.info(i);
@@ -370,6 +386,15 @@ int print_json(const Model &m, const std::string &path) {
                        {"alignment", offset_alignment(t.offset)},
                        {"component", component_name(m, t.component)},
                        {"xxh3", hex64(t.xxh3)}});
+    // The stored record only (ggml block types describe themselves by their dtype).
+    if (const QuantInfo q = m.quant(i); q.scheme != QuantScheme::None && q.scheme != QuantScheme::Block) {
+      json jq = {{"scheme", std::string(quant_scheme_name(q.scheme))}};
+      if (q.scheme == QuantScheme::Int8Channel) jq["axis"] = q.axis;
+      if (q.scheme == QuantScheme::Int8Group || q.scheme == QuantScheme::Block) jq["group"] = q.group;
+      if (q.scale) jq["scale"] = std::string(m.info(*q.scale).name);
+      if (q.source_dtype) jq["source_dtype"] = std::string(dtype_name(q.source_dtype));
+      tensors.back()["quant"] = std::move(jq);
+    }
   }
   doc["tensors"] = std::move(tensors);
   doc["tensor_bytes"] = {{"decoded", total}, {"stored", stored}, {"ratio", total ? double(stored) / double(total) : 1.0}};
@@ -427,6 +452,9 @@ int print_text(const Model &m, const std::string &path) {
 
   std::printf("\ntensors (%zu):\n", m.tensor_count());
   rows = {{"name", "dtype", "shape", "bytes", "stored", "ratio", "encoding", "offset", "align", "xxh3"}};
+  bool any_quant = false;  // the quant column only when a tensor has one
+  for (size_t i = 0; i < m.tensor_count() && !any_quant; ++i) any_quant = m.quant(i).scheme != QuantScheme::None;
+  if (any_quant) rows[0].push_back("quant");
   uint64_t total = 0, stored = 0;
   for (size_t i = 0; i < m.tensor_count(); ++i) {
     TensorInfo t = m.info(i);
@@ -436,6 +464,7 @@ int print_text(const Model &m, const std::string &path) {
                     std::to_string(t.nbytes), std::to_string(t.stored_bytes), ratio_text(t.stored_bytes, t.nbytes),
                     encoding_text(m, i), std::to_string(t.offset), std::to_string(offset_alignment(t.offset)),
                     hex64(t.xxh3)});
+    if (any_quant) rows.back().push_back(quant_text(m, i));
   }
   if (rows.size() > 1) print_table(rows, "  ");
   std::printf("\ntensor bytes:  %s decoded, %s stored (ratio %s)\n", human_bytes(total).c_str(),

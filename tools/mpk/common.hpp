@@ -103,6 +103,17 @@ struct PatchArgs {
   bool no_fsync = false;
 };
 
+struct QuantizeArgs {
+  std::string input, output;
+  std::string to;
+  std::string include, exclude;
+  bool embeddings = false;
+  unsigned threads = 0;
+  bool quiet = false;
+  bool no_fsync = false;
+};
+
+int run_quantize(const QuantizeArgs &args);
 int run_compress(const CompressArgs &args);
 int run_diff(const DiffArgs &args);
 int run_patch(const PatchArgs &args);

@@ -220,6 +220,26 @@ int run(int argc, char **argv) {
       ->check(CLI::Range(0u, 1024u));
   c_diff->add_flag("--no-fsync", diff.no_fsync, "do not sync before the final rename");
 
+  QuantizeArgs quantize;
+  CLI::App *c_quantize = app.add_subcommand(
+      "quantize", "Write a copy of a .mpk model with its weights quantized: int8 per output channel or per group "
+                  "of the last dimension (each with an f32 scale tensor), or rounded to fp16 / bf16. By default every "
+                  "float tensor of rank >= 2 is quantized except embeddings; 1-D tensors (norms, biases) stay as "
+                  "they are. Prints and stores (metadata quantize.*) each tensor's error: max abs, RMSE, SNR.");
+  c_quantize->add_option("IN", quantize.input, "the .mpk model")->required();
+  c_quantize->add_option("OUT", quantize.output, "the quantized .mpk to write")->required();
+  c_quantize->add_option("--to", quantize.to, "int8, int8-g32, int8-g64, int8-g128, fp16 or bf16")
+      ->required()
+      ->check(CLI::IsMember({"int8", "int8-g32", "int8-g64", "int8-g128", "fp16", "f16", "bf16"}));
+  c_quantize->add_option("--include", quantize.include,
+                         "regular expression (ECMAScript, searched in the name): quantize exactly the float tensors "
+                         "it matches, whatever their rank");
+  c_quantize->add_option("--exclude", quantize.exclude, "regular expression: never quantize the tensors it matches");
+  c_quantize->add_flag("--embeddings", quantize.embeddings,
+                       "also quantize embeddings (names with a part containing 'embed', or wte / wpe)");
+  c_quantize->add_option("--threads", quantize.threads, "threads (0 = one per core)")->check(CLI::Range(0u, 1024u));
+  c_quantize->add_flag("-q,--quiet", quantize.quiet, "print the summary only, not the per-tensor report");
+  c_quantize->add_flag("--no-fsync", quantize.no_fsync, "do not sync before the final rename");
   PatchArgs patch;
   CLI::App *c_patch = app.add_subcommand(
       "patch", "Apply one patch, or a chain v1->v2->v3 in order, to BASE and write the result; every tensor is "
@@ -248,6 +268,7 @@ int run(int argc, char **argv) {
   if (*c_pack) return run_pack(pack);
   if (*c_extract) return run_extract(extract);
   if (*c_convert) return run_convert(convert);
+  if (*c_quantize) return run_quantize(quantize);
   if (*c_compress) return run_compress(compress);
   if (*c_decompress) return run_compress(decompress);
   if (*c_diff) return run_diff(diff);
