@@ -118,10 +118,10 @@ void set_error(mpk_status code, std::string_view message) noexcept {
 
 }  // namespace mpk::capi
 
-namespace mpk::detail {
+namespace mpk::bridge {
 const Model *capi_model(const mpk_model *model) noexcept { return model ? &model->model : nullptr; }
 void capi_set_error(mpk_status code, std::string_view message) noexcept { capi::set_error(code, message); }
-}  // namespace mpk::detail
+}  // namespace mpk::bridge
 
 namespace mpk::capi {
 

@@ -8,7 +8,8 @@
 #     list but gone from the library is an ABI break (existing binaries stop loading).
 #  2. Every other exported symbol must be C++ that demangles into namespace mpk (mpk::..., or the
 #     typeinfo/vtable of an mpk:: class), and not into an internal namespace (mpk::detail,
-#     mpk::capi). Anything else (std:: template instances, FlatBuffers, xxHash, zstd, ...) leaking
+#     mpk::capi; mpk::bridge is the reviewed exception: capi/capi_bridge.hpp, what libmodelpack_runtime's
+#     C ABI needs from the core). Anything else (std:: template instances, FlatBuffers, xxHash, zstd, ...) leaking
 #     from the library is an error.
 #
 # Policy: C++ symbols are checked by this namespace rule only, not against a list. The C ABI is
