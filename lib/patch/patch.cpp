@@ -3,18 +3,19 @@
 // A patch is a container (incompatible feature bit 3) whose header's Patch table describes both
 // sides - content ids, alignment, components, metadata, and every tensor with its checksum and the
 // operation that builds it from the other side - and whose tensors are the payloads of those
-// operations. Both directions stream tensor by tensor, piece by piece: memory is a few pieces of
-// kPiece bytes plus the writer's buffers, whatever the model size.
+// operations. Both directions stream tensor by tensor, piece by piece: memory is a few pieces of a
+// few MiB plus the writer's buffers, whatever the model size.
 #include "codec/chunk.hpp"
 #include "codec/hash.hpp"
 #include "common.hpp"
 #include "format/content_id.hpp"
 #include "format/dtype.hpp"
+#include "io/file.hpp"
 #include "model/internal.hpp"
-#include "parallel.hpp"
 
 #include <modelpack/patch.hpp>
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,9 +23,9 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <unordered_map>
-#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -565,6 +566,115 @@ Result<OpenPatch> open_patch(const std::string &path) {
   return op;
 }
 
+// ---- applying -----------------------------------------------------------------------------------
+
+// Apply moves every byte through small buffers that stay in cache between the steps that touch
+// them: memory traffic, not arithmetic, is most of its cost (bench/run_patch.sh, big pair).
+constexpr uint64_t kApplyPiece = 1u << 20;  // bytes per piece the writer takes (rounded to whole chunks)
+constexpr uint64_t kMaxPiece = 16u << 20;   // a piece may grow to one whole payload chunk up to this
+constexpr uint64_t kBlock = 256u << 10;     // a delta reads and combines the source this much at a time
+constexpr size_t kWriteSlice = 1u << 20;    // the Writer hashes, then writes, this much at a time (from
+                                            // 1 MiB up it writes straight from our buffer)
+
+// A model file read directly by apply's workers: raw tensors with pread into the caller's buffer,
+// compressed ones chunk by chunk into each worker's reused buffers and scratch (Model::read
+// allocates those per call), every stored chunk checked against its checksum before decoding.
+// Reads go through a descriptor of our own, checked at open to hold the file the Model validated
+// (same size and header); pread, not a mapping, so a file truncated under us is an error.
+struct Input {
+  const Model *m = nullptr;
+  std::string path;
+  detail::File f;
+  const fb::Header *h = nullptr;
+  std::vector<std::vector<uint64_t>> chunk_at;  // per tensor (those read chunked): file offset of each chunk
+};
+
+Status open_input(Input &in, const Model &m, const std::string &path) {
+  in.m = &m;
+  in.path = path;
+  auto f = detail::File::open_read(path);
+  if (!f) return f.status();
+  in.f = std::move(*f);
+  const uint8_t *header = detail::ModelAccess::header(m);
+  const uint64_t hsize = m.header_size();
+  std::vector<uint8_t> now(static_cast<size_t>(hsize));
+  if (in.f.size() != m.file_size() || !in.f.pread_full(m.header_offset(), now.data(), hsize).ok() ||
+      std::memcmp(now.data(), header, size_t(hsize)) != 0)
+    return fail(MPK_ERR_TRUNCATED, quote(path), " changed since it was opened");
+  in.h = fb::GetHeader(header);
+  in.chunk_at.resize(m.tensor_count());
+  (void)::posix_fadvise(in.f.fd(), 0, 0, POSIX_FADV_SEQUENTIAL);  // more readahead when not cached
+  return {};
+}
+
+// Notes the chunk offsets of tensor i (if chunked) for reads of it.
+void will_read(Input &in, size_t i) {
+  const TensorInfo t = in.m->info(i);
+  if (t.encoding != Encoding::Chunked || !in.chunk_at[i].empty()) return;
+  const auto *chunks = in.h->tensors()->Get(fbs::uoffset_t(i))->chunks();  // counts and sizes checked at open
+  std::vector<uint64_t> &at = in.chunk_at[i];
+  at.resize(t.chunk_count);
+  for (uint64_t k = 0, pos = t.offset; k < t.chunk_count; ++k) {
+    at[k] = pos;
+    pos += chunks->Get(fbs::uoffset_t(k))->size();
+  }
+}
+
+// Per worker: reused across pieces.
+struct Worker {
+  codec::Scratch scratch;
+  std::vector<std::byte> stored;  // a stored chunk
+  std::vector<std::byte> pay;     // a payload chunk (or segment) decoded
+  std::vector<std::byte> part;    // a source chunk decoded, of which a piece wants part
+};
+
+std::byte *room(std::vector<std::byte> &v, uint64_t n) {
+  if (v.size() < n) v.resize(size_t(n));
+  return v.data();
+}
+
+// Chunk k of tensor i (decoded bytes: out.size()) into out.
+Status decode_chunk_of(const Input &in, size_t i, size_t k, std::span<std::byte> out, Worker &wk) {
+  const fb::Tensor *x = in.h->tensors()->Get(fbs::uoffset_t(i));
+  const fb::Chunk *ch = x->chunks()->Get(fbs::uoffset_t(k));
+  const uint64_t off = in.chunk_at[i][k], n = ch->size();
+  std::byte *s = room(wk.stored, n);
+  if (Status e = in.f.pread_full(off, s, n); !e) return e;
+  if (const uint64_t got = detail::xxh3_64(s, size_t(n)); got != ch->xxh3())
+    return fail(MPK_ERR_CHECKSUM, quote(in.path), ": tensor ", quote(sv(x->name())), " chunk ", k, " [", Hex{off}, ",",
+                Hex{off + n}, ") checksum mismatch: stored ", Hex{ch->xxh3()}, ", computed ", Hex{got});
+  if (Status e = codec::decode_chunk(codec::ChunkCodec(ch->codec()), {s, size_t(n)}, out, wk.scratch); !e)
+    return fail(e.code(), quote(in.path), ": tensor ", quote(sv(x->name())), " chunk ", k, ": ", e.message());
+  return {};
+}
+
+// Bytes [off, off + dst.size()) of tensor i into dst.
+Status read_range(const Input &in, size_t i, uint64_t off, std::span<std::byte> dst, Worker &wk) {
+  if (dst.empty()) return {};
+  const TensorInfo t = in.m->info(i);
+  if (t.encoding != Encoding::Chunked) return in.f.pread_full(t.offset + off, dst.data(), dst.size());
+  const uint64_t c = t.chunk_size, end = off + dst.size();
+  for (uint64_t k = off / c; k * c < end; ++k) {
+    const uint64_t lo = k * c, len = std::min(c, t.nbytes - lo);
+    const uint64_t from = std::max(off, lo), to = std::min(end, lo + len);
+    std::byte *o = dst.data() + (from - off);
+    if (from == lo && to == lo + len) {  // the whole chunk: in place
+      if (Status e = decode_chunk_of(in, i, size_t(k), {o, size_t(len)}, wk); !e) return e;
+    } else {
+      std::byte *p = room(wk.part, len);
+      if (Status e = decode_chunk_of(in, i, size_t(k), {p, size_t(len)}, wk); !e) return e;
+      std::memcpy(o, p + (from - lo), size_t(to - from));
+    }
+  }
+  return {};
+}
+
+// out = out OP pay, element-wise (out holds the source's bytes).
+void combine(fb::PatchOp op, unsigned w, bool reverse, std::byte *out, const std::byte *pay, size_t n) {
+  if (op == fb::PatchOp::XOR) xor_bytes(out, pay, out, n);
+  else sub_decode(w, out, pay, out, n, reverse);
+}
+
 // Builds `dst` (a side of the patch) from the model `src` (the other side) into `out`.
 Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::string &patch_path, bool reverse,
                  const std::string &out, const ApplyOptions &o) {
@@ -599,6 +709,85 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
     if (t->shape()) shape = {t->shape()->data(), t->shape()->size()};
     total += *detail::tensor_nbytes(DType(uint32_t(t->dtype())), shape, sv(t->name()));  // checked at open
   }
+  Input sin, pin;
+  if (Status s = open_input(sin, *src, src_path); !s) return s;
+  if (Status s = open_input(pin, pt.m, patch_path); !s) return s;
+
+  // The output in pieces of whole elements, tensor after tensor (an empty tensor: one empty piece).
+  // A piece is a whole number of the chunks it is built from where they are at most kMaxPiece, so
+  // no chunk is decoded twice.
+  struct Piece {
+    uint32_t tensor;
+    uint64_t off;
+    size_t n;
+  };
+  std::vector<Piece> pieces;
+  uint64_t largest = 0;
+  for (uint32_t i = 0; i < nto; ++i) {
+    const fb::PatchTensor *t = to->tensors()->Get(i);
+    const DType dt = DType(uint32_t(t->dtype()));
+    std::span<const uint64_t> shape;
+    if (t->shape()) shape = {t->shape()->data(), t->shape()->size()};
+    const uint64_t nbytes = *detail::tensor_nbytes(dt, shape, sv(t->name()));
+    const unsigned wd = op_width(dt);
+    uint64_t piece = std::max<uint64_t>(wd, kApplyPiece / wd * wd);
+    const fb::PatchOp op = t->op();
+    const bool has_payload = payload[i] != SIZE_MAX;  // all but COPY and an empty LITERAL
+    if (has_payload) will_read(pin, payload[i]);
+    if (op != fb::PatchOp::LITERAL) will_read(sin, src_index[t->source()]);
+    if (has_payload || op != fb::PatchOp::LITERAL) {
+      const TensorInfo by = has_payload ? pt.m.info(payload[i]) : src->info(src_index[t->source()]);
+      if (by.encoding == Encoding::Chunked && by.chunk_size % wd == 0 && by.chunk_size <= kMaxPiece)
+        piece = std::max<uint64_t>(1, kApplyPiece / by.chunk_size) * by.chunk_size;
+    }
+    uint64_t off = 0;
+    do {
+      const size_t n = size_t(std::min(piece, nbytes - off));
+      pieces.push_back({i, off, n});
+      largest = std::max<uint64_t>(largest, n);
+      off += n;
+    } while (off < nbytes);
+  }
+
+  // One piece's bytes into `dst`: a copy or literal read into place; a delta payload chunk by
+  // payload chunk (kBlock at a time for a raw payload), each decoded, then the source read next to
+  // it and combined kBlock at a time, while both are in cache.
+  auto compute = [&](const Piece &pc, std::byte *dst, Worker &wk) -> Status {
+    if (pc.n == 0) return {};
+    const fb::PatchTensor *t = to->tensors()->Get(pc.tensor);
+    const fb::PatchOp op = t->op();
+    if (op == fb::PatchOp::COPY) return read_range(sin, src_index[t->source()], pc.off, {dst, pc.n}, wk);
+    const size_t pi = payload[pc.tensor];
+    if (op == fb::PatchOp::LITERAL) return read_range(pin, pi, pc.off, {dst, pc.n}, wk);
+    const size_t si = src_index[t->source()];
+    const unsigned wd = op_width(DType(uint32_t(t->dtype())));
+    const TensorInfo pinfo = pt.m.info(pi);
+    const bool chunked = pinfo.encoding == Encoding::Chunked;
+    const uint64_t seg = chunked ? pinfo.chunk_size : kBlock, end = pc.off + pc.n;
+    for (uint64_t a = pc.off; a < end;) {
+      const uint64_t lo = a / seg * seg, len = std::min(seg, pinfo.nbytes - lo), b = std::min(end, lo + len);
+      const std::byte *p;
+      if (chunked) {
+        std::byte *d = room(wk.pay, len);
+        if (Status e = decode_chunk_of(pin, pi, size_t(a / seg), {d, size_t(len)}, wk); !e) return e;
+        p = d + (a - lo);
+      } else {
+        std::byte *d = room(wk.pay, b - a);
+        if (Status e = pin.f.pread_full(pinfo.offset + a, d, b - a); !e) return e;
+        p = d;
+      }
+      for (uint64_t x = a; x < b;) {
+        const uint64_t y = std::min(b, x + kBlock);
+        std::byte *q = dst + (x - pc.off);
+        if (Status e = read_range(sin, si, x, {q, size_t(y - x)}, wk); !e) return e;
+        combine(op, wd, reverse, q, p + (x - a), size_t(y - x));
+        x = y;
+      }
+      a = b;
+    }
+    return {};
+  };
+
   WriterOptions wo;
   wo.alignment = to->alignment();
   wo.fsync = o.fsync;
@@ -620,155 +809,118 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
       if (!v) return v.status();
       if (Status s = w->set_metadata(sv(e->key()), std::move(*v)); !s) return s;
     }
-    // The output in pieces of whole elements, tensor after tensor (an empty tensor: one empty piece).
-    struct Piece {
-      uint32_t tensor;
-      uint64_t off;
-      size_t n;
-    };
-    std::vector<Piece> pieces;
-    for (uint32_t i = 0; i < nto; ++i) {
-      const fb::PatchTensor *t = to->tensors()->Get(i);
-      const DType dt = DType(uint32_t(t->dtype()));
-      std::span<const uint64_t> shape;
-      if (t->shape()) shape = {t->shape()->data(), t->shape()->size()};
-      const uint64_t nbytes = *detail::tensor_nbytes(dt, shape, sv(t->name()));
-      const unsigned wd = op_width(dt);
-      const uint64_t piece = std::max<uint64_t>(wd, kPiece / wd * wd);
-      uint64_t off = 0;
-      do {
-        const size_t n = size_t(std::min(piece, nbytes - off));
-        pieces.push_back({i, off, n});
-        off += n;
-      } while (off < nbytes);
-    }
-    // Two stages: batches of pieces are computed in parallel (reads, decoding, XOR/SUB) while a
-    // writer thread writes the previous batch in order (the writer hashes and, for compressed
-    // outputs, encodes). Two batch slots: memory is 2 x batch x kPiece (x2 for deltas).
+    // Two stages: `threads` workers compute pieces in order into a ring of slots while this thread
+    // writes them in order (the Writer hashes and, for compressed outputs, encodes). A worker waits
+    // for its slot to be written; the writer for its piece. Memory: ring x piece (12 MiB with two
+    // threads and 1 MiB chunks, up to 32 MiB or threads + 2 pieces), plus each worker's buffers.
     const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
     const unsigned threads = o.threads ? std::min(o.threads, 2 * cores) : cores;
-    const size_t batch = size_t(2) * threads;
+    const size_t fit = size_t((32u << 20) / std::max<uint64_t>(largest, 1));
+    const size_t ring = std::min(pieces.size(), std::max<size_t>(threads + 2, std::min<size_t>(4 * threads + 4, fit)));
     struct Slot {
-      std::vector<std::vector<std::byte>> out, tmp;
-      size_t first = 0, count = 0;
-      bool full = false;
+      std::vector<std::byte> buf;
+      size_t piece = SIZE_MAX;  // the piece buf holds (st: how computing it went)
+      Status st;
     };
-    Slot slots[2];
-    for (Slot &sl : slots) {
-      sl.out.resize(batch);
-      sl.tmp.resize(batch);
-    }
+    std::vector<Slot> slots(ring);
     std::mutex mu;
     std::condition_variable cv;
-    bool compute_done = false;
-    Status write_status;
+    size_t next = 0;     // pieces handed out
+    size_t written = 0;  // pieces written: slot k % ring is free for piece k < written + ring
+    bool stop = false;   // a worker failed: hand out no more pieces
+    bool writer_failed = false;
     uint64_t done = 0;
-    auto writer = [&] {
-      Status ws = [&]() -> Status {
+    auto work = [&](Worker &wk) {
+      for (;;) {
+        size_t k;
+        {
+          std::unique_lock<std::mutex> lock(mu);
+          if (stop || writer_failed || next == pieces.size()) return;
+          k = next++;
+          cv.wait(lock, [&] { return k < written + ring || writer_failed; });
+          if (writer_failed) return;
+        }
+        Slot &sl = slots[k % ring];
+        Status s;
         try {
-          for (size_t next = 0;; next ^= 1) {
-            Slot &sl = slots[next];
-            {
-              std::unique_lock<std::mutex> lock(mu);
-              cv.wait(lock, [&] { return sl.full || compute_done; });
-              if (!sl.full) return {};
-            }
-            for (size_t j = 0; j < sl.count; ++j) {
-              const Piece &pc = pieces[sl.first + j];
-              const fb::PatchTensor *t = to->tensors()->Get(pc.tensor);
-              if (pc.off == 0) {
-                std::span<const uint64_t> shape;
-                if (t->shape()) shape = {t->shape()->data(), t->shape()->size()};
-                detail::WriterAccess::set_next_chunk_size(*w, t->chunk_size());
-                if (Status e = w->begin_tensor(sv(t->name()), DType(uint32_t(t->dtype())), shape,
-                                               sv(comps->Get(t->component())->name()));
-                    !e)
-                  return e;
-              }
-              if (Status e = w->write({sl.out[j].data(), pc.n}); !e) return e;  // the writer hashes it
-              done += pc.n;
-              if (o.progress) o.progress(done, total);
-              const bool last = sl.first + j + 1 == pieces.size() || pieces[sl.first + j + 1].tensor != pc.tensor;
-              if (last) {
-                if (Status e = w->end_tensor(); !e) return e;
-                if (const uint64_t got = detail::WriterAccess::last_xxh3(*w); got != t->xxh3())
-                  return fail(MPK_ERR_CHECKSUM, "tensor ", quote(sv(t->name())), " came out with checksum ", Hex{got},
-                              ", not ", Hex{t->xxh3()}, ": ", quote(src_path), " or ", quote(patch_path),
-                              " is damaged; nothing was written at ", quote(out));
-              }
-            }
+          s = compute(pieces[k], room(sl.buf, largest), wk);
+        } catch (const std::bad_alloc &) {
+          s = fail(MPK_ERR_NO_MEMORY, "out of memory applying a patch");
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        sl.st = std::move(s);
+        sl.piece = k;
+        if (!sl.st) stop = true;
+        cv.notify_all();
+      }
+    };
+    std::vector<std::unique_ptr<Worker>> wks;
+    std::vector<std::thread> pool;
+    try {
+      for (unsigned t = 0; t < threads; ++t) {
+        wks.push_back(std::make_unique<Worker>());
+        pool.emplace_back(work, std::ref(*wks.back()));
+      }
+    } catch (...) {  // fewer threads (or none: then this thread computes each piece itself)
+    }
+    Status ws = [&]() -> Status {
+      try {
+        std::unique_ptr<Worker> own;
+        if (pool.empty()) own = std::make_unique<Worker>();
+        for (size_t k = 0; k < pieces.size(); ++k) {
+          Slot &sl = slots[k % ring];
+          if (own) {
+            sl.st = compute(pieces[k], room(sl.buf, largest), *own);
+          } else {
+            std::unique_lock<std::mutex> lock(mu);
+            cv.wait(lock, [&] { return sl.piece == k; });
+          }
+          if (!sl.st) return sl.st;
+          const Piece &pc = pieces[k];
+          const fb::PatchTensor *t = to->tensors()->Get(pc.tensor);
+          if (pc.off == 0) {
+            std::span<const uint64_t> shape;
+            if (t->shape()) shape = {t->shape()->data(), t->shape()->size()};
+            detail::WriterAccess::set_next_chunk_size(*w, t->chunk_size());
+            if (Status e = w->begin_tensor(sv(t->name()), DType(uint32_t(t->dtype())), shape,
+                                           sv(comps->Get(t->component())->name()));
+                !e)
+              return e;
+          }
+          // The Writer hashes what it is given, then writes it: a slice at a time, so that the
+          // write reads bytes the hash just brought into cache.
+          for (size_t at = 0; at < pc.n;) {
+            const size_t m = std::min(kWriteSlice, pc.n - at);
+            if (Status e = w->write({sl.buf.data() + at, m}); !e) return e;
+            at += m;
+          }
+          {
             std::lock_guard<std::mutex> lock(mu);
-            sl.full = false;
+            written = k + 1;
             cv.notify_all();
           }
-        } catch (const std::bad_alloc &) {
-          return fail(MPK_ERR_NO_MEMORY, "out of memory writing a patched model");
-        }
-      }();
-      std::lock_guard<std::mutex> lock(mu);
-      write_status = std::move(ws);
-      compute_done = true;  // tells the computing side to stop, if it is still going
-      cv.notify_all();
-    };
-    std::thread wt;
-    try {
-      wt = std::thread(writer);
-    } catch (const std::system_error &) {
-      return fail(MPK_ERR_NO_MEMORY, "cannot start the writer thread");
-    }
-    // One piece of the batch in slot `sl`: its bytes into sl.out[j].
-    auto compute = [&](Slot &sl, size_t j) -> Status {
-      const Piece &pc = pieces[sl.first + j];
-      const fb::PatchTensor *t = to->tensors()->Get(pc.tensor);
-      std::vector<std::byte> &a = sl.out[j], &b = sl.tmp[j];
-      if (a.size() < pc.n) a.resize(pc.n);
-      std::span<std::byte> as(a.data(), pc.n);
-      if (pc.n == 0) return {};
-      const fb::PatchOp op = t->op();
-      if (op == fb::PatchOp::LITERAL) return pt.m.read(payload[pc.tensor], as, pc.off);
-      if (Status e = src->read(src_index[t->source()], as, pc.off); !e) return e;
-      if (op == fb::PatchOp::COPY) return {};
-      if (b.size() < pc.n) b.resize(pc.n);
-      if (Status e = pt.m.read(payload[pc.tensor], {b.data(), pc.n}, pc.off); !e) return e;
-      if (op == fb::PatchOp::XOR) xor_bytes(a.data(), b.data(), a.data(), pc.n);
-      else sub_decode(op_width(DType(uint32_t(t->dtype()))), a.data(), b.data(), a.data(), pc.n, reverse);
-      return {};
-    };
-    Status cs;
-    for (size_t first = 0, k = 0; first < pieces.size() && cs.ok(); first += batch, k ^= 1) {
-      Slot &sl = slots[k];
-      {
-        std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return !sl.full || compute_done; });
-        if (compute_done) break;  // the writer failed
-      }
-      sl.first = first;
-      sl.count = std::min(batch, pieces.size() - first);
-      cs = detail::run_items(sl.count, threads, [&] {
-        return [&](size_t j) -> Status {
-          try {
-            return compute(sl, j);
-          } catch (const std::bad_alloc &) {
-            return fail(MPK_ERR_NO_MEMORY, "out of memory applying a patch");
+          done += pc.n;
+          if (o.progress) o.progress(done, total);
+          if (k + 1 == pieces.size() || pieces[k + 1].tensor != pc.tensor) {
+            if (Status e = w->end_tensor(); !e) return e;
+            if (const uint64_t got = detail::WriterAccess::last_xxh3(*w); got != t->xxh3())
+              return fail(MPK_ERR_CHECKSUM, "tensor ", quote(sv(t->name())), " came out with checksum ", Hex{got},
+                          ", not ", Hex{t->xxh3()}, ": ", quote(src_path), " or ", quote(patch_path),
+                          " is damaged; nothing was written at ", quote(out));
           }
-        };
-      });
-      if (!cs) break;
-      std::lock_guard<std::mutex> lock(mu);
-      sl.full = true;
-      cv.notify_all();
-    }
+        }
+        return {};
+      } catch (const std::bad_alloc &) {
+        return fail(MPK_ERR_NO_MEMORY, "out of memory writing a patched model");
+      }
+    }();
     {
       std::lock_guard<std::mutex> lock(mu);
-      if (!cs) {  // stop the writer after the batches already handed over
-        for (Slot &sl : slots) sl.full = false;
-      }
-      compute_done = true;
+      writer_failed = !ws.ok();
       cv.notify_all();
     }
-    wt.join();
-    if (!cs) return cs;
-    return write_status;
+    for (std::thread &th : pool) th.join();
+    return ws;
   }();
   if (!st) {
     w->abort();
@@ -776,7 +928,6 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
   }
   return w->commit();
 }
-
 }  // namespace
 
 Result<PatchSummary> inspect_patch(const std::string &path) {

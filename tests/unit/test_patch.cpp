@@ -12,9 +12,13 @@
 #include "testutil.hpp"
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <functional>
 #include <map>
 #include <random>
+#include <utility>
 #include <vector>
 
 using namespace testutil;
@@ -115,7 +119,16 @@ void nudge(std::vector<float> &v, float sd, uint64_t seed) {
   for (size_t i = 0; i < v.size(); ++i) v[i] += d[i];
 }
 
-bool same_file(const std::string &a, const std::string &b) { return read_file(a) == read_file(b); }
+bool same_file(const std::string &a, const std::string &b) {  // in blocks: fast in debug builds too
+  std::ifstream fa(a, std::ios::binary), fb(b, std::ios::binary);
+  std::vector<char> x(1 << 20), y(1 << 20);
+  while (fa && fb) {
+    fa.read(x.data(), std::streamsize(x.size()));
+    fb.read(y.data(), std::streamsize(y.size()));
+    if (fa.gcount() != fb.gcount() || std::memcmp(x.data(), y.data(), size_t(fa.gcount())) != 0) return false;
+  }
+  return fa.eof() && fb.eof();
+}
 
 mpk::DiffOptions quick() {
   mpk::DiffOptions o;
@@ -288,6 +301,95 @@ TEST_CASE("a patch for another base, or a chain out of order, is refused before 
                MPK_ERR_INVALID_ARGUMENT);  // a model is not a patch
   REQUIRE_CODE(mpk::diff(dir / "p12", dir / "v2.mpk", dir / "x", quick()), MPK_ERR_INVALID_ARGUMENT);
   CHECK(dir.entries() == before);  // no output, no temporary file
+}
+
+TEST_CASE("a patch applies bit for bit to tensors of several pieces, whatever the chunk size, layout, threads",
+          "[patch]") {
+  // Pieces of 16 payload chunks of 64 KiB, of one 3 MiB chunk, and of part of a chunk too large
+  // for a piece (a chunk size of 20 MiB: each piece decodes it and takes its part); raw and
+  // compressed bases (chunks of 64 KiB, read whole or in part).
+  TempDir dir;
+  Spec a, b;
+  const auto big = normal(1100000, 0.02f, 1);  // 4.4 MB
+  auto big2 = big;
+  nudge(big2, 1e-4f, 2);
+  const auto same = f32(normal(300000, 0.02f, 3));
+  a.tensors = {{"big", MPK_DTYPE_F32, {big.size()}, f32(big), ""},
+               {"same", MPK_DTYPE_F32, {300000}, same, ""},
+               {"gone", MPK_DTYPE_I8, {3000}, random_bytes(3000, 4), ""}};
+  b.tensors = {{"big", MPK_DTYPE_F32, {big2.size()}, f32(big2), ""},
+               {"same", MPK_DTYPE_F32, {300000}, same, ""},
+               {"new", MPK_DTYPE_U8, {4200001}, random_bytes(4200001, 5), ""}};
+  const std::pair<mpk::Codec, uint32_t> cases[] = {
+      {mpk::Codec::None, 64u << 10}, {mpk::Codec::Auto, 64u << 10},
+      {mpk::Codec::None, 3u << 20},  {mpk::Codec::Auto, 20u << 20}};
+  for (const auto &[layout, chunk] : cases) {
+    INFO("compressed " << (layout == mpk::Codec::Auto) << " chunk " << chunk);
+    write(dir / "a.mpk", a, layout);
+    write(dir / "b.mpk", b, layout);
+    mpk::DiffOptions o = quick();
+    o.chunk_size = chunk;
+    o.two_way = true;
+    mpk::PatchSummary sum;
+    REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "p", o, &sum));
+    CHECK(sum.copies == 1);
+    CHECK(sum.xors + sum.subs == 1);
+    CHECK(sum.literals == 1);
+    for (unsigned threads : {1u, 5u}) {
+      INFO("threads " << threads);
+      mpk::ApplyOptions ao = apply_opts();
+      ao.threads = threads;
+      REQUIRE_OK(mpk::apply_patch(dir / "a.mpk", {dir / "p"}, dir / "out.mpk", ao));
+      CHECK(same_file(dir / "out.mpk", dir / "b.mpk"));
+      ao.reverse = true;
+      REQUIRE_OK(mpk::apply_patch(dir / "b.mpk", {dir / "p"}, dir / "back.mpk", ao));
+      CHECK(same_file(dir / "back.mpk", dir / "a.mpk"));
+    }
+  }
+}
+
+TEST_CASE("a base or patch truncated or changed while a patch is applied gives an error, never a crash",
+          "[patch][hostile]") {
+  // 28 MiB of output in pieces of 1 MiB; one worker runs at most 8 pieces ahead of the writer, so
+  // what the first progress call does to an input is seen by the later pieces.
+  TempDir dir;
+  const auto base = random_bytes(28u << 20, 1);
+  auto next = base;
+  for (size_t i = 0; i < next.size(); i += 997) next[i] ^= std::byte{1};
+  write(dir / "a.mpk", Spec{{}, {{"t", MPK_DTYPE_U32, {base.size() / 4}, base, ""}}, {}});
+  write(dir / "b.mpk", Spec{{}, {{"t", MPK_DTYPE_U32, {next.size() / 4}, next, ""}}, {}});
+  REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "p", quick()));
+  fs::copy_file(dir / "a.mpk", dir / "a.keep");
+  fs::copy_file(dir / "p", dir / "p.keep");
+  auto apply_while = [&](const std::function<void()> &change) {
+    mpk::ApplyOptions ao = apply_opts();
+    ao.threads = 1;
+    bool first = true;
+    ao.progress = [&](uint64_t, uint64_t) {
+      if (std::exchange(first, false)) change();
+    };
+    const mpk::Status s = mpk::apply_patch(dir / "a.mpk", {dir / "p"}, dir / "out.mpk", ao);
+    CHECK(!fs::exists(dir / "out.mpk"));
+    fs::copy_file(dir / "a.keep", dir / "a.mpk", fs::copy_options::overwrite_existing);
+    fs::copy_file(dir / "p.keep", dir / "p", fs::copy_options::overwrite_existing);
+    return s;
+  };
+  REQUIRE_CODE(apply_while([&] { fs::resize_file(dir / "a.mpk", 1u << 20); }), MPK_ERR_TRUNCATED);
+  REQUIRE_CODE(apply_while([&] { fs::resize_file(dir / "p", 4096); }), MPK_ERR_TRUNCATED);
+  // The same size, other bytes (written in place, as another process would): the output checksum.
+  const mpk::Status s = apply_while([&] {
+    auto m = mpk::Model::open(dir / "a.mpk");
+    REQUIRE(m.ok());
+    std::FILE *f = std::fopen((dir / "a.mpk").c_str(), "r+b");
+    REQUIRE(f);
+    std::fseek(f, long(m->info(0).offset + (27u << 20)), SEEK_SET);
+    std::fputc(0x55, f);
+    std::fclose(f);
+  });
+  REQUIRE_CODE(s, MPK_ERR_CHECKSUM);
+  CHECK(s.message().find("came out with checksum") != std::string::npos);
+  REQUIRE_OK(mpk::apply_patch(dir / "a.mpk", {dir / "p"}, dir / "out.mpk", apply_opts()));
+  CHECK(same_file(dir / "out.mpk", dir / "b.mpk"));
 }
 
 TEST_CASE("a damaged base or patch gives an error and no output, never wrong bytes", "[patch][hostile]") {
