@@ -1,0 +1,910 @@
+// Context: oneDNN engine, capability probes, the packed-weight cache, and linear/matmul dispatch.
+#include "kernels.hpp"
+#include "validate.hpp"
+
+#include <modelpack/runtime.hpp>
+
+#include <common.hpp>
+
+#include <oneapi/dnnl/dnnl.hpp>
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <list>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+namespace mpk::rt {
+
+using detail::Dims;
+using detail::Isa;
+using mpk::detail::cat;
+using mpk::detail::fail;
+
+namespace {
+
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+using md_t = dnnl::memory::desc;
+using ddims = dnnl::memory::dims;
+
+// Largest M for the own direct kernels, by weight dtype, kernel ISA and op (measured on 4096x4096,
+// 1 and 2 threads, warm and from DRAM: bench/kernels_report.md, "Direct kernels vs oneDNN").
+//   f16, AVX-512: linear ahead of oneDNN f32 (on the converted weights) up to M = 32; matmul's
+//     axpy-form kernel up to M = 4. AVX2 (ONEDNN_MAX_CPU_ISA=AVX2; oneDNN f32 is gemm:jit): ahead at
+//     every M measured (<= 32), both ops.
+//   bf16 with oneDNN's bf16 matmul: direct ahead at M = 1-2 from DRAM (1.3-1.8x), even when the weights
+//     are cache-resident, a tie at M = 4 (0.9-1.2x), behind above: up to M = 2, both ops. Without it
+//     (W widened to f32 for oneDNN): ahead at every M measured (<= 32).
+//   int8 (one scale per output channel), VNNI (R = 127): oneDNN's u8 x s8 kernel streams the weights
+//     as fast at M = 1 and computes faster above: never. Without VNNI (R = 63; oneDNN int8 is gemm:jit,
+//     slower than f32 at M = 1): linear up to M = 8, matmul up to 4.
+//   Scalar kernels: never (oneDNN's kernels on converted weights are faster at every M; the scalar
+//   variants are the tested fallback that ContextOptions can force).
+int default_direct_max_m(Isa isa, DType dtype, Op op, int int8_range, bool bf16_ok) {
+  if (isa == Isa::Scalar) return 0;
+  const bool lin = op == Op::Linear;
+  switch (dtype) {
+    case MPK_DTYPE_F16: return isa == Isa::Avx512 ? (lin ? 32 : 4) : 32;
+    case MPK_DTYPE_BF16: return bf16_ok ? 2 : 32;
+    case MPK_DTYPE_I8: return int8_range == 127 ? 0 : (lin ? 8 : 4);
+    default: return 0;
+  }
+}
+
+// Thread-local scratch buffers above this size are released after each call.
+constexpr size_t kScratchKeep = size_t(64) << 20;
+
+enum class Compute : uint8_t { F32, BF16, S8 };
+
+struct Plan {
+  Compute compute = Compute::F32;
+  DType conv = MPK_DTYPE_INVALID;  // stored dtype converted to f32 first (INVALID: none)
+  bool direct = false;  // own direct kernel (f16, or int8 with per-output-channel scales)
+  Recipe recipe;
+};
+
+struct FreeDeleter {
+  void operator()(void *p) const { std::free(p); }
+};
+using Buffer = std::unique_ptr<void, FreeDeleter>;
+
+Buffer alloc_buffer(size_t bytes) {
+  size_t n = std::max<size_t>(64, (bytes + 63) & ~size_t(63));
+  void *p = std::aligned_alloc(64, n);
+  if (!p) throw std::bad_alloc();
+  return Buffer(p);
+}
+
+struct Scratch {
+  void *p = nullptr;
+  size_t cap = 0;
+  Scratch() = default;
+  Scratch(const Scratch &) = delete;
+  ~Scratch() { std::free(p); }
+  void *get(size_t n) {
+    if (n > cap) {
+      std::free(p);
+      p = nullptr;
+      cap = 0;
+      size_t c = std::max<size_t>(64, (n + 63) & ~size_t(63));
+      p = std::aligned_alloc(64, c);
+      if (!p) throw std::bad_alloc();
+      cap = c;
+    }
+    return p;
+  }
+  void trim() {
+    if (cap > kScratchKeep) {
+      std::free(p);
+      p = nullptr;
+      cap = 0;
+    }
+  }
+};
+thread_local Scratch tl_src, tl_dst, tl_pad, tl_sx;
+
+struct TrimScratch {
+  ~TrimScratch() {
+    tl_src.trim();
+    tl_dst.trim();
+    tl_pad.trim();
+    tl_sx.trim();
+  }
+};
+
+// Sets the calling thread's OpenMP thread count for one call (oneDNN reads it at primitive creation
+// and execution), restores it at scope exit.
+struct ThreadScope {
+  int prev;
+  explicit ThreadScope(int n) : prev(omp_get_max_threads()) {
+    if (n != prev) omp_set_num_threads(n);
+  }
+  ~ThreadScope() {
+    if (omp_get_max_threads() != prev) omp_set_num_threads(prev);
+  }
+  ThreadScope(const ThreadScope &) = delete;
+};
+
+struct Prim {
+  dnnl::matmul prim;
+  md_t src, wei, dst, bias, pad;
+  size_t scratch = 0;
+  std::string impl;
+  bool is_ref = false;
+};
+
+struct PrimKey {
+  uint64_t M = 0;
+  int threads = 0;
+  bool bias = false;
+  int layout = 0;  // 0: packed weights; 1: plain
+  auto operator<=>(const PrimKey &) const = default;
+};
+
+struct Entry {
+  // identity
+  Op op = Op::Linear;
+  DType dtype = MPK_DTYPE_INVALID;
+  uint64_t rows = 0, cols = 0, ldw = 0;
+  const void *data = nullptr;
+  const float *scales = nullptr;
+  uint32_t group = 0;
+  int axis = 0;
+  uint64_t key = 0;
+  Plan plan;
+  // built data (written by the creator before `pending` is cleared)
+  bool packed = false;
+  md_t wmd;
+  Buffer buf;
+  std::vector<int32_t> comp;  // int8: (R + 1) * colsum[n]
+  std::vector<float> sw;      // int8: weight scale per output channel
+  std::vector<float> compf;   // int8 baked: float((R + 1) * colsum[n]) * sw[n]
+  uint64_t bytes = 0;
+  // cache state, guarded by ContextImpl::mu
+  bool in_map = false, pending = false, accounted = false;
+  std::list<uint64_t>::iterator lru;
+  // the creator holds build_mu while building; waiters lock it to wait
+  std::mutex build_mu;
+  Status build_status;
+  // primitives by (M, strides, threads, bias), least recently used out
+  std::mutex prim_mu;
+  std::map<PrimKey, std::pair<std::shared_ptr<Prim>, uint64_t>> prims;
+  uint64_t tick = 0;
+};
+
+bool starts_with_ref(const std::string &impl) { return impl.empty() || impl.rfind("ref", 0) == 0; }
+
+dt compute_dt(Compute c) { return c == Compute::F32 ? dt::f32 : c == Compute::BF16 ? dt::bf16 : dt::s8; }
+
+// W seen as [K, N] over stored data with row stride ldw.
+md_t plain_md(Op op, uint64_t K, uint64_t N, uint64_t ldw, dt t) {
+  ddims d{int64_t(K), int64_t(N)};
+  return op == Op::Linear ? md_t(d, t, ddims{1, int64_t(ldw)}) : md_t(d, t, ddims{int64_t(ldw), 1});
+}
+
+}  // namespace
+
+struct ContextImpl {
+  ContextOptions opts;
+  dnnl::engine eng;
+  Isa isa = Isa::Scalar;
+  bool bf16_ok = false, int8_ok = false;
+  int int8_range = 127;
+  int f16_max_m[2] = {0, 0};  // by Op
+  int i8_max_m[2] = {0, 0};
+  int bf16_max_m[2] = {0, 0};
+
+  std::mutex stream_mu;
+  std::vector<dnnl::stream> streams;
+
+  mutable std::mutex mu;
+  std::unordered_map<uint64_t, std::shared_ptr<Entry>> map;
+  std::list<uint64_t> lru;  // front: most recently used
+  CacheStats st;
+  std::atomic<uint64_t> pack_ns{0};
+
+  // ---- cache (mu held) ----
+  void remove_locked(Entry &e) {
+    if (e.in_map) {
+      auto it = map.find(e.key);
+      if (it != map.end() && it->second.get() == &e) map.erase(it);
+      lru.erase(e.lru);
+      e.in_map = false;
+    }
+    if (e.accounted) {
+      st.bytes_used -= e.bytes;
+      e.accounted = false;
+    }
+  }
+  // Evicts least recently used ready entries until `need` more bytes fit; false (nothing evicted) if
+  // they cannot fit even then.
+  bool make_room_locked(uint64_t need) {
+    const uint64_t budget = opts.cache_budget_bytes;
+    if (need > budget) return false;
+    if (st.bytes_used + need <= budget) return true;
+    std::vector<std::shared_ptr<Entry>> victims;
+    uint64_t evictable = 0;
+    for (auto it = lru.rbegin(); it != lru.rend(); ++it) {
+      const std::shared_ptr<Entry> &e = map.at(*it);
+      if (e->pending || !e->accounted) continue;
+      victims.push_back(e);
+      evictable += e->bytes;
+    }
+    if (st.bytes_used - evictable + need > budget) return false;
+    for (auto &v : victims) {
+      if (st.bytes_used + need <= budget) break;
+      remove_locked(*v);
+      ++st.evictions;
+    }
+    return true;
+  }
+};
+
+namespace detail {
+struct ContextAccess {
+  static ContextImpl *impl(const Context &c) { return c.impl_.get(); }
+  static Context make(std::unique_ptr<ContextImpl> impl) { return Context(std::move(impl)); }
+};
+}  // namespace detail
+
+namespace {
+
+// ---- streams ----
+struct StreamLease {
+  ContextImpl &c;
+  dnnl::stream s;
+  explicit StreamLease(ContextImpl &ctx) : c(ctx) {
+    {
+      std::lock_guard<std::mutex> g(c.stream_mu);
+      if (!c.streams.empty()) {
+        s = std::move(c.streams.back());
+        c.streams.pop_back();
+      }
+    }
+    if (!s) s = dnnl::stream(c.eng);
+  }
+  ~StreamLease() {
+    try {
+      std::lock_guard<std::mutex> g(c.stream_mu);
+      if (c.streams.size() < 64) c.streams.push_back(std::move(s));
+    } catch (...) {
+    }
+  }
+  StreamLease(const StreamLease &) = delete;
+};
+
+// ---- primitives ----
+std::shared_ptr<Prim> make_prim(ContextImpl &c, Compute compute, bool baked, const std::vector<float> *sw,
+                                uint64_t M, uint64_t K, uint64_t N, uint64_t src_ld, uint64_t dst_ld,
+                                const md_t &wmd, bool bias, bool instantiate = true) {
+  auto p = std::make_shared<Prim>();
+  const dt st = compute == Compute::F32 ? dt::f32 : compute == Compute::BF16 ? dt::bf16 : dt::u8;
+  const dt dst_t = compute == Compute::S8 && !baked ? dt::s32 : dt::f32;
+  p->src = md_t({int64_t(M), int64_t(K)}, st, ddims{int64_t(src_ld), 1});
+  p->dst = md_t({int64_t(M), int64_t(N)}, dst_t, ddims{int64_t(dst_ld), 1});
+  p->wei = wmd;
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (compute == Compute::S8 && baked) attr.set_output_scales(1 << 1, *sw);
+  dnnl::matmul::primitive_desc pd;
+  if (bias) {
+    p->bias = md_t({1, int64_t(N)}, dt::f32, tag::ab);
+    pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(p->src, wmd, p->bias, p->dst), attr, c.eng);
+  } else {
+    pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(p->src, wmd, p->dst), attr, c.eng);
+  }
+  p->wei = pd.weights_desc();  // the chosen layout when wmd is format_tag::any
+  p->impl = pd.impl_info_str();
+  p->is_ref = starts_with_ref(p->impl);
+  p->pad = pd.scratchpad_desc();
+  p->scratch = p->pad.get_size();
+  if (instantiate) p->prim = dnnl::matmul(pd);  // JIT code generation
+  return p;
+}
+
+std::shared_ptr<Prim> entry_prim(ContextImpl &c, Entry &e, bool cache, const PrimKey &k, uint64_t K, uint64_t N,
+                                 const md_t &wmd, Compute compute) {
+  if (cache) {
+    std::lock_guard<std::mutex> g(e.prim_mu);
+    auto it = e.prims.find(k);
+    if (it != e.prims.end()) {
+      it->second.second = ++e.tick;
+      return it->second.first;
+    }
+  }
+  auto p = make_prim(c, compute, e.plan.recipe.int8_baked, &e.sw, k.M, K, N, K, N, wmd, k.bias);
+  if (cache) {
+    std::lock_guard<std::mutex> g(e.prim_mu);
+    auto [it, inserted] = e.prims.try_emplace(k, p, ++e.tick);
+    if (!inserted) return it->second.first;
+    while (e.prims.size() > std::max(1u, c.opts.max_primitives_per_weight)) {
+      auto victim = e.prims.end();
+      for (auto j = e.prims.begin(); j != e.prims.end(); ++j)
+        if (j != it && (victim == e.prims.end() || j->second.second < victim->second.second)) victim = j;
+      if (victim == e.prims.end()) break;
+      e.prims.erase(victim);
+    }
+  }
+  return p;
+}
+
+void execute(ContextImpl &c, const Prim &p, const void *src, const void *wei, void *dst, const float *bias) {
+  StreamLease s(c);
+  std::unordered_map<int, dnnl::memory> args;
+  args.emplace(DNNL_ARG_SRC, dnnl::memory(p.src, c.eng, const_cast<void *>(src)));
+  args.emplace(DNNL_ARG_WEIGHTS, dnnl::memory(p.wei, c.eng, const_cast<void *>(wei)));
+  args.emplace(DNNL_ARG_DST, dnnl::memory(p.dst, c.eng, dst));
+  if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(p.bias, c.eng, const_cast<float *>(bias)));
+  if (p.scratch) args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(p.pad, c.eng, tl_pad.get(p.scratch)));
+  p.prim.execute(s.s, args);
+  s.s.wait();
+}
+
+// ---- conversions ----
+void convert_row_f32(Isa isa, const WeightView &w, uint64_t ldw, uint64_t r, float *dst) {
+  switch (w.dtype) {
+    case MPK_DTYPE_F32: std::memcpy(dst, static_cast<const float *>(w.data) + r * ldw, w.cols * 4); break;
+    case MPK_DTYPE_F16: detail::f16_to_f32_n(isa, static_cast<const uint16_t *>(w.data) + r * ldw, dst, w.cols); break;
+    case MPK_DTYPE_BF16: detail::bf16_to_f32_n(isa, static_cast<const uint16_t *>(w.data) + r * ldw, dst, w.cols); break;
+    case MPK_DTYPE_I8: {
+      const int8_t *q = static_cast<const int8_t *>(w.data) + r * ldw;
+      if (w.group > 0) {
+        const float *s = w.scales + r * ((w.cols + w.group - 1) / w.group);
+        for (uint64_t c = 0; c < w.cols; ++c) dst[c] = float(q[c]) * s[c / w.group];
+      } else if (w.scale_axis == 0) {
+        const float s = w.scales[r];
+        for (uint64_t c = 0; c < w.cols; ++c) dst[c] = float(q[c]) * s;
+      } else {
+        for (uint64_t c = 0; c < w.cols; ++c) dst[c] = float(q[c]) * w.scales[c];
+      }
+      break;
+    }
+    default: break;
+  }
+}
+
+// The stored weight as tight row-major f32 (rows x cols), values exact.
+Buffer convert_to_f32(Isa isa, const WeightView &w, uint64_t ldw, int nt) {
+  Buffer b = alloc_buffer(w.rows * w.cols * 4);
+  float *dst = static_cast<float *>(b.get());
+  const int64_t rows = int64_t(w.rows);
+#pragma omp parallel for num_threads(nt) schedule(static) if (w.rows * w.cols >= (uint64_t(1) << 16))
+  for (int64_t r = 0; r < rows; ++r) convert_row_f32(isa, w, ldw, uint64_t(r), dst + uint64_t(r) * w.cols);
+  return b;
+}
+
+void int8_extras(Isa isa, Entry &e, const WeightView &w, const Dims &d, int range) {
+  const int32_t off = range + 1;
+  const int8_t *q = static_cast<const int8_t *>(w.data);
+  std::vector<int32_t> cs(d.N, 0);
+  if (e.op == Op::Linear) detail::int8_row_sums(isa, q, d.ldw, d.N, d.K, cs.data());
+  else detail::int8_col_sums(isa, q, d.ldw, d.K, d.N, cs.data());
+  e.sw.assign(w.scales, w.scales + d.N);
+  e.comp.resize(d.N);
+  for (uint64_t n = 0; n < d.N; ++n) e.comp[n] = off * cs[n];
+  if (e.plan.recipe.int8_baked) {
+    e.compf.resize(d.N);
+    for (uint64_t n = 0; n < d.N; ++n) e.compf[n] = float(off * cs[n]) * e.sw[n];
+  }
+}
+
+Plan make_plan(const ContextImpl &c, const WeightView &w, Op op, uint64_t K, uint64_t M) {
+  Plan p;
+  switch (w.dtype) {
+    case MPK_DTYPE_BF16:
+      if (M >= 1 && int64_t(M) <= c.bf16_max_m[int(op)]) {
+        p.direct = true;  // recipe F32: x as given, W widened exactly
+      } else if (c.bf16_ok) {
+        p.compute = Compute::BF16;
+        p.recipe.kind = Recipe::Kind::BF16;
+      } else {
+        p.conv = MPK_DTYPE_BF16;
+      }
+      break;
+    case MPK_DTYPE_F16:
+      p.conv = MPK_DTYPE_F16;
+      p.direct = M >= 1 && int64_t(M) <= c.f16_max_m[int(op)];
+      break;
+    case MPK_DTYPE_I8:
+      if (detail::int8_per_output_channel(w, op) && M >= 1 && int64_t(M) <= c.i8_max_m[int(op)]) {
+        p.direct = true;  // recipe F32: y = s[n] * sum_k x q, f32 FMA
+      } else if (c.int8_ok && detail::int8_per_output_channel(w, op) && K <= detail::kInt8MaxK) {
+        p.compute = Compute::S8;
+        p.recipe.kind = Recipe::Kind::Int8;
+        p.recipe.int8_range = c.int8_range;
+        p.recipe.int8_baked = c.opts.int8_bake_scales;
+      } else {
+        p.conv = MPK_DTYPE_I8;
+      }
+      break;
+    default: break;
+  }
+  return p;
+}
+
+bool same_weight(const Entry &e, const WeightView &w, Op op, const Dims &d, const Plan &p) {
+  return e.op == op && e.dtype == w.dtype && e.rows == w.rows && e.cols == w.cols && e.ldw == d.ldw &&
+         e.data == w.data && e.scales == (w.dtype == MPK_DTYPE_I8 ? w.scales : nullptr) &&
+         e.group == (w.dtype == MPK_DTYPE_I8 ? w.group : 0) &&
+         e.axis == (w.dtype == MPK_DTYPE_I8 ? w.scale_axis : 0) && e.plan.compute == p.compute &&
+         e.plan.conv == p.conv && e.plan.recipe == p.recipe;
+}
+
+std::shared_ptr<Entry> new_entry(const WeightView &w, Op op, const Dims &d, const Plan &p) {
+  auto e = std::make_shared<Entry>();
+  e->op = op;
+  e->dtype = w.dtype;
+  e->rows = w.rows;
+  e->cols = w.cols;
+  e->ldw = d.ldw;
+  e->data = w.data;
+  if (w.dtype == MPK_DTYPE_I8) {
+    e->scales = w.scales;
+    e->group = w.group;
+    e->axis = w.scale_axis;
+  }
+  e->key = w.key;
+  e->plan = p;
+  return e;
+}
+
+// Extras, packed layout, budget decision and packing. `cacheable`: e is in the map (pending).
+void build_entry(ContextImpl &c, Entry &e, const WeightView &w, const Dims &d, int nt, bool cacheable) {
+  auto t0 = std::chrono::steady_clock::now();
+  if (e.plan.compute == Compute::S8) int8_extras(c.isa, e, w, d, e.plan.recipe.int8_range);
+  const uint64_t extras = uint64_t(e.comp.size() + e.sw.size() + e.compf.size()) * 4;
+  if (!cacheable) return;
+  // The layout oneDNN wants for M = 1; later primitives use it as a fixed weights layout.
+  md_t any({int64_t(d.K), int64_t(d.N)}, compute_dt(e.plan.compute), tag::any);
+  auto probe = make_prim(c, e.plan.compute, e.plan.recipe.int8_baked, &e.sw, 1, d.K, d.N, d.K, d.N, any, false, false);
+  const md_t wmd = probe->wei;
+  const uint64_t pbytes = wmd.get_size();
+  bool pack = false;
+  {
+    std::lock_guard<std::mutex> g(c.mu);
+    if (e.in_map) {
+      if (!probe->is_ref && c.make_room_locked(pbytes + extras)) {
+        pack = true;
+        e.bytes = pbytes + extras;
+      } else if (c.make_room_locked(extras)) {
+        e.bytes = extras;
+      } else {
+        c.remove_locked(e);
+      }
+      if (e.in_map) {
+        c.st.bytes_used += e.bytes;
+        e.accounted = true;
+      }
+    }
+  }
+  if (pack) {
+    Buffer packed = alloc_buffer(pbytes);
+    StreamLease s(c);
+    dnnl::memory dstm(wmd, c.eng, packed.get());
+    if (e.plan.conv == MPK_DTYPE_INVALID) {
+      dnnl::memory srcm(plain_md(e.op, d.K, d.N, d.ldw, compute_dt(e.plan.compute)), c.eng, const_cast<void *>(w.data));
+      dnnl::reorder(srcm, dstm).execute(s.s, srcm, dstm);
+      s.s.wait();
+    } else {
+      Buffer f32 = convert_to_f32(c.isa, w, d.ldw, nt);
+      dnnl::memory srcm(plain_md(e.op, d.K, d.N, w.cols, dt::f32), c.eng, f32.get());
+      dnnl::reorder(srcm, dstm).execute(s.s, srcm, dstm);
+      s.s.wait();
+    }
+    e.buf = std::move(packed);
+    e.wmd = wmd;
+    e.packed = true;
+  }
+  c.pack_ns += uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+}
+
+Result<std::shared_ptr<Entry>> get_entry(ContextImpl &c, const WeightView &w, Op op, const Dims &d, const Plan &p,
+                                         int nt, bool *hit) {
+  std::unique_lock<std::mutex> lk(c.mu);
+  auto it = c.map.find(w.key);
+  if (it != c.map.end()) {
+    std::shared_ptr<Entry> e = it->second;
+    if (same_weight(*e, w, op, d, p)) {
+      ++c.st.hits;
+      *hit = true;
+      c.lru.splice(c.lru.begin(), c.lru, e->lru);
+      const bool pending = e->pending;
+      lk.unlock();
+      if (pending) std::lock_guard<std::mutex> wait(e->build_mu);
+      if (!e->build_status) return e->build_status;
+      return e;
+    }
+    c.remove_locked(*e);
+    ++c.st.replacements;
+  }
+  ++c.st.misses;
+  std::shared_ptr<Entry> e = new_entry(w, op, d, p);
+  std::unique_lock<std::mutex> building(e->build_mu);
+  c.lru.push_front(w.key);
+  e->lru = c.lru.begin();
+  c.map[w.key] = e;
+  e->in_map = true;
+  e->pending = true;
+  lk.unlock();
+  Status s = detail::guarded("pack", [&] {
+    try {
+      build_entry(c, *e, w, d, nt, true);
+      return Status::Ok();
+    } catch (const dnnl::error &err) {
+      return Status(err.status == dnnl_out_of_memory ? MPK_ERR_NO_MEMORY : MPK_ERR_INTERNAL,
+                    cat("oneDNN: ", err.what(), " (status ", int(err.status), ")"));
+    }
+  });
+  e->build_status = s;
+  {
+    std::lock_guard<std::mutex> g(c.mu);
+    e->pending = false;
+    if (!s) c.remove_locked(*e);
+  }
+  building.unlock();
+  if (!s) return s;
+  return e;
+}
+
+// ---- direct kernels ----
+void run_direct(Isa isa, detail::DirectW wt, Op op, const float *x, uint64_t ldx, const void *w, uint64_t ldw,
+                const float *scale, const float *bias, float *y, uint64_t ldy, uint64_t M, uint64_t K, uint64_t N,
+                int nt) {
+  const uint64_t g = op == Op::Linear ? 8 : 16;  // columns per unit of work (the kernels' blocks)
+  const uint64_t units = (N + g - 1) / g;
+  auto part = [&](uint64_t t, uint64_t T) {
+    uint64_t u0 = units * t / T, u1 = units * (t + 1) / T;
+    uint64_t n0 = std::min(N, u0 * g), n1 = std::min(N, u1 * g);
+    if (n0 >= n1) return;
+    if (op == Op::Linear) detail::direct_linear(isa, wt, x, ldx, w, ldw, scale, bias, y, ldy, M, K, n0, n1);
+    else detail::direct_matmul(isa, wt, x, ldx, w, ldw, scale, bias, y, ldy, M, K, n0, n1);
+  };
+  const int T = int(std::min<uint64_t>(uint64_t(nt), units));
+  if (T <= 1) {
+    part(0, 1);
+    return;
+  }
+#pragma omp parallel num_threads(T)
+  part(uint64_t(omp_get_thread_num()), uint64_t(omp_get_num_threads()));
+}
+
+void quantize_rows(Isa isa, const float *x, uint64_t ldx, uint64_t M, uint64_t K, int range, uint8_t *q, float *sx,
+                   int nt) {
+  const int64_t rows = int64_t(M);
+#pragma omp parallel for num_threads(nt) schedule(static) if (M * K >= (uint64_t(1) << 16))
+  for (int64_t m = 0; m < rows; ++m) sx[m] = detail::quantize_row_u8(isa, x + uint64_t(m) * ldx, K, range, q + uint64_t(m) * K);
+}
+
+void rows_to_bf16(Isa isa, const float *x, uint64_t ldx, uint64_t M, uint64_t K, uint16_t *dst, int nt) {
+  const int64_t rows = int64_t(M);
+#pragma omp parallel for num_threads(nt) schedule(static) if (M * K >= (uint64_t(1) << 16))
+  for (int64_t m = 0; m < rows; ++m) detail::f32_to_bf16_n(isa, x + uint64_t(m) * ldx, dst + uint64_t(m) * K, K);
+}
+
+const char *conv_name(DType t) {
+  switch (t) {
+    case MPK_DTYPE_F16: return "f16->f32";
+    case MPK_DTYPE_BF16: return "bf16->f32";
+    case MPK_DTYPE_I8: return "i8->f32";
+    default: return "";
+  }
+}
+
+Status run_call(const Context &ctx, const char *fn, const ConstMatrixF32 &x, const WeightView &w, const float *bias,
+                const MatrixF32 &y, const RunOptions &opt, Op op) {
+  ContextImpl *cp = detail::ContextAccess::impl(ctx);
+  if (!cp) return fail(MPK_ERR_STATE, fn, ": the context was moved from");
+  ContextImpl &c = *cp;
+  Dims d;
+  if (Status s = detail::validate_call(fn, x, w, bias, y, op, &d); !s) return s;
+  if (opt.threads > detail::kMaxThreads)
+    return fail(MPK_ERR_INVALID_ARGUMENT, fn, ": threads ", opt.threads, " is over ", detail::kMaxThreads);
+  RunInfo local;
+  RunInfo &info = opt.info ? *opt.info : local;
+  info = RunInfo();
+  const int nt = opt.threads ? int(opt.threads) : omp_get_max_threads();
+  info.threads = unsigned(nt);
+  Plan plan = make_plan(c, w, op, d.K, d.M);
+  info.recipe = plan.recipe;
+  if (d.M == 0 || d.N == 0) {
+    info.path = "empty";
+    return Status::Ok();
+  }
+  if (d.K == 0) {
+    for (uint64_t m = 0; m < d.M; ++m)
+      for (uint64_t n = 0; n < d.N; ++n) y.data[m * d.ldy + n] = bias ? bias[n] : 0.0f;
+    info.path = "empty (K = 0)";
+    return Status::Ok();
+  }
+  ThreadScope threads(nt);
+  TrimScratch trim;
+  if (plan.direct) {
+    const bool i8 = w.dtype == MPK_DTYPE_I8;
+    const detail::DirectW wt = i8 ? detail::DirectW::I8
+                               : w.dtype == MPK_DTYPE_BF16 ? detail::DirectW::BF16
+                                                           : detail::DirectW::F16;
+    run_direct(c.isa, wt, op, x.data, d.ldx, w.data, d.ldw, i8 ? w.scales : nullptr, bias, y.data, d.ldy, d.M, d.K,
+               d.N, nt);
+    const char *wn = i8 ? "i8" : w.dtype == MPK_DTYPE_BF16 ? "bf16" : "f16";
+    info.path = cat(wn, " direct ", detail::isa_name(c.isa));
+    info.impl = cat("own:", wn, op == Op::Linear ? "_linear_" : "_matmul_", detail::isa_name(c.isa));
+    return Status::Ok();
+  }
+
+  std::shared_ptr<Entry> e;
+  bool cached = false;
+  if (w.key) {
+    auto r = get_entry(c, w, op, d, plan, nt, &info.cache_hit);
+    if (!r) return Status(r.status().code(), cat(fn, ": ", r.status().message()));
+    e = std::move(*r);
+    cached = true;
+  } else {
+    e = new_entry(w, op, d, plan);
+    build_entry(c, *e, w, d, nt, false);
+  }
+
+  // oneDNN 2.6.3's brgemm matmul takes dense activations and outputs only (a row stride above K or N
+  // turns packed weights into ref:any, plain ones into gemm:jit): the primitive always sees dense src
+  // and dst, copied from / to the caller's strided ones when needed.
+  struct Candidate {
+    const void *w = nullptr;
+    md_t md;
+    Compute compute = Compute::F32;
+    int layout = 0;  // 0 packed, 1 plain (the caller's or a converted temporary)
+    std::string path;
+  };
+  Buffer temp;  // W converted to f32 for this call
+  Candidate cand;
+  std::shared_ptr<Prim> prim;
+  auto key_for = [&](const Candidate &cd) {
+    return PrimKey{d.M, nt, bias != nullptr && cd.compute != Compute::S8, cd.layout};
+  };
+  if (e->packed) {
+    cand = Candidate{e->buf.get(), e->wmd, plan.compute, 0, "packed"};
+    prim = entry_prim(c, *e, cached, key_for(cand), d.K, d.N, cand.md, cand.compute);
+  }
+  if (!prim || prim->is_ref) {
+    if (plan.conv == MPK_DTYPE_INVALID) {
+      cand = Candidate{w.data, plain_md(op, d.K, d.N, d.ldw, compute_dt(plan.compute)), plan.compute, 1, "plain"};
+    } else {
+      temp = convert_to_f32(c.isa, w, d.ldw, nt);
+      cand = Candidate{temp.get(), plain_md(op, d.K, d.N, w.cols, dt::f32), Compute::F32, 1, "temp"};
+    }
+    prim = entry_prim(c, *e, cached, key_for(cand), d.K, d.N, cand.md, cand.compute);
+  }
+  if (prim->is_ref && cand.compute != Compute::F32) {
+    // A reference bf16/int8 kernel: run the exact f32 widening of W instead (recipe F32).
+    temp = convert_to_f32(c.isa, w, d.ldw, nt);
+    cand = Candidate{temp.get(), plain_md(op, d.K, d.N, w.cols, dt::f32), Compute::F32, 1,
+                     cat("temp (", w.dtype == MPK_DTYPE_BF16 ? "bf16" : "int8", " matmul is a reference kernel)")};
+    prim = make_prim(c, Compute::F32, false, nullptr, d.M, d.K, d.N, d.K, d.N, cand.md, bias != nullptr);
+    plan.recipe = Recipe();
+    plan.conv = w.dtype;
+    info.recipe = plan.recipe;
+  }
+  const Compute compute = cand.compute;
+
+  // Dense source.
+  const void *src = x.data;
+  if (compute == Compute::F32 && d.ldx != d.K) {
+    auto *xs = static_cast<float *>(tl_src.get(d.M * d.K * 4));
+    for (uint64_t m = 0; m < d.M; ++m) std::memcpy(xs + m * d.K, x.data + m * d.ldx, d.K * 4);
+    src = xs;
+  } else if (compute == Compute::BF16) {
+    auto *xb = static_cast<uint16_t *>(tl_src.get(d.M * d.K * 2));
+    rows_to_bf16(c.isa, x.data, d.ldx, d.M, d.K, xb, nt);
+    src = xb;
+  }
+  float *sx = nullptr;
+  if (compute == Compute::S8) {
+    auto *xq = static_cast<uint8_t *>(tl_src.get(d.M * d.K));
+    sx = static_cast<float *>(tl_sx.get(d.M * 4));
+    quantize_rows(c.isa, x.data, d.ldx, d.M, d.K, plan.recipe.int8_range, xq, sx, nt);
+    src = xq;
+  }
+  // Dense destination: y itself when its stride is N.
+  float *dst = d.ldy == d.N ? y.data : static_cast<float *>(tl_dst.get(d.M * d.N * 4));
+  execute(c, *prim, src, cand.w, dst, compute != Compute::S8 ? bias : nullptr);
+  if (compute == Compute::S8) {
+    for (uint64_t m = 0; m < d.M; ++m) {
+      float *yr = y.data + m * d.ldy, *dr = dst + m * d.N;
+      if (plan.recipe.int8_baked)
+        detail::int8_epilogue_baked(c.isa, dr, yr, d.N, sx[m], e->compf.data(), bias);
+      else
+        detail::int8_epilogue_s32(c.isa, reinterpret_cast<const int32_t *>(dr), yr, d.N, sx[m], e->comp.data(),
+                                  e->sw.data(), bias);
+    }
+  } else if (dst != y.data) {
+    for (uint64_t m = 0; m < d.M; ++m) std::memcpy(y.data + m * d.ldy, dst + m * d.N, d.N * 4);
+  }
+
+  const char *dname = compute == Compute::F32    ? "f32"
+                      : compute == Compute::BF16 ? "bf16"
+                      : plan.recipe.int8_baked   ? "int8 baked"
+                                                 : "int8 s32";
+  info.path = plan.conv != MPK_DTYPE_INVALID ? cat(conv_name(plan.conv), " ", cand.path) : cat(dname, " ", cand.path);
+  info.impl = prim->impl;
+  info.packed = cand.layout == 0;
+  return Status::Ok();
+}
+
+Status guarded_call(const Context &ctx, const char *fn, const ConstMatrixF32 &x, const WeightView &w,
+                    const float *bias, const MatrixF32 &y, const RunOptions &opt, Op op) {
+  return detail::guarded(fn, [&] {
+    try {
+      return run_call(ctx, fn, x, w, bias, y, opt, op);
+    } catch (const dnnl::error &err) {
+      return Status(err.status == dnnl_out_of_memory ? MPK_ERR_NO_MEMORY : MPK_ERR_INTERNAL,
+                    cat(fn, ": oneDNN: ", err.what(), " (status ", int(err.status), ")"));
+    }
+  });
+}
+
+// ---- capability probes ----
+std::string probe_impl(const dnnl::engine &eng, dt s, dt w, dt d) {
+  try {
+    md_t src({1, 64}, s, tag::ab), wei({64, 64}, w, tag::any), dst({1, 64}, d, tag::ab);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), eng);
+    return pd.impl_info_str();
+  } catch (const dnnl::error &) {
+    return {};
+  }
+}
+
+// True if u8 activations up to `umax` against s8 weights 127 and -128 accumulate exactly (packed and
+// plain weight layouts): oneDNN's non-VNNI kernels saturate 16-bit pair sums.
+bool int8_exact(const dnnl::engine &eng, int umax) {
+  const int64_t M = 2, K = 64, N = 32;
+  std::vector<uint8_t> x(M * K, uint8_t(umax));
+  std::vector<int8_t> w(K * N);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t n = 0; n < N; ++n) w[k * N + n] = n < N / 2 ? 127 : -128;
+  dnnl::stream s(eng);
+  md_t src({M, K}, dt::u8, tag::ab), dst({M, N}, dt::s32, tag::ab), plain({K, N}, dt::s8, tag::ab);
+  for (int layout = 0; layout < 2; ++layout) {
+    md_t wmd = layout == 0 ? md_t({K, N}, dt::s8, tag::any) : plain;
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wmd, dst), eng);
+    std::vector<int32_t> y(M * N, 0);
+    dnnl::memory xm(src, eng, x.data()), ym(dst, eng, y.data()), wp(plain, eng, w.data());
+    dnnl::memory wm(pd.weights_desc(), eng);
+    dnnl::reorder(wp, wm).execute(s, wp, wm);
+    dnnl::matmul(pd).execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}});
+    s.wait();
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n)
+        if (y[m * N + n] != int32_t(umax * K * (n < N / 2 ? 127 : -128))) return false;
+  }
+  return true;
+}
+
+Result<Context> create_context(const ContextOptions &options) {
+  auto c = std::make_unique<ContextImpl>();
+  c->opts = options;
+  try {
+    c->eng = dnnl::engine(dnnl::engine::kind::cpu, 0);
+  } catch (const dnnl::error &err) {
+    return fail(MPK_ERR_INTERNAL, "Context::create: oneDNN CPU engine: ", err.what());
+  }
+  const unsigned isa = unsigned(dnnl::get_effective_cpu_isa());
+  Isa cap = Isa::Avx512;
+  if (isa != unsigned(dnnl::cpu_isa::all)) {
+    if ((isa & unsigned(dnnl::cpu_isa::avx512_core)) != unsigned(dnnl::cpu_isa::avx512_core)) cap = Isa::Avx2;
+    if ((isa & unsigned(dnnl::cpu_isa::avx2)) != unsigned(dnnl::cpu_isa::avx2)) cap = Isa::Scalar;
+  }
+  c->isa = detail::cpu_isa(cap);
+  c->bf16_ok = !starts_with_ref(probe_impl(c->eng, dt::bf16, dt::bf16, dt::f32));
+  c->int8_ok = !starts_with_ref(probe_impl(c->eng, dt::u8, dt::s8, dt::s32));
+  if (c->int8_ok) {
+    try {
+      if (int8_exact(c->eng, 255)) c->int8_range = 127;
+      else if (int8_exact(c->eng, 127)) c->int8_range = 63;
+      else c->int8_ok = false;
+    } catch (const dnnl::error &) {
+      c->int8_ok = false;
+    }
+  }
+  for (Op op : {Op::Linear, Op::MatMul}) {
+    c->f16_max_m[int(op)] = options.f16_direct_max_m < 0
+                                ? default_direct_max_m(c->isa, MPK_DTYPE_F16, op, c->int8_range, c->bf16_ok)
+                                : options.f16_direct_max_m;
+    c->i8_max_m[int(op)] = options.i8_direct_max_m < 0
+                               ? default_direct_max_m(c->isa, MPK_DTYPE_I8, op, c->int8_range, c->bf16_ok)
+                               : options.i8_direct_max_m;
+    c->bf16_max_m[int(op)] = options.bf16_direct_max_m < 0
+                                 ? default_direct_max_m(c->isa, MPK_DTYPE_BF16, op, c->int8_range, c->bf16_ok)
+                                 : options.bf16_direct_max_m;
+  }
+  c->st.budget = options.cache_budget_bytes;
+  return detail::ContextAccess::make(std::move(c));
+}
+
+}  // namespace
+
+// ---- public API ----
+
+Context::Context(std::unique_ptr<ContextImpl> impl) : impl_(std::move(impl)) {}
+Context::Context(Context &&) noexcept = default;
+Context &Context::operator=(Context &&) noexcept = default;
+Context::~Context() = default;
+
+Result<Context> Context::create(const ContextOptions &options) {
+  try {
+    return create_context(options);
+  } catch (const std::bad_alloc &) {
+    return Status(MPK_ERR_NO_MEMORY, "Context::create: out of memory");
+  } catch (const std::exception &e) {
+    return Status(MPK_ERR_INTERNAL, std::string("Context::create: ") + e.what());
+  }
+}
+
+CacheStats Context::cache_stats() const {
+  CacheStats s;
+  if (!impl_) return s;
+  std::lock_guard<std::mutex> g(impl_->mu);
+  s = impl_->st;
+  s.budget = impl_->opts.cache_budget_bytes;
+  s.entries = impl_->map.size();
+  for (auto &[k, e] : impl_->map) {
+    std::lock_guard<std::mutex> pg(e->prim_mu);
+    s.primitives += e->prims.size();
+  }
+  s.pack_seconds = double(impl_->pack_ns.load()) * 1e-9;
+  return s;
+}
+
+void Context::clear_cache() {
+  if (!impl_) return;
+  std::lock_guard<std::mutex> g(impl_->mu);
+  std::vector<std::shared_ptr<Entry>> all;
+  for (auto &[k, e] : impl_->map)
+    if (!e->pending) all.push_back(e);
+  for (auto &e : all) impl_->remove_locked(*e);
+}
+
+bool Context::drop(uint64_t key) {
+  if (!impl_) return false;
+  std::lock_guard<std::mutex> g(impl_->mu);
+  auto it = impl_->map.find(key);
+  if (it == impl_->map.end() || it->second->pending) return false;
+  std::shared_ptr<Entry> e = it->second;
+  impl_->remove_locked(*e);
+  return true;
+}
+
+Result<Recipe> Context::recipe(const WeightView &w, Op op, uint64_t M) const {
+  if (!impl_) return Status(MPK_ERR_STATE, "Context::recipe: the context was moved from");
+  uint64_t ldw = 0;
+  if (Status s = detail::validate_weight("Context::recipe", w, &ldw); !s) return s;
+  return make_plan(*impl_, w, op, op == Op::Linear ? w.cols : w.rows, M).recipe;
+}
+
+int Context::direct_max_m(DType dtype, Op op) const {
+  if (!impl_) return 0;
+  if (dtype == MPK_DTYPE_F16) return impl_->f16_max_m[int(op)];
+  if (dtype == MPK_DTYPE_I8) return impl_->i8_max_m[int(op)];
+  if (dtype == MPK_DTYPE_BF16) return impl_->bf16_max_m[int(op)];
+  return 0;
+}
+const char *Context::kernel_isa() const { return impl_ ? detail::isa_name(impl_->isa) : ""; }
+const ContextOptions &Context::options() const {
+  static const ContextOptions none;
+  return impl_ ? impl_->opts : none;
+}
+
+Status linear(Context &ctx, const ConstMatrixF32 &x, const WeightView &w, const float *bias, const MatrixF32 &y,
+              const RunOptions &options) {
+  return guarded_call(ctx, "linear", x, w, bias, y, options, Op::Linear);
+}
+Status matmul(Context &ctx, const ConstMatrixF32 &x, const WeightView &w, const float *bias, const MatrixF32 &y,
+              const RunOptions &options) {
+  return guarded_call(ctx, "matmul", x, w, bias, y, options, Op::MatMul);
+}
+
+}  // namespace mpk::rt

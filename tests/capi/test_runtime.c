@@ -1,0 +1,202 @@
+/*
+ * test_runtime.c - the C ABI of libmodelpack_runtime (include/modelpack/runtime.h) from plain C:
+ * linear and matmul on a model's f32, f16, bf16 and int8 tensors (quantized with mpk_quantize)
+ * against a naive double-precision product, the cache statistics, and every argument error.
+ *
+ * Usage: test_runtime SCRATCH_DIR
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <modelpack/modelpack.h>
+#include <modelpack/runtime.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int g_checks, g_failures;
+
+#define CHECK(cond, ...)                                                      \
+  do {                                                                        \
+    ++g_checks;                                                               \
+    if (!(cond)) {                                                            \
+      ++g_failures;                                                           \
+      fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
+      fprintf(stderr, __VA_ARGS__);                                           \
+      fprintf(stderr, " (last error: %s)\n", mpk_last_error_message());      \
+    }                                                                         \
+  } while (0)
+#define CHECK_STATUS(expr, want)                                                                   \
+  do {                                                                                             \
+    mpk_status got_ = (expr);                                                                      \
+    CHECK(got_ == (want), "%s returned %s, expected %s", #expr, mpk_status_name(got_), #want);      \
+  } while (0)
+#define CHECK_OK(expr) CHECK_STATUS(expr, MPK_OK)
+
+enum { N = 24, K = 40, M = 3 };
+
+/* W [N, K] (linear layout) and its transpose WT [K, N] (matmul layout). */
+static float W[N * K], WT[K * N], X[M * K], BIAS[N];
+
+static void write_model(const char *path, const char *in) {
+  mpk_writer *w = NULL;
+  mpk_writer_options o = MPK_WRITER_OPTIONS_INIT;
+  uint64_t shape[2] = {N, K}, tshape[2] = {K, N}, vshape[1] = {K}, s3[3] = {2, 3, 4};
+  float v3[24] = {0};
+  o.flags = MPK_WRITER_NO_FSYNC;
+  if (mpk_writer_create(&w, path, &o) != MPK_OK) {
+    fprintf(stderr, "cannot write %s: %s\n", path, mpk_last_error_message());
+    exit(2);
+  }
+  CHECK_OK(mpk_writer_add_tensor(w, "w", MPK_DTYPE_F32, 2, shape, W, sizeof W, NULL));
+  CHECK_OK(mpk_writer_add_tensor(w, "wt", MPK_DTYPE_F32, 2, tshape, WT, sizeof WT, NULL));
+  CHECK_OK(mpk_writer_add_tensor(w, "vec", MPK_DTYPE_F32, 1, vshape, W, sizeof(float) * K, NULL));
+  CHECK_OK(mpk_writer_add_tensor(w, "cube", MPK_DTYPE_F32, 3, s3, v3, sizeof v3, NULL));
+  CHECK_OK(mpk_writer_commit(w));
+  mpk_writer_free(w);
+  (void)in;
+}
+
+/* max |y - x.W^T - b| / max(1, |y|) over the output, W given as [N, K]. */
+static double max_rel_err(const float *y, uint64_t ldy) {
+  double worst = 0;
+  int m, n, k;
+  for (m = 0; m < M; ++m)
+    for (n = 0; n < N; ++n) {
+      double r = BIAS[n], e;
+      for (k = 0; k < K; ++k) r += (double)X[m * K + k] * (double)W[n * K + k];
+      e = fabs((double)y[m * ldy + n] - r) / (fabs(r) > 1 ? fabs(r) : 1);
+      if (e > worst) worst = e;
+    }
+  return worst;
+}
+
+int main(int argc, char **argv) {
+  char dir[4096], f32[4200], q8[4200], h16[4200], b16[4200];
+  mpk_runtime *rt = NULL;
+  mpk_model *mf = NULL, *mq = NULL, *mh = NULL, *mb = NULL;
+  mpk_runtime_options ro = MPK_RUNTIME_OPTIONS_INIT;
+  mpk_run_options run = MPK_RUN_OPTIONS_INIT;
+  mpk_quantize_options qo = MPK_QUANTIZE_OPTIONS_INIT;
+  mpk_runtime_stats st = MPK_RUNTIME_STATS_INIT;
+  float y[M * (N + 5)];
+  size_t iw = 0, iwt = 0, ivec = 0, icube = 0, iscale = 0;
+  int i;
+  if (argc != 2) {
+    fprintf(stderr, "usage: %s SCRATCH_DIR\n", argv[0]);
+    return 2;
+  }
+  snprintf(dir, sizeof dir, "%s/rt-XXXXXX", argv[1]);
+  if (!mkdtemp(dir)) return 2;
+  snprintf(f32, sizeof f32, "%s/f32.mpk", dir);
+  snprintf(q8, sizeof q8, "%s/int8.mpk", dir);
+  snprintf(h16, sizeof h16, "%s/f16.mpk", dir);
+  snprintf(b16, sizeof b16, "%s/bf16.mpk", dir);
+  for (i = 0; i < N * K; ++i) W[i] = (float)((i * 7919) % 97 - 48) / 200.0f;
+  for (i = 0; i < N * K; ++i) WT[(i % K) * N + i / K] = W[i];
+  for (i = 0; i < M * K; ++i) X[i] = (float)((i * 31) % 23 - 11) / 10.0f;
+  for (i = 0; i < N; ++i) BIAS[i] = (float)i / 8.0f;
+  write_model(f32, NULL);
+  qo.flags = MPK_QUANTIZE_NO_FSYNC;
+  qo.exclude = "cube";
+  qo.target = MPK_QUANTIZE_INT8;
+  CHECK_OK(mpk_quantize(f32, q8, &qo));
+  qo.target = MPK_QUANTIZE_F16;
+  CHECK_OK(mpk_quantize(f32, h16, &qo));
+  qo.target = MPK_QUANTIZE_BF16;
+  CHECK_OK(mpk_quantize(f32, b16, &qo));
+
+  CHECK_STATUS(mpk_runtime_create(NULL, NULL), MPK_ERR_INVALID_ARGUMENT);
+  ro.reserved = 1;
+  CHECK_STATUS(mpk_runtime_create(&rt, &ro), MPK_ERR_INVALID_ARGUMENT);
+  ro.reserved = 0;
+  ro.struct_size = 4;
+  CHECK_STATUS(mpk_runtime_create(&rt, &ro), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_OK(mpk_runtime_options_init(&ro, sizeof ro));
+  CHECK(ro.cache_budget_bytes == (UINT64_C(1) << 30), "default budget");
+  ro.cache_budget_bytes = UINT64_C(64) << 20;
+  CHECK_OK(mpk_runtime_create(&rt, &ro));
+  if (!rt) return 1;
+  CHECK_OK(mpk_model_open(&mf, f32, NULL));
+  CHECK_OK(mpk_model_open(&mq, q8, NULL));
+  CHECK_OK(mpk_model_open(&mh, h16, NULL));
+  CHECK_OK(mpk_model_open(&mb, b16, NULL));
+  if (!mf || !mq || !mh || !mb) return 1;
+  CHECK_OK(mpk_model_find_tensor(mf, "w", &iw));
+  CHECK_OK(mpk_model_find_tensor(mf, "wt", &iwt));
+  CHECK_OK(mpk_model_find_tensor(mf, "vec", &ivec));
+  CHECK_OK(mpk_model_find_tensor(mf, "cube", &icube));
+
+  /* f32: linear on [N, K] and matmul on its transpose, with an output stride. */
+  CHECK_OK(mpk_run_linear(rt, mf, iw, X, M, K, K, BIAS, y, N + 5, &run));
+  CHECK(max_rel_err(y, N + 5) < 1e-5, "f32 linear error %g", max_rel_err(y, N + 5));
+  CHECK_OK(mpk_run_matmul(rt, mf, iwt, X, M, K, K, BIAS, y, N, NULL));
+  CHECK(max_rel_err(y, N) < 1e-5, "f32 matmul error %g", max_rel_err(y, N));
+  /* Reduced precision: the same product within the storage's error (int8 per channel ~1%, bf16
+   * ~0.4%, f16 ~0.05% of the row's magnitude here). */
+  {
+    const mpk_model *models[3] = {mq, mh, mb};
+    const double tol[3] = {0.05, 0.005, 0.02};
+    int k;
+    for (k = 0; k < 3; ++k) {
+      size_t idx = 0;
+      CHECK_OK(mpk_model_find_tensor(models[k], "w", &idx));
+      CHECK_OK(mpk_run_linear(rt, models[k], idx, X, M, K, K, BIAS, y, N, &run));
+      CHECK(max_rel_err(y, N) < tol[k], "model %d: error %g", k, max_rel_err(y, N));
+      CHECK_OK(mpk_model_find_tensor(models[k], "wt", &idx));
+      CHECK_OK(mpk_run_matmul(rt, models[k], idx, X, M, K, K, BIAS, y, N, &run));
+      CHECK(max_rel_err(y, N) < tol[k], "model %d matmul: error %g", k, max_rel_err(y, N));
+    }
+  }
+  /* A second call hits the cache. */
+  CHECK_OK(mpk_runtime_stats_get(rt, &st));
+  {
+    uint64_t hits = st.hits;
+    CHECK(st.entries >= 1 && st.bytes_used > 0 && st.budget == (UINT64_C(64) << 20), "stats: %llu entries, %llu bytes",
+          (unsigned long long)st.entries, (unsigned long long)st.bytes_used);
+    CHECK_OK(mpk_run_linear(rt, mf, iw, X, M, K, K, BIAS, y, N, &run));
+    CHECK_OK(mpk_runtime_stats_get(rt, &st));
+    CHECK(st.hits == hits + 1, "hits %llu -> %llu", (unsigned long long)hits, (unsigned long long)st.hits);
+  }
+  mpk_runtime_clear_cache(rt);
+  CHECK_OK(mpk_runtime_stats_get(rt, &st));
+  CHECK(st.entries == 0 && st.bytes_used == 0, "clear_cache left %llu entries", (unsigned long long)st.entries);
+  st.struct_size = 8;
+  CHECK_STATUS(mpk_runtime_stats_get(rt, &st), MPK_ERR_INVALID_ARGUMENT);
+
+  /* Errors: nothing written to y. */
+  for (i = 0; i < M * N; ++i) y[i] = 12345.0f;
+  CHECK_STATUS(mpk_run_linear(NULL, mf, iw, X, M, K, K, BIAS, y, N, NULL), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(mpk_run_linear(rt, NULL, iw, X, M, K, K, BIAS, y, N, NULL), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(mpk_run_linear(rt, mf, 99, X, M, K, K, BIAS, y, N, NULL), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(mpk_run_linear(rt, mf, iw, NULL, M, K, K, BIAS, y, N, NULL), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(mpk_run_linear(rt, mf, iw, X, M, K + 1, K + 1, BIAS, y, N, NULL), MPK_ERR_BAD_SHAPE);
+  CHECK_STATUS(mpk_run_linear(rt, mf, iw, X, M, K, K - 1, BIAS, y, N, NULL), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(mpk_run_linear(rt, mf, ivec, X, M, K, K, NULL, y, N, NULL), MPK_ERR_BAD_SHAPE);
+  CHECK(strstr(mpk_last_error_message(), "'vec'") != NULL, "message names the tensor: %s", mpk_last_error_message());
+  CHECK_STATUS(mpk_run_linear(rt, mf, icube, X, M, K, K, NULL, y, N, NULL), MPK_ERR_BAD_SHAPE);
+  CHECK_OK(mpk_model_find_tensor(mq, "w.scale", &iscale));
+  CHECK_STATUS(mpk_run_linear(rt, mq, iscale, X, M, K, K, NULL, y, N, NULL), MPK_ERR_BAD_SHAPE); /* 1-D scales */
+  run.struct_size = 2;
+  CHECK_STATUS(mpk_run_linear(rt, mf, iw, X, M, K, K, BIAS, y, N, &run), MPK_ERR_INVALID_ARGUMENT);
+  for (i = 0; i < M * N; ++i) CHECK(y[i] == 12345.0f, "y[%d] written by a failed call", i);
+  /* M = 0 is a no-op. */
+  CHECK_OK(mpk_run_linear(rt, mf, iw, NULL, 0, K, K, NULL, NULL, N, NULL));
+
+  mpk_model_free(mf);
+  mpk_model_free(mq);
+  mpk_model_free(mh);
+  mpk_model_free(mb);
+  mpk_runtime_free(rt);
+  mpk_runtime_free(NULL);
+  unlink(f32);
+  unlink(q8);
+  unlink(h16);
+  unlink(b16);
+  rmdir(dir);
+  printf("%d checks, %d failed\n", g_checks, g_failures);
+  return g_failures ? 1 : 0;
+}
