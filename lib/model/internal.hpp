@@ -49,8 +49,10 @@ struct ModelAccess {
   static const uint8_t *header(const Model &m);    // the header bytes (validate_metadata needs them)
 };
 struct WriterAccess {
-  // Builds the header's patch table at commit (in the header's builder) and sets feature bit 3.
-  static void set_patch(Writer &w, std::function<flatbuffers::Offset<fb::Patch>(flatbuffers::FlatBufferBuilder &)> build);
+  // Builds the header's patch table at commit (in the header's builder) and sets feature bit 3,
+  // and those of `features` that describe the sides' contents (MPK_FEATURE_QUANTIZED).
+  static void set_patch(Writer &w, std::function<flatbuffers::Offset<fb::Patch>(flatbuffers::FlatBufferBuilder &)> build,
+                        uint64_t features = 0);
   // How the next begin_tensor() stores the tensor, whatever the options say: 0 raw, otherwise
   // chunked with this chunk size (the codec and level of the options; Auto if they say None).
   static void set_next_chunk_size(Writer &w, uint32_t chunk_size);

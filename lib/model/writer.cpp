@@ -107,6 +107,7 @@ struct WriterImpl {
   std::vector<std::vector<std::byte>> check;  // verify: decoded again
   // Delta patches (WriterAccess): the header's patch table, and a per-tensor storage override.
   std::function<fbs::Offset<fb::Patch>(fbs::FlatBufferBuilder &)> patch;
+  uint64_t patch_features = 0;  // feature bits the patch's sides need (set_patch)
   std::optional<uint32_t> next_chunk;
   // A failed write leaves the file in an unknown state: everything after it is refused.
   Status broken;
@@ -560,6 +561,7 @@ Status WriterImpl::commit() {
     if (dtype_is_extended(r.dtype)) incompatible |= MPK_FEATURE_EXTENDED_DTYPES;
     if (r.chunk_size) incompatible |= MPK_FEATURE_COMPRESSED_TENSORS;
   }
+  int8 = int8 || (w.patch && (w.patch_features & MPK_FEATURE_QUANTIZED));  // a patch of quantized models
   if (int8) incompatible |= MPK_FEATURE_QUANTIZED;
   fbs::Offset<fbs::Vector<fbs::Offset<fb::FeatureName>>> features_vec;
   std::vector<fbs::Offset<fb::FeatureName>> feature_names;
@@ -613,8 +615,10 @@ Status WriterImpl::commit() {
 }
 
 void detail::WriterAccess::set_patch(Writer &w,
-                                     std::function<fbs::Offset<fb::Patch>(fbs::FlatBufferBuilder &)> build) {
+                                     std::function<fbs::Offset<fb::Patch>(fbs::FlatBufferBuilder &)> build,
+                                     uint64_t features) {
   w.impl_->patch = std::move(build);
+  w.impl_->patch_features = features & MPK_FEATURE_QUANTIZED;
 }
 
 void detail::WriterAccess::set_next_chunk_size(Writer &w, uint32_t chunk_size) { w.impl_->next_chunk = chunk_size; }

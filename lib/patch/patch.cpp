@@ -10,6 +10,7 @@
 #include "common.hpp"
 #include "format/content_id.hpp"
 #include "format/dtype.hpp"
+#include "format/quant_record.hpp"
 #include "io/file.hpp"
 #include "model/internal.hpp"
 
@@ -27,6 +28,7 @@
 #include <mutex>
 #include <unordered_map>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 namespace mpk {
@@ -135,10 +137,19 @@ struct SideTensor {
   uint32_t component = 0;
   uint64_t xxh3 = 0, nbytes = 0;
   uint32_t chunk_size = 0;
+  TensorQuant quant;  // format 1.4: its quantization record in that file (scheme None: none)
   fb::PatchOp op = fb::PatchOp::MISSING;
   uint32_t source = kNoSource;
   std::string payload;
 };
+
+bool is_int8(QuantScheme s) { return s == QuantScheme::Int8Channel || s == QuantScheme::Int8Group; }
+
+// A record as the content id hashes it (FORMAT.md 11: only the int8 schemes enter it).
+detail::ContentIdBuilder::Quant cid_quant(const TensorQuant &q) {
+  if (!is_int8(q.scheme)) return {};
+  return {uint8_t(q.scheme), q.axis, q.group, q.scale, uint16_t(q.source_dtype)};
+}
 
 struct Side {
   std::string content_id;
@@ -174,9 +185,20 @@ Result<Side> describe(const Model &m, uint8_t level) {
     x.xxh3 = t.xxh3;
     x.nbytes = t.nbytes;
     x.chunk_size = t.encoding == Encoding::Chunked ? t.chunk_size : 0;
+    x.quant = m.quant_record(i);
     s.tensors.push_back(std::move(x));
   }
   return s;
+}
+
+// The content id of a side as a reader of the patch computes it (FORMAT.md 7.10, 11).
+std::string side_content_id(const Side &s) {
+  std::vector<const SideTensor *> by_name;
+  for (const SideTensor &t : s.tensors) by_name.push_back(&t);
+  std::sort(by_name.begin(), by_name.end(), [](auto *a, auto *b) { return a->name < b->name; });
+  detail::ContentIdBuilder cid;
+  for (const SideTensor *t : by_name) cid.add(t->name, uint16_t(t->dtype), t->shape, t->xxh3, cid_quant(t->quant));
+  return cid.finish();
 }
 
 fbs::Offset<fb::PatchSide> build_side(fbs::FlatBufferBuilder &b, const Side &s) {
@@ -193,8 +215,13 @@ fbs::Offset<fb::PatchSide> build_side(fbs::FlatBufferBuilder &b, const Side &s) 
     auto shape = b.CreateVector(t.shape);
     fbs::Offset<fbs::String> payload;
     if (!t.payload.empty()) payload = b.CreateString(t.payload);
+    fbs::Offset<fb::Quantization> quant;
+    if (t.quant.scheme != QuantScheme::None)
+      quant = fb::CreateQuantization(b, fb::QuantScheme(t.quant.scheme), t.quant.axis, t.quant.group,
+                                     is_int8(t.quant.scheme) ? b.CreateString(t.quant.scale) : 0,
+                                     static_cast<fb::DType>(t.quant.source_dtype));
     ts.push_back(fb::CreatePatchTensor(b, name, static_cast<fb::DType>(t.dtype), shape, t.component, t.xxh3,
-                                       t.chunk_size, t.op, t.source, payload));
+                                       t.chunk_size, t.op, t.source, payload, quant));
   }
   auto ts_vec = b.CreateVector(ts);
   return fb::CreatePatchSide(b, b.CreateString(s.content_id), s.alignment, s.level, comps_vec, meta_vec, ts_vec);
@@ -327,6 +354,11 @@ Status diff(const std::string &base_path, const std::string &target_path, const 
   auto rside = describe(*target, uint8_t(o.result_level));
   if (!rside) return rside.status();
   Side &B = *bside, &R = *rside;
+  // What a reader will check first: each side describes its model completely.
+  for (const auto &[side, m, path] : {std::tuple(&B, &*base, &base_path), std::tuple(&R, &*target, &target_path)})
+    if (side_content_id(*side) != m->content_id())
+      return fail(MPK_ERR_INTERNAL, quote(*path), ": its tensors give content id ", side_content_id(*side),
+                  ", not the ", m->content_id(), " it has; no patch was written");
 
   // Base tensors by name and by (checksum, dtype, size); indices are positions in B.tensors.
   std::unordered_map<std::string_view, uint32_t> bname;
@@ -429,19 +461,28 @@ Status diff(const std::string &base_path, const std::string &target_path, const 
     w->abort();
     return st;
   }
-  bool two_way = true;
+  bool two_way = true, int8 = false;
   for (const SideTensor &b : B.tensors) two_way = two_way && b.op != fb::PatchOp::MISSING;
-  detail::WriterAccess::set_patch(*w, [&B, &R, two_way](fbs::FlatBufferBuilder &fbb) {
-    auto bo = build_side(fbb, B);
-    auto ro = build_side(fbb, R);
-    return fb::CreatePatch(fbb, 1, 0, two_way ? kTwoWay : 0, bo, ro);
-  });
+  for (const Side *side : {&B, &R})
+    for (const SideTensor &t : side->tensors) int8 = int8 || is_int8(t.quant.scheme);
+  // int8 records in a side set the file's feature bit 4, as in a model: a reader of format 1.3
+  // refuses the patch by that name instead of failing on the sides' content ids (FORMAT.md 7.10).
+  detail::WriterAccess::set_patch(
+      *w,
+      [&B, &R, two_way](fbs::FlatBufferBuilder &fbb) {
+        auto bo = build_side(fbb, B);
+        auto ro = build_side(fbb, R);
+        return fb::CreatePatch(fbb, 1, 0, two_way ? kTwoWay : 0, bo, ro);
+      },
+      int8 ? MPK_FEATURE_QUANTIZED : 0);
   if (Status s = w->commit(); !s) return s;
-  if (summary) {
-    auto sm = inspect_patch(patch_path);
-    if (!sm) return sm.status();
-    *summary = *sm;
+  // The patch as a reader will see it: a file that fails here is removed, never left as a result.
+  auto sm = inspect_patch(patch_path);
+  if (!sm) {
+    std::remove(patch_path.c_str());
+    return fail(sm.status().code(), "the patch written failed its own check (removed): ", sm.status().message());
   }
+  if (summary) *summary = *sm;
   return {};
 }
 
@@ -534,12 +575,38 @@ Status check_side(const std::string &path, const Model &m, const fb::PatchSide *
   std::sort(by_name.begin(), by_name.end());
   for (size_t k = 1; k < by_name.size(); ++k)
     if (by_name[k].first == by_name[k - 1].first) return bad(path, which, " tensor ", quote(by_name[k].first), " twice");
+  // Quantization records (format 1.4): rules Q1-Q10 with this side's tensors as the file's.
+  auto find_side = [&](std::string_view name) -> const fb::PatchTensor * {
+    auto it = std::lower_bound(by_name.begin(), by_name.end(), std::pair(name, uint32_t(0)));
+    return it != by_name.end() && it->first == name ? ts->Get(it->second) : nullptr;
+  };
+  auto shape_of = [](const fb::PatchTensor *t) {
+    return t->shape() ? std::span<const uint64_t>(t->shape()->data(), t->shape()->size()) : std::span<const uint64_t>();
+  };
+  for (uint32_t i = 0; i < n; ++i) {
+    const fb::PatchTensor *t = ts->Get(i);
+    const fb::Quantization *q = t->quant();
+    if (!q) continue;
+    detail::ScaleTarget target, *scale = nullptr;
+    if (const fb::PatchTensor *st = find_side(sv(q->scale()))) {
+      target.dtype = DType(uint32_t(st->dtype()));
+      target.shape = shape_of(st);
+      target.quantized = st->quant() && st->quant()->scheme() != fb::QuantScheme::NONE;
+      scale = &target;
+    }
+    if (Status e = detail::check_quant_record(sv(t->name()), DType(uint32_t(t->dtype())), shape_of(t),
+                                              uint32_t(q->scheme()), q->axis(), q->group(), sv(q->scale()), scale,
+                                              uint32_t(q->source_dtype()), m.incompatible_features());
+        !e)
+      return fail(e.code(), quote(path), ": ", which, " ", e.message());
+  }
   detail::ContentIdBuilder cid;
   for (const auto &[name, i] : by_name) {
     const fb::PatchTensor *t = ts->Get(i);
-    std::span<const uint64_t> shape;
-    if (t->shape()) shape = {t->shape()->data(), t->shape()->size()};
-    cid.add(name, uint16_t(t->dtype()), shape, t->xxh3());
+    detail::ContentIdBuilder::Quant cq;
+    if (const fb::Quantization *q = t->quant(); q && is_int8(QuantScheme(q->scheme())))
+      cq = {uint8_t(q->scheme()), q->axis(), q->group(), sv(q->scale()), uint16_t(q->source_dtype())};
+    cid.add(name, uint16_t(t->dtype()), shape_of(t), t->xxh3(), cq);
   }
   if (cid.finish() != sv(s->content_id()))
     return fail(MPK_ERR_CHECKSUM, quote(path), ": the ", which, " content id ", quote(sv(s->content_id())),
@@ -926,6 +993,16 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
     w->abort();
     return st;
   }
+  for (uint32_t i = 0; i < nto; ++i)  // checked at open (Q1-Q10 against this side's tensors)
+    if (const fb::Quantization *q = to->tensors()->Get(i)->quant(); q && q->scheme() != fb::QuantScheme::NONE) {
+      TensorQuant r{QuantScheme(q->scheme()), q->axis(), q->group(), std::string(sv(q->scale())),
+                    DType(uint32_t(q->source_dtype()))};
+      if (!is_int8(r.scheme)) r.scale.clear();
+      if (Status s = w->set_quant(sv(to->tensors()->Get(i)->name()), std::move(r)); !s) {
+        w->abort();
+        return s;
+      }
+    }
   return w->commit();
 }
 }  // namespace

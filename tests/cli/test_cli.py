@@ -679,6 +679,18 @@ def case_patch(tmp):
     open(t, "wb").write(open(p12, "rb").read()[:-100])
     code, _, e = run("patch", paths["v1"], t, "-o", o)
     check(code == 1 and "MPK_ERR_TRUNCATED" in e and not os.path.exists(o), f"truncated patch: {code} {e!r}")
+    # Quantized models (int8 per channel): an update of the quantized model, and a rollback.
+    q1, q2, pq = (os.path.join(tmp, n) for n in ("q1.mpk", "q2.mpk", "pq.mpkd"))
+    run("quantize", paths["v1"], q1, "--to", "int8", "-q", "--no-fsync", expect=0)
+    run("quantize", paths["v2"], q2, "--to", "int8", "-q", "--no-fsync", expect=0)
+    run("diff", q1, q2, "-o", pq, "--two-way", "--no-fsync", expect=0)
+    run("patch", q1, pq, "-o", o, "--no-fsync", expect=0)
+    check(open(o, "rb").read() == open(q2, "rb").read(), "q1 + pq is not q2 byte for byte")
+    run("patch", "--reverse", q2, pq, "-o", o, "--no-fsync", expect=0)
+    check(open(o, "rb").read() == open(q1, "rb").read(), "q2 - pq is not q1 byte for byte")
+    os.remove(o)
+    code, _, e = run("patch", paths["v1"], pq, "-o", o)  # the f32 model is not the quantized base
+    check(code == 1 and "MPK_ERR_WRONG_BASE" in e and not os.path.exists(o), f"quantized wrong base: {code} {e!r}")
 
 
 def case_quantize(tmp):

@@ -8,6 +8,7 @@
 #include "model/internal.hpp"
 
 #include <modelpack/patch.hpp>
+#include <modelpack/quant.hpp>
 
 #include "testutil.hpp"
 
@@ -493,6 +494,9 @@ struct Craft {
   std::string payload = "pay";
   size_t pay_bytes = 4000;
   bool bad_cid = false;
+  int quant = -1;            // a quantization record on the result tensor: its scheme (-1: none)
+  std::string scale = "s";   // ... and scale tensor name
+  bool bit4 = false;         // the patch file sets incompatible bit 4 (quantized)
 };
 
 std::string cid_of(const std::string &name, uint16_t dtype, const std::vector<uint64_t> &shape, uint64_t xxh3) {
@@ -521,9 +525,12 @@ mpk::Status craft(const TempDir &dir, const Craft &c) {
                     uint64_t x, uint8_t op, uint32_t source, const std::string &payload) {
       auto comp = fb::CreateComponent(b, b.CreateString("weights"), b.CreateString("weights"));
       auto comps = b.CreateVector(std::vector<flatbuffers::Offset<fb::Component>>{comp});
+      flatbuffers::Offset<fb::Quantization> q;
+      if (name == c.rname && c.quant >= 0)
+        q = fb::CreateQuantization(b, fb::QuantScheme(c.quant), 0, 0, b.CreateString(c.scale), fb::DType::F32);
       auto t = fb::CreatePatchTensor(b, b.CreateString(name), fb::DType(dtype), b.CreateVector(shape),
                                      name == c.rname ? c.component : 0, x, 0, fb::PatchOp(op), source,
-                                     payload.empty() ? 0 : b.CreateString(payload));
+                                     payload.empty() ? 0 : b.CreateString(payload), q);
       auto ts = b.CreateVector(std::vector<flatbuffers::Offset<fb::PatchTensor>>{t});
       return fb::CreatePatchSide(b, b.CreateString(cid), 64, 3, comps, 0, ts);
     };
@@ -532,7 +539,7 @@ mpk::Status craft(const TempDir &dir, const Craft &c) {
                    uint8_t(fb::PatchOp::XOR), 0, "pay");
     auto rs = side(rcid, c.rname, c.dtype, c.shape, rx, c.op, c.source, c.payload);
     return fb::CreatePatch(b, c.version, c.incompatible, 1, bs, rs);
-  });
+  }, c.bit4 ? MPK_FEATURE_QUANTIZED : 0);
   REQUIRE_OK(w->commit());
   return mpk::apply_patch(dir / "base.mpk", {dir / "crafted"}, dir / "out.mpk", apply_opts());
 }
@@ -588,4 +595,93 @@ TEST_CASE("hostile patch tables are refused by name, before anything is written"
   c = {};
   c.xxh3 = 12345;  // a consistent table whose result does not come out with that checksum
   refused(c, MPK_ERR_CHECKSUM, "came out with checksum");
+  // Quantization records of a side (format 1.4): rules Q1-Q10 against that side's tensors.
+  c = {};
+  c.quant = int(mpk::QuantScheme::Int8Channel);
+  c.bit4 = true;
+  refused(c, MPK_ERR_BAD_DTYPE, "result tensor 't' is f32 but its quantization scheme int8-channel stores i8");
+  c = {};
+  c.quant = 9;
+  refused(c, MPK_ERR_UNSUPPORTED_FEATURE, "quantization scheme 9");
+  c = {};
+  c.quant = int(mpk::QuantScheme::Cast);
+  refused(c, MPK_ERR_BAD_DTYPE, "says cast");
+  Craft i8;  // an i8 result tensor built from the payload
+  i8.rname = "q";
+  i8.dtype = MPK_DTYPE_I8;
+  i8.shape = {4000};
+  i8.op = uint8_t(mpk::fb::PatchOp::LITERAL);
+  i8.source = 0xFFFFFFFFu;
+  i8.quant = int(mpk::QuantScheme::Int8Channel);
+  refused(i8, MPK_ERR_CORRUPT_HEADER, "does not set incompatible feature bit 4");
+  i8.bit4 = true;
+  refused(i8, MPK_ERR_NOT_FOUND, "names scale tensor 's', which the file does not have");
+  i8.scale = "q";
+  refused(i8, MPK_ERR_CORRUPT_HEADER, "names itself as its scale tensor");
+  i8.scale = "t";  // a tensor of the other side is not this side's
+  refused(i8, MPK_ERR_NOT_FOUND, "names scale tensor 't'");
+}
+
+TEST_CASE("patches of quantized models: int8 (per channel, per group), fp16, bf16, and re-quantization", "[patch]") {
+  for (mpk::Codec layout : {mpk::Codec::None, mpk::Codec::Auto}) {
+    INFO("compressed " << (layout == mpk::Codec::Auto));
+    TempDir dir;
+    Model0 base = base_model(false), ft = base;
+    uint64_t seed = 500;
+    for (auto &[n, v] : ft.w) nudge(v, 2e-4f, seed++);
+    write(dir / "base.mpk", base.spec(), layout);
+    write(dir / "ft.mpk", ft.spec(), layout);
+    for (mpk::QuantTarget target : {mpk::QuantTarget::Int8, mpk::QuantTarget::Int8G32, mpk::QuantTarget::F16,
+                                    mpk::QuantTarget::BF16}) {
+      const std::string tn(mpk::quant_target_name(target));
+      INFO("target " << tn);
+      mpk::QuantizeOptions qo;
+      qo.target = target;
+      qo.writer.fsync = false;
+      qo.writer.compression.codec = layout;
+      qo.writer.compression.chunk_size = 64 * 1024;
+      const std::string bq = dir / ("base." + tn + ".mpk"), fq = dir / ("ft." + tn + ".mpk");
+      REQUIRE(mpk::quantize(dir / "base.mpk", bq, qo).ok());
+      REQUIRE(mpk::quantize(dir / "ft.mpk", fq, qo).ok());
+      const bool int8 = target != mpk::QuantTarget::F16 && target != mpk::QuantTarget::BF16;
+      {
+        auto m = mpk::Model::open(bq);
+        REQUIRE(m.ok());
+        CHECK(bool(m->incompatible_features() & MPK_FEATURE_QUANTIZED) == int8);
+      }
+      // (1) a fine-tune of a quantized model, quantized the same way; (2) re-quantization of one model.
+      for (const auto &[from, to] : {std::pair(bq, fq), std::pair(dir / "base.mpk", bq), std::pair(bq, dir / "base.mpk")}) {
+        INFO(from << " -> " << to);
+        mpk::DiffOptions o = quick();
+        o.two_way = true;
+        mpk::PatchSummary sum;
+        REQUIRE_OK(mpk::diff(from, to, dir / "p", o, &sum));
+        {
+          auto p = mpk::Model::open(dir / "p");
+          REQUIRE(p.ok());
+          CHECK(bool(p->incompatible_features() & MPK_FEATURE_QUANTIZED) == int8);
+        }
+        REQUIRE_OK(mpk::apply_patch(from, {dir / "p"}, dir / "out.mpk", apply_opts()));
+        CHECK(same_file(dir / "out.mpk", to));
+        auto out = mpk::Model::open(dir / "out.mpk");
+        REQUIRE(out.ok());
+        REQUIRE_OK(out->verify(mpk::Verify::Full));
+        auto want = mpk::Model::open(to);
+        REQUIRE(want.ok());
+        CHECK(out->content_id() == want->content_id());
+        for (size_t i = 0; i < want->tensor_count(); ++i) CHECK(out->quant_record(i) == want->quant_record(i));
+        REQUIRE_OK(mpk::apply_patch(to, {dir / "p"}, dir / "back.mpk", apply_opts(true)));
+        CHECK(same_file(dir / "back.mpk", from));
+        if (from == bq) CHECK(sum.subs + sum.xors >= 1);  // the fine-tune: deltas of the quantized bytes
+        // A patch is for its base only: the f32 model is not the quantized one.
+        if (from == bq) {
+          REQUIRE_CODE(mpk::apply_patch(dir / "base.mpk", {dir / "p"}, dir / "wrong.mpk", apply_opts()),
+                       MPK_ERR_WRONG_BASE);
+          CHECK(!fs::exists(dir / "wrong.mpk"));
+        }
+        fs::remove(dir / "out.mpk");
+        fs::remove(dir / "back.mpk");
+      }
+    }
+  }
 }
