@@ -4,8 +4,10 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <dirent.h>
 #include <fcntl.h>
 #include <random>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -128,6 +130,41 @@ AtomicFile &AtomicFile::operator=(AtomicFile &&o) noexcept {
 
 AtomicFile::~AtomicFile() { abort(); }
 
+// Temporary files are named ".<target name>.tmp-<pid>-<tag>" next to the target (a patch chain's
+// intermediate models ".<target name>.tmp-<pid>-chain<k>", whose own temporaries get one more
+// leading dot). A process killed before it renames one leaves it behind; the next write of the
+// same target removes those whose process no longer exists (kill(pid, 0): ESRCH). A pid now used
+// by another process keeps its file until a later run: never removed while it may be in use.
+void AtomicFile::remove_stale_temps(const std::string &target) {
+  const size_t slash = target.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : target.substr(0, slash));
+  const std::string prefix = "." + (slash == std::string::npos ? target : target.substr(slash + 1)) + ".tmp-";
+  DIR *d = ::opendir(dir.c_str());
+  if (!d) return;
+  const int dfd = ::dirfd(d);
+  while (const dirent *e = ::readdir(d)) {
+    std::string_view name = e->d_name;
+    if (name.size() > prefix.size() + 1 && name[0] == '.' && name.substr(1, prefix.size()) == prefix)
+      name.remove_prefix(1);  // a temporary of a chain's intermediate model
+    if (name.substr(0, prefix.size()) != prefix) continue;
+    std::string_view rest = name.substr(prefix.size());
+    long long pid = 0;
+    size_t k = 0;
+    while (k < rest.size() && k < 10 && rest[k] >= '0' && rest[k] <= '9') pid = pid * 10 + (rest[k++] - '0');
+    if (k == 0 || k >= rest.size() || rest[k] != '-' || pid <= 0 || pid > INT32_MAX) continue;
+    if (pid == ::getpid() || ::kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to know)
+    ::unlinkat(dfd, e->d_name, 0);
+  }
+  ::closedir(d);
+}
+
+std::string AtomicFile::temp_name(const std::string &target, const std::string &tag) {
+  const size_t slash = target.rfind('/');
+  const std::string dir = slash == std::string::npos ? std::string() : target.substr(0, slash + 1);
+  const std::string base = slash == std::string::npos ? target : target.substr(slash + 1);
+  return dir + "." + base + ".tmp-" + std::to_string(::getpid()) + "-" + tag;
+}
+
 Result<AtomicFile> AtomicFile::create(const std::string &target) {
   if (target.empty()) return fail(MPK_ERR_INVALID_ARGUMENT, "empty output path");
   size_t slash = target.rfind('/');
@@ -137,12 +174,13 @@ Result<AtomicFile> AtomicFile::create(const std::string &target) {
   struct stat st;
   if (::stat(target.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
     return fail(MPK_ERR_IO, "output path ", quote(target), " is a directory");
+  remove_stale_temps(target);
   std::random_device rd;
   std::mt19937_64 rng((uint64_t(rd()) << 32) ^ rd() ^ uint64_t(::getpid()));
   for (int attempt = 0; attempt < 100; ++attempt) {
-    char suffix[32];
-    std::snprintf(suffix, sizeof suffix, ".tmp-%012llx", static_cast<unsigned long long>(rng() & 0xffffffffffffULL));
-    std::string tmp = (slash == std::string::npos ? std::string() : dir) + "." + base + suffix;
+    char tag[16];
+    std::snprintf(tag, sizeof tag, "%012llx", static_cast<unsigned long long>(rng() & 0xffffffffffffULL));
+    std::string tmp = temp_name(target, tag);
     // 0666 & ~umask, like any file the user creates.
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0) {

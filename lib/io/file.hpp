@@ -87,6 +87,11 @@ class AtomicFile {
   Status publish();
   void abort();
   const std::string &temp_path() const { return tmp_; }
+  // Removes the temporary files that killed processes left for `target` (create() calls it).
+  static void remove_stale_temps(const std::string &target);
+  // The name of an intermediate file for `target` that remove_stale_temps() knows: next to it,
+  // ".<target name>.tmp-<pid>-<tag>".
+  static std::string temp_name(const std::string &target, const std::string &tag);
   const std::string &target_path() const { return target_; }
 
  private:

@@ -1068,13 +1068,14 @@ Status apply_patch(const std::string &base, const std::vector<std::string> &patc
       return fail(MPK_ERR_WRONG_BASE, quote(patches[at(0)]), o.reverse ? " rolls back from " : " applies to ", wants,
                   "; ", quote(base), " is ", m->content_id());
   }
+  detail::AtomicFile::remove_stale_temps(out);  // a killed chain's intermediate models, before we add ours
   std::string in = base;
   std::vector<std::string> temps;
   Status st;
   for (size_t k = 0; k < n && st.ok(); ++k) {
     std::string dst = out;
     if (k + 1 < n) {
-      dst = out + ".chain" + std::to_string(k) + "-" + std::to_string(::getpid()) + ".tmp";
+      dst = detail::AtomicFile::temp_name(out, "chain" + std::to_string(k));  // removed below, or as stale
       temps.push_back(dst);
     }
     st = apply_one(in, chain[at(k)], patches[at(k)], o.reverse, dst, o);

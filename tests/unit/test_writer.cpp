@@ -2,6 +2,10 @@
 #include "testutil.hpp"
 
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
 
 using namespace testutil;
 
@@ -209,4 +213,36 @@ TEST_CASE("the progress hook reports growing byte counts up to the data written"
   CHECK(seen.back() + (4u << 20) >= big.size());  // at most one 4 MiB buffer pending
   REQUIRE_OK(w->commit());
   CHECK(seen.back() >= (10u << 20));  // the header write at commit reports too
+}
+
+TEST_CASE("temporary files that a killed writer left behind are removed by the next write of that target",
+          "[writer][crash]") {
+  TempDir dir;
+  const pid_t dead = ::fork();  // a pid whose process has exited (and been reaped)
+  if (dead == 0) ::_exit(0);
+  REQUIRE(dead > 0);
+  int status = 0;
+  REQUIRE(::waitpid(dead, &status, 0) == dead);
+  const std::string d = std::to_string(dead), me = std::to_string(::getpid());
+  auto touch = [&](const std::string &name) { std::ofstream(dir / name) << "partial"; };
+  const std::vector<std::string> stale = {".m.mpk.tmp-" + d + "-0123456789ab",         // a killed writer's
+                                          ".m.mpk.tmp-" + d + "-chain0",               // a chain's model
+                                          "..m.mpk.tmp-" + d + "-chain1.tmp-" + d + "-ff"};  // ... being written
+  const std::vector<std::string> kept = {".m.mpk.tmp-1-0123456789ab",          // pid 1 is alive
+                                         ".m.mpk.tmp-" + me + "-0123456789ab",  // this process's own
+                                         ".n.mpk.tmp-" + d + "-0123456789ab",   // another target's
+                                         ".m.mpk.tmp-" + d,                     // not our pattern
+                                         ".m.mpk.tmp-x" + d + "-1",
+                                         "m.mpk.tmp-" + d + "-1"};
+  for (const auto &n : stale) touch(n);
+  for (const auto &n : kept) touch(n);
+  auto w = mpk::Writer::create(dir / "m.mpk");
+  REQUIRE(w.ok());
+  for (const auto &n : stale) CHECK(!fs::exists(dir / n));
+  for (const auto &n : kept) CHECK(fs::exists(dir / n));
+  uint64_t s4[] = {4};
+  REQUIRE_OK(w->add_tensor("a", MPK_DTYPE_F32, s4, random_bytes(16, 1)));
+  REQUIRE_OK(w->commit());
+  // What is left: the model and the files that were not stale.
+  CHECK(dir.entries().size() == kept.size() + 1);
 }
