@@ -1,0 +1,18 @@
+/* Header test: runtime.h (the C ABI of libmodelpack_runtime) must compile on its own, first, as C99
+ * and as C++ with -Wall -Wextra -pedantic -Werror; the *_INIT macros are expanded so that
+ * -Wmissing-field-initializers catches a field added to a struct but not to its macro. */
+#include <modelpack/runtime.h>
+#include <modelpack/runtime.h> /* include guard */
+
+int header_runtime_test_use(void);
+
+int header_runtime_test_use(void) {
+  mpk_runtime_options options = MPK_RUNTIME_OPTIONS_INIT;
+  mpk_run_options run = MPK_RUN_OPTIONS_INIT;
+  mpk_runtime_stats stats = MPK_RUNTIME_STATS_INIT;
+  mpk_runtime *rt = NULL;
+  const mpk_model *model = NULL;
+  (void)model;
+  (void)rt;
+  return (int)(options.struct_size + run.struct_size + stats.struct_size);
+}
