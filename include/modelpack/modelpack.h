@@ -94,7 +94,7 @@ extern "C" {
 #define MPK_ABI_VERSION 0
 /* The container format this library writes (and the newest it reads). */
 #define MPK_FORMAT_MAJOR 1
-#define MPK_FORMAT_MINOR 4
+#define MPK_FORMAT_MINOR 5
 
 /* Feature bits (docs/FORMAT.md 4.2, 15.4). Incompatible: a reader without the feature refuses the
  * file. Set by the writer itself. */
@@ -102,6 +102,8 @@ extern "C" {
 #define MPK_FEATURE_EXTENDED_DTYPES (UINT64_C(1) << 1) /* dtypes 14.. (f8, f6, f4, c64, q4_0, ...) */
 #define MPK_FEATURE_PATCH (UINT64_C(1) << 3) /* a delta patch: the tensors are payloads (format 1.3) */
 #define MPK_FEATURE_QUANTIZED (UINT64_C(1) << 4) /* int8 tensors with scale tensors (format 1.4) */
+/* Compatible feature bits: a reader without the feature may ignore it. */
+#define MPK_COMPAT_FEATURE_GRAPH (UINT64_C(1) << 0) /* a component of kind "graph" holds a graph (format 1.5) */
 /* Largest decoded chunk of a compressed tensor (FORMAT.md 7.9, rule K2). */
 #define MPK_MAX_CHUNK_BYTES (UINT64_C(1) << 26)
 

@@ -18,7 +18,7 @@ inline constexpr uint16_t kFormatMinor = MPK_FORMAT_MINOR;
 // Feature bits this reader understands (registry in docs/FORMAT.md 15.4).
 inline constexpr uint64_t kKnownIncompatible =
     MPK_FEATURE_EXTENDED_DTYPES | MPK_FEATURE_COMPRESSED_TENSORS | MPK_FEATURE_PATCH | MPK_FEATURE_QUANTIZED;
-inline constexpr uint64_t kKnownCompatible = 0;
+inline constexpr uint64_t kKnownCompatible = MPK_COMPAT_FEATURE_GRAPH;
 
 struct Preamble {
   uint16_t major = kFormatMajor;

@@ -574,6 +574,13 @@ Status WriterImpl::commit() {
   if (int8)
     feature_names.push_back(
         fb::CreateFeatureName(b, 4, true, b.CreateString("quantized (int8 tensors: value = q x scale tensor)")));
+  // Compatible bit 0: a graph component (FORMAT.md 7.12); readers that only load weights ignore it.
+  uint64_t compatible = 0;
+  for (const ComponentRec &c : w.components)
+    if (c.kind == "graph") compatible |= MPK_COMPAT_FEATURE_GRAPH;
+  if (compatible & MPK_COMPAT_FEATURE_GRAPH)
+    feature_names.push_back(
+        fb::CreateFeatureName(b, 0, false, b.CreateString("graph (a computation graph in a component of kind graph)")));
   fbs::Offset<fb::Patch> patch;
   if (w.patch) {
     incompatible |= MPK_FEATURE_PATCH;
@@ -601,6 +608,7 @@ Status WriterImpl::commit() {
   if (Status s = w.io(w.pad_to(8)); !s) return s;
   Preamble p;
   p.incompatible = incompatible;
+  p.compatible = compatible;
   p.data_offset = w.data_offset;
   p.data_size = data_end - w.data_offset;
   p.header_offset = w.pos();

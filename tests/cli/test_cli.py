@@ -693,6 +693,49 @@ def case_patch(tmp):
     check(code == 1 and "MPK_ERR_WRONG_BASE" in e and not os.path.exists(o), f"quantized wrong base: {code} {e!r}")
 
 
+def case_run(tmp):
+    """mpk run --arch mlp: logits equal NumPy's forward pass (f32), int8 weights close to it, --output
+    writes them, --profile lists every node; no graph, a bad input dtype or architecture: an error
+    and no output file."""
+    rng = np.random.default_rng(3)
+    w1, b1 = rng.standard_normal((16, 8)).astype(np.float32), rng.standard_normal(16).astype(np.float32)
+    w2, b2 = rng.standard_normal((3, 16)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    d = os.path.join(tmp, "m")
+    write_tree(d, {"fc1/weight": w1, "fc1/bias": b1, "fc2/weight": w2, "fc2/bias": b2})
+    model, qmodel = os.path.join(tmp, "m.mpk"), os.path.join(tmp, "q.mpk")
+    run("pack", d, "-o", model, "--no-fsync", expect=0)
+    x = rng.standard_normal((5, 8)).astype(np.float32)
+    xp, yp = os.path.join(tmp, "x.npy"), os.path.join(tmp, "y.npy")
+    np.save(xp, x)
+    want = np.maximum(x.astype(np.float64) @ w1.T + b1, 0) @ w2.T + b2
+    _, out, _ = run("run", model, "--arch", "mlp", "--input", xp, "-o", yp, "--profile", "--no-fsync", expect=0)
+    got = np.load(yp)
+    check(got.shape == (5, 3) and got.dtype == np.float32, f"run output {got.shape} {got.dtype}")
+    check(np.allclose(got, want, rtol=1e-5, atol=1e-5), f"f32 logits differ: {np.abs(got - want).max()}")
+    check("fc1:relu" in out and "profile (3 nodes)" in out, f"profile: {out!r}")
+    run("quantize", model, qmodel, "--to", "int8", "-q", "--no-fsync", expect=0)
+    run("run", qmodel, "--arch", "mlp", "--input", xp, "-o", yp, "-q", "--no-fsync", expect=0)
+    got = np.load(yp)
+    err = np.abs(got - want).max() / np.abs(want).max()
+    check(err < 0.05, f"int8 logits too far from f32: {err}")
+    cfg = os.path.join(tmp, "c.json")
+    open(cfg, "w").write('{"layers": ["fc1", "fc2"], "activation": "tanh"}')
+    run("run", model, "--arch", "mlp", "--config", cfg, "--input", xp, "-o", yp, "-q", "--no-fsync", expect=0)
+    check(np.allclose(np.load(yp), np.tanh(x @ w1.T + b1) @ w2.T + b2, rtol=1e-5, atol=1e-5), "tanh config ignored")
+    os.remove(yp)
+    code, _, e = run("run", model, "--input", xp, "-o", yp)
+    check(code == 1 and "has no graph" in e and not os.path.exists(yp), f"no graph: {code} {e!r}")
+    ip = os.path.join(tmp, "i.npy")
+    np.save(ip, np.arange(8, dtype=np.int16).reshape(1, 8))
+    code, _, e = run("run", model, "--arch", "mlp", "--input", ip, "-o", yp)
+    check(code != 0 and "MPK_ERR_BAD_DTYPE" in e and not os.path.exists(yp), f"int16 input: {code} {e!r}")
+    np.save(ip, np.ones((2, 7), dtype=np.float32))
+    code, _, e = run("run", model, "--arch", "mlp", "--input", ip, "-o", yp)
+    check(code != 0 and "MPK_ERR_BAD_SHAPE" in e and not os.path.exists(yp), f"bad shape: {code} {e!r}")
+    code, _, e = run("run", model, "--arch", "gpt9", "--input", xp, "-o", yp)
+    check(code != 0 and "unknown architecture" in e and not os.path.exists(yp), f"bad arch: {code} {e!r}")
+
+
 def case_quantize(tmp):
     """mpk quantize: int8 per channel / per group and fp16 / bf16, checked against numpy; the report
     printed and stored; defaults skip 1-D tensors and embeddings; bad options and NaN input write

@@ -497,6 +497,8 @@ struct Craft {
   int quant = -1;            // a quantization record on the result tensor: its scheme (-1: none)
   std::string scale = "s";   // ... and scale tensor name
   bool bit4 = false;         // the patch file sets incompatible bit 4 (quantized)
+  uint8_t base_op = uint8_t(mpk::fb::PatchOp::XOR);  // how the base side's "t" is rebuilt
+  uint32_t base_source = 0;
 };
 
 std::string cid_of(const std::string &name, uint16_t dtype, const std::vector<uint64_t> &shape, uint64_t xxh3) {
@@ -522,11 +524,11 @@ mpk::Status craft(const TempDir &dir, const Craft &c) {
   namespace fb = mpk::fb;
   mpk::detail::WriterAccess::set_patch(*w, [&](flatbuffers::FlatBufferBuilder &b) {
     auto side = [&](const std::string &cid, const std::string &name, uint16_t dtype, const std::vector<uint64_t> &shape,
-                    uint64_t x, uint8_t op, uint32_t source, const std::string &payload) {
+                    uint64_t x, uint8_t op, uint32_t source, const std::string &payload, bool result) {
       auto comp = fb::CreateComponent(b, b.CreateString("weights"), b.CreateString("weights"));
       auto comps = b.CreateVector(std::vector<flatbuffers::Offset<fb::Component>>{comp});
       flatbuffers::Offset<fb::Quantization> q;
-      if (name == c.rname && c.quant >= 0)
+      if (result && c.quant >= 0)
         q = fb::CreateQuantization(b, fb::QuantScheme(c.quant), 0, 0, b.CreateString(c.scale), fb::DType::F32);
       auto t = fb::CreatePatchTensor(b, b.CreateString(name), fb::DType(dtype), b.CreateVector(shape),
                                      name == c.rname ? c.component : 0, x, 0, fb::PatchOp(op), source,
@@ -535,9 +537,9 @@ mpk::Status craft(const TempDir &dir, const Craft &c) {
       return fb::CreatePatchSide(b, b.CreateString(cid), 64, 3, comps, 0, ts);
     };
     const std::string rcid = c.bad_cid ? cid_of("other", MPK_DTYPE_F32, {1}, 1) : cid_of(c.rname, c.dtype, c.shape, rx);
-    auto bs = side(cid_of("t", MPK_DTYPE_F32, {1000}, bx), "t", MPK_DTYPE_F32, {1000}, bx,
-                   uint8_t(fb::PatchOp::XOR), 0, "pay");
-    auto rs = side(rcid, c.rname, c.dtype, c.shape, rx, c.op, c.source, c.payload);
+    auto bs = side(cid_of("t", MPK_DTYPE_F32, {1000}, bx), "t", MPK_DTYPE_F32, {1000}, bx, c.base_op, c.base_source,
+                   "pay", false);
+    auto rs = side(rcid, c.rname, c.dtype, c.shape, rx, c.op, c.source, c.payload, true);
     return fb::CreatePatch(b, c.version, c.incompatible, 1, bs, rs);
   }, c.bit4 ? MPK_FEATURE_QUANTIZED : 0);
   REQUIRE_OK(w->commit());
@@ -612,6 +614,8 @@ TEST_CASE("hostile patch tables are refused by name, before anything is written"
   i8.shape = {4000};
   i8.op = uint8_t(mpk::fb::PatchOp::LITERAL);
   i8.source = 0xFFFFFFFFu;
+  i8.base_op = uint8_t(mpk::fb::PatchOp::LITERAL);  // the base's "t" from the payload too
+  i8.base_source = 0xFFFFFFFFu;
   i8.quant = int(mpk::QuantScheme::Int8Channel);
   refused(i8, MPK_ERR_CORRUPT_HEADER, "does not set incompatible feature bit 4");
   i8.bit4 = true;
@@ -672,9 +676,8 @@ TEST_CASE("patches of quantized models: int8 (per channel, per group), fp16, bf1
         for (size_t i = 0; i < want->tensor_count(); ++i) CHECK(out->quant_record(i) == want->quant_record(i));
         REQUIRE_OK(mpk::apply_patch(to, {dir / "p"}, dir / "back.mpk", apply_opts(true)));
         CHECK(same_file(dir / "back.mpk", from));
-        if (from == bq) CHECK(sum.subs + sum.xors >= 1);  // the fine-tune: deltas of the quantized bytes
-        // A patch is for its base only: the f32 model is not the quantized one.
-        if (from == bq) {
+        if (to == fq) {  // the fine-tune: deltas of the quantized bytes; and it is for its base only
+          CHECK(sum.subs + sum.xors >= 1);
           REQUIRE_CODE(mpk::apply_patch(dir / "base.mpk", {dir / "p"}, dir / "wrong.mpk", apply_opts()),
                        MPK_ERR_WRONG_BASE);
           CHECK(!fs::exists(dir / "wrong.mpk"));

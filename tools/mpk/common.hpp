@@ -113,6 +113,13 @@ struct QuantizeArgs {
   bool no_fsync = false;
 };
 
+struct RunArgs {
+  std::string model, input, input_name, output, arch, config;
+  unsigned threads = 0;
+  bool profile = false, quiet = false, no_fsync = false;
+};
+
+int run_run(const RunArgs &args);
 int run_quantize(const QuantizeArgs &args);
 int run_compress(const CompressArgs &args);
 int run_diff(const DiffArgs &args);

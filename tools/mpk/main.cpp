@@ -240,6 +240,22 @@ int run(int argc, char **argv) {
   c_quantize->add_option("--threads", quantize.threads, "threads (0 = one per core)")->check(CLI::Range(0u, 1024u));
   c_quantize->add_flag("-q,--quiet", quantize.quiet, "print the summary only, not the per-tensor report");
   c_quantize->add_flag("--no-fsync", quantize.no_fsync, "do not sync before the final rename");
+  RunArgs runa;
+  CLI::App *c_run = app.add_subcommand(
+      "run", "Run a model on a NumPy array: its graph (a component of kind graph, FORMAT.md 7.12), or one built "
+             "from its tensors by an architecture template (--arch mlp). Weights run in the dtype they are stored "
+             "in (f32, bf16, f16, int8) through the runtime's kernels. Prints the output's first rows, or writes "
+             "it with --output.");
+  c_run->add_option("MODEL", runa.model, "the .mpk model")->required();
+  c_run->add_option("--input", runa.input, "the input array (.npy: f32/f64, or i64/i32 for token ids)")->required();
+  c_run->add_option("--input-name", runa.input_name, "the graph input it feeds (default: the only one)");
+  c_run->add_option("-o,--output", runa.output, "write the first output here (.npy)");
+  c_run->add_option("--arch", runa.arch, "build the graph with this template instead of the model's (mlp)");
+  c_run->add_option("--config", runa.config, "the template's config (JSON; mlp: {\"layers\": [...], \"activation\": ...})");
+  c_run->add_option("--threads", runa.threads, "kernel threads (0 = OpenMP's default)")->check(CLI::Range(0u, 4096u));
+  c_run->add_flag("--profile", runa.profile, "print the time of every node");
+  c_run->add_flag("-q,--quiet", runa.quiet, "print nothing but errors (and the profile)");
+  c_run->add_flag("--no-fsync", runa.no_fsync, "do not sync the output before its rename");
   PatchArgs patch;
   CLI::App *c_patch = app.add_subcommand(
       "patch", "Apply one patch, or a chain v1->v2->v3 in order, to BASE and write the result; every tensor is "
@@ -269,6 +285,7 @@ int run(int argc, char **argv) {
   if (*c_extract) return run_extract(extract);
   if (*c_convert) return run_convert(convert);
   if (*c_quantize) return run_quantize(quantize);
+  if (*c_run) return run_run(runa);
   if (*c_compress) return run_compress(compress);
   if (*c_decompress) return run_compress(decompress);
   if (*c_diff) return run_diff(diff);

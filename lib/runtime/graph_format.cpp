@@ -1,0 +1,325 @@
+// graph_format.cpp - the stored graph (FORMAT.md 7.12): serialize_graph, parse_graph, add_graph,
+// read_graph, and the mlp template.
+#include "common.hpp"
+#include "graph_internal.hpp"
+#include "graph_generated.h"
+
+#include <modelpack/graph.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <regex>
+
+namespace mpk::rt {
+
+using mpk::detail::fail;
+using detail::quote;  // graph_internal.hpp
+namespace fbs = flatbuffers;
+
+namespace {
+
+constexpr uint16_t kGraphVersion = 1;
+constexpr std::string_view kGraphTensor = "graph";
+constexpr std::string_view kGraphKind = "graph";
+
+std::string_view sv(const fbs::String *s) { return s ? std::string_view(s->data(), s->size()) : std::string_view(); }
+
+Status check_name(std::string_view what, std::string_view name) {
+  if (!detail::graph_name_ok(name))
+    return fail(MPK_ERR_CORRUPT_DATA, "graph: ", what, " has an invalid name");
+  return {};
+}
+
+}  // namespace
+
+Result<std::vector<std::byte>> serialize_graph(const GraphDef &def) {
+  try {
+    fbs::FlatBufferBuilder b(4096);
+    auto values = [&](const std::vector<GraphValue> &vs) {
+      std::vector<fbs::Offset<fbg::Value>> out;
+      for (const GraphValue &v : vs)
+        out.push_back(fbg::CreateValue(b, b.CreateString(v.name), uint16_t(v.dtype), b.CreateVector(v.shape)));
+      return b.CreateVector(out);
+    };
+    auto inputs = values(def.inputs);
+    auto outputs = values(def.outputs);
+    std::vector<fbs::Offset<fbg::Node>> nodes;
+    for (const GraphNode &n : def.nodes) {
+      std::vector<fbs::Offset<fbs::String>> ins, outs;
+      for (const std::string &s : n.inputs) ins.push_back(b.CreateString(s));
+      for (const std::string &s : n.outputs) outs.push_back(b.CreateString(s));
+      std::vector<fbs::Offset<fbg::Attr>> attrs;
+      for (const auto &[name, v] : n.attrs) {  // std::map: sorted by name, byte-wise
+        auto nm = b.CreateString(name);
+        if (const auto *i = std::get_if<int64_t>(&v)) {
+          attrs.push_back(fbg::CreateAttr(b, nm, fbg::AttrType::INT, *i));
+        } else if (const auto *f = std::get_if<double>(&v)) {
+          attrs.push_back(fbg::CreateAttr(b, nm, fbg::AttrType::FLOAT, 0, *f));
+        } else if (const auto *s = std::get_if<std::string>(&v)) {
+          attrs.push_back(fbg::CreateAttr(b, nm, fbg::AttrType::STRING, 0, 0, b.CreateString(*s)));
+        } else if (const auto *is = std::get_if<std::vector<int64_t>>(&v)) {
+          attrs.push_back(fbg::CreateAttr(b, nm, fbg::AttrType::INTS, 0, 0, 0, b.CreateVector(*is)));
+        } else {
+          const auto &fs = std::get<std::vector<double>>(v);
+          attrs.push_back(fbg::CreateAttr(b, nm, fbg::AttrType::FLOATS, 0, 0, 0, 0, b.CreateVector(fs)));
+        }
+      }
+      nodes.push_back(fbg::CreateNode(b, b.CreateString(n.op), n.name.empty() ? 0 : b.CreateString(n.name),
+                                      b.CreateVector(ins), b.CreateVector(outs), b.CreateVector(attrs)));
+    }
+    auto nodes_vec = b.CreateVector(nodes);
+    fbg::GraphBuilder gb(b);
+    gb.add_version(kGraphVersion);
+    gb.add_inputs(inputs);
+    gb.add_outputs(outputs);
+    gb.add_nodes(nodes_vec);
+    b.Finish(gb.Finish(), fbg::GraphIdentifier());
+    std::vector<std::byte> out(b.GetSize());
+    std::memcpy(out.data(), b.GetBufferPointer(), out.size());
+    // What we write must read back: the same checks as for a stored graph.
+    if (auto back = parse_graph(out); !back) return back.status();
+    return out;
+  } catch (const std::bad_alloc &) {
+    return fail(MPK_ERR_NO_MEMORY, "out of memory serializing a graph");
+  }
+}
+
+Result<GraphDef> parse_graph(std::span<const std::byte> bytes) {
+  const auto *p = reinterpret_cast<const uint8_t *>(bytes.data());
+  if (bytes.size() < 8 || !fbs::BufferHasIdentifier(p, fbg::GraphIdentifier()))
+    return fail(MPK_ERR_CORRUPT_DATA, "graph: not a modelpack graph (no \"MPKG\" identifier)");
+  if (bytes.size() > (uint64_t(1) << 31) - 1) return fail(MPK_ERR_LIMIT, "graph: larger than 2 GiB");
+  // The FlatBuffers verifier bounds every offset, string and vector; depth and table counts are
+  // bounded so that a hostile graph cannot make verification slow.
+  fbs::Verifier v(p, bytes.size(), /*max_depth=*/16, /*max_tables=*/1u << 22);
+  if (!fbg::VerifyGraphBuffer(v)) return fail(MPK_ERR_CORRUPT_DATA, "graph: the FlatBuffers encoding is invalid");
+  const fbg::Graph *g = fbg::GetGraph(p);
+  if (g->version() != kGraphVersion)
+    return fail(MPK_ERR_UNSUPPORTED_VERSION, "graph version ", g->version(), " (this library runs version 1)");
+  if (g->incompatible())
+    return fail(MPK_ERR_UNSUPPORTED_FEATURE, "the graph needs feature bits ", mpk::detail::Hex{g->incompatible()},
+                " that this library does not know");
+  try {
+    GraphDef def;
+    auto values = [&](const fbs::Vector<fbs::Offset<fbg::Value>> *vs, std::vector<GraphValue> &out,
+                      const char *what) -> Status {
+      for (uint32_t i = 0; vs && i < vs->size(); ++i) {
+        const fbg::Value *x = vs->Get(i);
+        GraphValue gv;
+        gv.name = std::string(sv(x->name()));
+        if (Status s = check_name(what, gv.name); !s) return s;
+        if (x->dtype() != MPK_DTYPE_F32 && x->dtype() != MPK_DTYPE_I64)
+          return fail(MPK_ERR_BAD_DTYPE, "graph: ", what, " ", quote(gv.name), " has dtype ", x->dtype(),
+                      " (f32 or i64)");
+        gv.dtype = DType(x->dtype());
+        if (x->shape()) {
+          if (x->shape()->size() > MPK_MAX_RANK)
+            return fail(MPK_ERR_BAD_SHAPE, "graph: ", what, " ", quote(gv.name), " has rank over ", MPK_MAX_RANK);
+          for (int64_t d : *x->shape()) {
+            if (d < -1) return fail(MPK_ERR_BAD_SHAPE, "graph: ", what, " ", quote(gv.name), " has dimension ", d);
+            gv.shape.push_back(d);
+          }
+        }
+        out.push_back(std::move(gv));
+      }
+      return {};
+    };
+    if (Status s = values(g->inputs(), def.inputs, "input"); !s) return s;
+    if (Status s = values(g->outputs(), def.outputs, "output"); !s) return s;
+    for (uint32_t k = 0; g->nodes() && k < g->nodes()->size(); ++k) {
+      const fbg::Node *n = g->nodes()->Get(k);
+      GraphNode gn;
+      gn.op = std::string(sv(n->op()));
+      gn.name = n->name() ? std::string(sv(n->name())) : "#" + std::to_string(k);
+      if (gn.op.empty() || gn.op.size() > 64) return fail(MPK_ERR_CORRUPT_DATA, "graph: node ", k, " has no op name");
+      for (uint32_t i = 0; n->inputs() && i < n->inputs()->size(); ++i) {
+        gn.inputs.emplace_back(sv(n->inputs()->Get(i)));
+        if (Status s = check_name("an input of node " + quote(gn.name), gn.inputs.back()); !s) return s;
+      }
+      for (uint32_t i = 0; n->outputs() && i < n->outputs()->size(); ++i) {
+        gn.outputs.emplace_back(sv(n->outputs()->Get(i)));
+        if (Status s = check_name("an output of node " + quote(gn.name), gn.outputs.back()); !s) return s;
+      }
+      std::string_view last;
+      for (uint32_t i = 0; n->attrs() && i < n->attrs()->size(); ++i) {
+        const fbg::Attr *a = n->attrs()->Get(i);
+        const std::string_view an = sv(a->name());
+        if (Status s = check_name("an attribute of node " + quote(gn.name), an); !s) return s;
+        if (i > 0 && !(last < an))
+          return fail(MPK_ERR_CORRUPT_DATA, "graph: node ", quote(gn.name), ": attributes not sorted or not unique at ",
+                      quote(an));
+        last = an;
+        AttrValue val;
+        switch (a->type()) {
+          case fbg::AttrType::INT: val = int64_t(a->i()); break;
+          case fbg::AttrType::FLOAT: val = a->f(); break;
+          case fbg::AttrType::STRING:
+            if (!a->s()) return fail(MPK_ERR_CORRUPT_DATA, "graph: node ", quote(gn.name), ": attribute ", quote(an), " has no string");
+            val = std::string(sv(a->s()));
+            break;
+          case fbg::AttrType::INTS:
+            val = a->ints() ? std::vector<int64_t>(a->ints()->begin(), a->ints()->end()) : std::vector<int64_t>();
+            break;
+          case fbg::AttrType::FLOATS:
+            val = a->floats() ? std::vector<double>(a->floats()->begin(), a->floats()->end()) : std::vector<double>();
+            break;
+          default:
+            return fail(MPK_ERR_CORRUPT_DATA, "graph: node ", quote(gn.name), ": attribute ", quote(an), " has type ",
+                        unsigned(a->type()));
+        }
+        gn.attrs.emplace(std::string(an), std::move(val));
+      }
+      def.nodes.push_back(std::move(gn));
+    }
+    return def;
+  } catch (const std::bad_alloc &) {
+    return fail(MPK_ERR_NO_MEMORY, "out of memory reading a graph");
+  }
+}
+
+Status add_graph(Writer &writer, const GraphDef &def, std::string_view component) {
+  auto bytes = serialize_graph(def);
+  if (!bytes) return bytes.status();
+  if (Status s = writer.add_component(component, kGraphKind); !s) return s;
+  const uint64_t shape[] = {bytes->size()};
+  return writer.add_tensor(kGraphTensor, MPK_DTYPE_U8, shape, *bytes, component);
+}
+
+namespace {
+std::optional<size_t> graph_tensor(const Model &model) {
+  auto i = model.find(kGraphTensor);
+  if (!i) return std::nullopt;
+  const TensorInfo t = model.info(*i);
+  if (t.dtype != MPK_DTYPE_U8 || t.shape.size() != 1) return std::nullopt;
+  if (model.component(t.component).kind != kGraphKind) return std::nullopt;
+  return *i;
+}
+}  // namespace
+
+bool has_graph(const Model &model) { return graph_tensor(model).has_value(); }
+
+Result<GraphDef> read_graph(const Model &model) {
+  auto i = graph_tensor(model);
+  if (!i) return fail(MPK_ERR_NOT_FOUND, "the model has no graph (a u8 tensor \"graph\" in a component of kind \"graph\")");
+  const TensorInfo t = model.info(*i);
+  if (t.nbytes > (uint64_t(1) << 31) - 1) return fail(MPK_ERR_LIMIT, "graph: larger than 2 GiB");
+  if (Status s = model.verify_tensor(*i); !s) return s;  // small: read twice rather than trust it
+  std::vector<std::byte> bytes(size_t(t.nbytes));
+  if (Status s = model.read(*i, bytes); !s) return s;
+  return parse_graph(bytes);
+}
+
+// ---- mlp template -------------------------------------------------------------------------------
+
+namespace {
+// "layer10" after "layer9": digits compared as numbers.
+bool natural_less(std::string_view a, std::string_view b) {
+  size_t i = 0, j = 0;
+  while (i < a.size() && j < b.size()) {
+    if (std::isdigit(uint8_t(a[i])) && std::isdigit(uint8_t(b[j]))) {
+      size_t i2 = i, j2 = j;
+      while (i2 < a.size() && std::isdigit(uint8_t(a[i2]))) ++i2;
+      while (j2 < b.size() && std::isdigit(uint8_t(b[j2]))) ++j2;
+      const std::string_view x = a.substr(i, i2 - i), y = b.substr(j, j2 - j);
+      const auto xs = x.find_first_not_of('0'), ys = y.find_first_not_of('0');
+      const std::string_view xn = xs == x.npos ? "" : x.substr(xs), yn = ys == y.npos ? "" : y.substr(ys);
+      if (xn.size() != yn.size()) return xn.size() < yn.size();
+      if (xn != yn) return xn < yn;
+      i = i2;
+      j = j2;
+    } else {
+      if (a[i] != b[j]) return uint8_t(a[i]) < uint8_t(b[j]);
+      ++i;
+      ++j;
+    }
+  }
+  return a.size() - i < b.size() - j;
+}
+
+std::optional<std::string> find_param(const Model &m, const std::string &layer, const char *what) {
+  for (const char *sep : {".", "/"}) {
+    std::string n = layer + sep + what;
+    if (m.find(n)) return n;
+  }
+  return std::nullopt;
+}
+}  // namespace
+
+Result<MlpConfig> mlp_config_from_json(std::string_view text) {
+  MlpConfig c;
+  try {
+    const auto j = nlohmann::json::parse(text);
+    if (!j.is_object()) return fail(MPK_ERR_INVALID_ARGUMENT, "mlp config: not a JSON object");
+    if (j.contains("layers")) {
+      if (!j["layers"].is_array()) return fail(MPK_ERR_INVALID_ARGUMENT, "mlp config: \"layers\" is not an array");
+      for (const auto &l : j["layers"]) {
+        if (!l.is_string()) return fail(MPK_ERR_INVALID_ARGUMENT, "mlp config: a layer name is not a string");
+        c.layers.push_back(l.get<std::string>());
+      }
+    }
+    if (j.contains("activation")) {
+      if (!j["activation"].is_string()) return fail(MPK_ERR_INVALID_ARGUMENT, "mlp config: \"activation\" is not a string");
+      c.activation = j["activation"].get<std::string>();
+    }
+  } catch (const nlohmann::json::exception &e) {
+    return fail(MPK_ERR_INVALID_ARGUMENT, "mlp config: ", e.what());
+  }
+  return c;
+}
+
+Result<GraphDef> mlp_graph(const Model &m, const MlpConfig &c) {
+  static const std::map<std::string, std::pair<std::string, std::string>> acts = {
+      {"relu", {"relu", ""}}, {"gelu", {"gelu", "none"}}, {"gelu_tanh", {"gelu", "tanh"}},
+      {"silu", {"silu", ""}}, {"tanh", {"tanh", ""}}};
+  auto act = acts.find(c.activation);
+  if (act == acts.end())
+    return fail(MPK_ERR_INVALID_ARGUMENT, "mlp: unknown activation ", quote(c.activation),
+                " (relu, gelu, gelu_tanh, silu, tanh)");
+  std::vector<std::string> layers = c.layers;
+  if (layers.empty()) {
+    static const std::regex weight_re(R"(^(.+)[./]weight$)");
+    for (size_t i = 0; i < m.tensor_count(); ++i) {
+      const TensorInfo t = m.info(i);
+      std::cmatch mm;
+      const std::string name(t.name);
+      if (t.shape.size() == 2 && std::regex_match(name.c_str(), mm, weight_re)) layers.push_back(mm[1].str());
+    }
+    std::sort(layers.begin(), layers.end(), [](const std::string &a, const std::string &b) { return natural_less(a, b); });
+  }
+  if (layers.empty()) return fail(MPK_ERR_NOT_FOUND, "mlp: the model has no 2-D \"<layer>.weight\" tensors");
+  GraphDef g;
+  std::string x = "x";
+  int64_t in = -1;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    auto w = find_param(m, layers[l], "weight");
+    if (!w) return fail(MPK_ERR_NOT_FOUND, "mlp: layer ", quote(layers[l]), " has no weight tensor");
+    const TensorInfo wt = m.info(*m.find(*w));
+    if (wt.shape.size() != 2) return fail(MPK_ERR_BAD_SHAPE, "mlp: ", quote(*w), " is not 2-D");
+    if (l == 0) in = int64_t(wt.shape[1]);
+    GraphNode n;
+    n.op = "linear";
+    n.name = layers[l];
+    n.inputs = {x, *w};
+    if (auto b = find_param(m, layers[l], "bias")) n.inputs.push_back(*b);
+    const bool last = l + 1 == layers.size();
+    n.outputs = {last ? "logits" : layers[l] + ":out"};
+    x = n.outputs[0];
+    g.nodes.push_back(std::move(n));
+    if (!last) {
+      GraphNode a;
+      a.op = act->second.first;
+      a.name = layers[l] + ":" + c.activation;
+      if (!act->second.second.empty()) a.attrs["approximate"] = act->second.second;
+      a.inputs = {x};
+      a.outputs = {layers[l] + ":act"};
+      x = a.outputs[0];
+      g.nodes.push_back(std::move(a));
+    }
+  }
+  g.inputs = {{"x", MPK_DTYPE_F32, {-1, in}}};
+  g.outputs = {{"logits", MPK_DTYPE_F32, {}}};
+  return g;
+}
+
+}  // namespace mpk::rt
