@@ -1352,6 +1352,12 @@ Status recorded_split(const Model &m, const std::vector<Item> &items, std::strin
     if (name == index_name)
       return fail(MPK_ERR_BAD_NAME, "safetensors: recorded shard name ", quote(name),
                   " is the index's own name");
+    // The names come from the model's metadata (untrusted): an export may only create or replace
+    // .safetensors files beside the index, never e.g. config.json (docs/SECURITY.md).
+    constexpr std::string_view kExt = ".safetensors";
+    if (name.size() <= kExt.size() || name.compare(name.size() - kExt.size(), kExt.size(), kExt) != 0)
+      return fail(MPK_ERR_BAD_NAME, "safetensors: recorded shard name ", quote(name),
+                  " does not end in .safetensors (pass a shard size to split anew)");
     if (!names.insert(name).second)
       return fail(MPK_ERR_DUPLICATE, "safetensors: recorded shard name ", quote(name), " appears twice");
     plan[i].name = std::move(name);
