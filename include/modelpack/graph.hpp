@@ -81,10 +81,31 @@ MPK_RT_API Result<GraphDef> mlp_graph(const Model &model, const MlpConfig &confi
 // The config from JSON text: {"layers": [...], "activation": "relu"} (both optional).
 MPK_RT_API Result<MlpConfig> mlp_config_from_json(std::string_view json);
 
+// gpt2: the Hugging Face GPT-2 layout and names (wte, wpe, h.{i}.ln_1, attn.c_attn, attn.c_proj, ln_2,
+// mlp.c_fc, mlp.c_proj, ln_f; with or without the "transformer." prefix), its Conv1D weights stored
+// [in, out] (run as matmul), lm_head.weight if stored, else tied to wte. Input "ids" (i64 [T], one
+// sequence), output "logits" [T, vocab]; one attention node per layer with a KV cache, so a session
+// decodes token by token. Every tensor's shape is checked against the config.
+struct Gpt2Config {
+  int64_t n_layer = 0, n_head = 0, n_embd = 0;
+  int64_t n_positions = 0, vocab_size = 0;  // 0: taken from wpe / wte
+  double layer_norm_epsilon = 1e-5;
+  std::string activation = "gelu_new";     // gelu_new (tanh approximation) or gelu (erf)
+};
+MPK_RT_API Result<GraphDef> gpt2_graph(const Model &model, const Gpt2Config &config);
+// From a Hugging Face config.json: n_layer, n_head, n_embd required; n_positions, vocab_size,
+// layer_norm_epsilon, activation_function optional.
+MPK_RT_API Result<Gpt2Config> gpt2_config_from_json(std::string_view json);
+
+// Writes the model at `in` to `out` (atomically) with `def` as its graph, replacing any graph it had;
+// every tensor is copied with its checksum checked (mpk::rewrite).
+MPK_RT_API Status attach_graph(const std::string &in, const std::string &out, const GraphDef &def,
+                               const WriterOptions &options = {});
+
 // ---- the executor --------------------------------------------------------------------------------
 
 // A tensor handed to or returned by a session: row-major, f32 or i64.
-struct HostTensor {
+struct MPK_RT_API HostTensor {
   DType dtype = MPK_DTYPE_F32;
   std::vector<int64_t> shape;
   std::vector<float> f32;              // dtype F32

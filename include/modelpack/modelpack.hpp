@@ -449,5 +449,13 @@ class MPK_API Writer {
 // `progress`, if set, is called with the input bytes done and their total.
 MPK_API Status rewrite(const std::string &in, const std::string &out, const WriterOptions &options,
                        const std::function<void(uint64_t done, uint64_t total)> &progress = {});
+// The same with hooks: `keep` (when set) decides per tensor (with its component's kind) whether it is
+// copied; `before_commit` (when set) may add tensors, components and metadata at the end.
+struct RewriteHooks {
+  std::function<bool(const TensorInfo &tensor, std::string_view component_kind)> keep;
+  std::function<Status(Writer &writer)> before_commit;
+};
+MPK_API Status rewrite(const std::string &in, const std::string &out, const WriterOptions &options,
+                       const std::function<void(uint64_t done, uint64_t total)> &progress, const RewriteHooks &hooks);
 
 }  // namespace mpk

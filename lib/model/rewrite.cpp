@@ -15,6 +15,11 @@ using detail::quote;
 
 Status rewrite(const std::string &in, const std::string &out, const WriterOptions &options,
                const std::function<void(uint64_t, uint64_t)> &progress) {
+  return rewrite(in, out, options, progress, RewriteHooks{});
+}
+
+Status rewrite(const std::string &in, const std::string &out, const WriterOptions &options,
+               const std::function<void(uint64_t, uint64_t)> &progress, const RewriteHooks &hooks) {
   OpenOptions oo;
   oo.access = Access::Read;  // bounded memory, and no SIGBUS if the input changes under us
   oo.cache_bytes = 0;        // each piece is decoded once and copied out
@@ -39,6 +44,10 @@ Status rewrite(const std::string &in, const std::string &out, const WriterOption
     for (size_t i : m->file_order()) {
       const TensorInfo t = m->info(i);
       const std::string_view comp = t.component < m->component_count() ? m->component(t.component).name : "";
+      if (hooks.keep && !hooks.keep(t, t.component < m->component_count() ? m->component(t.component).kind : "")) {
+        done += t.nbytes;
+        continue;
+      }
       if (Status e = w->begin_tensor(t.name, t.dtype, t.shape, comp); !e) return e;
       // Pieces of whole input chunks, so that each chunk is decoded once.
       uint64_t piece = 4u << 20;
@@ -62,6 +71,7 @@ Status rewrite(const std::string &in, const std::string &out, const WriterOption
       if (TensorQuant q = m->quant_record(i); q.scheme != QuantScheme::None)
         if (Status e = w->set_quant(t.name, std::move(q)); !e) return e;
     }
+    if (hooks.before_commit) return hooks.before_commit(*w);
     return {};
   }();
   if (!s) {

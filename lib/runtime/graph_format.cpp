@@ -181,7 +181,7 @@ Result<GraphDef> parse_graph(std::span<const std::byte> bytes) {
 Status add_graph(Writer &writer, const GraphDef &def, std::string_view component) {
   auto bytes = serialize_graph(def);
   if (!bytes) return bytes.status();
-  if (Status s = writer.add_component(component, kGraphKind); !s) return s;
+  if (Status s = writer.add_component(component, kGraphKind); !s && s.code() != MPK_ERR_DUPLICATE) return s;
   const uint64_t shape[] = {bytes->size()};
   return writer.add_tensor(kGraphTensor, MPK_DTYPE_U8, shape, *bytes, component);
 }
@@ -320,6 +320,136 @@ Result<GraphDef> mlp_graph(const Model &m, const MlpConfig &c) {
   g.inputs = {{"x", MPK_DTYPE_F32, {-1, in}}};
   g.outputs = {{"logits", MPK_DTYPE_F32, {}}};
   return g;
+}
+
+}  // namespace mpk::rt
+
+// ---- gpt2 template ------------------------------------------------------------------------------
+
+namespace mpk::rt {
+
+Result<Gpt2Config> gpt2_config_from_json(std::string_view text) {
+  Gpt2Config c;
+  try {
+    const auto j = nlohmann::json::parse(text);
+    if (!j.is_object()) return fail(MPK_ERR_INVALID_ARGUMENT, "gpt2 config: not a JSON object");
+    auto get_int = [&](const char *key, int64_t &out, bool required) -> Status {
+      if (!j.contains(key)) {
+        if (required) return fail(MPK_ERR_INVALID_ARGUMENT, "gpt2 config: \"", key, "\" is missing");
+        return {};
+      }
+      if (!j[key].is_number_integer() || j[key].get<int64_t>() < 1 || j[key].get<int64_t>() > (int64_t(1) << 31))
+        return fail(MPK_ERR_INVALID_ARGUMENT, "gpt2 config: \"", key, "\" must be an integer in 1 .. 2^31");
+      out = j[key].get<int64_t>();
+      return {};
+    };
+    if (Status s = get_int("n_layer", c.n_layer, true); !s) return s;
+    if (Status s = get_int("n_head", c.n_head, true); !s) return s;
+    if (Status s = get_int("n_embd", c.n_embd, true); !s) return s;
+    if (Status s = get_int("n_positions", c.n_positions, false); !s) return s;
+    if (Status s = get_int("vocab_size", c.vocab_size, false); !s) return s;
+    if (j.contains("layer_norm_epsilon")) {
+      if (!j["layer_norm_epsilon"].is_number() || !(j["layer_norm_epsilon"].get<double>() >= 0))
+        return fail(MPK_ERR_INVALID_ARGUMENT, "gpt2 config: \"layer_norm_epsilon\" must be a number >= 0");
+      c.layer_norm_epsilon = j["layer_norm_epsilon"].get<double>();
+    }
+    if (j.contains("activation_function")) {
+      if (!j["activation_function"].is_string()) return fail(MPK_ERR_INVALID_ARGUMENT, "gpt2 config: \"activation_function\" is not a string");
+      c.activation = j["activation_function"].get<std::string>();
+    }
+  } catch (const nlohmann::json::exception &e) {
+    return fail(MPK_ERR_INVALID_ARGUMENT, "gpt2 config: ", e.what());
+  }
+  return c;
+}
+
+Result<GraphDef> gpt2_graph(const Model &m, const Gpt2Config &c) {
+  if (c.n_layer < 1 || c.n_head < 1 || c.n_embd < 1 || c.n_embd % c.n_head)
+    return fail(MPK_ERR_INVALID_ARGUMENT, "gpt2: n_embd ", c.n_embd, " must be a positive multiple of n_head ", c.n_head,
+                " and n_layer positive");
+  std::string act;
+  if (c.activation == "gelu_new" || c.activation == "gelu_pytorch_tanh" || c.activation == "gelu_fast") act = "tanh";
+  else if (c.activation == "gelu") act = "none";
+  else return fail(MPK_ERR_INVALID_ARGUMENT, "gpt2: activation_function ", quote(c.activation), " (gelu_new, gelu)");
+  // Hugging Face names, with or without the "transformer." prefix of GPT2LMHeadModel.
+  std::string p;
+  if (m.find("transformer.wte.weight")) p = "transformer.";
+  else if (!m.find("wte.weight")) return fail(MPK_ERR_NOT_FOUND, "gpt2: no tensor \"wte.weight\" (or \"transformer.wte.weight\")");
+  const int64_t C = c.n_embd;
+  auto expect = [&](const std::string &name, std::vector<int64_t> shape) -> Status {
+    auto i = m.find(name);
+    if (!i) return fail(MPK_ERR_NOT_FOUND, "gpt2: tensor ", quote(name), " is missing");
+    const TensorInfo t = m.info(*i);
+    bool ok = t.shape.size() == shape.size();
+    for (size_t k = 0; ok && k < shape.size(); ++k) ok = shape[k] < 0 || int64_t(t.shape[k]) == shape[k];
+    if (!ok) {
+      std::string want = "[", got = "[";
+      for (size_t k = 0; k < shape.size(); ++k) want += (k ? ", " : "") + (shape[k] < 0 ? std::string("?") : std::to_string(shape[k]));
+      for (size_t k = 0; k < t.shape.size(); ++k) got += (k ? ", " : "") + std::to_string(t.shape[k]);
+      return fail(MPK_ERR_BAD_SHAPE, "gpt2: tensor ", quote(name), " is ", got, "], the config needs ", want, "]");
+    }
+    return {};
+  };
+  const std::string wte = p + "wte.weight", wpe = p + "wpe.weight";
+  if (Status s = expect(wte, {c.vocab_size ? c.vocab_size : -1, C}); !s) return s;
+  if (Status s = expect(wpe, {c.n_positions ? c.n_positions : -1, C}); !s) return s;
+  GraphDef g;
+  g.inputs = {{"ids", MPK_DTYPE_I64, {-1}}};
+  auto add = [&](std::string op, std::string name, std::vector<std::string> in, std::vector<std::string> out,
+                 std::map<std::string, AttrValue> attrs = {}) {
+    GraphNode n;
+    n.op = std::move(op);
+    n.name = std::move(name);
+    n.inputs = std::move(in);
+    n.outputs = std::move(out);
+    n.attrs = std::move(attrs);
+    g.nodes.push_back(std::move(n));
+  };
+  add("embedding", "wte", {wte, "ids"}, {"tok"});
+  add("positions", "positions", {"ids"}, {"pos"});
+  add("embedding", "wpe", {wpe, "pos"}, {"pos_emb"});
+  add("add", "embed", {"tok", "pos_emb"}, {"x0"});
+  std::string x = "x0";
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const std::string h = p + "h." + std::to_string(l) + ".", v = "h" + std::to_string(l) + ".";
+    for (auto &[name, shape] : std::vector<std::pair<std::string, std::vector<int64_t>>>{
+             {"ln_1.weight", {C}}, {"ln_1.bias", {C}}, {"attn.c_attn.weight", {C, 3 * C}}, {"attn.c_attn.bias", {3 * C}},
+             {"attn.c_proj.weight", {C, C}}, {"attn.c_proj.bias", {C}}, {"ln_2.weight", {C}}, {"ln_2.bias", {C}},
+             {"mlp.c_fc.weight", {C, -1}}, {"mlp.c_fc.bias", {-1}}, {"mlp.c_proj.weight", {-1, C}}, {"mlp.c_proj.bias", {C}}})
+      if (Status s = expect(h + name, shape); !s) return s;
+    const std::map<std::string, AttrValue> eps = {{"epsilon", c.layer_norm_epsilon}};
+    add("layer_norm", v + "ln_1", {x, h + "ln_1.weight", h + "ln_1.bias"}, {v + "ln_1"}, eps);
+    add("matmul", v + "attn.c_attn", {v + "ln_1", h + "attn.c_attn.weight", h + "attn.c_attn.bias"}, {v + "qkv"});
+    add("split", v + "attn.split", {v + "qkv"}, {v + "q", v + "k", v + "v"},
+        {{"axis", int64_t(-1)}, {"sizes", std::vector<int64_t>{C, C, C}}});
+    add("attention", v + "attn", {v + "q", v + "k", v + "v"}, {v + "attn"},
+        {{"causal", int64_t(1)}, {"n_head", c.n_head}});
+    add("matmul", v + "attn.c_proj", {v + "attn", h + "attn.c_proj.weight", h + "attn.c_proj.bias"}, {v + "attn_out"});
+    add("add", v + "residual_1", {x, v + "attn_out"}, {v + "x1"});
+    add("layer_norm", v + "ln_2", {v + "x1", h + "ln_2.weight", h + "ln_2.bias"}, {v + "ln_2"}, eps);
+    add("matmul", v + "mlp.c_fc", {v + "ln_2", h + "mlp.c_fc.weight", h + "mlp.c_fc.bias"}, {v + "fc"});
+    add("gelu", v + "mlp.gelu", {v + "fc"}, {v + "gelu"}, {{"approximate", act}});
+    add("matmul", v + "mlp.c_proj", {v + "gelu", h + "mlp.c_proj.weight", h + "mlp.c_proj.bias"}, {v + "mlp_out"});
+    add("add", v + "residual_2", {v + "x1", v + "mlp_out"}, {v + "x2"});
+    x = v + "x2";
+  }
+  if (Status s = expect(p + "ln_f.weight", {C}); !s) return s;
+  if (Status s = expect(p + "ln_f.bias", {C}); !s) return s;
+  add("layer_norm", "ln_f", {x, p + "ln_f.weight", p + "ln_f.bias"}, {"ln_f"}, {{"epsilon", c.layer_norm_epsilon}});
+  // The output projection: lm_head.weight [V, C] if stored, else tied to wte (GPT-2's default).
+  const std::string head = m.find("lm_head.weight") ? "lm_head.weight" : wte;
+  if (Status s = expect(head, {-1, C}); !s) return s;
+  add("linear", "lm_head", {"ln_f", head}, {"logits"});
+  g.outputs = {{"logits", MPK_DTYPE_F32, {-1, -1}}};
+  return g;
+}
+
+Status attach_graph(const std::string &in, const std::string &out, const GraphDef &def, const WriterOptions &options) {
+  RewriteHooks hooks;
+  // A graph already in the input is replaced.
+  hooks.keep = [](const TensorInfo &t, std::string_view kind) { return !(t.name == kGraphTensor && kind == kGraphKind); };
+  hooks.before_commit = [&](Writer &w) { return add_graph(w, def); };
+  return rewrite(in, out, options, {}, hooks);
 }
 
 }  // namespace mpk::rt

@@ -12,6 +12,7 @@ import ctypes
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -734,6 +735,110 @@ def case_run(tmp):
     check(code != 0 and "MPK_ERR_BAD_SHAPE" in e and not os.path.exists(yp), f"bad shape: {code} {e!r}")
     code, _, e = run("run", model, "--arch", "gpt9", "--input", xp, "-o", yp)
     check(code != 0 and "unknown architecture" in e and not os.path.exists(yp), f"bad arch: {code} {e!r}")
+
+
+def _write_safetensors(path, arrays, metadata):
+    """A safetensors file (f32 tensors), as the format's spec lays it out."""
+    header, off = {"__metadata__": metadata}, 0
+    for name, a in arrays.items():
+        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
+        off += a.nbytes
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h)
+        for a in arrays.values():
+            f.write(np.ascontiguousarray(a, dtype="<f4").tobytes())
+
+
+def _gpt2_logits(w, ids, n_layer, n_head):
+    """GPT-2 forward in NumPy (float64), Hugging Face layout: Conv1D weights [in, out], tied lm_head."""
+    x = w["wte.weight"][ids].astype(np.float64) + w["wpe.weight"][: len(ids)]
+    T, C = x.shape
+    D = C // n_head
+
+    def ln(a, n):
+        m = a.mean(-1, keepdims=True)
+        v = ((a - m) ** 2).mean(-1, keepdims=True)
+        return (a - m) / np.sqrt(v + 1e-5) * w[n + ".weight"] + w[n + ".bias"]
+
+    mask = np.triu(np.full((T, T), -np.inf), 1)
+    for i in range(n_layer):
+        h = f"h.{i}."
+        qkv = ln(x, h + "ln_1") @ w[h + "attn.c_attn.weight"] + w[h + "attn.c_attn.bias"]
+        q, k, v = np.split(qkv, 3, axis=-1)
+        out = np.zeros_like(q)
+        for j in range(n_head):
+            sl = slice(j * D, (j + 1) * D)
+            s = q[:, sl] @ k[:, sl].T / np.sqrt(D) + mask
+            p = np.exp(s - s.max(-1, keepdims=True))
+            out[:, sl] = (p / p.sum(-1, keepdims=True)) @ v[:, sl]
+        x = x + out @ w[h + "attn.c_proj.weight"] + w[h + "attn.c_proj.bias"]
+        f = ln(x, h + "ln_2") @ w[h + "mlp.c_fc.weight"] + w[h + "mlp.c_fc.bias"]
+        f = 0.5 * f * (1 + np.tanh(np.sqrt(2 / np.pi) * (f + 0.044715 * f ** 3)))
+        x = x + f @ w[h + "mlp.c_proj.weight"] + w[h + "mlp.c_proj.bias"]
+    return ln(x, "ln_f") @ w["wte.weight"].T
+
+
+def case_gpt2(tmp):
+    """mpk convert --arch gpt2 --config attaches a graph; mpk run gives NumPy's logits; mpk generate
+    (greedy) gives NumPy's greedy continuation, by ids and as text through the vocabulary in the
+    metadata; a config that does not fit the weights is refused and writes nothing."""
+    rng = np.random.default_rng(9)
+    L, H, C, V, P = 2, 2, 16, 11, 32
+    chars = "abcdefghij "
+    w = {"wte.weight": rng.standard_normal((V, C)) * 0.5, "wpe.weight": rng.standard_normal((P, C)) * 0.2,
+         "ln_f.weight": 1 + rng.standard_normal(C) * 0.1, "ln_f.bias": rng.standard_normal(C) * 0.1}
+    for i in range(L):
+        h = f"h.{i}."
+        for n, shp in (("ln_1.weight", (C,)), ("ln_1.bias", (C,)), ("attn.c_attn.weight", (C, 3 * C)),
+                       ("attn.c_attn.bias", (3 * C,)), ("attn.c_proj.weight", (C, C)), ("attn.c_proj.bias", (C,)),
+                       ("ln_2.weight", (C,)), ("ln_2.bias", (C,)), ("mlp.c_fc.weight", (C, 4 * C)),
+                       ("mlp.c_fc.bias", (4 * C,)), ("mlp.c_proj.weight", (4 * C, C)), ("mlp.c_proj.bias", (C,))):
+            w[h + n] = rng.standard_normal(shp) * 0.3 + (1.0 if n.endswith("ln_1.weight") or n.endswith("ln_2.weight") else 0)
+    w = {k: v.astype(np.float32) for k, v in w.items()}
+    st, cfg, model = (os.path.join(tmp, n) for n in ("m.safetensors", "config.json", "m.mpk"))
+    _write_safetensors(st, w, {"tokenizer.chars": chars})
+    json.dump({"n_layer": L, "n_head": H, "n_embd": C, "n_positions": P, "vocab_size": V,
+               "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new"}, open(cfg, "w"))
+    run("convert", st, model, "--arch", "gpt2", "--config", cfg, "--no-fsync", expect=0)
+    check(not [f for f in os.listdir(tmp) if ".tmp-" in f], f"temporary files left: {os.listdir(tmp)}")
+    doc = inspect_json(model)
+    check(any(c["kind"] == "graph" for c in doc["components"]), f"no graph component: {doc['components']}")
+    ids = np.array([1, 4, 4, 0, 9, 2], dtype=np.int64)
+    ip, yp = os.path.join(tmp, "ids.npy"), os.path.join(tmp, "y.npy")
+    np.save(ip, ids)
+    run("run", model, "--input", ip, "-o", yp, "-q", "--no-fsync", expect=0)
+    want = _gpt2_logits(w, ids, L, H)
+    got = np.load(yp)
+    check(got.shape == (len(ids), V) and np.allclose(got, want, rtol=1e-4, atol=1e-4),
+          f"gpt2 logits differ: {np.abs(got - want).max() if got.shape == want.shape else got.shape}")
+    # Greedy generation: each step's argmax of the last row, fed back.
+    seq, gen = list(ids), []
+    for _ in range(6):
+        nxt = int(np.argmax(_gpt2_logits(w, np.array(seq), L, H)[-1]))
+        gen.append(nxt)
+        seq.append(nxt)
+    _, out, _ = run("generate", model, "--prompt-ids", ",".join(map(str, ids)), "-n", "6", "-q", expect=0)
+    check(f"ids: {' '.join(map(str, gen))}" in out, f"generate: {out!r}, want {gen}")
+    _, out, _ = run("generate", model, "--prompt", "".join(chars[i] for i in ids), "-n", "6", "-q", expect=0)
+    text = "".join(chars[i] for i in list(ids) + gen)
+    check(out.splitlines()[0] == text, f"generate --prompt: {out!r}, want {text!r}")
+    _, out, _ = run("generate", model, "--prompt-ids", "1,2", "-n", "4", "--temperature", "0.8", "--seed", "3", "-q",
+                    expect=0)
+    _, out2, _ = run("generate", model, "--prompt-ids", "1,2", "-n", "4", "--temperature", "0.8", "--seed", "3", "-q",
+                     expect=0)
+    check(out == out2, "sampling with one seed is not reproducible")
+    code, _, e = run("generate", model, "--prompt", "xyz", "-n", "2")
+    check(code != 0 and "starts no token" in e, f"unknown characters: {code} {e!r}")
+    code, _, e = run("generate", model, "-n", "2")
+    check(code == 2, f"no prompt: {code} {e!r}")
+    bad = os.path.join(tmp, "bad.json")
+    json.dump({"n_layer": 3, "n_head": H, "n_embd": C}, open(bad, "w"))
+    o = os.path.join(tmp, "o.mpk")
+    code, _, e = run("convert", st, o, "--arch", "gpt2", "--config", bad)
+    check(code != 0 and "'h.2.ln_1.weight'" in e and not os.path.exists(o), f"bad config: {code} {e!r}")
+    check(not [f for f in os.listdir(tmp) if ".tmp-" in f], f"temporary files left: {os.listdir(tmp)}")
 
 
 def case_quantize(tmp):

@@ -547,3 +547,157 @@ TEST_CASE("graph: hostile graphs are refused at load with the node's name", "[gr
   d.nodes[1] = node("add", {"h", "t"}, {"y"});  // [?,4] + [10,3]
   refused(d, MPK_ERR_BAD_SHAPE, "do not broadcast");
 }
+
+namespace {
+// A random GPT-2 (Hugging Face names, Conv1D weights [in, out]) and its forward pass in double.
+struct TinyGpt2 {
+  size_t L = 2, C = 16, H = 4, V = 23, P = 32;
+  std::map<std::string, std::vector<float>> w;
+  std::map<std::string, std::vector<uint64_t>> shape;
+  void init(const std::string &prefix) {
+    uint64_t seed = 1;
+    auto add = [&](const std::string &n, std::vector<uint64_t> s, float sd, float mean = 0) {
+      size_t k = 1;
+      for (uint64_t d : s) k *= d;
+      auto v = randn(k, sd, seed++);
+      for (float &x : v) x += mean;
+      w[prefix + n] = v;
+      shape[prefix + n] = s;
+    };
+    add("wte.weight", {V, C}, 0.5f);
+    add("wpe.weight", {P, C}, 0.2f);
+    for (size_t l = 0; l < L; ++l) {
+      const std::string h = "h." + std::to_string(l) + ".";
+      add(h + "ln_1.weight", {C}, 0.1f, 1);
+      add(h + "ln_1.bias", {C}, 0.1f);
+      add(h + "attn.c_attn.weight", {C, 3 * C}, 0.3f);
+      add(h + "attn.c_attn.bias", {3 * C}, 0.1f);
+      add(h + "attn.c_proj.weight", {C, C}, 0.3f);
+      add(h + "attn.c_proj.bias", {C}, 0.1f);
+      add(h + "ln_2.weight", {C}, 0.1f, 1);
+      add(h + "ln_2.bias", {C}, 0.1f);
+      add(h + "mlp.c_fc.weight", {C, 4 * C}, 0.3f);
+      add(h + "mlp.c_fc.bias", {4 * C}, 0.1f);
+      add(h + "mlp.c_proj.weight", {4 * C, C}, 0.2f);
+      add(h + "mlp.c_proj.bias", {C}, 0.1f);
+    }
+    add("ln_f.weight", {C}, 0.1f, 1);
+    add("ln_f.bias", {C}, 0.1f);
+  }
+  std::vector<Tensor> tensors() const {
+    std::vector<Tensor> t;
+    for (const auto &[n, v] : w) t.push_back({n, shape.at(n), v});
+    return t;
+  }
+  // logits [T, V] for ids, in double
+  std::vector<double> forward(const std::string &p, const std::vector<int64_t> &ids) const {
+    const size_t T = ids.size();
+    auto W = [&](const std::string &n) { return w.at(p + n); };
+    std::vector<double> x(T * C);
+    for (size_t t = 0; t < T; ++t)
+      for (size_t c = 0; c < C; ++c) x[t * C + c] = double(W("wte.weight")[size_t(ids[t]) * C + c]) + W("wpe.weight")[t * C + c];
+    auto ln = [&](const std::vector<double> &a, const std::string &n) {
+      std::vector<double> y(a.size());
+      const auto g = W(n + ".weight"), b = W(n + ".bias");
+      for (size_t t = 0; t < T; ++t) {
+        double m = 0, v = 0;
+        for (size_t c = 0; c < C; ++c) m += a[t * C + c] / double(C);
+        for (size_t c = 0; c < C; ++c) v += (a[t * C + c] - m) * (a[t * C + c] - m) / double(C);
+        for (size_t c = 0; c < C; ++c) y[t * C + c] = (a[t * C + c] - m) / std::sqrt(v + 1e-5) * g[c] + b[c];
+      }
+      return y;
+    };
+    auto mm = [&](const std::vector<double> &a, size_t K, const std::string &n, size_t N) {
+      const auto m = W(n + ".weight"), b = W(n + ".bias");
+      std::vector<double> y(T * N);
+      for (size_t t = 0; t < T; ++t)
+        for (size_t j = 0; j < N; ++j) {
+          double s = b[j];
+          for (size_t k = 0; k < K; ++k) s += a[t * K + k] * m[k * N + j];
+          y[t * N + j] = s;
+        }
+      return y;
+    };
+    for (size_t l = 0; l < L; ++l) {
+      const std::string h = "h." + std::to_string(l) + ".";
+      auto qkv = mm(ln(x, h + "ln_1"), C, h + "attn.c_attn", 3 * C);
+      std::vector<float> q(T * C), k(T * C), v(T * C);
+      for (size_t t = 0; t < T; ++t)
+        for (size_t c = 0; c < C; ++c) {
+          q[t * C + c] = float(qkv[t * 3 * C + c]);
+          k[t * C + c] = float(qkv[t * 3 * C + C + c]);
+          v[t * C + c] = float(qkv[t * 3 * C + 2 * C + c]);
+        }
+      auto a = attention_ref(q, k, v, T, C, H);
+      auto o = mm(a, C, h + "attn.c_proj", C);
+      for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
+      auto f = mm(ln(x, h + "ln_2"), C, h + "mlp.c_fc", 4 * C);
+      for (double &z : f) z = 0.5 * z * (1 + std::tanh(std::sqrt(2 / M_PI) * (z + 0.044715 * z * z * z)));
+      auto o2 = mm(f, 4 * C, h + "mlp.c_proj", C);
+      for (size_t i = 0; i < x.size(); ++i) x[i] += o2[i];
+    }
+    auto y = ln(x, "ln_f");
+    std::vector<double> logits(T * V);
+    const auto e = W("wte.weight");
+    for (size_t t = 0; t < T; ++t)
+      for (size_t j = 0; j < V; ++j) {
+        double s = 0;
+        for (size_t c = 0; c < C; ++c) s += y[t * C + c] * e[j * C + c];
+        logits[t * V + j] = s;
+      }
+    return logits;
+  }
+};
+}  // namespace
+
+TEST_CASE("graph: the gpt2 template runs Hugging Face GPT-2 weights as the reference forward pass", "[graph]") {
+  for (const std::string prefix : {"", "transformer."}) {
+    INFO("prefix '" << prefix << "'");
+    TinyGpt2 m;
+    m.init(prefix);
+    Fixture f(m.tensors());
+    auto cfg = gpt2_config_from_json(R"({"n_layer": 2, "n_head": 4, "n_embd": 16, "n_positions": 32,
+                                          "vocab_size": 23, "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new"})");
+    REQUIRE(cfg.ok());
+    auto def = gpt2_graph(*f.model, *cfg);
+    INFO(def.status().to_string());
+    REQUIRE(def.ok());
+    auto g = f.graph(*def);
+    INFO(g.status().to_string());
+    REQUIRE(g.ok());
+    const std::vector<int64_t> ids = {5, 0, 22, 7, 7, 1, 13, 2, 9};
+    auto s = Session::create(*g);
+    std::vector<HostTensor> out;
+    REQUIRE(s->run({{"ids", HostTensor::i64_of({int64_t(ids.size())}, ids)}}, out).ok());
+    REQUIRE(out[0].shape == std::vector<int64_t>{int64_t(ids.size()), 23});
+    const auto want = m.forward(prefix, ids);
+    close_to(out[0].f32, want, 2e-4);
+    // Token by token through the KV cache: the same logits row by row.
+    s->reset();
+    std::vector<float> rows;
+    for (int64_t id : ids) {
+      REQUIRE(s->run({{"ids", HostTensor::i64_of({1}, {id})}}, out).ok());
+      rows.insert(rows.end(), out[0].f32.begin(), out[0].f32.end());
+    }
+    close_to(rows, want, 2e-4);
+  }
+  // Config and weights that disagree are refused by name.
+  TinyGpt2 m;
+  m.init("");
+  Fixture f(m.tensors());
+  auto bad = [&](const char *json, mpk_status code, const std::string &words) {
+    INFO(json);
+    auto c = gpt2_config_from_json(json);
+    mpk::Status st = c.ok() ? gpt2_graph(*f.model, *c).status() : c.status();
+    CHECK(st.code() == code);
+    CHECK(st.message().find(words) != std::string::npos);
+  };
+  bad(R"({"n_layer": 2, "n_head": 4, "n_embd": 32})", MPK_ERR_BAD_SHAPE, "'wte.weight'");
+  bad(R"({"n_layer": 3, "n_head": 4, "n_embd": 16})", MPK_ERR_NOT_FOUND, "'h.2.ln_1.weight'");
+  bad(R"({"n_layer": 2, "n_head": 5, "n_embd": 16})", MPK_ERR_INVALID_ARGUMENT, "multiple of n_head");
+  bad(R"({"n_layer": 2, "n_head": 4, "n_embd": 16, "vocab_size": 50257})", MPK_ERR_BAD_SHAPE, "'wte.weight'");
+  bad(R"({"n_layer": 2, "n_head": 4})", MPK_ERR_INVALID_ARGUMENT, "\"n_embd\" is missing");
+  bad(R"({"n_layer": 2, "n_head": 4, "n_embd": 16, "activation_function": "relu"})", MPK_ERR_INVALID_ARGUMENT,
+      "activation_function");
+  bad(R"({"n_layer": -2, "n_head": 4, "n_embd": 16})", MPK_ERR_INVALID_ARGUMENT, "n_layer");
+}

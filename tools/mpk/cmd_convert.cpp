@@ -3,10 +3,12 @@
 #include "common.hpp"
 
 #include <modelpack/convert.hpp>
+#include <modelpack/graph.hpp>
 #include <modelpack/safetensors.hpp>
 
 #include <cstdio>
 #include <sys/stat.h>
+#include <unistd.h>
 
 namespace mpk::cli {
 
@@ -38,9 +40,40 @@ int run_convert(const ConvertArgs &args) {
       if (done > shown) progress.add(done - shown);
       shown = done;
     };
-    Status s = convert(args.input, args.output, o);
-    progress.finish();
-    if (!s) return report(s);
+    if (args.arch.empty()) {
+      Status s = convert(args.input, args.output, o);
+      progress.finish();
+      if (!s) return report(s);
+    } else {
+      // Convert next to OUT under a temporary name the library's stale-file cleanup knows
+      // (".<OUT>.tmp-<pid>-<tag>"), build the template's graph from it, then copy it to OUT with
+      // the graph (each tensor checked again): OUT appears complete or not at all.
+      const auto f = o.to ? o.to : file_format_from_path(args.output);
+      if (f != FileFormat::Mpk) {
+        progress.finish();
+        return report(Status(MPK_ERR_INVALID_ARGUMENT, "--arch attaches a graph to an .mpk output only"));
+      }
+      const size_t slash = args.output.rfind('/');
+      const std::string tmp = (slash == std::string::npos ? std::string() : args.output.substr(0, slash + 1)) + "." +
+                              args.output.substr(slash == std::string::npos ? 0 : slash + 1) + ".tmp-" +
+                              std::to_string(::getpid()) + "-arch";
+      ConvertOptions first = o;
+      first.to = FileFormat::Mpk;
+      first.writer.fsync = false;
+      Status s = convert(args.input, tmp, first);
+      progress.finish();
+      if (s) {
+        auto m = open_model(tmp, Verify::Header);
+        if (!m) s = m.status();
+        if (s) {
+          auto def = graph_of(*m, args.input, args.arch, args.config);
+          if (!def) s = def.status();
+          else s = rt::attach_graph(tmp, args.output, *def, o.writer);
+        }
+      }
+      std::remove(tmp.c_str());
+      if (!s) return report(s);
+    }
   }
   uint64_t out_size = ::stat(args.output.c_str(), &out_st) == 0 ? uint64_t(out_st.st_size) : 0;
   // A sharded safetensors index's own size says nothing about the checkpoint: name it instead.

@@ -9,7 +9,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <cmath>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 namespace mpk::cli {
@@ -73,25 +75,7 @@ int run_run(const RunArgs &args) {
   const double t_open = clock.seconds();
   auto ctx = rt::Context::create();
   if (!ctx) return report(ctx.status());
-  Result<rt::GraphDef> def = Status(MPK_ERR_NOT_FOUND, "");
-  if (!args.arch.empty()) {
-    if (args.arch != "mlp") return report(Status(MPK_ERR_INVALID_ARGUMENT, "--arch: unknown architecture '" + args.arch + "' (mlp)"));
-    rt::MlpConfig cfg;
-    if (!args.config.empty()) {
-      std::ifstream f(args.config);
-      if (!f) return report(Status(MPK_ERR_IO, "cannot read '" + args.config + "'"));
-      std::stringstream ss;
-      ss << f.rdbuf();
-      auto c = rt::mlp_config_from_json(ss.str());
-      if (!c) return report(c.status());
-      cfg = *c;
-    }
-    def = rt::mlp_graph(*m, cfg);
-  } else {
-    def = rt::read_graph(*m);
-    if (!def && def.status().code() == MPK_ERR_NOT_FOUND)
-      return report(Status(MPK_ERR_NOT_FOUND, "'" + args.model + "' has no graph; name an architecture with --arch (mlp)"));
-  }
+  auto def = graph_of(*m, args.model, args.arch, args.config);
   if (!def) return report(def.status());
   auto g = rt::Graph::create(*m, *ctx, *def);
   if (!g) return report(g.status());
@@ -150,6 +134,171 @@ int run_run(const RunArgs &args) {
     for (const rt::NodeProfile &p : s->profile())
       std::printf("  %-28s %-12s %8.3f ms\n", p.name.c_str(), p.op.c_str(), p.seconds * 1e3);
   }
+  return kExitOk;
+}
+
+}  // namespace mpk::cli
+
+// ---- mpk generate ---------------------------------------------------------------------------------
+
+namespace mpk::cli {
+
+// The graph of a model: its own, or one built by an architecture template.
+Result<rt::GraphDef> graph_of(const Model &m, const std::string &model_path, const std::string &arch,
+                              const std::string &config) {
+  std::string cfg_text;
+  if (!config.empty()) {
+    std::ifstream f(config);
+    if (!f) return Status(MPK_ERR_IO, "cannot read '" + config + "'");
+    std::stringstream ss;
+    ss << f.rdbuf();
+    cfg_text = ss.str();
+  }
+  if (arch.empty()) {
+    auto d = rt::read_graph(m);
+    if (!d && d.status().code() == MPK_ERR_NOT_FOUND)
+      return Status(MPK_ERR_NOT_FOUND, "'" + model_path + "' has no graph; name an architecture with --arch (mlp, gpt2)");
+    return d;
+  }
+  if (arch == "mlp") {
+    rt::MlpConfig c;
+    if (!cfg_text.empty()) {
+      auto r = rt::mlp_config_from_json(cfg_text);
+      if (!r) return r.status();
+      c = *r;
+    }
+    return rt::mlp_graph(m, c);
+  }
+  if (arch == "gpt2") {
+    if (cfg_text.empty()) return Status(MPK_ERR_INVALID_ARGUMENT, "--arch gpt2 needs --config config.json");
+    auto c = rt::gpt2_config_from_json(cfg_text);
+    if (!c) return c.status();
+    return rt::gpt2_graph(m, *c);
+  }
+  return Status(MPK_ERR_INVALID_ARGUMENT, "--arch: unknown architecture '" + arch + "' (mlp, gpt2)");
+}
+
+namespace {
+
+// The model's vocabulary, or none: metadata "tokenizer.vocab" (string array: the text of each id), or
+// "tokenizer.chars" (a string: one UTF-8 character per id, in id order; also as imported from a
+// safetensors file's __metadata__, "safetensors.metadata.tokenizer.chars").
+std::vector<std::string> vocab_of(const Model &m) {
+  std::vector<std::string> v;
+  if (auto meta = m.metadata("tokenizer.vocab"); meta && meta->type() == MPK_META_STRING_ARRAY) {
+    for (size_t i = 0; i < meta->array_length(); ++i) v.emplace_back(*meta->string_item(i));
+    return v;
+  }
+  for (const char *key : {"tokenizer.chars", "safetensors.metadata.tokenizer.chars"})
+    if (auto meta = m.metadata(key); meta && meta->type() == MPK_META_STRING) {
+      const std::string_view s = *meta->as_string();
+      for (size_t i = 0; i < s.size();) {  // split into UTF-8 characters
+        const unsigned char c = static_cast<unsigned char>(s[i]);
+        const size_t n = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+        v.emplace_back(s.substr(i, std::min(n, s.size() - i)));
+        i += n;
+      }
+      return v;
+    }
+  return v;
+}
+
+// Greedy longest match of `text` against the vocabulary.
+Result<std::vector<int64_t>> encode(const std::vector<std::string> &vocab, std::string_view text) {
+  std::vector<int64_t> ids;
+  size_t at = 0;
+  while (at < text.size()) {
+    int64_t best = -1;
+    size_t len = 0;
+    for (size_t i = 0; i < vocab.size(); ++i)
+      if (!vocab[i].empty() && vocab[i].size() > len && text.substr(at, vocab[i].size()) == vocab[i]) {
+        best = int64_t(i);
+        len = vocab[i].size();
+      }
+    if (best < 0)
+      return Status(MPK_ERR_NOT_FOUND, "the prompt's byte " + std::to_string(at) + " starts no token of the vocabulary");
+    ids.push_back(best);
+    at += len;
+  }
+  return ids;
+}
+}  // namespace
+
+int run_generate(const GenerateArgs &args) {
+  Stopwatch clock;
+  auto m = open_model(args.model, Verify::Header);
+  if (!m) return report(m.status());
+  auto def = graph_of(*m, args.model, args.arch, args.config);
+  if (!def) return report(def.status());
+  auto ctx = rt::Context::create();
+  if (!ctx) return report(ctx.status());
+  auto g = rt::Graph::create(*m, *ctx, *def);
+  if (!g) return report(g.status());
+  const auto &ins = g->def().inputs;
+  if (ins.size() != 1 || ins[0].dtype != MPK_DTYPE_I64)
+    return report(Status(MPK_ERR_INVALID_ARGUMENT, "generate needs a graph with one i64 input (token ids)"));
+  const std::vector<std::string> vocab = vocab_of(*m);
+  std::vector<int64_t> prompt;
+  if (!args.prompt_text.empty()) {
+    if (vocab.empty()) return report(Status(MPK_ERR_NOT_FOUND, "--prompt needs a vocabulary (metadata tokenizer.vocab); use --prompt-ids"));
+    auto ids = encode(vocab, args.prompt_text);
+    if (!ids) return report(ids.status());
+    prompt = *ids;
+  } else {
+    std::stringstream ss(args.prompt_ids);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      char *end = nullptr;
+      const long long v = std::strtoll(item.c_str(), &end, 10);
+      if (item.empty() || *end) return report(Status(MPK_ERR_INVALID_ARGUMENT, "--prompt-ids: '" + item + "' is not an integer"));
+      prompt.push_back(v);
+    }
+  }
+  if (prompt.empty()) return report(Status(MPK_ERR_INVALID_ARGUMENT, "an empty prompt"));
+  rt::SessionOptions so;
+  so.threads = args.threads;
+  auto s = rt::Session::create(*g, so);
+  if (!s) return report(s.status());
+  std::mt19937_64 rng(args.seed);
+  std::vector<int64_t> out_ids;
+  std::vector<rt::HostTensor> out;
+  std::vector<int64_t> feed = prompt;
+  double first = 0, rest = 0;
+  for (unsigned k = 0; k < args.n; ++k) {
+    const double t0 = clock.seconds();
+    if (Status st = s->run({{ins[0].name, rt::HostTensor::i64_of({int64_t(feed.size())}, feed)}}, out); !st) return report(st);
+    (k == 0 ? first : rest) += clock.seconds() - t0;
+    const rt::HostTensor &logits = out[0];
+    if (logits.dtype != MPK_DTYPE_F32 || logits.shape.size() != 2 || logits.shape[1] < 1)
+      return report(Status(MPK_ERR_BAD_SHAPE, "generate needs logits [tokens, vocab] as the graph's first output"));
+    const uint64_t V = uint64_t(logits.shape[1]);
+    const float *last = logits.f32.data() + (uint64_t(logits.shape[0]) - 1) * V;
+    int64_t next = 0;
+    if (args.temperature <= 0) {
+      next = int64_t(std::max_element(last, last + V) - last);
+    } else {
+      const float mx = *std::max_element(last, last + V);
+      std::vector<double> p(V);
+      for (uint64_t i = 0; i < V; ++i) p[i] = std::exp(double(last[i] - mx) / args.temperature);
+      std::discrete_distribution<int64_t> d(p.begin(), p.end());
+      next = d(rng);
+    }
+    out_ids.push_back(next);
+    feed = {next};
+  }
+  if (!vocab.empty()) {
+    std::string text;
+    for (int64_t id : prompt) text += size_t(id) < vocab.size() ? vocab[size_t(id)] : "?";
+    std::string gen;
+    for (int64_t id : out_ids) gen += size_t(id) < vocab.size() ? vocab[size_t(id)] : "?";
+    std::printf("%s%s\n", text.c_str(), gen.c_str());
+  }
+  std::printf("ids:");
+  for (int64_t id : out_ids) std::printf(" %lld", (long long)id);
+  std::printf("\n");
+  if (!args.quiet)
+    std::fprintf(stderr, "prompt of %zu tokens: %.2f ms; %u tokens generated: %.3f ms per token after the first\n",
+                 prompt.size(), first * 1e3, args.n, args.n > 1 ? rest * 1e3 / (args.n - 1) : 0.0);
   return kExitOk;
 }
 

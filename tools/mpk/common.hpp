@@ -59,6 +59,12 @@ struct ExtractArgs {
   bool no_verify = false;
 };
 
+}  // namespace mpk::cli
+namespace mpk::rt {
+struct GraphDef;
+}
+namespace mpk::cli {
+
 struct ConvertArgs {
   std::string input;
   std::string output;
@@ -71,6 +77,7 @@ struct ConvertArgs {
   std::string compress = "none";  // .mpk output: compression codec (mpk compress --codec)
   int level = 3;
   std::string max_shard_size;  // sharded safetensors output: "5GB", "2GiB", bytes; "" = default
+  std::string arch, config;    // .mpk output: attach the graph of this template (mlp, gpt2)
 };
 
 struct CompressArgs {
@@ -120,6 +127,19 @@ struct RunArgs {
 };
 
 int run_run(const RunArgs &args);
+
+struct GenerateArgs {
+  std::string model, prompt_ids, prompt_text, arch, config;
+  unsigned n = 16, threads = 0;
+  double temperature = 0;
+  uint64_t seed = 0;
+  bool quiet = false;
+};
+int run_generate(const GenerateArgs &args);
+// The graph `mpk run` / `generate` / `convert --arch` use: the model's own (arch empty) or the
+// template's (mlp, gpt2) with the JSON config at `config` ("" = none).
+Result<rt::GraphDef> graph_of(const Model &m, const std::string &model_path, const std::string &arch,
+                              const std::string &config);
 int run_quantize(const QuantizeArgs &args);
 int run_compress(const CompressArgs &args);
 int run_diff(const DiffArgs &args);

@@ -126,6 +126,10 @@ int run(int argc, char **argv) {
                  "of its parts and joined; GGUF -> mpk -> GGUF keeps key and tensor order, the version "
                  "and the layout.");
   c_convert->add_option("IN", convert.input, "the input file")->required();
+  c_convert->add_option("--arch", convert.arch,
+                        "attach a graph built by this architecture template to the .mpk output (mlp, gpt2), as "
+                        "mpk run / generate use it");
+  c_convert->add_option("--config", convert.config, "the template's config (JSON; gpt2: Hugging Face config.json)");
   c_convert->add_option("OUT", convert.output, "the output file")->required();
   c_convert->add_option("--from", convert.from, "input format")
       ->check(CLI::IsMember({"mpk", "safetensors", "gguf", "npz", "npy"}));
@@ -256,6 +260,23 @@ int run(int argc, char **argv) {
   c_run->add_flag("--profile", runa.profile, "print the time of every node");
   c_run->add_flag("-q,--quiet", runa.quiet, "print nothing but errors (and the profile)");
   c_run->add_flag("--no-fsync", runa.no_fsync, "do not sync the output before its rename");
+  GenerateArgs gen;
+  CLI::App *c_gen = app.add_subcommand(
+      "generate", "Generate tokens with a language model's graph (or --arch gpt2 --config config.json): the prompt "
+                  "runs once, then one token per step through the KV cache; greedy, or sampled with --temperature. "
+                  "--prompt needs a vocabulary in the metadata (tokenizer.vocab: the text of each id).");
+  c_gen->add_option("MODEL", gen.model, "the .mpk model")->required();
+  auto *o_ids = c_gen->add_option("--prompt-ids", gen.prompt_ids, "token ids, comma-separated");
+  auto *o_text = c_gen->add_option("--prompt", gen.prompt_text, "the prompt as text");
+  o_ids->excludes(o_text);
+  c_gen->add_option("-n", gen.n, "tokens to generate")->capture_default_str()->check(CLI::Range(1u, 1000000u));
+  c_gen->add_option("--temperature", gen.temperature, "0 (default): greedy; > 0: sample from softmax(logits / T)")
+      ->check(CLI::Range(0.0, 100.0));
+  c_gen->add_option("--seed", gen.seed, "seed of the sampler")->capture_default_str();
+  c_gen->add_option("--arch", gen.arch, "build the graph with this template instead of the model's (gpt2, mlp)");
+  c_gen->add_option("--config", gen.config, "the template's config (JSON; gpt2: Hugging Face config.json)");
+  c_gen->add_option("--threads", gen.threads, "kernel threads (0 = OpenMP's default)")->check(CLI::Range(0u, 4096u));
+  c_gen->add_flag("-q,--quiet", gen.quiet, "no timing line on stderr");
   PatchArgs patch;
   CLI::App *c_patch = app.add_subcommand(
       "patch", "Apply one patch, or a chain v1->v2->v3 in order, to BASE and write the result; every tensor is "
@@ -286,6 +307,14 @@ int run(int argc, char **argv) {
   if (*c_convert) return run_convert(convert);
   if (*c_quantize) return run_quantize(quantize);
   if (*c_run) return run_run(runa);
+  if (*c_gen) {
+    if (gen.prompt_ids.empty() && gen.prompt_text.empty())
+    {
+      report(mpk::Status(MPK_ERR_INVALID_ARGUMENT, "generate: give --prompt-ids or --prompt"));
+      return kExitUsage;
+    }
+    return run_generate(gen);
+  }
   if (*c_compress) return run_compress(compress);
   if (*c_decompress) return run_compress(decompress);
   if (*c_diff) return run_diff(diff);
