@@ -3,12 +3,15 @@
 // last-error message through capi_bridge.hpp.
 #include "capi_bridge.hpp"
 
+#include <modelpack/graph.hpp>
 #include <modelpack/runtime.h>
 #include <modelpack/runtime.hpp>
 
 #include <cstring>
+#include <map>
 #include <new>
 #include <string>
+#include <vector>
 
 struct mpk_runtime {
   explicit mpk_runtime(mpk::rt::Context c) : ctx(std::move(c)) {}
@@ -164,6 +167,186 @@ void mpk_runtime_clear_cache(mpk_runtime *runtime) {
     } catch (...) {
     }
   }
+}
+
+}  // extern "C"
+
+// ---- graphs and sessions ---------------------------------------------------------------------------
+
+struct mpk_graph {
+  mpk::rt::Graph graph;
+};
+struct mpk_session {
+  mpk::rt::Session session;
+  std::vector<mpk::rt::HostTensor> outputs;
+  bool has_outputs = false;
+};
+
+namespace {
+constexpr size_t kSessionOptionsV1 = 16;
+static_assert(sizeof(mpk_session_options) == kSessionOptionsV1, "option structs only ever grow by appending");
+}  // namespace
+
+extern "C" {
+
+mpk_status mpk_graph_load(mpk_runtime *runtime, const mpk_model *model, const char *arch, const char *config_json,
+                          mpk_graph **out) {
+  constexpr const char *fn = "mpk_graph_load";
+  return guard(fn, [&]() -> mpk_status {
+    if (!out) return null_arg(fn, "out");
+    *out = nullptr;
+    if (!runtime) return null_arg(fn, "runtime");
+    const mpk::Model *m = mpk::bridge::capi_model(model);
+    if (!m) return null_arg(fn, "model");
+    const std::string a = arch ? arch : "", cfg = config_json ? config_json : "";
+    mpk::Result<mpk::rt::GraphDef> def = mpk::Status(MPK_ERR_INTERNAL, "");
+    if (a.empty()) {
+      def = mpk::rt::read_graph(*m);
+    } else if (a == "mlp") {
+      mpk::rt::MlpConfig c;
+      if (!cfg.empty()) {
+        auto r = mpk::rt::mlp_config_from_json(cfg);
+        if (!r) return check(r.status());
+        c = *r;
+      }
+      def = mpk::rt::mlp_graph(*m, c);
+    } else if (a == "gpt2") {
+      if (cfg.empty()) return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": gpt2 needs config_json");
+      auto r = mpk::rt::gpt2_config_from_json(cfg);
+      if (!r) return check(r.status());
+      def = mpk::rt::gpt2_graph(*m, *r);
+    } else {
+      return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": unknown architecture '" + a + "' (mlp, gpt2)");
+    }
+    if (!def) return check(def.status());
+    auto g = mpk::rt::Graph::create(*m, runtime->ctx, *def);
+    if (!g) return check(g.status());
+    *out = new mpk_graph{std::move(*g)};
+    return MPK_OK;
+  });
+}
+
+void mpk_graph_free(mpk_graph *graph) { delete graph; }
+
+size_t mpk_graph_input_count(const mpk_graph *g) { return g ? g->graph.def().inputs.size() : 0; }
+const char *mpk_graph_input_name(const mpk_graph *g, size_t i) {
+  return g && i < g->graph.def().inputs.size() ? g->graph.def().inputs[i].name.c_str() : nullptr;
+}
+mpk_dtype mpk_graph_input_dtype(const mpk_graph *g, size_t i) {
+  return g && i < g->graph.def().inputs.size() ? g->graph.def().inputs[i].dtype : MPK_DTYPE_INVALID;
+}
+size_t mpk_graph_output_count(const mpk_graph *g) { return g ? g->graph.def().outputs.size() : 0; }
+const char *mpk_graph_output_name(const mpk_graph *g, size_t i) {
+  return g && i < g->graph.def().outputs.size() ? g->graph.def().outputs[i].name.c_str() : nullptr;
+}
+
+mpk_status mpk_session_create(const mpk_graph *graph, const mpk_session_options *opts, mpk_session **out) {
+  constexpr const char *fn = "mpk_session_create";
+  return guard(fn, [&]() -> mpk_status {
+    if (!out) return null_arg(fn, "out");
+    *out = nullptr;
+    if (!graph) return null_arg(fn, "graph");
+    mpk_session_options o = MPK_SESSION_OPTIONS_INIT;
+    if (opts)
+      if (mpk_status s = read_struct(fn, opts, kSessionOptionsV1, &o)) return s;
+    if (o.reserved) return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": reserved must be 0");
+    mpk::rt::SessionOptions so;
+    so.threads = o.threads;
+    so.profile = o.profile != 0;
+    auto s = mpk::rt::Session::create(graph->graph, so);
+    if (!s) return check(s.status());
+    *out = new mpk_session{std::move(*s), {}, false};
+    return MPK_OK;
+  });
+}
+
+void mpk_session_free(mpk_session *session) { delete session; }
+
+mpk_status mpk_session_run(mpk_session *session, const mpk_tensor_arg *inputs, size_t n_inputs) {
+  constexpr const char *fn = "mpk_session_run";
+  return guard(fn, [&]() -> mpk_status {
+    if (!session) return null_arg(fn, "session");
+    session->has_outputs = false;
+    session->outputs.clear();
+    if (n_inputs && !inputs) return null_arg(fn, "inputs");
+    std::map<std::string, mpk::rt::HostTensor> in;
+    for (size_t k = 0; k < n_inputs; ++k) {
+      const mpk_tensor_arg &a = inputs[k];
+      const std::string where = std::string(fn) + ": input " + std::to_string(k);
+      if (!a.name) return fail(MPK_ERR_INVALID_ARGUMENT, where + ": name is NULL");
+      if (a.ndim > MPK_MAX_RANK) return fail(MPK_ERR_BAD_SHAPE, where + ": ndim over 32");
+      if (a.ndim && !a.shape) return fail(MPK_ERR_INVALID_ARGUMENT, where + ": shape is NULL");
+      if (a.dtype != MPK_DTYPE_F32 && a.dtype != MPK_DTYPE_I64)
+        return fail(MPK_ERR_BAD_DTYPE, where + ": dtype must be MPK_DTYPE_F32 or MPK_DTYPE_I64");
+      mpk::rt::HostTensor t;
+      t.dtype = a.dtype;
+      uint64_t n = 1;
+      for (uint32_t d = 0; d < a.ndim; ++d) {
+        if (a.shape[d] < 0 || a.shape[d] > (int64_t(1) << 40)) return fail(MPK_ERR_BAD_SHAPE, where + ": a negative or huge dimension");
+        t.shape.push_back(a.shape[d]);
+        n *= uint64_t(a.shape[d]);
+        if (n > (uint64_t(1) << 40)) return fail(MPK_ERR_LIMIT, where + ": too many elements");
+      }
+      if (n && !a.data) return fail(MPK_ERR_INVALID_ARGUMENT, where + ": data is NULL");
+      const size_t esz = a.dtype == MPK_DTYPE_F32 ? 4 : 8;
+      if (n && reinterpret_cast<uintptr_t>(a.data) % esz)
+        return fail(MPK_ERR_MISALIGNED, where + ": data is not aligned to its element size");
+      if (a.dtype == MPK_DTYPE_F32) t.f32.assign(static_cast<const float *>(a.data), static_cast<const float *>(a.data) + n);
+      else t.i64.assign(static_cast<const int64_t *>(a.data), static_cast<const int64_t *>(a.data) + n);
+      if (!in.emplace(a.name, std::move(t)).second)
+        return fail(MPK_ERR_DUPLICATE, where + ": '" + a.name + "' given twice");
+    }
+    for (const auto &[name, t] : in) {
+      bool known = false;
+      for (const auto &v : session->session.graph_inputs()) known = known || v.name == name;
+      if (!known) return fail(MPK_ERR_NOT_FOUND, std::string(fn) + ": the graph has no input '" + name + "'");
+    }
+    if (mpk_status s = check(session->session.run(in, session->outputs))) return s;
+    session->has_outputs = true;
+    return MPK_OK;
+  });
+}
+
+mpk_status mpk_session_output(const mpk_session *session, size_t index, mpk_dtype *dtype, uint32_t *ndim,
+                              const int64_t **shape, const void **data) {
+  constexpr const char *fn = "mpk_session_output";
+  return guard(fn, [&]() -> mpk_status {
+    if (!session) return null_arg(fn, "session");
+    if (!session->has_outputs) return fail(MPK_ERR_STATE, std::string(fn) + ": no successful run");
+    if (index >= session->outputs.size())
+      return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": index " + std::to_string(index) + " out of range");
+    const mpk::rt::HostTensor &t = session->outputs[index];
+    if (dtype) *dtype = t.dtype;
+    if (ndim) *ndim = uint32_t(t.shape.size());
+    if (shape) *shape = t.shape.data();
+    if (data) *data = t.dtype == MPK_DTYPE_F32 ? static_cast<const void *>(t.f32.data()) : static_cast<const void *>(t.i64.data());
+    return MPK_OK;
+  });
+}
+
+void mpk_session_reset(mpk_session *session) {
+  if (!session) return;
+  session->session.reset();
+  session->outputs.clear();
+  session->has_outputs = false;
+}
+
+uint64_t mpk_session_cached_tokens(const mpk_session *session) { return session ? session->session.cached_tokens() : 0; }
+
+mpk_status mpk_session_profile(const mpk_session *session, size_t index, const char **name, const char **op,
+                               uint64_t *calls, double *seconds) {
+  constexpr const char *fn = "mpk_session_profile";
+  return guard(fn, [&]() -> mpk_status {
+    if (!session) return null_arg(fn, "session");
+    const auto &p = session->session.profile_ref();
+    if (index >= p.size())
+      return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": index " + std::to_string(index) + " out of range");
+    if (name) *name = p[index].name.c_str();
+    if (op) *op = p[index].op.c_str();
+    if (calls) *calls = p[index].calls;
+    if (seconds) *seconds = p[index].seconds;
+    return MPK_OK;
+  });
 }
 
 }  // extern "C"

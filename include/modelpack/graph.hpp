@@ -164,6 +164,8 @@ class MPK_RT_API Session {
   void reset();
   uint64_t cached_tokens() const;      // tokens held by the KV caches (0 without attention)
   std::vector<NodeProfile> profile() const;
+  const std::vector<NodeProfile> &profile_ref() const;  // the same, without a copy (valid while the session is)
+  const std::vector<GraphValue> &graph_inputs() const;  // the graph's declared inputs
 
  private:
   explicit Session(std::unique_ptr<SessionImpl> impl);

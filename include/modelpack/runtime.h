@@ -71,6 +71,70 @@ MPK_API mpk_status mpk_runtime_stats_get(const mpk_runtime *runtime, mpk_runtime
 /* Drops every cached packed weight (calls in flight keep theirs until they end). */
 MPK_API void mpk_runtime_clear_cache(mpk_runtime *runtime);
 
+/* ---- graphs and sessions (docs/FORMAT.md 7.12, include/modelpack/graph.hpp) ------------------------ */
+
+/* A graph bound to an open model and a runtime, validated (rules G1-G7). Immutable: any number of
+ * sessions may run it at once, on any threads. Free it before the model and the runtime. */
+typedef struct mpk_graph mpk_graph;
+/* One user's state: value buffers and attention KV caches. One thread at a time. Free it before its
+ * graph. */
+typedef struct mpk_session mpk_session;
+
+/* arch NULL or "": the model's own graph (MPK_ERR_NOT_FOUND without one); "mlp" or "gpt2": built by
+ * that template from the model's tensors and config_json (the template's JSON config, NULL or "" for
+ * none; gpt2 needs one: Hugging Face's config.json). */
+MPK_API mpk_status mpk_graph_load(mpk_runtime *runtime, const mpk_model *model, const char *arch,
+                                  const char *config_json, mpk_graph **out);
+MPK_API void mpk_graph_free(mpk_graph *graph); /* NULL is a no-op */
+/* The graph's inputs and outputs: names (lent until mpk_graph_free) and dtypes (MPK_DTYPE_F32 or
+ * MPK_DTYPE_I64). An index out of range gives NULL / MPK_DTYPE_INVALID. */
+MPK_API size_t mpk_graph_input_count(const mpk_graph *graph);
+MPK_API const char *mpk_graph_input_name(const mpk_graph *graph, size_t index);
+MPK_API mpk_dtype mpk_graph_input_dtype(const mpk_graph *graph, size_t index);
+MPK_API size_t mpk_graph_output_count(const mpk_graph *graph);
+MPK_API const char *mpk_graph_output_name(const mpk_graph *graph, size_t index);
+
+typedef struct mpk_session_options {
+  uint32_t struct_size;   /* sizeof(mpk_session_options) */
+  uint32_t threads;       /* kernel threads per call; 0 = the OpenMP default */
+  uint32_t profile;       /* nonzero: time every node (mpk_session_profile) */
+  uint32_t reserved;      /* must be 0 */
+} mpk_session_options;
+
+#define MPK_SESSION_OPTIONS_INIT { sizeof(mpk_session_options), 0, 0, 0 }
+
+MPK_API mpk_status mpk_session_create(const mpk_graph *graph, const mpk_session_options *opts, mpk_session **out);
+MPK_API void mpk_session_free(mpk_session *session); /* NULL is a no-op */
+
+/* A tensor handed to a session: row-major, dtype MPK_DTYPE_F32 or MPK_DTYPE_I64, data aligned to
+ * its element size, ndim <= 32. */
+typedef struct mpk_tensor_arg {
+  const char *name;       /* the graph input it feeds */
+  mpk_dtype dtype;
+  uint32_t ndim;
+  const int64_t *shape;
+  const void *data;
+} mpk_tensor_arg;
+
+/* Runs the graph on every input (by name; each graph input exactly once). On success the outputs
+ * are readable with mpk_session_output until the next run, reset or free; on error there are none.
+ * Errors: MPK_ERR_NOT_FOUND (an input missing or unknown), MPK_ERR_BAD_DTYPE, MPK_ERR_BAD_SHAPE,
+ * MPK_ERR_OUT_OF_BOUNDS (a token id outside an embedding table), MPK_ERR_LIMIT, MPK_ERR_NO_MEMORY,
+ * and the kernels' errors; the message names the node. A failed run leaves the KV caches as they were. */
+MPK_API mpk_status mpk_session_run(mpk_session *session, const mpk_tensor_arg *inputs, size_t n_inputs);
+/* Output `index` of the last successful run: dtype, rank, shape and data lent until the next run,
+ * reset or free. MPK_ERR_STATE before a successful run; MPK_ERR_INVALID_ARGUMENT out of range. */
+MPK_API mpk_status mpk_session_output(const mpk_session *session, size_t index, mpk_dtype *dtype, uint32_t *ndim,
+                                      const int64_t **shape, const void **data);
+/* Forgets the KV caches (a new sequence) and the outputs. */
+MPK_API void mpk_session_reset(mpk_session *session);
+/* Tokens held by the KV caches (0 for graphs without attention). */
+MPK_API uint64_t mpk_session_cached_tokens(const mpk_session *session);
+/* Node `index` of the graph (in order): its name, op (lent until the session is freed), calls and
+ * seconds so far (zero unless the session profiles). MPK_ERR_INVALID_ARGUMENT out of range. */
+MPK_API mpk_status mpk_session_profile(const mpk_session *session, size_t index, const char **name, const char **op,
+                                       uint64_t *calls, double *seconds);
+
 #ifdef __cplusplus
 }
 #endif

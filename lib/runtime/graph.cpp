@@ -618,6 +618,8 @@ void Session::reset() {
 }
 uint64_t Session::cached_tokens() const { return impl_->past; }
 std::vector<NodeProfile> Session::profile() const { return impl_->prof; }
+const std::vector<NodeProfile> &Session::profile_ref() const { return impl_->prof; }
+const std::vector<GraphValue> &Session::graph_inputs() const { return impl_->g->def.inputs; }
 
 namespace {
 

@@ -10,9 +10,16 @@ int header_runtime_test_use(void) {
   mpk_runtime_options options = MPK_RUNTIME_OPTIONS_INIT;
   mpk_run_options run = MPK_RUN_OPTIONS_INIT;
   mpk_runtime_stats stats = MPK_RUNTIME_STATS_INIT;
+  mpk_session_options session = MPK_SESSION_OPTIONS_INIT;
+  mpk_tensor_arg arg = {0, MPK_DTYPE_F32, 0, 0, 0};
+  mpk_graph *graph = NULL;
+  mpk_session *s = NULL;
   mpk_runtime *rt = NULL;
   const mpk_model *model = NULL;
   (void)model;
   (void)rt;
-  return (int)(options.struct_size + run.struct_size + stats.struct_size);
+  (void)graph;
+  (void)s;
+  (void)arg;
+  return (int)(options.struct_size + run.struct_size + stats.struct_size + session.struct_size);
 }

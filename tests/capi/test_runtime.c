@@ -186,6 +186,93 @@ int main(int argc, char **argv) {
   /* M = 0 is a no-op. */
   CHECK_OK(mpk_run_linear(rt, mf, iw, NULL, 0, K, K, NULL, NULL, N, NULL));
 
+  /* Graphs and sessions: a one-layer mlp ("fc.weight" = W, "fc.bias" = BIAS) through the template. */
+  {
+    char fc[4200];
+    mpk_writer *w = NULL;
+    mpk_writer_options o = MPK_WRITER_OPTIONS_INIT;
+    mpk_model *mfc = NULL;
+    mpk_graph *g = NULL;
+    mpk_session *s = NULL;
+    mpk_session_options so = MPK_SESSION_OPTIONS_INIT;
+    uint64_t shape[2] = {N, K}, bshape[1] = {N};
+    int64_t xshape[2] = {M, K}, bad_shape[2] = {M, K - 1};
+    mpk_tensor_arg arg;
+    mpk_dtype dt = MPK_DTYPE_INVALID;
+    uint32_t ndim = 0;
+    const int64_t *oshape = NULL;
+    const void *odata = NULL;
+    const char *pname = NULL, *pop = NULL;
+    uint64_t calls = 0;
+    double secs = 0;
+    snprintf(fc, sizeof fc, "%s/fc.mpk", dir);
+    o.flags = MPK_WRITER_NO_FSYNC;
+    CHECK_OK(mpk_writer_create(&w, fc, &o));
+    CHECK_OK(mpk_writer_add_tensor(w, "fc.weight", MPK_DTYPE_F32, 2, shape, W, sizeof W, NULL));
+    CHECK_OK(mpk_writer_add_tensor(w, "fc.bias", MPK_DTYPE_F32, 1, bshape, BIAS, sizeof BIAS, NULL));
+    CHECK_OK(mpk_writer_commit(w));
+    mpk_writer_free(w);
+    CHECK_OK(mpk_model_open(&mfc, fc, NULL));
+    CHECK_STATUS(mpk_graph_load(rt, mfc, NULL, NULL, &g), MPK_ERR_NOT_FOUND); /* no stored graph */
+    CHECK(g == NULL, "a failed load leaves no graph");
+    CHECK_STATUS(mpk_graph_load(rt, mfc, "resnet", NULL, &g), MPK_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mpk_graph_load(rt, mfc, "gpt2", NULL, &g), MPK_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mpk_graph_load(rt, mfc, "mlp", "{\"layers\": 1}", &g), MPK_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mpk_graph_load(NULL, mfc, "mlp", NULL, &g), MPK_ERR_INVALID_ARGUMENT);
+    CHECK_OK(mpk_graph_load(rt, mfc, "mlp", NULL, &g));
+    if (!g) return 1;
+    CHECK(mpk_graph_input_count(g) == 1 && strcmp(mpk_graph_input_name(g, 0), "x") == 0, "graph input");
+    CHECK(mpk_graph_input_dtype(g, 0) == MPK_DTYPE_F32 && mpk_graph_input_dtype(g, 1) == MPK_DTYPE_INVALID, "dtype");
+    CHECK(mpk_graph_output_count(g) == 1 && strcmp(mpk_graph_output_name(g, 0), "logits") == 0, "graph output");
+    CHECK(mpk_graph_input_name(g, 5) == NULL, "out of range name");
+    so.reserved = 1;
+    CHECK_STATUS(mpk_session_create(g, &so, &s), MPK_ERR_INVALID_ARGUMENT);
+    so.reserved = 0;
+    so.profile = 1;
+    CHECK_OK(mpk_session_create(g, &so, &s));
+    if (!s) return 1;
+    CHECK_STATUS(mpk_session_output(s, 0, &dt, &ndim, &oshape, &odata), MPK_ERR_STATE); /* before a run */
+    arg.name = "x";
+    arg.dtype = MPK_DTYPE_F32;
+    arg.ndim = 2;
+    arg.shape = xshape;
+    arg.data = X;
+    CHECK_OK(mpk_session_run(s, &arg, 1));
+    CHECK_OK(mpk_session_output(s, 0, &dt, &ndim, &oshape, &odata));
+    CHECK(dt == MPK_DTYPE_F32 && ndim == 2 && oshape[0] == M && oshape[1] == N, "output shape");
+    CHECK(max_rel_err((const float *)odata, N) < 1e-5, "session error %g", max_rel_err((const float *)odata, N));
+    CHECK_OK(mpk_session_profile(s, 0, &pname, &pop, &calls, &secs));
+    CHECK(strcmp(pop, "linear") == 0 && calls == 1 && secs >= 0, "profile of node 0: %s %llu", pop, (unsigned long long)calls);
+    CHECK_STATUS(mpk_session_profile(s, 9, &pname, &pop, &calls, &secs), MPK_ERR_INVALID_ARGUMENT);
+    CHECK(mpk_session_cached_tokens(s) == 0, "no attention, no cache");
+    /* Bad inputs: named errors, and no outputs afterwards. */
+    CHECK_STATUS(mpk_session_run(s, NULL, 0), MPK_ERR_NOT_FOUND);
+    CHECK_STATUS(mpk_session_output(s, 0, &dt, &ndim, &oshape, &odata), MPK_ERR_STATE);
+    arg.shape = bad_shape;
+    CHECK_STATUS(mpk_session_run(s, &arg, 1), MPK_ERR_BAD_SHAPE);
+    arg.shape = xshape;
+    arg.dtype = MPK_DTYPE_I64;
+    CHECK_STATUS(mpk_session_run(s, &arg, 1), MPK_ERR_BAD_DTYPE);
+    arg.dtype = MPK_DTYPE_F16;
+    CHECK_STATUS(mpk_session_run(s, &arg, 1), MPK_ERR_BAD_DTYPE);
+    arg.dtype = MPK_DTYPE_F32;
+    arg.name = "nope";
+    CHECK_STATUS(mpk_session_run(s, &arg, 1), MPK_ERR_NOT_FOUND);
+    arg.name = "x";
+    arg.data = (const char *)X + 1;
+    CHECK_STATUS(mpk_session_run(s, &arg, 1), MPK_ERR_MISALIGNED);
+    arg.data = X;
+    CHECK_OK(mpk_session_run(s, &arg, 1));
+    mpk_session_reset(s);
+    CHECK_STATUS(mpk_session_output(s, 0, &dt, &ndim, &oshape, &odata), MPK_ERR_STATE);
+    mpk_session_free(s);
+    mpk_session_free(NULL);
+    mpk_graph_free(g);
+    mpk_graph_free(NULL);
+    mpk_model_free(mfc);
+    unlink(fc);
+  }
+
   mpk_model_free(mf);
   mpk_model_free(mq);
   mpk_model_free(mh);
