@@ -841,6 +841,72 @@ def case_gpt2(tmp):
     check(not [f for f in os.listdir(tmp) if ".tmp-" in f], f"temporary files left: {os.listdir(tmp)}")
 
 
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "runtime")
+
+
+def _softmax_loss(logits, targets):
+    z = logits.astype(np.float64)
+    z = z - z.max(-1, keepdims=True)
+    return float((np.log(np.exp(z).sum(-1)) - z[np.arange(len(targets)), targets]).mean())
+
+
+def case_reference(tmp):
+    """The reference models trained by PyTorch (tests/fixtures/make_runtime_fixtures.py): mpk run gives
+    PyTorch's logits (f32: within 1e-4 of the largest logit), and each stored dtype stays within its
+    stated bound; prints accuracy and held-out loss per dtype."""
+    ref = json.load(open(os.path.join(FIXTURES, "reference.json")))
+    report = []
+    # The digits MLP.
+    mlp = os.path.join(tmp, "mlp.mpk")
+    run("convert", os.path.join(FIXTURES, "mlp.safetensors"), mlp, "--arch", "mlp", "--no-fsync", expect=0)
+    x, y = os.path.join(FIXTURES, "mlp_x.npy"), np.load(os.path.join(FIXTURES, "mlp_y.npy"))
+    want = np.load(os.path.join(FIXTURES, "mlp_logits.npy"))
+    # bound: max |ours - torch| / max |torch|; accuracy change bound in points
+    bounds = {"f32": (1e-4, 0.0), "fp16": (2e-3, 0.6), "bf16": (2e-2, 1.2), "int8": (2e-2, 1.2)}
+    for dt, (lb, ab) in bounds.items():
+        path = mlp if dt == "f32" else os.path.join(tmp, f"mlp.{dt}.mpk")
+        if dt != "f32":
+            run("quantize", mlp, path, "--to", dt, "-q", "--no-fsync", expect=0)
+        out = os.path.join(tmp, "y.npy")
+        run("run", path, "--input", x, "-o", out, "-q", "--no-fsync", expect=0)
+        got = np.load(out)
+        err = float(np.abs(got - want).max() / np.abs(want).max())
+        acc = float((got.argmax(1) == y).mean())
+        report.append(f"mlp {dt}: logits max err {err:.2e} of max |logit|, accuracy {100 * acc:.2f}% "
+                      f"(PyTorch f32 {100 * ref['mlp']['test_accuracy']:.2f}%)")
+        check(err <= lb, f"mlp {dt}: logits differ from PyTorch by {err:.3g} (bound {lb})")
+        check(abs(acc - ref["mlp"]["test_accuracy"]) * 100 <= ab + 1e-9,
+              f"mlp {dt}: accuracy {acc} vs PyTorch {ref['mlp']['test_accuracy']} (bound {ab} points)")
+    # The character-level GPT-2.
+    g = os.path.join(tmp, "gpt2.mpk")
+    run("convert", os.path.join(FIXTURES, "gpt2.safetensors"), g, "--arch", "gpt2", "--config",
+        os.path.join(FIXTURES, "gpt2_config.json"), "--no-fsync", expect=0)
+    want = np.load(os.path.join(FIXTURES, "gpt2_logits.npy"))
+    windows = np.load(os.path.join(FIXTURES, "gpt2_eval.npy"))
+    T = windows.shape[1] - 1
+    lbounds = {"f32": (1e-4, 1e-4), "fp16": (2e-3, 0.005), "bf16": (2e-2, 0.02), "int8": (3e-2, 0.02)}
+    for dt, (lb, rel_loss) in lbounds.items():
+        path = g if dt == "f32" else os.path.join(tmp, f"gpt2.{dt}.mpk")
+        if dt != "f32":  # the embeddings stay f32 (the default); every matrix of the blocks is quantized
+            run("quantize", g, path, "--to", dt, "-q", "--no-fsync", expect=0)
+        out, ip = os.path.join(tmp, "y.npy"), os.path.join(tmp, "ids.npy")
+        run("run", path, "--input", os.path.join(FIXTURES, "gpt2_ids.npy"), "-o", out, "-q", "--no-fsync", expect=0)
+        err = float(np.abs(np.load(out) - want).max() / np.abs(want).max())
+        losses = []
+        for w in windows[:8]:
+            np.save(ip, w[:T])
+            run("run", path, "--input", ip, "-o", out, "-q", "--no-fsync", expect=0)
+            losses.append(_softmax_loss(np.load(out), w[1:]))
+        loss = float(np.mean(losses))
+        if dt == "f32":
+            f32_loss = loss
+        report.append(f"gpt2 {dt}: logits max err {err:.2e} of max |logit|, held-out loss {loss:.4f} "
+                      f"({100 * (loss / f32_loss - 1):+.2f}% vs f32; 8 windows of {T})")
+        check(err <= lb, f"gpt2 {dt}: logits differ from PyTorch by {err:.3g} (bound {lb})")
+        check(abs(loss / f32_loss - 1) <= rel_loss, f"gpt2 {dt}: held-out loss {loss} vs f32 {f32_loss}")
+    print("\n".join("     " + r for r in report))
+
+
 def case_quantize(tmp):
     """mpk quantize: int8 per channel / per group and fp16 / bf16, checked against numpy; the report
     printed and stored; defaults skip 1-D tensors and embeddings; bad options and NaN input write
