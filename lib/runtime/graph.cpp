@@ -91,6 +91,11 @@ struct WeightRef {
   std::vector<float> converted;
   // linear/matmul weights: as the kernels take them (any stored dtype)
   std::optional<ModelWeight> matrix;
+  // matmul on int8 weights with one scale per *input* row k (what `mpk quantize` gives a Conv1D
+  // weight [in, out]): y = sum_k x[k] s[k] q[k, n] = (x * s) . q, so the scales move onto the
+  // activations and the weights run on the fast u8 x s8 path with unit per-output scales.
+  std::vector<float> fold_scales;  // s[k] (empty: no folding)
+  std::vector<float> ones;         // N unit scales for the folded view
 };
 
 struct Input {
@@ -451,7 +456,7 @@ Result<Graph> Graph::create(const Model &model, Context &ctx, const GraphDef &de
   }
   // Weights: model tensors, loaded once.
   auto weight = [&](const Node &n, const std::string &name, bool matrix) -> Result<uint32_t> {
-    const std::string key = name + (matrix ? "#matrix" : "#f32");
+    const std::string key = name + (!matrix ? "#f32" : n.spec->kind == OpKind::MatMul ? "#matmul" : "#linear");
     if (auto it = weight_of.find(key); it != weight_of.end()) return it->second;
     auto idx = model.find(name);
     if (!idx) return node_error(n, MPK_ERR_NOT_FOUND, "input ", quote(name), " is neither a value defined before it nor a model tensor");
@@ -464,6 +469,13 @@ Result<Graph> Graph::create(const Model &model, Context &ctx, const GraphDef &de
       auto mw = model_weight(model, *idx);
       if (!mw) return node_error(n, mw.status().code(), "weight ", quote(name), ": ", mw.status().message());
       w.matrix = std::move(*mw);
+      WeightView &v = w.matrix->view;
+      if (n.spec->kind == OpKind::MatMul && v.dtype == MPK_DTYPE_I8 && v.group == 0 && v.scale_axis == 0 && v.scales) {
+        w.fold_scales.assign(v.scales, v.scales + v.rows);
+        w.ones.assign(size_t(v.cols), 1.0f);
+        v.scales = w.ones.data();
+        v.scale_axis = 1;
+      }
     } else if (t.dtype == MPK_DTYPE_F32 && model.quant(*idx).scheme == QuantScheme::None) {
       auto tv = model.tensor(*idx);
       if (!tv) return tv.status();
@@ -574,6 +586,7 @@ struct SessionImpl {
   std::vector<KvCache> kv;  // per node (used by attention nodes)
   std::vector<NodeProfile> prof;
   uint64_t past = 0;        // tokens in the KV caches
+  std::vector<float> scratch;  // activations scaled for folded int8 matmuls
 };
 
 HostTensor HostTensor::f32_of(std::vector<int64_t> shape, std::vector<float> values) {
@@ -732,7 +745,14 @@ Status run_graph(SessionImpl &S, const std::map<std::string, HostTensor> &inputs
         const uint64_t K = uint64_t(ops[0].shape.back()), N = uint64_t(y.shape.back());
         const uint64_t M = K ? ops[0].numel / K : y.numel() / std::max<uint64_t>(N, 1);
         const float *bias = n.in.size() > 2 ? ops[2].data : nullptr;
-        ConstMatrixF32 x{ops[0].data, M, K, K};
+        const float *xd = ops[0].data;
+        if (!w.fold_scales.empty()) {  // x * s, then the int8 weights with unit scales (see WeightRef)
+          S.scratch.resize(size_t(M * K));
+          for (uint64_t r = 0; r < M; ++r)
+            for (uint64_t k = 0; k < K; ++k) S.scratch[r * K + k] = xd[r * K + k] * w.fold_scales[k];
+          xd = S.scratch.data();
+        }
+        ConstMatrixF32 x{xd, M, K, K};
         MatrixF32 yy{y.f.data(), M, N, N};
         Status s = n.spec->kind == OpKind::Linear ? linear(*G.ctx, x, w.matrix->view, bias, yy, ro)
                                                   : matmul(*G.ctx, x, w.matrix->view, bias, yy, ro);

@@ -884,7 +884,7 @@ def case_reference(tmp):
     want = np.load(os.path.join(FIXTURES, "gpt2_logits.npy"))
     windows = np.load(os.path.join(FIXTURES, "gpt2_eval.npy"))
     T = windows.shape[1] - 1
-    lbounds = {"f32": (1e-4, 1e-4), "fp16": (2e-3, 0.005), "bf16": (2e-2, 0.02), "int8": (3e-2, 0.02)}
+    lbounds = {"f32": (1e-4, 1e-4), "fp16": (2e-3, 0.005), "bf16": (2e-2, 0.02), "int8": (6e-2, 0.02)}
     for dt, (lb, rel_loss) in lbounds.items():
         path = g if dt == "f32" else os.path.join(tmp, f"gpt2.{dt}.mpk")
         if dt != "f32":  # the embeddings stay f32 (the default); every matrix of the blocks is quantized
