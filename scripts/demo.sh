@@ -4,7 +4,11 @@
 # Installs missing Debian packages (scripts/deps.sh demo), builds the `mpk` tool (Release, into
 # build-demo/), trains a small real model (an MLP on scikit-learn's bundled digits, plain NumPy, a
 # few seconds), saves it as .npy files, then packs, inspects, verifies and extracts it with mpk and
-# checks that the extracted tensors equal the originals and give the same test accuracy.
+# checks that the extracted tensors equal the originals and give the same test accuracy. Then
+# (examples/demo/walkthrough.py) the runtime on two models trained by PyTorch (tests/fixtures/runtime):
+# convert with their graph, quantize to bf16/fp16/int8, a table of size, open time, first-inference
+# time and accuracy / held-out loss; generated text; a fine-tuned MLP shipped as a patch, applied,
+# checked byte for byte, run and rolled back.
 # Everything it writes goes to out/demo/ (git-ignored); it is recreated on each run.
 set -euo pipefail
 
@@ -28,11 +32,11 @@ timed() { # timed LABEL CMD...: runs CMD, prints its output indented, records "L
 }
 timings=()
 
-step "1/6 dependencies (scripts/deps.sh demo)"
+step "1/7 dependencies (scripts/deps.sh demo)"
 scripts/deps.sh demo
 echo "   ok"
 
-step "2/6 build mpk (Release, $build/, -j2)"
+step "2/7 build mpk (Release, $build/, -j2)"
 t0=$EPOCHREALTIME
 log="$build/demo-build.log"
 mkdir -p "$build"
@@ -45,26 +49,26 @@ echo "   built $build/tools/mpk in $(ms_since "$t0") ms (log: $log)"
 rm -rf "$out"
 mkdir -p "$out"
 
-step "3/6 train a digit classifier with NumPy, save it as .npy files"
+step "3/7 train a digit classifier with NumPy, save it as .npy files"
 t0=$EPOCHREALTIME
 "$py" examples/demo/train_digits.py train "$out"
 timings+=("$(printf '%-28s %6s ms' "train + save .npy" "$(ms_since "$t0")")")
 mapfile -t meta <"$out/meta.args"
 
-step "4/6 mpk pack $out/npy -o $out/digits.mpk (with metadata)"
+step "4/7 mpk pack $out/npy -o $out/digits.mpk (with metadata)"
 timed "mpk pack" "$mpk" pack "$out/npy" -o "$out/digits.mpk" "${meta[@]}"
 npy_bytes=$(find "$out/npy" -name '*.npy' -printf '%s\n' | awk '{ s += $1 } END { print s }')
 npy_files=$(find "$out/npy" -name '*.npy' | wc -l)
 mpk_bytes=$(stat -c %s "$out/digits.mpk")
 
-step "5/6 mpk inspect, mpk verify, mpk compress"
+step "5/7 mpk inspect, mpk verify, mpk compress"
 timed "mpk inspect (open + print)" "$mpk" inspect "$out/digits.mpk"
 timed "mpk verify (full)" "$mpk" verify "$out/digits.mpk"
 timed "mpk compress" "$mpk" compress "$out/digits.mpk" "$out/digits.z.mpk"
 timed "mpk verify (compressed)" "$mpk" verify --mode full "$out/digits.z.mpk"
 z_bytes=$(stat -c %s "$out/digits.z.mpk")
 
-step "6/6 mpk extract (from the compressed file), compare with the originals, re-run inference"
+step "6/7 mpk extract (from the compressed file), compare with the originals, re-run inference"
 mkdir -p "$out/extracted/model/fc1" "$out/extracted/model/fc2" "$out/extracted/data"
 timed "mpk extract model/fc1/weight" \
   "$mpk" extract "$out/digits.z.mpk" model/fc1/weight -o "$out/extracted/model/fc1/weight.npy"
@@ -74,6 +78,9 @@ for name in model/fc1/bias model/fc2/weight model/fc2/bias data/test_x data/test
 done
 echo "   (extracted the other 6 tensors the same way)"
 "$py" examples/demo/train_digits.py check "$out/npy" "$out/extracted"
+
+step "7/7 the runtime: models trained by PyTorch, in every dtype, then an update shipped as a patch"
+"$py" examples/demo/walkthrough.py "$mpk" "$out/runtime"
 
 step "summary"
 printf '   %-28s %9s bytes in %d files\n' ".npy files" "$npy_bytes" "$npy_files"

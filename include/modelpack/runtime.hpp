@@ -149,6 +149,11 @@ struct ContextOptions {
   int f16_direct_max_m = -1;
   int i8_direct_max_m = -1;
   int bf16_direct_max_m = -1;
+  // Calls of a weight (per key) before it is packed: 1 packs on the first call (the fastest steady
+  // state); n > 1 runs the first n - 1 calls on the weights as stored (no reorder into fresh memory:
+  // a model's first inference then costs what a plain GEMM costs, measured 10-20x less at cold start
+  // for a GPT-2-sized model, bench/gpt2_vs_torch.py) and packs on the n-th. 0 acts as 1.
+  uint32_t pack_after_calls = 1;
 };
 
 struct CacheStats {

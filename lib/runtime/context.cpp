@@ -206,6 +206,7 @@ struct ContextImpl {
 
   mutable std::mutex mu;
   std::unordered_map<uint64_t, std::shared_ptr<Entry>> map;
+  std::unordered_map<uint64_t, uint32_t> unpacked_calls;  // per key, calls before packing (pack_after_calls)
   std::list<uint64_t> lru;  // front: most recently used
   CacheStats st;
   std::atomic<uint64_t> pack_ns{0};
@@ -640,7 +641,20 @@ Status run_call(const Context &ctx, const char *fn, const ConstMatrixF32 &x, con
 
   std::shared_ptr<Entry> e;
   bool cached = false;
-  if (w.key) {
+  bool defer = false;  // a call before the weight is packed (ContextOptions::pack_after_calls)
+  if (w.key && c.opts.pack_after_calls > 1) {
+    std::lock_guard<std::mutex> g(c.mu);
+    if (!c.map.count(w.key)) {
+      uint32_t &n = c.unpacked_calls[w.key];
+      if (n + 1 < c.opts.pack_after_calls) {
+        ++n;
+        defer = true;
+      } else {
+        c.unpacked_calls.erase(w.key);
+      }
+    }
+  }
+  if (w.key && !defer) {
     auto r = get_entry(c, w, op, d, plan, nt, &info.cache_hit);
     if (!r) return Status(r.status().code(), cat(fn, ": ", r.status().message()));
     e = std::move(*r);
@@ -866,11 +880,13 @@ void Context::clear_cache() {
   for (auto &[k, e] : impl_->map)
     if (!e->pending) all.push_back(e);
   for (auto &e : all) impl_->remove_locked(*e);
+  impl_->unpacked_calls.clear();
 }
 
 bool Context::drop(uint64_t key) {
   if (!impl_) return false;
   std::lock_guard<std::mutex> g(impl_->mu);
+  impl_->unpacked_calls.erase(key);
   auto it = impl_->map.find(key);
   if (it == impl_->map.end() || it->second->pending) return false;
   std::shared_ptr<Entry> e = it->second;

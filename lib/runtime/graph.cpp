@@ -2,6 +2,7 @@
 // The op registry and each op's semantics: docs/FORMAT.md 7.12.
 #include "common.hpp"
 #include "graph_internal.hpp"
+#include "kernels.hpp"
 
 #include <modelpack/graph.hpp>
 #include <modelpack/quant.hpp>
@@ -96,7 +97,32 @@ struct WeightRef {
   // activations and the weights run on the fast u8 x s8 path with unit per-output scales.
   std::vector<float> fold_scales;  // s[k] (empty: no folding)
   std::vector<float> ones;         // N unit scales for the folded view
+  // An embedding table stored f16, bf16 or int8 (e.g. quantized with --embeddings): rows are
+  // converted when looked up, not the whole table at load (GPT-2's is 38.6 M values).
+  bool gather = false;
 };
+
+// Row r of a table kept as stored (WeightRef::gather) into dst (cols floats).
+void gather_row(const WeightView &v, uint64_t r, float *dst) {
+  const uint64_t cols = v.cols, ld = v.row_stride ? v.row_stride : cols;
+  switch (v.dtype) {
+    case MPK_DTYPE_F16:
+      detail::f16_to_f32_n(detail::cpu_isa(), static_cast<const uint16_t *>(v.data) + r * ld, dst, size_t(cols));
+      return;
+    case MPK_DTYPE_BF16:
+      detail::bf16_to_f32_n(detail::cpu_isa(), static_cast<const uint16_t *>(v.data) + r * ld, dst, size_t(cols));
+      return;
+    default: {  // I8: value = float(q) * scale, scales per row, per column or per group of the row
+      const int8_t *q = static_cast<const int8_t *>(v.data) + r * ld;
+      const uint64_t g = v.group ? (cols + v.group - 1) / v.group : 0;
+      for (uint64_t c = 0; c < cols; ++c) {
+        const float sc = v.group ? v.scales[r * g + c / v.group] : v.scale_axis == 0 ? v.scales[r] : v.scales[c];
+        dst[c] = float(q[c]) * sc;
+      }
+      return;
+    }
+  }
+}
 
 struct Input {
   bool weight = false;
@@ -455,8 +481,8 @@ Result<Graph> Graph::create(const Model &model, Context &ctx, const GraphDef &de
     if (auto k = define(v.name, v.dtype, s, "a graph input"); !k) return k.status();
   }
   // Weights: model tensors, loaded once.
-  auto weight = [&](const Node &n, const std::string &name, bool matrix) -> Result<uint32_t> {
-    const std::string key = name + (!matrix ? "#f32" : n.spec->kind == OpKind::MatMul ? "#matmul" : "#linear");
+  auto weight = [&](const Node &n, const std::string &name, bool matrix, bool table) -> Result<uint32_t> {
+    const std::string key = name + (table ? "#table" : !matrix ? "#f32" : n.spec->kind == OpKind::MatMul ? "#matmul" : "#linear");
     if (auto it = weight_of.find(key); it != weight_of.end()) return it->second;
     auto idx = model.find(name);
     if (!idx) return node_error(n, MPK_ERR_NOT_FOUND, "input ", quote(name), " is neither a value defined before it nor a model tensor");
@@ -476,6 +502,11 @@ Result<Graph> Graph::create(const Model &model, Context &ctx, const GraphDef &de
         v.scales = w.ones.data();
         v.scale_axis = 1;
       }
+    } else if (table && (t.dtype == MPK_DTYPE_F16 || t.dtype == MPK_DTYPE_BF16 || t.dtype == MPK_DTYPE_I8)) {
+      auto mw = model_weight(model, *idx);  // a zero-copy view with its scales, rows converted on lookup
+      if (!mw) return node_error(n, mw.status().code(), "table ", quote(name), ": ", mw.status().message());
+      w.matrix = std::move(*mw);
+      w.gather = true;
     } else if (t.dtype == MPK_DTYPE_F32 && model.quant(*idx).scheme == QuantScheme::None) {
       auto tv = model.tensor(*idx);
       if (!tv) return tv.status();
@@ -484,7 +515,7 @@ Result<Graph> Graph::create(const Model &model, Context &ctx, const GraphDef &de
         w.owner = tv->owner;
       }
     }
-    if (!matrix && w.f32.empty() && t.nbytes > 0) {
+    if (!matrix && !w.gather && w.f32.empty() && t.nbytes > 0) {
       uint64_t numel = 1;
       for (uint64_t d : t.shape) numel *= d;
       if (numel > uint64_t(kMaxElems)) return node_error(n, MPK_ERR_LIMIT, "weight ", quote(name), " is too large");
@@ -530,7 +561,7 @@ Result<Graph> Graph::create(const Model &model, Context &ctx, const GraphDef &de
         return node_error(n, MPK_ERR_INVALID_ARGUMENT, "input ", i, " must be a model tensor, not the computed value ", quote(name));
       if (value_dtype(n.spec->kind, i) != MPK_DTYPE_F32)
         return node_error(n, MPK_ERR_NOT_FOUND, "input ", quote(name), " is not a value defined before this node");
-      auto w = weight(n, name, matrix);
+      auto w = weight(n, name, matrix, n.spec->kind == OpKind::Embedding && i == 0);
       if (!w) return w.status();
       n.in.push_back({true, *w});
       in_shapes.push_back(g->weights[*w].shape);
@@ -847,12 +878,14 @@ Status run_graph(SessionImpl &S, const std::map<std::string, HostTensor> &inputs
       }
       case OpKind::Embedding: {
         const Buffer &ids = S.values[n.in[1].index];
+        const WeightRef &tab = G.weights[n.in[0].index];
         const uint64_t V = uint64_t(ops[0].shape[0]), D = uint64_t(ops[0].shape[1]);
         for (uint64_t t = 0; t < ids.i.size(); ++t) {
           const int64_t id = ids.i[t];
           if (id < 0 || uint64_t(id) >= V)
             return node_error(n, MPK_ERR_OUT_OF_BOUNDS, "id ", id, " at position ", t, " is outside the table's ", V, " rows");
-          std::memcpy(y.f.data() + t * D, ops[0].data + uint64_t(id) * D, D * sizeof(float));
+          if (tab.gather) gather_row(tab.matrix->view, uint64_t(id), y.f.data() + t * D);
+          else std::memcpy(y.f.data() + t * D, ops[0].data + uint64_t(id) * D, D * sizeof(float));
         }
         break;
       }

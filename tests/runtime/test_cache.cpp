@@ -319,3 +319,41 @@ TEST_CASE("errors: an allocation that cannot succeed is MPK_ERR_NO_MEMORY", "[er
   ::munmap(map, bytes);
 }
 #endif
+
+TEST_CASE("cache: pack_after_calls runs the first calls on the stored weights, then packs", "[cache]") {
+  ContextOptions o;
+  o.pack_after_calls = 3;
+  auto c = Context::create(o);
+  REQUIRE(c.ok());
+  Context &ctx = *c;
+  std::mt19937 rng(3);
+  for (mpk::DType dt : {MPK_DTYPE_F32, MPK_DTYPE_I8}) {
+    INFO(mpk::dtype_name(dt));
+    ctx.clear_cache();
+    TestWeight w = make_weight(dt, 64, 96, 0, rng);
+    TestX x = make_x(8, 96, 0, rng);
+    RunInfo i;
+    const uint64_t key = dt == MPK_DTYPE_F32 ? 21 : 22;
+    auto y1 = run(ctx, Op::Linear, x, w.view(key), nullptr, &i);
+    CHECK_FALSE(i.packed);
+    CHECK(ctx.cache_stats().entries == 0);
+    auto y2 = run(ctx, Op::Linear, x, w.view(key), nullptr, &i);
+    CHECK_FALSE(i.packed);
+    CHECK(ctx.cache_stats().entries == 0);
+    auto y3 = run(ctx, Op::Linear, x, w.view(key), nullptr, &i);  // the third call packs
+    CHECK(i.packed);
+    CHECK(ctx.cache_stats().entries == 1);
+    auto y4 = run(ctx, Op::Linear, x, w.view(key), nullptr, &i);
+    CHECK(i.packed);
+    CHECK(i.cache_hit);
+    CHECK(same_bits(y1, y2));
+    CHECK(same_bits(y3, y4));
+    if (dt == MPK_DTYPE_I8) CHECK(same_bits(y1, y3));  // Int8 recipe: exact whatever the layout
+    else
+      for (size_t k = 0; k < y1.size(); ++k) CHECK(std::abs(y1[k] - y3[k]) <= 1e-4f * (1 + std::abs(y1[k])));
+    // drop() forgets the count: the weight starts over unpacked.
+    CHECK(ctx.drop(key));
+    run(ctx, Op::Linear, x, w.view(key), nullptr, &i);
+    CHECK_FALSE(i.packed);
+  }
+}

@@ -302,15 +302,16 @@ TEST_CASE("graph: linear and matmul on stored f32, bf16, f16 and int8 weights", 
       auto ctx = Context::create();
       REQUIRE(ctx.ok());
       GraphDef d;
-      d.inputs = {{"x", MPK_DTYPE_F32, {-1, 8}}};
-      d.nodes = {node("linear", {"x", "w", "b"}, {"y"}), node("matmul", {"x", "wt"}, {"z"})};
-      d.outputs = {{"y", MPK_DTYPE_F32, {-1, 6}}, {"z", MPK_DTYPE_F32, {}}};
+      d.inputs = {{"x", MPK_DTYPE_F32, {-1, 8}}, {"ids", MPK_DTYPE_I64, {-1}}};
+      d.nodes = {node("linear", {"x", "w", "b"}, {"y"}), node("matmul", {"x", "wt"}, {"z"}),
+                 node("embedding", {"w", "ids"}, {"e"})};  // w as a table too: rows as stored, dequantized
+      d.outputs = {{"y", MPK_DTYPE_F32, {-1, 6}}, {"z", MPK_DTYPE_F32, {}}, {"e", MPK_DTYPE_F32, {}}};
       auto g = Graph::create(*m, *ctx, d);
       INFO(g.status().to_string());
       REQUIRE(g.ok());
       auto s = Session::create(*g);
       std::vector<HostTensor> out;
-      REQUIRE(s->run({{"x", HostTensor::f32_of({3, 8}, x)}}, out).ok());
+      REQUIRE(s->run({{"x", HostTensor::f32_of({3, 8}, x)}, {"ids", HostTensor::i64_of({4}, {5, 0, 5, 2})}}, out).ok());
       // Reference: the weights as stored (dequantized), in double.
       std::vector<float> wq(48), wtq(48);
       REQUIRE(mpk::dequantize_tensor(*m, *m->find("w"), wq).ok());
@@ -328,6 +329,10 @@ TEST_CASE("graph: linear and matmul on stored f32, bf16, f16 and int8 weights", 
       const bool bf = file == "q.mpk" && target == mpk::QuantTarget::BF16;
       close_to(out[0].f32, y, i8 ? 2e-2 : bf ? 1e-2 : 1e-5);
       close_to(out[1].f32, z, i8 ? 2e-2 : bf ? 1e-2 : 1e-5);
+      REQUIRE(out[2].shape == std::vector<int64_t>{4, 8});
+      const int64_t rows[] = {5, 0, 5, 2};
+      for (size_t t = 0; t < 4; ++t)
+        for (size_t c = 0; c < 8; ++c) CHECK(out[2].f32[t * 8 + c] == wq[size_t(rows[t]) * 8 + c]);  // exact
     }
   }
 }
