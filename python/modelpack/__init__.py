@@ -7,8 +7,8 @@ Libraries are looked up, in this order, and the first source found is the only o
 
 1. ``$MPK_LIBRARY_DIR`` (a folder holding libmodelpack.so and libmodelpack_runtime.so); when the
    variable is set, nothing else is tried;
-2. the repository's build folder next to this package: ``<repo>/build/release/libmodelpack.so``
-   and ``<repo>/build/release/lib/runtime/libmodelpack_runtime.so``;
+2. a CMake build folder: ``$MPK_BUILD_DIR`` if set, else the repository's ``<repo>/build/release``
+   (``libmodelpack.so`` in it, ``lib/runtime/libmodelpack_runtime.so`` below it);
 3. the system loader: ``libmodelpack.so.0`` and ``libmodelpack_runtime.so.0``.
 
 libmodelpack is loaded with RTLD_GLOBAL before the runtime, so that the runtime binds to this very
@@ -148,6 +148,9 @@ class Error(Exception):
         self.status = _status_name(self.code)
         self.message = message
         super().__init__(f"{self.status}: {message}")
+
+    def __reduce__(self):  # pickles (e.g. across multiprocessing) as its code and message
+        return (type(self), (self.code, self.message))
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -382,7 +385,6 @@ class _STATUS:
 
 # name: (restype, argtypes). Functions returning mpk_status get an errcheck that raises Error.
 _CORE_FUNCTIONS = {
-    "mpk_version_number": (c_uint, []),
     "mpk_version_string": (c_char_p, []),
     "mpk_abi_version": (c_uint, []),
     "mpk_format_version": (None, [POINTER(c_uint), POINTER(c_uint)]),
@@ -546,9 +548,10 @@ def _library_candidates():
             os.path.join(env, "libmodelpack.so"),
             os.path.join(env, "libmodelpack_runtime.so"),
         )
-    # python/modelpack/__init__.py -> the repository root is two folders above the package.
+    # A CMake build folder (the test suite runs the binding against the build it tests), else the
+    # repository's default one: python/modelpack/__init__.py -> the root is two folders above.
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    build = os.path.join(repo, "build", "release")
+    build = os.environ.get("MPK_BUILD_DIR") or os.path.join(repo, "build", "release")
     core = os.path.join(build, "libmodelpack.so")
     if os.path.exists(core):
         return (f"the build folder {build}", core, os.path.join(build, "lib", "runtime", "libmodelpack_runtime.so"))
@@ -1020,6 +1023,14 @@ class Model:
             result[key.value.decode("utf-8")] = self._meta_value(h, i)
         return result
 
+    def metadata_value(self, key: str):
+        """One metadata value, converted as :meth:`metadata` does (mpk_model_metadata_find);
+        Error MPK_ERR_NOT_FOUND if the key is absent."""
+        h = self._h()
+        index = c_size_t()
+        _core.mpk_model_metadata_find(h.ptr, _cstr(key, "metadata key"), byref(index))
+        return self._meta_value(h, index.value)
+
     def metadata_types(self) -> dict:
         """key -> type name ("string", "int64[]", "typed", "list", ...), in key order."""
         h = self._h()
@@ -1271,7 +1282,8 @@ def _set_metadata(w: int, k: bytes, key: str, value) -> None:
         if array.dtype.kind == "b":
             array = array.view(np.uint8)
         _core.mpk_writer_set_typed_array(w, k, code, array.ctypes.data if len(array) else None, len(array))
-    elif isinstance(value, np.generic):  # before the Python types: np.float64 is a float
+    elif isinstance(value, np.generic) and not isinstance(value, (str, bytes)):
+        # Before the Python types (np.float64 is a float); np.str_ / np.bytes_ are text and bytes.
         array = _little_endian(np.asarray(value).reshape(1))
         _core.mpk_writer_set_typed(w, k, _numpy_dtype_code(array.dtype, key), array.ctypes.data)
     elif isinstance(value, bool):  # before int: bool is an int
@@ -1303,9 +1315,12 @@ def _set_metadata_list(w: int, k: bytes, key: str, items: list) -> None:
     else:
         raise TypeError(f"metadata {key!r}: lists of {type(items[0]).__name__} cannot be stored")
     def same(x):
-        return isinstance(x, kind) and (kind is bool or not isinstance(x, bool)) and not isinstance(x, np.generic)
+        # NumPy numbers (np.float64 is a float) belong in a NumPy array: a typed array.
+        numpy_number = isinstance(x, np.generic) and not isinstance(x, (str, bytes))
+        return isinstance(x, kind) and (kind is bool or not isinstance(x, bool)) and not numpy_number
     if not all(same(x) for x in items):
-        raise TypeError(f"metadata {key!r}: a list must hold items of one type ({kind.__name__})")
+        raise TypeError(f"metadata {key!r}: a list must hold Python values of one type ({kind.__name__}); "
+                        "for NumPy numbers pass a NumPy array (a typed array)")
     n = len(items)
     if kind is str:
         raws = [_meta_text(s, key) for s in items]

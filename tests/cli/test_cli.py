@@ -9,10 +9,10 @@ exit codes, stdout/stderr and the files written. Tensor checksums are checked in
 against libxxhash's XXH3_64bits through ctypes.
 """
 import ctypes
+import importlib.util
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -738,17 +738,15 @@ def case_run(tmp):
 
 
 def _write_safetensors(path, arrays, metadata):
-    """A safetensors file (f32 tensors), as the format's spec lays it out."""
-    header, off = {"__metadata__": metadata}, 0
-    for name, a in arrays.items():
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
-        off += a.nbytes
-    h = json.dumps(header).encode()
-    h += b" " * (-len(h) % 8)
+    """f32 arrays as a safetensors file, in the reference layout of tests/convert/make_safetensors.py."""
+    sys.dont_write_bytecode = True  # leave no __pycache__ in tests/convert/
+    spec = importlib.util.spec_from_file_location(
+        "make_safetensors", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "convert", "make_safetensors.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    items = {k: ("F32", list(a.shape), np.ascontiguousarray(a, dtype="<f4").tobytes()) for k, a in arrays.items()}
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h)
-        for a in arrays.values():
-            f.write(np.ascontiguousarray(a, dtype="<f4").tobytes())
+        f.write(mod.serialize(items, metadata))
 
 
 def _gpt2_logits(w, ids, n_layer, n_head):
