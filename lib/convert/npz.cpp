@@ -688,6 +688,22 @@ Status export_npz(const Model &m, const std::string &out, const ExportOptions &o
   for (size_t i = 0; i < n; ++i) {
     TensorInfo ti = m.info(i);
     if (Status s = check_numpy_dtype(ti, "npz"); !s.ok()) return s;
+    // Tensor names become member paths: one that a zip tool would extract outside its folder
+    // (absolute, a "." or ".." segment, an empty segment, a backslash) is refused (docs/SECURITY.md).
+    {
+      const std::string_view nm = ti.name;
+      bool unsafe = nm.empty() || nm.front() == '/' || nm.find('\\') != std::string_view::npos;
+      for (size_t a = 0; !unsafe && a <= nm.size();) {
+        const size_t b = std::min(nm.find('/', a), nm.size());
+        const std::string_view seg = nm.substr(a, b - a);
+        unsafe = seg.empty() || seg == "." || seg == "..";
+        a = b + 1;
+      }
+      if (unsafe)
+        return fail(MPK_ERR_BAD_NAME, "npz: tensor ", quote(ti.name), " would be the member path ",
+                    quote(std::string(ti.name) + ".npy"), ", which a zip tool could extract outside its folder "
+                    "(absolute, '.', '..' or empty segments, or '\\')");
+    }
     if (ti.name.size() + 4 > 0xffff)  // a zip name length is 16 bits
       return fail(MPK_ERR_LIMIT, "npz: tensor ", quote(ti.name), " has a ", ti.name.size(),
                   "-byte name; a zip member name (with \".npy\") holds at most 65535 bytes");

@@ -513,6 +513,39 @@ TEST_CASE("export refuses a tensor name a zip member name cannot hold", "[npz]")
   CHECK(dir.entries() == std::vector<std::string>{"long.mpk"});
 }
 
+TEST_CASE("export refuses tensor names that would be unsafe member paths, writing nothing", "[npz][hostile]") {
+  for (const std::string name : {"../evil", "/etc/x", "a/../../b", "a//b", "./a", "a/.", "a\\b", "a/"}) {
+    INFO(name);
+    TempDir dir;
+    {
+      mpk::WriterOptions wo;
+      wo.fsync = false;
+      auto w = mpk::Writer::create(dir / "m.mpk", wo);
+      REQUIRE(w.ok());
+      uint8_t one = 1;
+      REQUIRE_OK(w->add<uint8_t>(name, {}, std::span<const uint8_t>(&one, 1)));
+      REQUIRE_OK(w->commit());
+    }
+    mpk::Status s = mpk::convert(dir / "m.mpk", dir / "o.npz", quick());
+    CHECK(s.code() == MPK_ERR_BAD_NAME);
+    CHECK(s.message().find("outside its folder") != std::string::npos);
+    CHECK(dir.entries() == std::vector<std::string>{"m.mpk"});
+  }
+  // Ordinary nested names stay allowed: they are how mpk pack names files in folders.
+  TempDir dir;
+  {
+    mpk::WriterOptions wo;
+    wo.fsync = false;
+    auto w = mpk::Writer::create(dir / "m.mpk", wo);
+    REQUIRE(w.ok());
+    uint8_t one = 1;
+    REQUIRE_OK(w->add<uint8_t>("model/fc1/weight", {}, std::span<const uint8_t>(&one, 1)));
+    REQUIRE_OK(w->add<uint8_t>("a..b", {}, std::span<const uint8_t>(&one, 1)));
+    REQUIRE_OK(w->commit());
+  }
+  REQUIRE_OK(mpk::convert(dir / "m.mpk", dir / "o.npz", quick()));
+}
+
 TEST_CASE("an empty model exports as numpy's empty archive and imports back", "[npz]") {
   TempDir dir;
   {
