@@ -6,6 +6,7 @@
 #include <modelpack/npy.hpp>
 
 #include "convert/npy_internal.hpp"
+#include "io/file.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -752,6 +753,8 @@ Result<Writer> Writer::create(const std::string &path, DType dtype, std::span<co
   std::string dir = slash == std::string::npos ? std::string() : path.substr(0, slash + 1);
   std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
   if (base.empty()) return fail(MPK_ERR_INVALID_ARGUMENT, path, "the output path names a directory");
+  // Same naming as every other output (.<name>.tmp-<pid>-...): what killed writers left goes first.
+  detail::AtomicFile::remove_stale_temps(path);
   static std::atomic<uint64_t> counter{0};
   std::random_device rd;
   int fd = -1;

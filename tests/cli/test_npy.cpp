@@ -5,6 +5,7 @@
 
 #include "testutil.hpp"
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -546,4 +547,22 @@ TEST_CASE("the writer is atomic and checks sizes", "[npy][writer]") {
           MPK_ERR_OVERFLOW);
     CHECK(d.entries().empty());
   }
+}
+
+TEST_CASE("the writer removes the temporary files killed writers left for its target", "[npy]") {
+  TempDir dir;
+  const pid_t dead = ::fork();  // a pid whose process has exited (and been reaped)
+  if (dead == 0) ::_exit(0);
+  REQUIRE(dead > 0);
+  int status = 0;
+  REQUIRE(::waitpid(dead, &status, 0) == dead);
+  const std::string stale = ".x.npy.tmp-" + std::to_string(dead) + "-0-12345", other = ".y.npy.tmp-" +
+                            std::to_string(dead) + "-0-1";
+  std::ofstream(dir / stale) << "partial";
+  std::ofstream(dir / other) << "partial";
+  const uint64_t shape[] = {2};
+  const float v[] = {1, 2};
+  REQUIRE(mpk::npy::write_file(dir / "x.npy", MPK_DTYPE_F32, shape, std::as_bytes(std::span(v))).ok());
+  CHECK(!std::filesystem::exists(dir / stale));
+  CHECK(std::filesystem::exists(dir / other));  // another target's
 }
