@@ -331,7 +331,7 @@ TEST_CASE("cache: pack_after_calls runs the first calls on the stored weights, t
     INFO(mpk::dtype_name(dt));
     ctx.clear_cache();
     TestWeight w = make_weight(dt, 64, 96, 0, rng);
-    TestX x = make_x(8, 96, 0, rng);
+    TestX x = make_x(16, 96, 0, rng);  // above every direct-kernel threshold (int8 without VNNI: 8)
     RunInfo i;
     const uint64_t key = dt == MPK_DTYPE_F32 ? 21 : 22;
     auto y1 = run(ctx, Op::Linear, x, w.view(key), nullptr, &i);
