@@ -17,7 +17,9 @@ using detail::quote;
 namespace {
 // Exports read the model with pread, not a map: the exporters copy through one 1 MiB piece, so the
 // process holds one piece rather than every page of a multi-GiB model it has touched.
-const OpenOptions kExportOpen{Access::Read, Verify::Header};
+// Exports check every tensor against its checksum first (Verify::Full reads the model once more; an
+// export is not a hot path): damaged bytes are refused before any output exists (docs/SECURITY.md).
+const OpenOptions kExportOpen{Access::Read, Verify::Full};
 
 // Runs an importer into a new .mpk at `out`: committed on success, aborted (nothing appears at
 // `out`) on failure.

@@ -80,6 +80,30 @@ TEST_CASE("a failed conversion leaves nothing at the output path", "[convert]") 
   CHECK(dir.entries() == std::vector<std::string>{"bad.safetensors"});
 }
 
+TEST_CASE("an export refuses a model whose tensor bytes do not match their checksums, writing nothing",
+          "[convert][hostile]") {
+  TempDir dir;
+  write_file(dir / "m.safetensors", small_safetensors());
+  REQUIRE_OK(mpk::convert(dir / "m.safetensors", dir / "m.mpk"));
+  auto m = mpk::Model::open(dir / "m.mpk");
+  REQUIRE(m.ok());
+  const mpk::TensorInfo t = m->info(*m->find("w"));
+  const uint64_t at = t.offset + 2;  // a byte inside tensor "w" (TensorInfo::offset is absolute)
+  m = mpk::Result<mpk::Model>(mpk::Status(MPK_ERR_STATE, "closed"));
+  auto bytes = read_file(dir / "m.mpk");
+  bytes[size_t(at)] ^= 0x40;
+  write_file(dir / "m.mpk", bytes);
+  for (const char *out : {"o.safetensors", "o.npz", "o.gguf"}) {
+    INFO(out);
+    const mpk::Status s = mpk::convert(dir / "m.mpk", dir / out);
+    CHECK(s.code() == MPK_ERR_CHECKSUM);
+    INFO(s.to_string());
+    CHECK(s.message().find("tensor 'w'") != std::string::npos);
+    CHECK(!fs::exists(dir / out));
+  }
+  CHECK(dir.entries() == std::vector<std::string>{"m.mpk", "m.safetensors"});
+}
+
 TEST_CASE("the C ABI converts with and without options", "[convert]") {
   TempDir dir;
   write_file(dir / "in.safetensors", small_safetensors());
