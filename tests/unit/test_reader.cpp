@@ -3,7 +3,12 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
 
 using namespace testutil;
 
@@ -51,11 +56,12 @@ TEST_CASE("lookup is by exact name over sorted tensors", "[reader]") {
 TEST_CASE("open reads no tensor data, and a tensor touches only its own pages", "[reader]") {
   TempDir dir;
   std::string path = dir / "pages.mpk";
-  const size_t kTensor = 4u << 20;  // 4 MiB each, far apart in the file
+  const size_t kTensor = 4u << 20;  // 4 MiB each
+  const int kCount = 16;
   {
     auto w = mpk::Writer::create(path, {4096, true});
     REQUIRE(w.ok());
-    for (int i = 0; i < 8; ++i) {
+    for (int i = 0; i < kCount; ++i) {
       uint64_t s[] = {kTensor};
       REQUIRE_OK(w->add_tensor("t" + std::to_string(i), MPK_DTYPE_U8, s, random_bytes(kTensor, uint64_t(i))));
     }
@@ -67,6 +73,23 @@ TEST_CASE("open reads no tensor data, and a tensor touches only its own pages", 
   REQUIRE(::fdatasync(fd) == 0);
   REQUIRE(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
   long page = ::sysconf(_SC_PAGESIZE);
+  // The kernel's readahead window for this file's device (hosts differ: 128 KiB is the default, some
+  // virtual disks use 8 MiB): reads and mmap faults may bring in that much around what was touched.
+  uint64_t ra = 128u << 10;
+  {
+    struct stat st;
+    REQUIRE(::fstat(fd, &st) == 0);
+    const std::string dev = std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev));
+    for (const std::string q : {"/sys/dev/block/" + dev + "/queue/read_ahead_kb",
+                                "/sys/dev/block/" + dev + "/../queue/read_ahead_kb"}) {
+      std::ifstream f(q);
+      uint64_t kb = 0;
+      if (f >> kb && kb > 0) {
+        ra = std::max<uint64_t>(ra, kb << 10);
+        break;
+      }
+    }
+  }
   auto resident = [&](uint64_t off, uint64_t len) {
     // mincore over a private mapping of the range tells which file pages are in the page cache.
     void *p = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, off_t(off));
@@ -81,29 +104,36 @@ TEST_CASE("open reads no tensor data, and a tensor touches only its own pages", 
   auto probe = mpk::Model::open(path);
   REQUIRE(probe.ok());
   std::vector<mpk::TensorInfo> infos;
-  for (size_t i = 0; i < 8; ++i) infos.push_back(probe->info(i));
+  for (int i = 0; i < kCount; ++i) infos.push_back(probe->info(*probe->find("t" + std::to_string(i))));  // file order
   probe = mpk::Model::open(path);  // fresh open for the measurement
   (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
   auto m = mpk::Model::open(path);
   REQUIRE(m.ok());
-  // The kernel reads ahead around the preamble (file start) and the header (file end): up to its
-  // readahead window (128 KiB by default) may land in the first and last tensors. Nothing else.
-  const size_t kReadahead = (128u << 10) / size_t(page);
-  size_t before = 0;
-  for (const auto &ti : infos) before += resident(ti.offset, ti.nbytes);
-  CHECK(before <= 2 * kReadahead);
-  for (int i = 1; i < 7; ++i) CHECK(resident(infos[size_t(i)].offset, infos[size_t(i)].nbytes) == 0);
-  auto t = m->tensor("t3");
+  // Open reads the preamble (file start) and the header (file end): readahead may land in the
+  // tensors within one window of either end. Nothing else.
+  const uint64_t file_end = infos.back().offset + infos.back().nbytes;
+  for (const auto &ti : infos) {
+    INFO("after open, tensor " << ti.name);
+    if (ti.offset >= ra && ti.offset + ti.nbytes + ra <= file_end) CHECK(resident(ti.offset, ti.nbytes) == 0);
+  }
+  const int hot = kCount / 2;
+  auto t = m->tensor("t" + std::to_string(hot));
   REQUIRE(t.ok());
   volatile uint8_t sink = 0;
   for (size_t i = 0; i < t->data.size(); i += size_t(page)) sink = sink ^ uint8_t(t->data[i]);
-  CHECK(resident(infos[3].offset, infos[3].nbytes) == kTensor / size_t(page));
-  // Tensors two or more away stay cold (mmap read-around may reach into the neighbours).
-  for (int i : {1, 5, 6}) {
-    INFO("tensor t" << i);
-    CHECK(resident(infos[size_t(i)].offset, infos[size_t(i)].nbytes) == 0);
+  const mpk::TensorInfo &h = infos[size_t(hot)];
+  CHECK(resident(h.offset, h.nbytes) == kTensor / size_t(page));
+  // Tensors more than one readahead window away from the one read, and from the file's ends, stay cold.
+  size_t checked = 0;
+  for (const auto &ti : infos) {
+    const bool far = ti.offset >= h.offset + h.nbytes + ra || ti.offset + ti.nbytes + ra <= h.offset;
+    const bool inner = ti.offset >= ra && ti.offset + ti.nbytes + ra <= file_end;
+    if (!far || !inner) continue;
+    INFO("tensor " << ti.name << " (readahead window " << ra << " bytes)");
+    CHECK(resident(ti.offset, ti.nbytes) == 0);
+    ++checked;
   }
-  for (int i : {0, 7}) CHECK(resident(infos[size_t(i)].offset, infos[size_t(i)].nbytes) <= kReadahead);
+  CHECK(checked >= 4);  // the file is large enough to prove it even with an 8 MiB window
   ::close(fd);
 }
 
