@@ -278,6 +278,15 @@ mpk_status mpk_session_run(mpk_session *session, const mpk_tensor_arg *inputs, s
       if (a.ndim && !a.shape) return fail(MPK_ERR_INVALID_ARGUMENT, where + ": shape is NULL");
       if (a.dtype != MPK_DTYPE_F32 && a.dtype != MPK_DTYPE_I64)
         return fail(MPK_ERR_BAD_DTYPE, where + ": dtype must be MPK_DTYPE_F32 or MPK_DTYPE_I64");
+      // The graph input it feeds, checked before any data is read: a dtype other than the
+      // declared one would make us read n elements of the wrong width from the caller's buffer.
+      const mpk::rt::GraphValue *decl = nullptr;
+      for (const auto &v : session->session.graph_inputs())
+        if (v.name == a.name) decl = &v;
+      if (!decl) return fail(MPK_ERR_NOT_FOUND, std::string(fn) + ": the graph has no input '" + a.name + "'");
+      if (decl->dtype != a.dtype)
+        return fail(MPK_ERR_BAD_DTYPE, where + ": '" + a.name + "' is declared " +
+                                           (decl->dtype == MPK_DTYPE_I64 ? "MPK_DTYPE_I64" : "MPK_DTYPE_F32"));
       mpk::rt::HostTensor t;
       t.dtype = a.dtype;
       uint64_t n = 1;
@@ -295,11 +304,6 @@ mpk_status mpk_session_run(mpk_session *session, const mpk_tensor_arg *inputs, s
       else t.i64.assign(static_cast<const int64_t *>(a.data), static_cast<const int64_t *>(a.data) + n);
       if (!in.emplace(a.name, std::move(t)).second)
         return fail(MPK_ERR_DUPLICATE, where + ": '" + a.name + "' given twice");
-    }
-    for (const auto &[name, t] : in) {
-      bool known = false;
-      for (const auto &v : session->session.graph_inputs()) known = known || v.name == name;
-      if (!known) return fail(MPK_ERR_NOT_FOUND, std::string(fn) + ": the graph has no input '" + name + "'");
     }
     if (mpk_status s = check(session->session.run(in, session->outputs))) return s;
     session->has_outputs = true;
