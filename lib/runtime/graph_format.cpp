@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <regex>
 
 namespace mpk::rt {
@@ -86,7 +87,18 @@ Result<std::vector<std::byte>> serialize_graph(const GraphDef &def) {
 }
 
 Result<GraphDef> parse_graph(std::span<const std::byte> bytes) {
+  // The graph tensor can sit at any offset of a file (alignment 1): parse from an 8-aligned copy
+  // then, so that an 8-aligned position in the buffer is an 8-aligned address.
+  std::vector<uint64_t> copy;
+  if (reinterpret_cast<uintptr_t>(bytes.data()) % 8 && bytes.size() <= (uint64_t(1) << 31)) {
+    copy.resize((bytes.size() + 7) / 8);
+    std::memcpy(copy.data(), bytes.data(), bytes.size());
+    bytes = std::span<const std::byte>(reinterpret_cast<const std::byte *>(copy.data()), bytes.size());
+  }
   const auto *p = reinterpret_cast<const uint8_t *>(bytes.data());
+  // The FlatBuffers 2.0 verifier checks vectors for 4-byte alignment only: vectors of 8-byte
+  // scalars must also start 8-aligned in the buffer (builders always write them so).
+  auto aligned = [&](const void *data) { return ((static_cast<const uint8_t *>(data) - p) & 7) == 0; };
   if (bytes.size() < 8 || !fbs::BufferHasIdentifier(p, fbg::GraphIdentifier()))
     return fail(MPK_ERR_CORRUPT_DATA, "graph: not a modelpack graph (no \"MPKG\" identifier)");
   if (bytes.size() > (uint64_t(1) << 31) - 1) return fail(MPK_ERR_LIMIT, "graph: larger than 2 GiB");
@@ -114,6 +126,8 @@ Result<GraphDef> parse_graph(std::span<const std::byte> bytes) {
                       " (f32 or i64)");
         gv.dtype = DType(x->dtype());
         if (x->shape()) {
+          if (x->shape()->size() && !aligned(x->shape()->Data()))
+            return fail(MPK_ERR_CORRUPT_DATA, "graph: ", what, " ", quote(gv.name), ": shape vector is not 8-byte aligned");
           if (x->shape()->size() > MPK_MAX_RANK)
             return fail(MPK_ERR_BAD_SHAPE, "graph: ", what, " ", quote(gv.name), " has rank over ", MPK_MAX_RANK);
           for (int64_t d : *x->shape()) {
@@ -159,9 +173,13 @@ Result<GraphDef> parse_graph(std::span<const std::byte> bytes) {
             val = std::string(sv(a->s()));
             break;
           case fbg::AttrType::INTS:
+            if (a->ints() && a->ints()->size() && !aligned(a->ints()->Data()))
+              return fail(MPK_ERR_CORRUPT_DATA, "graph: node ", quote(gn.name), ": attribute ", quote(an), " is not 8-byte aligned");
             val = a->ints() ? std::vector<int64_t>(a->ints()->begin(), a->ints()->end()) : std::vector<int64_t>();
             break;
           case fbg::AttrType::FLOATS:
+            if (a->floats() && a->floats()->size() && !aligned(a->floats()->Data()))
+              return fail(MPK_ERR_CORRUPT_DATA, "graph: node ", quote(gn.name), ": attribute ", quote(an), " is not 8-byte aligned");
             val = a->floats() ? std::vector<double>(a->floats()->begin(), a->floats()->end()) : std::vector<double>();
             break;
           default:

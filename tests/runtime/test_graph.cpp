@@ -167,6 +167,15 @@ TEST_CASE("graph: the stored form round-trips every attribute type and refuses d
   CHECK(std::get<int64_t>(back->nodes[3].attrs.at("i")) == -7);
   CHECK(back->nodes[3].inputs == std::vector<std::string>{"y"});
   CHECK(back->outputs[0].shape == std::vector<int64_t>{-1, 2, 2});
+  // At an odd address (a graph tensor in a file of alignment 1): the same graph.
+  {
+    std::vector<std::byte> odd(b->size() + 1);
+    std::copy(b->begin(), b->end(), odd.begin() + 1);
+    auto again = parse_graph(std::span<const std::byte>(odd).subspan(1));
+    REQUIRE(again.ok());
+    CHECK(std::get<std::vector<double>>(again->nodes[3].attrs.at("floats")) == std::vector<double>{1.5, -2});
+    CHECK(again->inputs[0].shape == std::vector<int64_t>{-1, 4});
+  }
   // Every truncation and every bit flip: an error or a graph, never a crash (ASan checks reads).
   for (size_t n = 0; n < b->size(); ++n) CHECK(!parse_graph(std::span(*b).first(n)).ok());
   size_t refused = 0;
