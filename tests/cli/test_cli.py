@@ -299,6 +299,51 @@ def case_corrupt(tmp):
     check(not os.path.exists(dst + "2"), "extract from a damaged file wrote output")
 
 
+def case_many(tmp):
+    """verify and inspect of several files: each reported in order, the exit code the worst."""
+    _, good, _ = packed(tmp)
+    doc = inspect_json(good)
+    bad = os.path.join(tmp, "bad.mpk")
+    data = bytearray(open(good, "rb").read())
+    victim = next(t for t in doc["tensors"] if t["name"] == "f32")
+    data[victim["offset"]] ^= 0x10
+    open(bad, "wb").write(bytes(data))
+    missing = os.path.join(tmp, "missing.mpk")
+    # Text: an OK line per good file, an error per bad one, in order; exit 1 (invalid).
+    code, o, e = run("verify", good, bad, good)
+    check(code == 1, f"verify good bad good: exit {code}")
+    check(o.splitlines() == [l for l in o.splitlines() if l.startswith(f"OK: {good}: ")] and len(o.splitlines()) == 2,
+          f"verify stdout: {o!r}")
+    check(e.startswith("mpk: error: MPK_ERR_CHECKSUM: ") and "'f32'" in e and e.count("\n") == 1, f"stderr {e!r}")
+    run("verify", good, good, "--mode", "header", expect=0)
+    # --json: one object per file, nothing on stderr, statuses and messages per file.
+    code, o, e = run("verify", "--json", good, bad, missing, "-j", "2")
+    check(code == 1 and e == "", f"verify --json: exit {code}, stderr {e!r}")
+    lines = [json.loads(l) for l in o.splitlines()]
+    check([l["file"] for l in lines] == [good, bad, missing], f"files {lines}")
+    check([l["status"] for l in lines] == ["MPK_OK", "MPK_ERR_CHECKSUM", "MPK_ERR_NOT_FOUND"], f"statuses {lines}")
+    check("verified" in lines[0]["message"] and "f32" in lines[1]["message"] and missing in lines[2]["message"],
+          f"messages {lines}")
+    # Hostile names must not break the JSON: a file name with a quote, a newline and invalid UTF-8.
+    odd = os.path.join(tmp.encode(), b'q"\n\xff.mpk')
+    shutil.copy(bad, odd)
+    p = subprocess.run([MPK, "verify", "--json", odd], capture_output=True, timeout=60)
+    one = json.loads(p.stdout)
+    check(p.returncode == 1 and one["status"] == "MPK_ERR_CHECKSUM" and '"' in one["file"], f"odd name: {p.stdout!r}")
+    # inspect: one document per file as JSON lines; a bad file gets a status object on its line.
+    damaged = os.path.join(tmp, "header.mpk")
+    data = bytearray(open(good, "rb").read())
+    data[doc["header"]["offset"] + doc["header"]["size"] // 2] ^= 0x40
+    open(damaged, "wb").write(bytes(data))
+    code, o, e = run("inspect", "--json", good, damaged, bad)
+    check(code == 1 and e == "", f"inspect --json: exit {code} {e!r}")
+    docs = [json.loads(l) for l in o.splitlines()]
+    check(len(docs) == 3 and docs[0]["content_id"] == doc["content_id"] == docs[2]["content_id"], f"{o!r}")
+    check(docs[1]["status"].startswith("MPK_ERR_") and docs[1]["file"] == damaged, f"{docs[1]}")
+    code, o, e = run("inspect", good, missing, good)
+    check(code == 1 and o.count("content id:") == 2 and "MPK_ERR_NOT_FOUND" in e, f"inspect text: {code} {e!r}")
+
+
 def case_truncated(tmp):
     _, out, _ = packed(tmp)
     with open(out, "rb") as f:

@@ -105,8 +105,8 @@ if [ -n "$mpk" ]; then
   else
     failed "mpk verify refused $file: $(cat "$tmp/verify.err")"
   fi
-  # MPK_SPEC_HEADER_MUTATIONS bounds the re-signed header flips (default 1000): the sanitizer run
-  # of scripts/test.sh lowers it, since every variant is a process start of an instrumented mpk.
+  # MPK_SPEC_HEADER_MUTATIONS bounds the re-signed header flips (default 1000). The variants go to
+  # `mpk verify --json` by batches of 128 (one process start each, slow for an instrumented mpk).
   if "$py" "$here/differential.py" "$file" "$mpk" --max-header-mutations "${MPK_SPEC_HEADER_MUTATIONS:-1000}" \
        >"$tmp/diff.out" 2>&1; then
     pass "differential: $(tail -n 1 "$tmp/diff.out")"

@@ -331,7 +331,7 @@ std::string component_name(const Model &m, uint32_t index) {
   return index < m.component_count() ? std::string(m.component(index).name) : "?";
 }
 
-int print_json(const Model &m, const std::string &path) {
+int print_json(const Model &m, const std::string &path, int indent) {
   json doc;
   doc["file"] = path;
   doc["file_size"] = m.file_size();
@@ -399,7 +399,7 @@ int print_json(const Model &m, const std::string &path) {
   doc["tensors"] = std::move(tensors);
   doc["tensor_bytes"] = {{"decoded", total}, {"stored", stored}, {"ratio", total ? double(stored) / double(total) : 1.0}};
 
-  std::string out = doc.dump(2, ' ', false, json::error_handler_t::replace);
+  std::string out = doc.dump(indent, ' ', false, json::error_handler_t::replace);
   std::printf("%s\n", out.c_str());
   return kExitOk;
 }
@@ -474,10 +474,33 @@ int print_text(const Model &m, const std::string &path) {
 
 }  // namespace
 
+// Several files: each in turn (text separated by a blank line; with --json one compact document
+// per line, and a file that cannot be opened gets {"file", "status", "message"} on its line instead
+// of an error on stderr, so line k is always file k). The exit code is the worst of theirs.
 int run_inspect(const InspectArgs &args) {
-  auto model = open_model(args.file, Verify::Header);
-  if (!model) return report(model.status());
-  return args.json ? print_json(*model, args.file) : print_text(*model, args.file);
+  const bool lines = args.json && args.files.size() > 1;
+  int worst = kExitOk;
+  for (size_t k = 0; k < args.files.size(); ++k) {
+    const std::string &file = args.files[k];
+    if (k && !args.json) std::printf("\n");
+    int code;
+    auto model = open_model(file, Verify::Header);
+    if (!model && lines) {
+      json j;
+      j["file"] = file;
+      j["status"] = mpk_status_name(model.status().code());
+      j["message"] = model.status().message();
+      std::printf("%s\n", j.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
+      code = exit_code_for(model.status().code());
+    } else if (!model) {
+      code = report(model.status());
+    } else {
+      code = args.json ? print_json(*model, file, lines ? -1 : 2) : print_text(*model, file);
+    }
+    std::fflush(stdout);
+    if (code == kExitOther || (code != kExitOk && worst == kExitOk)) worst = code;
+  }
+  return worst;
 }
 
 }  // namespace mpk::cli

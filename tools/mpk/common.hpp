@@ -35,11 +35,12 @@ Result<Model> open_model(const std::string &path, Verify verify);
 
 // ---- subcommand arguments (filled by CLI11 in main.cpp) -----------------------------------------
 struct InspectArgs {
-  std::string file;
+  std::vector<std::string> files;
   bool json = false;
 };
 struct VerifyArgs {
-  std::string file;
+  std::vector<std::string> files;
+  bool json = false;
   unsigned threads = 1;
   std::string mode = "full";
 };

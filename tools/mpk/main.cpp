@@ -36,15 +36,20 @@ int run(int argc, char **argv) {
   CLI::App *c_inspect = app.add_subcommand(
       "inspect", "Show the header of a .mpk file: format, features, sizes, content id, components, "
                  "metadata and the tensor table");
-  c_inspect->add_option("FILE", inspect.file, "the .mpk file")->required();
+  c_inspect->add_option("FILE", inspect.files, "the .mpk files (each in turn)")->required();
   c_inspect->add_flag("--json", inspect.json,
-                      "print one JSON document with everything (metadata values complete)");
+                      "print one JSON document with everything (metadata values complete); with "
+                      "several files one compact document per line");
 
   VerifyArgs verify;
   CLI::App *c_verify = app.add_subcommand(
-      "verify", "Check a .mpk file: header checksums and content id, and with --mode full (the "
-                "default) every tensor's XXH3 checksum");
-  c_verify->add_option("FILE", verify.file, "the .mpk file")->required();
+      "verify", "Check .mpk files: header checksums and content id, and with --mode full (the "
+                "default) every tensor's XXH3 checksum. Several files are checked one after the "
+                "other, each reported; the exit code is the worst of theirs");
+  c_verify->add_option("FILE", verify.files, "the .mpk files")->required();
+  c_verify->add_flag("--json", verify.json,
+                     "one JSON object per file on stdout: {\"file\", \"status\", \"message\"} "
+                     "(status MPK_OK or the error's name); nothing on stderr");
   c_verify->add_option("--threads,-j", verify.threads, "threads hashing tensors")
       ->check(CLI::Range(1u, 1024u))
       ->capture_default_str();
