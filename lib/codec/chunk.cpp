@@ -603,7 +603,7 @@ Status decode_chunk(ChunkCodec codec, std::span<const std::byte> stored, std::sp
     const bool rot = t == 1;
     if (w == 1 && !rot) {  // one plane, no transform: decode straight into the output
       if (method[0] == PlaneMethod::Raw) {
-        std::memcpy(out.data(), src[0], n);
+        if (n) std::memcpy(out.data(), src[0], n);  // (an empty chunk: both pointers may be null)
         return {};
       }
       return decode_plane(method[0], stored.data() + hdr, size[0], reinterpret_cast<uint8_t *>(out.data()), n,

@@ -618,10 +618,10 @@ Status ModelImpl::hash_check(size_t i, std::vector<std::byte> *scratch, unsigned
   } else {
     // Stream through a small buffer that stays in cache; nothing is kept.
     constexpr uint64_t kChunk = 1u << 20;
-    scratch->resize(kChunk);
+    if (scratch->size() < std::min(kChunk, n)) scratch->resize(size_t(std::min(kChunk, n)));  // not 1 MiB for a small tensor
     Hasher64 h;
     for (uint64_t done = 0; done < n;) {
-      uint64_t m = std::min(kChunk, n - done);
+      uint64_t m = std::min<uint64_t>(scratch->size(), n - done);
       if (Status s = file.pread_full(off + done, scratch->data(), m); !s) return s;
       h.update(scratch->data(), m);
       done += m;

@@ -338,7 +338,7 @@ Result<Writer> Writer::create(const std::string &path, const WriterOptions &opti
   auto impl = std::make_unique<WriterImpl>();
   impl->file = std::move(file.value());
   impl->opts = options;
-  impl->buf.reserve(kBufferSize);
+  impl->buf.reserve(64u << 10);  // grows to kBufferSize with the data: a small model costs no 4 MiB
   // Room for the preamble, written last.
   impl->buf.resize(kPreambleSize, 0);
   impl->data_offset = align_up(kPreambleSize, options.alignment);

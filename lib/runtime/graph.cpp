@@ -274,12 +274,14 @@ Status infer(const Node &n, const std::vector<Shape> &in, std::vector<Shape> &ou
           continue;
         }
         if (s[i] < 0) unknown = true;
-        else prod *= s[i];
+        else if (__builtin_mul_overflow(prod, s[i], &prod) || prod > kMaxElems)
+          return node_error(n, MPK_ERR_BAD_SHAPE, "the target shape has over 2^40 elements");
       }
       int64_t total = 1;
       for (int64_t d : *in[0]) {
         if (d < 0) unknown = true;
-        else total *= d;
+        else if (__builtin_mul_overflow(total, d, &total) || total > kMaxElems)
+          return node_error(n, MPK_ERR_BAD_SHAPE, shape_text(in[0]), " has over 2^40 elements");
       }
       if (!unknown) {
         if (free >= 0) {
@@ -315,6 +317,8 @@ Status infer(const Node &n, const std::vector<Shape> &in, std::vector<Shape> &ou
         if (s->size() != x->size()) return node_error(n, MPK_ERR_BAD_SHAPE, "inputs of different ranks");
         for (size_t i = 0; i < x->size(); ++i) {
           if (int64_t(i) == a) {
+            if ((*s)[i] >= 0 && (*x)[i] >= 0 && (*s)[i] + (*x)[i] > kMaxElems)  // (each <= 2^40: no overflow)
+              return node_error(n, MPK_ERR_BAD_SHAPE, "the joined axis has over 2^40 elements");
             (*s)[i] = (*s)[i] < 0 || (*x)[i] < 0 ? -1 : (*s)[i] + (*x)[i];
           } else if (!known((*s)[i], (*x)[i])) {
             return node_error(n, MPK_ERR_BAD_SHAPE, "inputs differ outside the axis: ", shape_text(s), " and ", shape_text(x));
@@ -330,7 +334,9 @@ Status infer(const Node &n, const std::vector<Shape> &in, std::vector<Shape> &ou
       if (!in[0]) return {};
       const int64_t a = norm_axis(n.axis, in[0]->size());
       if (a < 0 || a >= int64_t(in[0]->size())) return node_error(n, MPK_ERR_BAD_SHAPE, "axis ", n.axis, " of ", shape_text(in[0]));
-      const int64_t sum = std::accumulate(n.ints.begin(), n.ints.end(), int64_t(0));
+      int64_t sum = 0;
+      for (int64_t d : n.ints)  // each in [0, 2^40] (checked at create): stop before an overflow
+        if ((sum += d) > kMaxElems) return node_error(n, MPK_ERR_BAD_SHAPE, "sizes add up to over 2^40");
       if (!known((*in[0])[size_t(a)], sum))
         return node_error(n, MPK_ERR_BAD_SHAPE, "sizes add up to ", sum, " but axis ", a, " of ", shape_text(in[0]), " is not that");
       for (size_t k = 0; k < n.ints.size(); ++k) {
@@ -382,7 +388,8 @@ DType value_dtype(OpKind k, size_t i) {
 Status read_attrs(Node &n) {
   const GraphNode &g = *n.def;
   for (const auto &[name, v] : g.attrs) {
-    auto it = std::find_if(n.spec->attrs.begin(), n.spec->attrs.end(), [&](auto &a) { return name == a.first; });
+    const std::string &key = name;  // (clang 14 cannot capture a structured binding)
+    auto it = std::find_if(n.spec->attrs.begin(), n.spec->attrs.end(), [&](auto &a) { return key == a.first; });
     if (it == n.spec->attrs.end()) return node_error(n, MPK_ERR_INVALID_ARGUMENT, "unknown attribute ", quote(name));
     if (v.index() != it->second) return node_error(n, MPK_ERR_INVALID_ARGUMENT, "attribute ", quote(name), " has the wrong type");
   }
@@ -760,10 +767,9 @@ Status run_graph(SessionImpl &S, const std::map<std::string, HostTensor> &inputs
       b.shape = *out_shapes[k];
       b.dtype = G.values[n.out[k]].dtype;
       uint64_t numel = 1;
-      for (int64_t d : b.shape) {
-        numel *= uint64_t(d);
-        if (numel > uint64_t(kMaxElems)) return node_error(n, MPK_ERR_LIMIT, "the output is too large");
-      }
+      for (int64_t d : b.shape)
+        if (d < 0 || __builtin_mul_overflow(numel, uint64_t(d), &numel) || numel > uint64_t(kMaxElems))
+          return node_error(n, MPK_ERR_LIMIT, "the output is too large");
       if (b.dtype == MPK_DTYPE_F32) b.f.resize(size_t(numel));
       else b.i.resize(size_t(numel));
       out.push_back(&b);

@@ -131,7 +131,8 @@ Result<GraphDef> parse_graph(std::span<const std::byte> bytes) {
           if (x->shape()->size() > MPK_MAX_RANK)
             return fail(MPK_ERR_BAD_SHAPE, "graph: ", what, " ", quote(gv.name), " has rank over ", MPK_MAX_RANK);
           for (int64_t d : *x->shape()) {
-            if (d < -1) return fail(MPK_ERR_BAD_SHAPE, "graph: ", what, " ", quote(gv.name), " has dimension ", d);
+            if (d < -1 || d > (int64_t(1) << 40))
+              return fail(MPK_ERR_BAD_SHAPE, "graph: ", what, " ", quote(gv.name), " has dimension ", d);
             gv.shape.push_back(d);
           }
         }

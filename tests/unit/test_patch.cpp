@@ -305,7 +305,7 @@ TEST_CASE("a patch for another base, or a chain out of order, is refused before 
 }
 
 TEST_CASE("a patch applies bit for bit to tensors of several pieces, whatever the chunk size, layout, threads",
-          "[patch]") {
+          "[patch][threads]") {
   // Pieces of 16 payload chunks of 64 KiB, of one 3 MiB chunk, and of part of a chunk too large
   // for a piece (a chunk size of 20 MiB: each piece decodes it and takes its part); raw and
   // compressed bases (chunks of 64 KiB, read whole or in part).
