@@ -205,6 +205,16 @@ mpk_status mpk_model_open(mpk_model **out, const char *path, const mpk_open_opti
         return fail(MPK_ERR_INVALID_ARGUMENT,
                     std::string(fn) + ": unknown access mode " + std::to_string(o.access));
     }
+    if (o.trusted_key_count) {
+      if (!o.trusted_keys) return null_arg(fn, "opts->trusted_keys");
+      if (o.trusted_key_count > 4096)
+        return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": over 4096 trusted keys");
+      for (uint64_t k = 0; k < o.trusted_key_count; ++k) {
+        mpk::PublicKey key;
+        std::memcpy(key.data(), o.trusted_keys + 32 * k, 32);
+        cpp.trusted_keys.push_back(key);
+      }
+    }
     switch (o.verify) {
       case MPK_VERIFY_NONE: cpp.verify = mpk::Verify::None; break;
       case MPK_VERIFY_HEADER: cpp.verify = mpk::Verify::Header; break;

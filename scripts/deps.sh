@@ -6,7 +6,7 @@ set -euo pipefail
 what=${1:-test}
 pkgs=(cmake g++ make pkg-config libflatbuffers-dev flatbuffers-compiler libxxhash-dev libzstd-dev zstd
       libdnnl-dev ocl-icd-opencl-dev libcli11-dev nlohmann-json3-dev
-      libzip-dev libhtscodecs-dev)
+      libzip-dev libhtscodecs-dev libsodium-dev)
 case "$what" in
   build) ;;
   test) pkgs+=(catch2 libbenchmark-dev python3 python3-numpy python3-pytest python3-xxhash python3-zstandard binutils abigail-tools clang) ;;

@@ -144,7 +144,8 @@ typedef enum mpk_status {
   MPK_ERR_BAD_NAME = 25,          /* empty name, invalid UTF-8, embedded NUL, or too long */
   MPK_ERR_CORRUPT_DATA = 26,      /* a compressed tensor chunk does not decode (names tensor, chunk) */
   MPK_ERR_WRONG_BASE = 27,        /* a patch applied to another model than the one it starts from */
-  MPK_ERR_BAD_VALUE = 28          /* a value the operation cannot take (NaN/inf to quantize, out of range) */
+  MPK_ERR_BAD_VALUE = 28,         /* a value the operation cannot take (NaN/inf to quantize, out of range) */
+  MPK_ERR_SIGNATURE = 29          /* unsigned, signed by an untrusted key, or the signature does not match */
 } mpk_status;
 
 /* The constant name of a status, e.g. "MPK_ERR_OVERLAP"; a static string, never NULL. Any int is
@@ -263,12 +264,18 @@ typedef struct mpk_open_options {
                                  whole (MPK_ERR_LIMIT above); 0 = MPK_DEFAULT_MAX_DECODED_TENSOR_BYTES */
   uint32_t decode_threads;    /* threads decoding one tensor's chunks; 0 = one per core */
   uint32_t reserved;          /* must be 0 */
+  /* Appended in 0.6 (signatures, FORMAT.md 7.13): */
+  const uint8_t *trusted_keys; /* trusted_key_count Ed25519 public keys, 32 bytes each, back to back
+                                  (mpk_public_key_load). With any, the file must be signed by one of
+                                  them, else MPK_ERR_SIGNATURE: checked over the preamble and header,
+                                  and with MPK_VERIFY_FULL over every byte of the file. NULL: none */
+  uint64_t trusted_key_count;
 } mpk_open_options;
 
 #define MPK_DEFAULT_CACHE_BYTES (UINT64_C(1) << 30)
 #define MPK_DEFAULT_MAX_DECODED_TENSOR_BYTES (UINT64_C(1) << 36) /* 64 GiB */
 #define MPK_OPEN_OPTIONS_INIT \
-  { sizeof(mpk_open_options), MPK_ACCESS_MAP, MPK_VERIFY_HEADER, 0, 0, MPK_DEFAULT_CACHE_BYTES, 0, 0, 0 }
+  { sizeof(mpk_open_options), MPK_ACCESS_MAP, MPK_VERIFY_HEADER, 0, 0, MPK_DEFAULT_CACHE_BYTES, 0, 0, 0, NULL, 0 }
 /* The same defaults as MPK_OPEN_OPTIONS_INIT, for callers that cannot use the macro (FFI).
  * struct_size is sizeof(mpk_open_options) as the caller compiled it: exactly struct_size bytes are
  * written (the defaults this library knows, zeros for any newer fields beyond them) and
@@ -690,6 +697,28 @@ MPK_API mpk_status mpk_quantize_options_init(mpk_quantize_options *opts, size_t 
  * "quantize.*", FORMAT.md 7.11). MPK_ERR_BAD_VALUE: a selected tensor holds NaN or inf, or a value
  * out of the target's range (the message names the tensor and the element). */
 MPK_API mpk_status mpk_quantize(const char *in, const char *out, const mpk_quantize_options *opts);
+
+/* ---- signatures (FORMAT.md 7.13, docs/SECURITY.md) -------------------------------------------- */
+
+/* A new Ed25519 key pair: `path` (the secret key, mode 0600) and `path`.pub (the public key), both
+ * text files, written atomically. MPK_ERR_INVALID_ARGUMENT if either exists, unless flags has
+ * MPK_KEYGEN_OVERWRITE. */
+#define MPK_KEYGEN_OVERWRITE 1u
+MPK_API mpk_status mpk_keygen(const char *path, uint32_t flags);
+/* Reads a public key file (mpk_keygen's `path`.pub) into key[32]. MPK_ERR_BAD_FORMAT if it is not one. */
+MPK_API mpk_status mpk_public_key_load(const char *path, uint8_t key[32]);
+/* Signs the model at `path` with the secret key file `secret_key_path`, after checking the model
+ * completely (a damaged file is not signed). out NULL: in place (the trailer is appended; an
+ * existing signature is replaced); else the signed copy is written to `out` atomically.
+ * flags: MPK_SIGN_NO_FSYNC. */
+#define MPK_SIGN_NO_FSYNC 1u
+MPK_API mpk_status mpk_sign(const char *path, const char *secret_key_path, const char *out, uint32_t flags);
+/* Opens the model requiring a signature by one of `count` public keys (32 bytes each, back to back)
+ * and checks it at `verify` level (MPK_VERIFY_HEADER: preamble and header; MPK_VERIFY_FULL: every
+ * byte and every tensor), with `threads` hashing threads (0 = 1). MPK_OK or MPK_ERR_SIGNATURE (the
+ * message says why: unsigned, an untrusted key, no match) or the model's own errors. */
+MPK_API mpk_status mpk_verify_signature(const char *path, const uint8_t *trusted_keys, size_t count,
+                                        uint32_t verify, uint32_t threads);
 
 #ifdef __cplusplus
 }

@@ -10,6 +10,7 @@
 #include <modelpack/modelpack.h>
 
 #include <cstddef>
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -187,6 +188,9 @@ class MPK_API MetaValue {
 enum class Access { Map = MPK_ACCESS_MAP, Read = MPK_ACCESS_READ };
 enum class Verify { None = MPK_VERIFY_NONE, Header = MPK_VERIFY_HEADER, Full = MPK_VERIFY_FULL };
 
+// An Ed25519 public key (modelpack/sign.hpp).
+using PublicKey = std::array<uint8_t, 32>;
+
 struct OpenOptions {
   Access access = Access::Map;
   Verify verify = Verify::Header;
@@ -204,6 +208,10 @@ struct OpenOptions {
   // a hostile file must not make the reader allocate without bound; read() of a slice and verify()
   // work chunk by chunk and are not limited.
   uint64_t max_decoded_tensor_bytes = MPK_DEFAULT_MAX_DECODED_TENSOR_BYTES;
+  // Non-empty: the file must carry a signature (FORMAT.md 7.13) by one of these keys, else
+  // MPK_ERR_SIGNATURE. Open checks it over the preamble and header (so every tensor checksum and
+  // the content id); with Verify::Full every byte of the file too.
+  std::vector<PublicKey> trusted_keys = {};
 };
 
 enum class Encoding : uint8_t { Raw = 0, Chunked = 1 };

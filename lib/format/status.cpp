@@ -37,6 +37,7 @@ extern "C" MPK_API const char *mpk_status_name(mpk_status status) {
     case MPK_ERR_CORRUPT_DATA: return "MPK_ERR_CORRUPT_DATA";
     case MPK_ERR_WRONG_BASE: return "MPK_ERR_WRONG_BASE";
     case MPK_ERR_BAD_VALUE: return "MPK_ERR_BAD_VALUE";
+    case MPK_ERR_SIGNATURE: return "MPK_ERR_SIGNATURE";
   }
   return "MPK_ERR_UNKNOWN";
 }

@@ -8,6 +8,7 @@
 #include "io/file.hpp"
 #include "model/internal.hpp"
 #include "parallel.hpp"
+#include "sign/sign_internal.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -699,6 +700,14 @@ Result<Model> Model::open(const std::string &path, const OpenOptions &options) {
     m.map = std::move(map.value());
   }
   if (Status s = m.validate(options.verify); !s) return Status(s.code(), cat(quote(path), ": ", s.message()));
+  if (!options.trusted_keys.empty()) {
+    const uint64_t sections_end =
+        std::max(m.pre.header_offset + m.pre.header_size, m.pre.data_offset + m.pre.data_size);
+    if (Status s = check_signature(m.file, pre, m.header, m.pre.header_size, sections_end, m.content_id,
+                                   options.trusted_keys, options.verify == Verify::Full);
+        !s)
+      return Status(s.code(), cat(quote(path), ": ", s.message()));
+  }
   Model model(std::move(impl));
   if (options.verify == Verify::Full)
     if (Status s = model.verify(Verify::Full, options.threads); !s)

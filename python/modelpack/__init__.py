@@ -65,6 +65,10 @@ __all__ = [
     "decompress",
     "quantize",
     "diff",
+    "keygen",
+    "public_key",
+    "sign",
+    "verify_signature",
     "patch",
     "run",
     "version",
@@ -193,6 +197,8 @@ class _OpenOptions(Structure):  # mpk_open_options
         ("max_decoded_tensor_bytes", c_uint64),
         ("decode_threads", c_uint32),
         ("reserved", c_uint32),
+        ("trusted_keys", c_void_p),  # appended in 0.6 (signatures)
+        ("trusted_key_count", c_uint64),
     ]
 
 
@@ -340,7 +346,7 @@ class _TensorArg(Structure):  # mpk_tensor_arg
 # What the headers imply on LP64 (sizes, and the offsets of fields after padding holes). A mismatch
 # means a field above is wrong: refuse to import rather than corrupt memory.
 _EXPECTED_SIZES = {
-    _OpenOptions: 48,
+    _OpenOptions: 64,
     _TensorInfo: 96,  # 72 in the first release (up to xxh3) + 24 appended in 0.2
     _WriterOptions: 40,
     _ConvertOptions: 48,  # modelpack's own static_assert
@@ -475,6 +481,10 @@ _CORE_FUNCTIONS = {
     "mpk_patch_options_init": (_STATUS, [POINTER(_PatchOptions), c_size_t]),
     "mpk_diff": (_STATUS, [c_char_p, c_char_p, c_char_p, POINTER(_PatchOptions)]),
     "mpk_patch": (_STATUS, [c_char_p, POINTER(c_char_p), c_size_t, c_char_p, POINTER(_PatchOptions)]),
+    "mpk_keygen": (_STATUS, [c_char_p, c_uint32]),
+    "mpk_public_key_load": (_STATUS, [c_char_p, POINTER(ctypes.c_uint8)]),
+    "mpk_sign": (_STATUS, [c_char_p, c_char_p, c_char_p, c_uint32]),
+    "mpk_verify_signature": (_STATUS, [c_char_p, POINTER(ctypes.c_uint8), c_size_t, c_uint32, c_uint32]),
     "mpk_quantize_options_init": (_STATUS, [POINTER(_QuantizeOptions), c_size_t]),
     "mpk_quantize": (_STATUS, [c_char_p, c_char_p, POINTER(_QuantizeOptions)]),
 }
@@ -719,7 +729,8 @@ def runtime_available() -> bool:
 
 
 def open(path, verify: str = "header", access: str = "map", *, threads: int = 0, max_header_bytes: int = 0,
-         cache_bytes: int | None = None, max_decoded_tensor_bytes: int = 0, decode_threads: int = 0) -> "Model":
+         cache_bytes: int | None = None, max_decoded_tensor_bytes: int = 0, decode_threads: int = 0,
+         trusted_keys=None) -> "Model":
     """Opens and validates a .mpk model (mpk_model_open).
 
     Args:
@@ -731,6 +742,9 @@ def open(path, verify: str = "header", access: str = "map", *, threads: int = 0,
         threads: threads for verify="full" (0 = 1).
         max_header_bytes, cache_bytes, max_decoded_tensor_bytes, decode_threads: as the fields of
             mpk_open_options (None / 0: the library's defaults).
+        trusted_keys: public keys (32-byte bytes, or paths of .pub files); with any, the file must
+            be signed by one of them (Error MPK_ERR_SIGNATURE otherwise; FORMAT.md 7.13), checked
+            over preamble and header, and with verify="full" over every byte.
 
     Raises:
         Error: e.g. MPK_ERR_IO, MPK_ERR_BAD_MAGIC, MPK_ERR_TRUNCATED, MPK_ERR_CHECKSUM.
@@ -745,6 +759,10 @@ def open(path, verify: str = "header", access: str = "map", *, threads: int = 0,
         opts.cache_bytes = _uint(cache_bytes, "cache_bytes", 64)
     opts.max_decoded_tensor_bytes = _uint(max_decoded_tensor_bytes, "max_decoded_tensor_bytes", 64)
     opts.decode_threads = _uint(decode_threads, "decode_threads")
+    keys = _key_block(trusted_keys) if trusted_keys else None
+    if keys is not None:
+        opts.trusted_keys = ctypes.cast(keys, c_void_p)
+        opts.trusted_key_count = len(keys) // 32
     out = c_void_p()
     _core.mpk_model_open(byref(out), _cpath(path), byref(opts))
     return Model(_Handle(out.value, _core.mpk_model_free), os.fspath(path))
@@ -1471,6 +1489,41 @@ def patch(base, patches, out, reverse: bool = False, *, threads: int = 0, fsync:
     flags = (0x4 if reverse else 0) | (0 if fsync else 0x2)  # MPK_PATCH_REVERSE, MPK_PATCH_NO_FSYNC
     opts = _patch_options(flags, threads=threads)
     _core.mpk_patch(_cpath(base), (c_char_p * max(len(paths), 1))(*paths), len(paths), _cpath(out), byref(opts))
+
+
+# ---- signatures (FORMAT.md 7.13) ------------------------------------------------------------------
+
+def keygen(path, overwrite: bool = False) -> None:
+    """Writes a new Ed25519 key pair: `path` (the secret key, mode 0600) and `path`.pub (mpk_keygen)."""
+    _core.mpk_keygen(_cpath(path), 1 if overwrite else 0)
+
+
+def public_key(path) -> bytes:
+    """The 32-byte public key in a .pub file (mpk_public_key_load)."""
+    buf = (ctypes.c_uint8 * 32)()
+    _core.mpk_public_key_load(_cpath(path), buf)
+    return bytes(buf)
+
+
+def _key_block(keys):
+    if isinstance(keys, (str, bytes, os.PathLike)) and not (isinstance(keys, bytes) and len(keys) == 32):
+        keys = [keys]
+    block = b"".join(k if isinstance(k, bytes) and len(k) == 32 else public_key(k) for k in keys)
+    return ctypes.create_string_buffer(block, len(block))
+
+
+def sign(path, key, out=None, *, fsync: bool = True) -> None:
+    """Signs the model at `path` with the secret key file `key` (mpk_sign): in place, or a signed copy
+    at `out` (atomically). The model is checked completely first."""
+    _core.mpk_sign(_cpath(path), _cpath(key), _cpath(out) if out is not None else None, 0 if fsync else 1)
+
+
+def verify_signature(path, trusted_keys, full: bool = True, threads: int = 0) -> None:
+    """Requires a signature by one of `trusted_keys` (32-byte keys or .pub paths) and checks it, over
+    every byte with full=True (mpk_verify_signature). Raises Error MPK_ERR_SIGNATURE."""
+    keys = _key_block(trusted_keys)
+    _core.mpk_verify_signature(_cpath(path), ctypes.cast(keys, POINTER(ctypes.c_uint8)), len(keys) // 32,
+                               2 if full else 1, _uint(threads, "threads"))
 
 
 # ---- running (libmodelpack_runtime) --------------------------------------------------------------

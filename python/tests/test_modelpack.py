@@ -93,7 +93,7 @@ def expect_error(status, fn, *args, **kwargs):
 
 def test_struct_sizes_match_the_headers():
     expected = {
-        "_SessionOptions": 16, "_RuntimeOptions": 16, "_RunOptions": 8, "_OpenOptions": 48,
+        "_SessionOptions": 16, "_RuntimeOptions": 16, "_RunOptions": 8, "_OpenOptions": 64,
         "_TensorInfo": 96, "_WriterOptions": 40, "_ConvertOptions": 48, "_PatchOptions": 24,
         "_QuantInfo": 32, "_QuantizeOptions": 48, "_QuantizeTensor": 56, "_RuntimeStats": 72,
         "_TensorArg": 32,
@@ -630,6 +630,39 @@ def test_diff_and_patch_reproduce_the_file(tmp_path):
     back = tmp_path / "back.mpk"
     modelpack.patch(new, [p], back, reverse=True)
     assert back.read_bytes() == base.read_bytes()
+
+
+def test_sign_and_verify_with_trusted_keys(tmp_path):
+    model, _ = make_mlp(tmp_path, "m.mpk", seed=1)
+    key, other = tmp_path / "release", tmp_path / "other"
+    modelpack.keygen(key)
+    modelpack.keygen(other)
+    expect_error("MPK_ERR_INVALID_ARGUMENT", modelpack.keygen, key)  # exists
+    pub = modelpack.public_key(str(key) + ".pub")
+    assert isinstance(pub, bytes) and len(pub) == 32
+    expect_error("MPK_ERR_SIGNATURE", modelpack.verify_signature, model, [pub])  # unsigned
+    size = os.path.getsize(model)
+    modelpack.sign(model, key, fsync=False)
+    assert os.path.getsize(model) == size + 192
+    modelpack.verify_signature(model, [pub])
+    modelpack.verify_signature(model, str(key) + ".pub", full=False)  # a path works too
+    expect_error("MPK_ERR_SIGNATURE", modelpack.verify_signature, model, [str(other) + ".pub"])
+    with modelpack.open(model, verify="full", trusted_keys=[str(other) + ".pub", pub]) as m:
+        assert len(m) > 0
+    expect_error("MPK_ERR_SIGNATURE", modelpack.open, model, trusted_keys=[str(other) + ".pub"])
+    with modelpack.open(model) as m:  # without keys the trailer is ignored
+        assert len(m) > 0
+    # One flipped bit in the tensor bytes: the full check refuses it.
+    data = bytearray(open(model, "rb").read())
+    data[size // 2] ^= 0x10
+    bad = tmp_path / "bad.mpk"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(modelpack.Error) as info:  # the tensor's checksum or the signed digest
+        modelpack.verify_signature(bad, [pub])
+    assert info.value.status in ("MPK_ERR_SIGNATURE", "MPK_ERR_CHECKSUM", "MPK_ERR_CORRUPT_HEADER")
+    copy = tmp_path / "copy.mpk"
+    modelpack.sign(model, other, copy)
+    modelpack.verify_signature(copy, [str(other) + ".pub"])
 
 
 def test_patch_with_the_wrong_base_writes_nothing(tmp_path):

@@ -260,6 +260,7 @@ static void test_status_names(void) {
       "MPK_ERR_CORRUPT_DATA",
       "MPK_ERR_WRONG_BASE",
       "MPK_ERR_BAD_VALUE",
+      "MPK_ERR_SIGNATURE",
   };
   /* The enum values are ABI: pin them. */
   static const mpk_status values[] = {
@@ -269,7 +270,7 @@ static void test_status_names(void) {
       MPK_ERR_MISALIGNED, MPK_ERR_OVERFLOW, MPK_ERR_DUPLICATE, MPK_ERR_UNSORTED,
       MPK_ERR_BAD_SHAPE, MPK_ERR_BAD_DTYPE, MPK_ERR_LIMIT, MPK_ERR_TYPE_MISMATCH, MPK_ERR_STATE,
       MPK_ERR_NO_MEMORY, MPK_ERR_INTERNAL, MPK_ERR_SIZE_MISMATCH, MPK_ERR_BAD_FORMAT,
-      MPK_ERR_BAD_NAME, MPK_ERR_CORRUPT_DATA, MPK_ERR_WRONG_BASE, MPK_ERR_BAD_VALUE};
+      MPK_ERR_BAD_NAME, MPK_ERR_CORRUPT_DATA, MPK_ERR_WRONG_BASE, MPK_ERR_BAD_VALUE, MPK_ERR_SIGNATURE};
   size_t i, j;
   const char *unknown;
   for (i = 0; i < sizeof names / sizeof names[0]; ++i) {
@@ -287,10 +288,10 @@ static void test_status_names(void) {
   unknown = mpk_status_name((mpk_status)-1);
   CHECK(unknown != NULL, "mpk_status_name(-1) must not be NULL");
   /* Any int may arrive from C (a status of a newer libmodelpack, garbage): inside the enum's range
-   * (29..31) or outside it (32 and up, negative; UB if loaded as the enum), all get the same name,
+   * (30..31) or outside it (32 and up, negative; UB if loaded as the enum), all get the same name,
    * and none touches the last-error message. */
   {
-    static const long out_of_range[] = {29, 31, 32, 255, 256, 999, 65536, 0x7fffffffL, -1, -27};
+    static const long out_of_range[] = {30, 31, 32, 255, 256, 999, 65536, 0x7fffffffL, -1, -27};
     mpk_clear_error();
     for (j = 0; j < sizeof out_of_range / sizeof out_of_range[0]; ++j) {
       unknown = mpk_status_name((mpk_status)out_of_range[j]);
@@ -445,7 +446,9 @@ static void test_options_init(void) {
   /* The first released sizes: struct_size checks compare against them, so they must not move. */
   /* Fields appended in 0.2 start exactly there; the current sizes are pinned too. */
   CHECK(offsetof(mpk_open_options, cache_bytes) == 24, "mpk_open_options released as 24 bytes");
-  CHECK(sizeof(mpk_open_options) == 48, "sizeof(mpk_open_options) = %u", (unsigned)sizeof(mpk_open_options));
+  CHECK(offsetof(mpk_open_options, trusted_keys) == 48, "mpk_open_options 0.2 fields end at 48");
+  if (sizeof(void *) == 8)
+    CHECK(sizeof(mpk_open_options) == 64, "sizeof(mpk_open_options) = %u", (unsigned)sizeof(mpk_open_options));
   CHECK(offsetof(mpk_writer_options, codec) == 12, "mpk_writer_options released as 12 bytes");
   CHECK(sizeof(mpk_writer_options) == 40, "sizeof(mpk_writer_options) = %u", (unsigned)sizeof(mpk_writer_options));
   if (sizeof(void *) == 8) {
@@ -1837,6 +1840,78 @@ static void write_version(const char *path, int version) {
   free(v);
 }
 
+/* Signatures: keygen, sign in place and to a copy, verify with trusted keys, the open option. */
+static void test_sign(void) {
+  char model[4096], key[4096], pub[4096], key2[4096], pub2[4096], copy[4096];
+  uint8_t keys[64], k2[32];
+  mpk_model *m = NULL;
+  mpk_open_options oo = MPK_OPEN_OPTIONS_INIT;
+  FILE *f;
+  long size;
+  path_in(model, sizeof model, "signed.mpk");
+  path_in(key, sizeof key, "release");
+  path_in(pub, sizeof pub, "release.pub");
+  path_in(key2, sizeof key2, "other");
+  path_in(pub2, sizeof pub2, "other.pub");
+  path_in(copy, sizeof copy, "signed-copy.mpk");
+  write_version(model, 1);
+  CHECK_OK(mpk_keygen(key, 0));
+  CHECK_STATUS(mpk_keygen(key, 0), MPK_ERR_INVALID_ARGUMENT); /* exists */
+  CHECK_OK(mpk_keygen(key, MPK_KEYGEN_OVERWRITE));
+  CHECK_OK(mpk_keygen(key2, 0));
+  CHECK_STATUS(mpk_keygen(key, 8), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_OK(mpk_public_key_load(pub, keys));
+  CHECK_OK(mpk_public_key_load(pub2, k2));
+  memcpy(keys + 32, k2, 32);
+  CHECK_STATUS(mpk_public_key_load(key, k2), MPK_ERR_BAD_FORMAT); /* a secret key file */
+  CHECK_STATUS(mpk_verify_signature(model, keys, 1, MPK_VERIFY_FULL, 0), MPK_ERR_SIGNATURE);
+  CHECK_MESSAGE("not signed");
+  CHECK_OK(mpk_sign(model, key, NULL, MPK_SIGN_NO_FSYNC));
+  CHECK_OK(mpk_verify_signature(model, keys, 1, MPK_VERIFY_FULL, 2));
+  CHECK_OK(mpk_verify_signature(model, keys, 1, MPK_VERIFY_HEADER, 0));
+  CHECK_STATUS(mpk_verify_signature(model, keys + 32, 1, MPK_VERIFY_FULL, 0), MPK_ERR_SIGNATURE);
+  CHECK_MESSAGE("not a trusted key");
+  CHECK_OK(mpk_verify_signature(model, keys, 2, MPK_VERIFY_FULL, 0));
+  CHECK_STATUS(mpk_verify_signature(model, keys, 0, MPK_VERIFY_FULL, 0), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(mpk_verify_signature(model, keys, 1, MPK_VERIFY_NONE, 0), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(mpk_sign(model, pub, NULL, 0), MPK_ERR_BAD_FORMAT); /* a public key file */
+  CHECK_STATUS(mpk_sign(model, key, NULL, 4), MPK_ERR_INVALID_ARGUMENT);
+  /* The open option: trusted keys make an unsigned or other-signed file fail to open. */
+  oo.trusted_keys = keys + 32;
+  oo.trusted_key_count = 1;
+  CHECK_STATUS(mpk_model_open(&m, model, &oo), MPK_ERR_SIGNATURE);
+  CHECK(m == NULL, "a refused open set *out");
+  oo.trusted_keys = keys;
+  oo.trusted_key_count = 2;
+  oo.verify = MPK_VERIFY_FULL;
+  CHECK_OK(mpk_model_open(&m, model, &oo));
+  mpk_model_free(m);
+  m = NULL;
+  oo.trusted_keys = NULL;
+  CHECK_STATUS(mpk_model_open(&m, model, &oo), MPK_ERR_INVALID_ARGUMENT); /* a count without keys */
+  /* A signed copy; then one flipped data byte is refused by full verification only. */
+  CHECK_OK(mpk_sign(model, key2, copy, MPK_SIGN_NO_FSYNC));
+  CHECK_OK(mpk_verify_signature(copy, keys + 32, 1, MPK_VERIFY_FULL, 0));
+  f = fopen(copy, "r+b");
+  REQUIRE(f != NULL, "open the copy");
+  fseek(f, 0, SEEK_END);
+  size = ftell(f);
+  fseek(f, 100, SEEK_SET); /* between the preamble and the first tensor: padding no checksum covers */
+  fputc(0x5a, f);
+  fclose(f);
+  CHECK(size > 400, "signed copy size %ld", size);
+  CHECK_OK(mpk_verify_signature(copy, keys + 32, 1, MPK_VERIFY_HEADER, 0));
+  CHECK_STATUS(mpk_verify_signature(copy, keys + 32, 1, MPK_VERIFY_FULL, 0), MPK_ERR_SIGNATURE);
+  CHECK_MESSAGE("differ");
+  CHECK(strcmp(mpk_status_name(MPK_ERR_SIGNATURE), "MPK_ERR_SIGNATURE") == 0, "status name");
+  unlink(model);
+  unlink(copy);
+  unlink(key);
+  unlink(pub);
+  unlink(key2);
+  unlink(pub2);
+}
+
 static void test_patch(void) {
   char v1[4096], v2[4096], v3[4096], p12[4096], p23[4096], out[4096];
   const char *chain[2];
@@ -2030,6 +2105,7 @@ int main(int argc, char **argv) {
     test_writer_abort();
     test_compress();
     test_patch();
+    test_sign();
     test_quantize();
   }
   if (wanted(section, "model")) {

@@ -344,6 +344,59 @@ def case_many(tmp):
     check(code == 1 and o.count("content id:") == 2 and "MPK_ERR_NOT_FOUND" in e, f"inspect text: {code} {e!r}")
 
 
+def case_sign(tmp):
+    """keygen, sign, verify --pubkey, inspect: a signed file verifies with its key only, and every
+    single-bit flip of it (sampled across the file: preamble, data, padding, header, trailer) fails."""
+    _, good, _ = packed(tmp)
+    key = os.path.join(tmp, "release")
+    _, o, _ = run("keygen", "-o", key, expect=0)
+    check("release.pub" in o and "ed25519:" in o, o)
+    check(oct(os.stat(key).st_mode & 0o777) == "0o600", f"secret key mode {oct(os.stat(key).st_mode)}")
+    code, _, e = run("keygen", "-o", key)
+    check(code == 2 and "already exists" in e, f"keygen over an existing key: {code} {e!r}")
+    run("keygen", "-o", key + "2", expect=0)
+    before = open(good, "rb").read()
+    code, _, e = run("verify", good, "--pubkey", key + ".pub")
+    check(code == 1 and "MPK_ERR_SIGNATURE" in e and "not signed" in e, f"unsigned: {code} {e!r}")
+    _, o, _ = run("sign", good, "--key", key, "--no-fsync", expect=0)
+    after = open(good, "rb").read()
+    check(len(after) == len(before) + 192 and after[:len(before)] == before, "sign must only append 192 bytes")
+    _, o, _ = run("verify", good, "--pubkey", key + ".pub", expect=0)
+    check("signed by ed25519:" in o, o)
+    run("verify", good, "--pubkey", key + ".pub", "--mode", "header", expect=0)
+    run("verify", good, "--pubkey", key + "2.pub", "--pubkey", key + ".pub", expect=0)
+    code, _, e = run("verify", good, "--pubkey", key + "2.pub")
+    check(code == 1 and "not a trusted key" in e, f"other key: {code} {e!r}")
+    run("verify", good, expect=0)  # without --pubkey the trailer is ignored
+    _, o, _ = run("inspect", good, expect=0)
+    check("signature:" in o and "ed25519:" in o, o)
+    doc = inspect_json(good)
+    check(doc["signature"]["signed_bytes"] == len(before), f"{doc.get('signature')}")
+    code, _, e = run("verify", good, "--pubkey", key)  # a secret key given as public
+    check(code == 1 and "MPK_ERR_BAD_FORMAT" in e, f"{code} {e!r}")
+    # Flips: every 7th byte, a bit each, across the whole signed file, all refused by full verify.
+    flip = os.path.join(tmp, "flip.mpk")
+    paths = []
+    for i in range(0, len(after), 7):
+        b = bytearray(after)
+        b[i] ^= 1 << (i % 8)
+        p = os.path.join(tmp, f"flip{i}.mpk")
+        open(p, "wb").write(bytes(b))
+        paths.append(p)
+    code, o, e = run("verify", "--json", "--pubkey", key + ".pub", *paths)
+    verdicts = [json.loads(l)["status"] for l in o.splitlines()]
+    check(code == 1 and len(verdicts) == len(paths) and "MPK_OK" not in verdicts,
+          f"flips accepted: {[p for p, v in zip(paths, verdicts) if v == 'MPK_OK'][:5]}")
+    # A signed copy with -o, then a damaged file is not signed and no output appears.
+    out = os.path.join(tmp, "copy.mpk")
+    run("sign", good, "--key", key + "2", "-o", out, expect=0)
+    run("verify", out, "--pubkey", key + "2.pub", expect=0)
+    at = next(t["offset"] for t in doc["tensors"] if t["bytes"] > 0)  # inside a tensor
+    open(flip, "wb").write(before[:at] + bytes([before[at] ^ 4]) + before[at + 1:])
+    code, _, e = run("sign", flip, "--key", key, "-o", flip + ".signed")
+    check(code == 1 and not os.path.exists(flip + ".signed"), f"damaged file signed: {code} {e!r}")
+
+
 def case_truncated(tmp):
     _, out, _ = packed(tmp)
     with open(out, "rb") as f:

@@ -7,6 +7,7 @@
 
 #include <modelpack/patch.hpp>
 
+#include <modelpack/sign.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -343,6 +344,8 @@ int print_json(const Model &m, const std::string &path, int indent) {
   doc["data"] = {{"offset", m.data_offset()}, {"size", m.data_size()}};
   doc["content_id"] = std::string(m.content_id());
   doc["writer"] = std::string(m.writer());
+  if (auto sig = sign::read_signature(path); sig && *sig)  // only when signed (FORMAT.md 7.13)
+    doc["signature"] = {{"key", sign::fingerprint((*sig)->key)}, {"signed_bytes", (*sig)->signed_bytes}};
 
   json comps = json::array();
   for (size_t i = 0; i < m.component_count(); ++i) {
@@ -423,6 +426,11 @@ int print_text(const Model &m, const std::string &path) {
                   std::to_string(m.data_size()) + " (" + human_bytes(m.data_size()) + ")");
   kv("content id:", std::string(m.content_id()));
   kv("writer:", text_string(m.writer()));
+  if (auto sig = sign::read_signature(path); !sig)
+    kv("signature:", "malformed trailer: " + sig.status().message());
+  else if (*sig)
+    kv("signature:", sign::fingerprint((*sig)->key) + " over " + std::to_string((*sig)->signed_bytes) +
+                         " bytes (not checked: mpk verify --pubkey)");
   if (m.incompatible_features() & MPK_FEATURE_PATCH) {  // a delta patch: what it does
     auto p = inspect_patch(path);
     if (!p) return report(p.status());

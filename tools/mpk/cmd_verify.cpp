@@ -1,4 +1,4 @@
-// cmd_verify.cpp - `mpk verify FILE... [--threads N] [--mode header|full] [--json]`.
+// cmd_verify.cpp - `mpk verify FILE... [--threads N] [--mode header|full] [--pubkey PUB]... [--json]`.
 //
 // Opening with Verify::Header checks the preamble and header checksums and the content id. In full
 // mode every tensor is then hashed with Model::verify_tensor (the library names the tensor and its
@@ -10,6 +10,8 @@
 // exit code is the worst of them (3 for an I/O error over 1 for an invalid file). --json prints
 // one object per file on stdout instead, for scripts.
 #include "common.hpp"
+
+#include <modelpack/sign.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -25,11 +27,20 @@ struct Outcome {
   std::string summary;  // the OK line's text after "OK: FILE: "
 };
 
-Outcome verify_one(const std::string &file, const VerifyArgs &args, bool show_progress) {
+Outcome verify_one(const std::string &file, const VerifyArgs &args, const std::vector<PublicKey> &keys,
+                   bool show_progress) {
   Stopwatch clock;
-  auto opened = open_model(file, Verify::Header);
+  // With keys, open checks the signature: over preamble and header, and in full mode (then done by
+  // the open itself, with every tensor) over every byte.
+  const bool signed_full = !keys.empty() && args.mode == "full";
+  auto opened = open_model(file, signed_full ? Verify::Full : Verify::Header, keys, args.threads);
   if (!opened) return {opened.status(), {}};
   const Model &m = *opened;
+  std::string signed_by;
+  if (!keys.empty()) {
+    auto info = sign::read_signature(file);
+    if (info && *info) signed_by = ", signed by " + sign::fingerprint((*info)->key);
+  }
 
   uint64_t total = 0;
   for (size_t i = 0; i < m.tensor_count(); ++i) total += m.info(i).nbytes;
@@ -38,11 +49,13 @@ Outcome verify_one(const std::string &file, const VerifyArgs &args, bool show_pr
   if (args.mode == "header") {
     std::snprintf(line, sizeof line, "header verified (%zu tensors, %s of data not hashed) in %s",
                   m.tensor_count(), human_bytes(total).c_str(), seconds_string(clock.seconds()).c_str());
-    return {Status(), line};
+    return {Status(), line + signed_by};
   }
 
   Status st;
-  if (show_progress) {
+  if (signed_full) {
+    // verified at open
+  } else if (show_progress) {
     Progress progress("verifying", total);
     std::mutex mu;  // the callback runs on the hashing threads
     st = m.verify(Verify::Full, std::max(1u, args.threads), [&](size_t i) {
@@ -61,15 +74,21 @@ Outcome verify_one(const std::string &file, const VerifyArgs &args, bool show_pr
                         human_bytes(total).c_str(), (unsigned long long)total, seconds_string(s).c_str());
   if (s > 0 && total >= (1u << 20) && n > 0 && size_t(n) < sizeof line)
     std::snprintf(line + n, sizeof line - size_t(n), " (%.2f GB/s)", double(total) / s / 1e9);
-  return {Status(), line};
+  return {Status(), line + signed_by};
 }
 
 }  // namespace
 
 int run_verify(const VerifyArgs &args) {
+  std::vector<PublicKey> keys;
+  for (const std::string &k : args.pubkeys) {
+    auto key = sign::load_public_key(k);
+    if (!key) return report(key.status());
+    keys.push_back(*key);
+  }
   int worst = kExitOk;
   for (const std::string &file : args.files) {
-    Outcome o = verify_one(file, args, !args.json);
+    Outcome o = verify_one(file, args, keys, !args.json);
     const int code = o.status ? kExitOk : exit_code_for(o.status.code());
     if (code == kExitOther || (code == kExitInvalid && worst == kExitOk)) worst = code;
     if (args.json) {

@@ -47,12 +47,15 @@ void warn(std::string_view message) {
   std::fprintf(stderr, "mpk: warning: %.*s\n", int(message.size()), message.data());
 }
 
-Result<Model> open_model(const std::string &path, Verify verify) {
+Result<Model> open_model(const std::string &path, Verify verify, const std::vector<PublicKey> &trusted_keys,
+                         unsigned threads) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0 && errno == ENOENT)
     return Status(MPK_ERR_NOT_FOUND, path + ": no such file");
   OpenOptions options;
   options.verify = verify;
+  options.trusted_keys = trusted_keys;
+  options.threads = std::max(1u, threads);
   auto model = Model::open(path, options);
   if (!model) return with_file(model.status(), path);
   return model;

@@ -31,7 +31,8 @@ Status with_file(const Status &status, const std::string &path);
 void warn(std::string_view message);
 
 // Opens a model for reading; a missing file is MPK_ERR_NOT_FOUND (exit 1) with a plain message.
-Result<Model> open_model(const std::string &path, Verify verify);
+Result<Model> open_model(const std::string &path, Verify verify, const std::vector<PublicKey> &trusted_keys = {},
+                         unsigned threads = 1);
 
 // ---- subcommand arguments (filled by CLI11 in main.cpp) -----------------------------------------
 struct InspectArgs {
@@ -40,6 +41,7 @@ struct InspectArgs {
 };
 struct VerifyArgs {
   std::vector<std::string> files;
+  std::vector<std::string> pubkeys;
   bool json = false;
   unsigned threads = 1;
   std::string mode = "full";
@@ -148,6 +150,16 @@ int run_patch(const PatchArgs &args);
 int run_inspect(const InspectArgs &args);
 int run_convert(const ConvertArgs &args);
 int run_verify(const VerifyArgs &args);
+struct KeygenArgs {
+  std::string output;
+  bool force = false;
+};
+struct SignArgs {
+  std::string file, key, output;
+  bool no_fsync = false;
+};
+int run_keygen(const KeygenArgs &args);
+int run_sign(const SignArgs &args);
 int run_pack(const PackArgs &args);
 int run_extract(const ExtractArgs &args);
 

@@ -47,6 +47,10 @@ int run(int argc, char **argv) {
                 "default) every tensor's XXH3 checksum. Several files are checked one after the "
                 "other, each reported; the exit code is the worst of theirs");
   c_verify->add_option("FILE", verify.files, "the .mpk files")->required();
+  c_verify->add_option("--pubkey", verify.pubkeys,
+                       "require a signature by this public key (repeatable: any of them); --mode full "
+                       "checks every byte against it, header the preamble and header")
+      ->allow_extra_args(false);
   c_verify->add_flag("--json", verify.json,
                      "one JSON object per file on stdout: {\"file\", \"status\", \"message\"} "
                      "(status MPK_OK or the error's name); nothing on stderr");
@@ -296,6 +300,22 @@ int run(int argc, char **argv) {
       ->check(CLI::Range(0u, 1024u));
   c_patch->add_flag("--no-fsync", patch.no_fsync, "do not sync before the final rename");
 
+  KeygenArgs keygen;
+  CLI::App *c_keygen = app.add_subcommand(
+      "keygen", "Make an Ed25519 key pair for signing: NAME (the secret key, mode 0600) and NAME.pub");
+  c_keygen->add_option("-o,--output", keygen.output, "NAME: where the secret key goes")->required();
+  c_keygen->add_flag("--force", keygen.force, "overwrite NAME and NAME.pub if they exist");
+
+  SignArgs sign;
+  CLI::App *c_sign = app.add_subcommand(
+      "sign", "Sign a .mpk file with an Ed25519 key (FORMAT.md 7.13): a 192-byte trailer over every byte "
+              "before it; the content id and all readers are unaffected. The file is checked completely "
+              "first. In place unless -o (an existing signature is replaced).");
+  c_sign->add_option("FILE", sign.file, "the .mpk file")->required();
+  c_sign->add_option("--key", sign.key, "the secret key file (mpk keygen)")->required();
+  c_sign->add_option("-o,--output", sign.output, "write the signed file here (atomically) instead");
+  c_sign->add_flag("--no-fsync", sign.no_fsync, "do not sync the result");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError &e) {
@@ -324,6 +344,8 @@ int run(int argc, char **argv) {
   if (*c_decompress) return run_compress(decompress);
   if (*c_diff) return run_diff(diff);
   if (*c_patch) return run_patch(patch);
+  if (*c_keygen) return run_keygen(keygen);
+  if (*c_sign) return run_sign(sign);
   return kExitUsage;  // unreachable: a subcommand is required
 }
 
