@@ -16,6 +16,7 @@
 #include <cstring>
 #include <list>
 #include <map>
+#include <condition_variable>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -170,8 +171,7 @@ struct Entry {
   // cache state, guarded by ContextImpl::mu
   bool in_map = false, pending = false, accounted = false;
   std::list<uint64_t>::iterator lru;
-  // the creator holds build_mu while building; waiters lock it to wait
-  std::mutex build_mu;
+  // set by the creator under ContextImpl::mu when it clears `pending`; waiters wait on built_cv
   Status build_status;
   // primitives by (M, strides, threads, bias), least recently used out
   std::mutex prim_mu;
@@ -205,6 +205,7 @@ struct ContextImpl {
   std::vector<dnnl::stream> streams;
 
   mutable std::mutex mu;
+  std::condition_variable built_cv;  // notified once an entry's pending flag is cleared (under mu)
   std::unordered_map<uint64_t, std::shared_ptr<Entry>> map;
   std::unordered_map<uint64_t, uint32_t> unpacked_calls;  // per key, calls before packing (pack_after_calls)
   std::list<uint64_t> lru;  // front: most recently used
@@ -516,9 +517,9 @@ Result<std::shared_ptr<Entry>> get_entry(ContextImpl &c, const WeightView &w, Op
       ++c.st.hits;
       *hit = true;
       c.lru.splice(c.lru.begin(), c.lru, e->lru);
-      const bool pending = e->pending;
-      lk.unlock();
-      if (pending) std::lock_guard<std::mutex> wait(e->build_mu);
+      // Another thread is building it: wait on the context's own mutex (one lock, no lock order
+      // to get wrong: ThreadSanitizer found the earlier per-entry mutex taken under this one).
+      c.built_cv.wait(lk, [&] { return !e->pending; });
       if (!e->build_status) return e->build_status;
       return e;
     }
@@ -527,7 +528,6 @@ Result<std::shared_ptr<Entry>> get_entry(ContextImpl &c, const WeightView &w, Op
   }
   ++c.st.misses;
   std::shared_ptr<Entry> e = new_entry(w, op, d, p);
-  std::unique_lock<std::mutex> building(e->build_mu);
   c.lru.push_front(w.key);
   e->lru = c.lru.begin();
   c.map[w.key] = e;
@@ -543,13 +543,13 @@ Result<std::shared_ptr<Entry>> get_entry(ContextImpl &c, const WeightView &w, Op
                     cat("oneDNN: ", err.what(), " (status ", int(err.status), ")"));
     }
   });
-  e->build_status = s;
   {
     std::lock_guard<std::mutex> g(c.mu);
+    e->build_status = s;
     e->pending = false;
     if (!s) c.remove_locked(*e);
   }
-  building.unlock();
+  c.built_cv.notify_all();
   if (!s) return s;
   return e;
 }
