@@ -515,6 +515,10 @@ Status decode_plane(PlaneMethod m, const std::byte *src, size_t size, uint8_t *d
       if (Status s = check_rans_header(src, size, j); !s.ok()) return s;
       // htscodecs takes non-const pointers but does not write to its input.
       auto *in = reinterpret_cast<unsigned char *>(const_cast<std::byte *>(src));
+      // An empty plane may have no buffer behind it; htscodecs takes a null output as "allocate one
+      // for me" and returns it, which we would leak (found by fuzz_chunk). Give it a real byte.
+      unsigned char empty_out = 0;
+      if (n == 0) dst = &empty_out;
       const uint8_t flags = uint8_t(src[0]);
       const RansDirect &direct = rans_direct();
       if ((flags == kRansX32 || flags == (kRansX32 | kRansOrder1)) && direct.order0) {
