@@ -276,7 +276,7 @@ const Model &small_model(size_t n) {
   Model m;
   m.path = fixture_path("small_" + std::to_string(n) + ".mpk");
   m.names = model_names(n);
-  auto w = mpk::Writer::create(m.path, {MPK_DEFAULT_ALIGNMENT, false});
+  auto w = mpk::Writer::create(m.path, {MPK_DEFAULT_ALIGNMENT, false, {}});
   if (!w) die(w.status().to_string());
   for (size_t i = 0; i < n; ++i) {
     mpk::DType dt = dtype_for(m.names[i]);
@@ -300,7 +300,7 @@ const Model &sized_model(uint64_t bytes) {
   Model m;
   m.path = fixture_path("sized_" + std::to_string(bytes) + ".mpk");
   m.names = model_names(1000);
-  auto w = mpk::Writer::create(m.path, {MPK_DEFAULT_ALIGNMENT, false});
+  auto w = mpk::Writer::create(m.path, {MPK_DEFAULT_ALIGNMENT, false, {}});
   if (!w) die(w.status().to_string());
   uint64_t side = 1;
   while (side * side * 4 < bytes) side *= 2;
@@ -327,7 +327,7 @@ const Model &big_model() {
     std::fprintf(stderr, "[fixture] 1 GiB model (256 x 4 MiB f32)\n");
     Model m;
     m.path = fixture_path("big.mpk");
-    auto w = mpk::Writer::create(m.path, {MPK_DEFAULT_ALIGNMENT, false});
+    auto w = mpk::Writer::create(m.path, {MPK_DEFAULT_ALIGNMENT, false, {}});
     if (!w) die(w.status().to_string());
     for (size_t k = 0; k < kBigTensors; ++k) {
       m.names.push_back(big_name(k));
@@ -819,7 +819,7 @@ void remove_paused(benchmark::State &state, const std::string &path) {
 }
 
 bool write_mpk(const std::string &path, bool fsync) {
-  auto w = mpk::Writer::create(path, {MPK_DEFAULT_ALIGNMENT, fsync});
+  auto w = mpk::Writer::create(path, {MPK_DEFAULT_ALIGNMENT, fsync, {}});
   if (!w) return false;
   for (size_t k = 0; k < kBigTensors; ++k) {
     std::span<const std::byte> data(source() + k * kBigTensorBytes, kBigTensorBytes);

@@ -101,7 +101,7 @@ void make_fixture(const std::string &stem, int n, uint64_t elems) {
   std::mt19937 rng(42);
   std::normal_distribution<float> nd(0.f, 0.02f);
   std::vector<float> v(elems);
-  auto w = mpk::Writer::create(path(stem + ".mpk"), {64, false});
+  auto w = mpk::Writer::create(path(stem + ".mpk"), {64, false, {}});
   if (!w) die(w.status().to_string());
   for (int i = 0; i < n; ++i) {
     for (auto &x : v) x = nd(rng);

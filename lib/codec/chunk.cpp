@@ -125,7 +125,12 @@ void join_t(const uint8_t *const *planes, size_t n, std::byte *out) {
 // The hot loops, compiled for AVX-512, AVX2 and the baseline, picked at load time.
 // Not under ThreadSanitizer: an ifunc resolver runs while the dynamic loader relocates, before the
 // TSan runtime is up, and crashes the program there.
-#if defined(__SANITIZE_THREAD__)
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MPK_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__) || defined(MPK_TSAN)
 #define MPK_CLONES
 #else
 #define MPK_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -136,7 +141,9 @@ void join_t(const uint8_t *const *planes, size_t n, std::byte *out) {
 // GCC 12 warns "'__Y' may be used uninitialized" inside its own AVX-512 intrinsic headers here (a
 // known false positive of the unmasked forms); nothing of ours is uninitialised.
 #pragma GCC diagnostic push
+#ifndef __clang__  // a GCC-only warning
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 template <class U, bool Rot>
 __attribute__((target("avx512bw,avx512f"))) void join_nt(const uint8_t *const *planes, size_t n, std::byte *out) {
   constexpr size_t W = sizeof(U), kPerVec = 64 / W;

@@ -5,7 +5,9 @@
 // GCC 12's AVX-512 intrinsic headers initialise some masked operations' pass-through operand from
 // itself (`__m512 __Y = __Y;`), which -Wall reports once they are inlined here (GCC PR 105593).
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__  // a GCC-only warning
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <cpuid.h>
 #include <immintrin.h>
 

@@ -135,7 +135,7 @@ TEST_CASE("conversion progress reports the bytes written in both directions", "[
   TempDir dir;
   // A 24 MiB model: several 4 MiB progress steps each way.
   {
-    auto w = mpk::Writer::create(dir / "big.mpk", {64, false});
+    auto w = mpk::Writer::create(dir / "big.mpk", {64, false, {}});
     REQUIRE(w.ok());
     const uint64_t shape[] = {6, 1 << 20};
     REQUIRE_OK(w->add_tensor("w", MPK_DTYPE_F32, shape, random_bytes(24 << 20, 11)));

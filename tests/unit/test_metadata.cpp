@@ -8,7 +8,7 @@ TEST_CASE("every metadata type round-trips", "[metadata]") {
   std::string path = dir / "meta.mpk";
   mpk::Bytes blob = {std::byte(0), std::byte(0xff), std::byte(7)};
   {
-    auto w = mpk::Writer::create(path, {64, false});
+    auto w = mpk::Writer::create(path, {64, false, {}});
     REQUIRE(w.ok());
     REQUIRE_OK(w->set_metadata("s", std::string("h\xc3\xa9llo\0x", 8)));
     REQUIRE_OK(w->set_metadata("i", int64_t(-9007199254740993)));
@@ -115,7 +115,7 @@ TEST_CASE("typed values and nested lists round-trip", "[metadata]") {
                         mpk::MetaList{{mpk::MetaList{}, mpk::TypedScalar::of(uint16_t(7))}},
                         mpk::TypedArray{MPK_DTYPE_F32, {}}}};
   {
-    auto w = mpk::Writer::create(path, {64, false});
+    auto w = mpk::Writer::create(path, {64, false, {}});
     REQUIRE(w.ok());
     REQUIRE_OK(w->set_metadata("u32", mpk::TypedScalar::of(uint32_t(32))));
     REQUIRE_OK(w->set_metadata("u64", mpk::TypedScalar::of(UINT64_MAX)));
@@ -193,7 +193,7 @@ TEST_CASE("typed values and nested lists round-trip", "[metadata]") {
 
 TEST_CASE("typed values and lists are checked when set", "[metadata]") {
   TempDir dir;
-  auto w = mpk::Writer::create(dir / "bad.mpk", {64, false});
+  auto w = mpk::Writer::create(dir / "bad.mpk", {64, false, {}});
   REQUIRE(w.ok());
   auto code = [](const mpk::Status &s) { return s.code(); };
   CHECK(code(w->set_metadata("q", mpk::TypedScalar{MPK_DTYPE_Q8_0, 1})) == MPK_ERR_BAD_DTYPE);

@@ -17,7 +17,7 @@ TEST_CASE("lookup is by exact name over sorted tensors", "[reader]") {
   std::string path = dir / "many.mpk";
   std::vector<std::string> names;
   {
-    auto w = mpk::Writer::create(path, {64, false});
+    auto w = mpk::Writer::create(path, {64, false, {}});
     REQUIRE(w.ok());
     for (int i = 999; i >= 0; --i) {  // added in reverse: the reader still sees name order
       std::string n = "blk." + std::to_string(i) + ".w";
@@ -80,7 +80,7 @@ TEST_CASE("open reads no tensor data, and a tensor touches only its own pages", 
     struct stat st;
     REQUIRE(::fstat(fd, &st) == 0);
     const std::string dev = std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev));
-    for (const std::string q : {"/sys/dev/block/" + dev + "/queue/read_ahead_kb",
+    for (const std::string &q : {"/sys/dev/block/" + dev + "/queue/read_ahead_kb",
                                 "/sys/dev/block/" + dev + "/../queue/read_ahead_kb"}) {
       std::ifstream f(q);
       uint64_t kb = 0;
@@ -244,7 +244,7 @@ TEST_CASE("empty tensors cost nothing to load in either access mode", "[reader]"
   TempDir dir;
   std::string path = dir / "empties.mpk";
   {
-    auto w = mpk::Writer::create(path, {4096, false});
+    auto w = mpk::Writer::create(path, {4096, false, {}});
     REQUIRE(w.ok());
     uint64_t s0[] = {0, 7};
     for (int i = 0; i < 100; ++i) REQUIRE_OK(w->add_tensor("e" + std::to_string(i), MPK_DTYPE_F32, s0, {}));

@@ -147,7 +147,7 @@ TEST_CASE("the content id changes with names, dtypes, shapes and bytes, not with
   TempDir dir;
   auto id_of = [&](auto &&fill) {
     std::string path = dir / "x.mpk";
-    auto w = mpk::Writer::create(path, {64, false});
+    auto w = mpk::Writer::create(path, {64, false, {}});
     REQUIRE(w.ok());
     fill(*w);
     REQUIRE_OK(w->commit());
@@ -214,7 +214,7 @@ TEST_CASE("files and tensors over 4 GiB", "[roundtrip][large]") {
   };
   uint64_t rss_before = 0;
   {
-    auto w = mpk::Writer::create(path, {4096, false});
+    auto w = mpk::Writer::create(path, {4096, false, {}});
     REQUIRE(w.ok());
     uint64_t s1[] = {5};
     REQUIRE_OK(w->add_tensor("a.head", MPK_DTYPE_U8, s1, random_bytes(5, 1)));

@@ -14,7 +14,7 @@ TEST_CASE("8 threads read and verify one model at once", "[threads]") {
   std::string path = dir / "t.mpk";
   std::vector<std::vector<std::byte>> data;
   {
-    auto w = mpk::Writer::create(path, {64, false});
+    auto w = mpk::Writer::create(path, {64, false, {}});
     REQUIRE(w.ok());
     for (int i = 0; i < 64; ++i) {
       data.push_back(random_bytes(size_t(1000 + i * 4096), uint64_t(i)));

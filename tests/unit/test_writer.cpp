@@ -159,7 +159,7 @@ TEST_CASE("extended dtypes round-trip and set feature bit 1 only when used", "[w
   const uint64_t q_shape[] = {2, 64}, f4_shape[] = {3, 2}, c_shape[] = {2};
   auto q = random_bytes(2 * 2 * 34, 1), f4 = random_bytes(3, 2), c = random_bytes(16, 3);
   {
-    auto w = mpk::Writer::create(dir / "ext.mpk", {64, false});
+    auto w = mpk::Writer::create(dir / "ext.mpk", {64, false, {}});
     REQUIRE(w.ok());
     REQUIRE_OK(w->add_tensor("q", MPK_DTYPE_Q8_0, q_shape, q));
     REQUIRE_OK(w->add_tensor("f4", MPK_DTYPE_F4_E2M1, f4_shape, f4));
@@ -184,7 +184,7 @@ TEST_CASE("extended dtypes round-trip and set feature bit 1 only when used", "[w
   CHECK(m->tensor("c")->nbytes == 16);
   // Without extended dtypes the bit stays clear.
   {
-    auto w = mpk::Writer::create(dir / "plain.mpk", {64, false});
+    auto w = mpk::Writer::create(dir / "plain.mpk", {64, false, {}});
     REQUIRE(w.ok());
     const uint64_t shape[] = {4};
     REQUIRE_OK(w->add_tensor("x", MPK_DTYPE_F32, shape, random_bytes(16, 6)));
@@ -197,7 +197,7 @@ TEST_CASE("extended dtypes round-trip and set feature bit 1 only when used", "[w
 
 TEST_CASE("the progress hook reports growing byte counts up to the data written", "[writer]") {
   TempDir dir;
-  auto w = mpk::Writer::create(dir / "progress.mpk", {64, false});
+  auto w = mpk::Writer::create(dir / "progress.mpk", {64, false, {}});
   REQUIRE(w.ok());
   std::vector<uint64_t> seen;
   w->set_progress([&](uint64_t n) { seen.push_back(n); });
