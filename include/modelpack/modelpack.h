@@ -54,6 +54,13 @@
  *    it and never changes struct_size. The same bounds apply (smaller than the first release, 72
  *    bytes on LP64, or over 4096: MPK_ERR_INVALID_ARGUMENT, nothing written).
  *
+ * ENUMS
+ *  - Every enum is 32 bits wide and ends with a *_MAX_ENUM_ = 0x7fffffff member that is not a
+ *    value: it makes any value from 0 to 2^31-1 a valid object of the enum in C++, so a caller that
+ *    passes a number this library does not know (a newer header, a binding, garbage) gets
+ *    an error (from the *_name functions, a placeholder string) instead of undefined behaviour.
+ *    Never pass *_MAX_ENUM_ itself.
+ *
  * THREADS
  *  - The last-error message is per thread.
  *  - An mpk_model may be used from any number of threads at once: every mpk_model_* function other
@@ -145,7 +152,8 @@ typedef enum mpk_status {
   MPK_ERR_CORRUPT_DATA = 26,      /* a compressed tensor chunk does not decode (names tensor, chunk) */
   MPK_ERR_WRONG_BASE = 27,        /* a patch applied to another model than the one it starts from */
   MPK_ERR_BAD_VALUE = 28,         /* a value the operation cannot take (NaN/inf to quantize, out of range) */
-  MPK_ERR_SIGNATURE = 29          /* unsigned, signed by an untrusted key, or the signature does not match */
+  MPK_ERR_SIGNATURE = 29,         /* unsigned, signed by an untrusted key, or the signature does not match */
+  MPK_STATUS_MAX_ENUM_ = 0x7fffffff /* not a value; see ENUMS above */
 } mpk_status;
 
 /* The constant name of a status, e.g. "MPK_ERR_OVERLAP"; a static string, never NULL. Any int is
@@ -201,7 +209,8 @@ typedef enum mpk_dtype {
   MPK_DTYPE_Q4_K = 40,
   MPK_DTYPE_Q5_K = 41,
   MPK_DTYPE_Q6_K = 42,
-  MPK_DTYPE_Q8_K = 43
+  MPK_DTYPE_Q8_K = 43,
+  MPK_DTYPE_MAX_ENUM_ = 0x7fffffff /* not a value; see ENUMS above */
 } mpk_dtype;
 
 /* "f32", "bf16", ... (static strings) or NULL for MPK_DTYPE_INVALID and any value this library does
@@ -241,14 +250,16 @@ typedef struct mpk_model mpk_model;
 
 typedef enum mpk_access {
   MPK_ACCESS_MAP = 0,   /* memory-map the file: zero-copy views, pages loaded on first touch */
-  MPK_ACCESS_READ = 1   /* read with pread(): header at open, each tensor when first asked for */
+  MPK_ACCESS_READ = 1,  /* read with pread(): header at open, each tensor when first asked for */
+  MPK_ACCESS_MAX_ENUM_ = 0x7fffffff /* not a value; see ENUMS above */
 } mpk_access;
 
 typedef enum mpk_verify_mode {
   MPK_VERIFY_NONE = 0,   /* structure only: bounds, overlap, alignment (always checked) */
   MPK_VERIFY_HEADER = 1, /* + header checksum and content id (default at open; the preamble
                             checksum is checked at every level) */
-  MPK_VERIFY_FULL = 2    /* + every tensor's checksum over its bytes */
+  MPK_VERIFY_FULL = 2,   /* + every tensor's checksum over its bytes */
+  MPK_VERIFY_MODE_MAX_ENUM_ = 0x7fffffff /* not a value; see ENUMS above */
 } mpk_verify_mode;
 
 typedef struct mpk_open_options {
@@ -334,7 +345,7 @@ typedef struct mpk_tensor_info {
 } mpk_tensor_info;
 
 /* How a tensor is stored (FORMAT.md 7.8). */
-typedef enum mpk_encoding { MPK_ENCODING_RAW = 0, MPK_ENCODING_CHUNKED = 1 } mpk_encoding;
+typedef enum mpk_encoding { MPK_ENCODING_RAW = 0, MPK_ENCODING_CHUNKED = 1, MPK_ENCODING_MAX_ENUM_ = 0x7fffffff } mpk_encoding;
 
 #define MPK_TENSOR_INFO_INIT \
   { sizeof(mpk_tensor_info), 0, NULL, 0, MPK_DTYPE_INVALID, 0, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
@@ -396,7 +407,8 @@ typedef enum mpk_meta_type {
   /* Format 1.1 (docs/FORMAT.md 9.1): numbers that keep their exact type (e.g. GGUF's u32 or f32). */
   MPK_META_TYPED = 11,       /* one number of a stated dtype */
   MPK_META_TYPED_ARRAY = 12, /* a little-endian array of a stated dtype */
-  MPK_META_LIST = 13         /* a list of values of any types, lists included (C++ API: items) */
+  MPK_META_LIST = 13,        /* a list of values of any types, lists included (C++ API: items) */
+  MPK_META_TYPE_MAX_ENUM_ = 0x7fffffff /* not a value; see ENUMS above */
 } mpk_meta_type;
 
 /* "string", "int64", "float64", "bool", "bytes", "string[]", "int64[]", "float64[]", "bool[]",
@@ -466,7 +478,7 @@ typedef struct mpk_writer_options {
 /* Tensor compression of a writer (FORMAT.md 7.9): each tensor of 4 KiB or more is cut into chunks,
  * each stored with the smallest allowed codec (AUTO), as zstd frames (ZSTD) or as float-aware byte
  * planes (FLOAT); a chunk that would not shrink is stored raw. */
-typedef enum mpk_codec { MPK_CODEC_NONE = 0, MPK_CODEC_AUTO = 1, MPK_CODEC_ZSTD = 2, MPK_CODEC_FLOAT = 3 } mpk_codec;
+typedef enum mpk_codec { MPK_CODEC_NONE = 0, MPK_CODEC_AUTO = 1, MPK_CODEC_ZSTD = 2, MPK_CODEC_FLOAT = 3, MPK_CODEC_MAX_ENUM_ = 0x7fffffff } mpk_codec;
 
 /* Skip fsync before the rename (faster, but a power loss may leave an empty target). */
 #define MPK_WRITER_NO_FSYNC 0x1u
@@ -548,7 +560,8 @@ typedef enum mpk_file_format {
   MPK_FILE_SAFETENSORS = 2,
   MPK_FILE_GGUF = 3,        /* GGUF v2/v3 (llama.cpp); a split model is given by any of its parts */
   MPK_FILE_NPY = 4,         /* one NumPy array; its tensor is named after the file's stem */
-  MPK_FILE_NPZ = 5          /* NumPy's zip of <name>.npy members (np.savez, np.savez_compressed) */
+  MPK_FILE_NPZ = 5,         /* NumPy's zip of <name>.npy members (np.savez, np.savez_compressed) */
+  MPK_FILE_FORMAT_MAX_ENUM_ = 0x7fffffff /* not a value; see ENUMS above */
 } mpk_file_format;
 
 typedef struct mpk_convert_options {
@@ -628,8 +641,9 @@ typedef enum mpk_quant_scheme {
   MPK_QUANT_INT8_GROUP = 2,    /* i8, symmetric: one scale per `group` consecutive elements of the last
                                   dimension; scales shaped as the tensor with the last dim ceil(n/group) */
   MPK_QUANT_CAST = 3,          /* f16/bf16 rounded to nearest even from source_dtype (informative) */
-  MPK_QUANT_BLOCK = 4          /* a ggml block type (q4_0 ... q8_k): scales inline in each block of
+  MPK_QUANT_BLOCK = 4,          /* a ggml block type (q4_0 ... q8_k): scales inline in each block of
                                   `group` elements (reported by mpk_model_tensor_quant, never stored) */
+  MPK_QUANT_SCHEME_MAX_ENUM_ = 0x7fffffff /* not a value; see ENUMS above */
 } mpk_quant_scheme;
 
 /* Filled by mpk_model_tensor_quant; see VERSIONED STRUCTS (passed OUT). */
@@ -656,7 +670,8 @@ typedef enum mpk_quant_target {
   MPK_QUANTIZE_INT8_G64 = 3,
   MPK_QUANTIZE_INT8_G128 = 4,
   MPK_QUANTIZE_F16 = 5,        /* round to nearest even */
-  MPK_QUANTIZE_BF16 = 6
+  MPK_QUANTIZE_BF16 = 6,
+  MPK_QUANT_TARGET_MAX_ENUM_ = 0x7fffffff /* not a value; see ENUMS above */
 } mpk_quant_target;
 
 /* One tensor of a quantize report (lent to the callback for the duration of the call). */
