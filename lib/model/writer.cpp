@@ -547,7 +547,13 @@ Status WriterImpl::commit() {
   auto tensors_vec = b.CreateVector(tensors);
   auto order_vec = b.CreateVector(rank);  // records (in offset order) -> their name-order index
   std::vector<fbs::Offset<fb::Component>> comps;
-  for (const auto &c : w.components) comps.push_back(fb::CreateComponent(b, b.CreateString(c.name), b.CreateString(c.kind)));
+  // Every object is created in a stated order (never two in one call's arguments, whose order of
+  // evaluation differs between compilers): the same model gives the same bytes from any build.
+  for (const auto &c : w.components) {
+    auto kind = b.CreateString(c.kind);
+    auto name = b.CreateString(c.name);
+    comps.push_back(fb::CreateComponent(b, name, kind));
+  }
   auto comps_vec = b.CreateVector(comps);
   std::vector<fbs::Offset<fb::MetaEntry>> meta;
   for (const auto &[k, v] : w.metadata) meta.push_back(build_meta_entry(b, k, v));

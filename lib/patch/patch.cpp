@@ -203,8 +203,11 @@ std::string side_content_id(const Side &s) {
 
 fbs::Offset<fb::PatchSide> build_side(fbs::FlatBufferBuilder &b, const Side &s) {
   std::vector<fbs::Offset<fb::Component>> comps;
-  for (const auto &[name, kind] : s.components)
-    comps.push_back(fb::CreateComponent(b, b.CreateString(name), b.CreateString(kind)));
+  for (const auto &[name, kind] : s.components) {  // one object at a time: the same bytes from any compiler
+    auto kind_str = b.CreateString(kind);
+    auto name_str = b.CreateString(name);
+    comps.push_back(fb::CreateComponent(b, name_str, kind_str));
+  }
   auto comps_vec = b.CreateVector(comps);
   std::vector<fbs::Offset<fb::MetaEntry>> meta;
   for (const auto &[k, v] : s.metadata) meta.push_back(detail::build_meta_entry(b, k, v));

@@ -39,8 +39,11 @@ Result<std::vector<std::byte>> serialize_graph(const GraphDef &def) {
     fbs::FlatBufferBuilder b(4096);
     auto values = [&](const std::vector<GraphValue> &vs) {
       std::vector<fbs::Offset<fbg::Value>> out;
-      for (const GraphValue &v : vs)
-        out.push_back(fbg::CreateValue(b, b.CreateString(v.name), uint16_t(v.dtype), b.CreateVector(v.shape)));
+      for (const GraphValue &v : vs) {
+        auto shape = b.CreateVector(v.shape);
+        auto name = b.CreateString(v.name);
+        out.push_back(fbg::CreateValue(b, name, uint16_t(v.dtype), shape));
+      }
       return b.CreateVector(out);
     };
     auto inputs = values(def.inputs);
@@ -66,8 +69,14 @@ Result<std::vector<std::byte>> serialize_graph(const GraphDef &def) {
           attrs.push_back(fbg::CreateAttr(b, nm, fbg::AttrType::FLOATS, 0, 0, 0, 0, b.CreateVector(fs)));
         }
       }
-      nodes.push_back(fbg::CreateNode(b, b.CreateString(n.op), n.name.empty() ? 0 : b.CreateString(n.name),
-                                      b.CreateVector(ins), b.CreateVector(outs), b.CreateVector(attrs)));
+      // One object at a time (the order of evaluation of a call's arguments differs between
+      // compilers): the same graph gives the same bytes from any build.
+      auto attrs_vec = b.CreateVector(attrs);
+      auto outs_vec = b.CreateVector(outs);
+      auto ins_vec = b.CreateVector(ins);
+      auto name = n.name.empty() ? fbs::Offset<fbs::String>() : b.CreateString(n.name);
+      auto op = b.CreateString(n.op);
+      nodes.push_back(fbg::CreateNode(b, op, name, ins_vec, outs_vec, attrs_vec));
     }
     auto nodes_vec = b.CreateVector(nodes);
     fbg::GraphBuilder gb(b);
