@@ -9,7 +9,7 @@ pkgs=(cmake g++ make pkg-config libflatbuffers-dev flatbuffers-compiler libxxhas
       libzip-dev libhtscodecs-dev libsodium-dev)
 case "$what" in
   build) ;;
-  test) pkgs+=(catch2 libbenchmark-dev python3 python3-numpy python3-pytest python3-xxhash python3-zstandard binutils abigail-tools clang) ;;
+  test) pkgs+=(catch2 libbenchmark-dev python3 python3-numpy python3-pytest python3-xxhash python3-zstandard binutils abigail-tools clang libclang-rt-14-dev) ;;
   demo) pkgs+=(python3 python3-numpy python3-sklearn) ;;
   fixtures) pkgs=(python3-torch python3-sklearn python3-numpy) ;;
   *) echo "usage: $0 [build|test|demo|fixtures]" >&2; exit 2 ;;

@@ -4,9 +4,10 @@
 # target the executions, their rate, the edges covered and the corpus size.
 #
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
-#   SECONDS  per target (default 60; MPK_FUZZ_SECONDS overrides the default)
+#   SECONDS  per target (default 60; MPK_FUZZ_SECONDS overrides the default; scripts/test.sh uses 30)
 #   TARGET   mpk safetensors gguf npy npz patch chunk graph (default: all)
-# Environment: MPK_JOBS (build parallelism, default 2), MPK_FUZZ_BUILD (default build/fuzz),
+# Environment: MPK_JOBS (build parallelism, default 2), MPK_FUZZ_BUILD (default build/fuzz; a build
+#   already configured with MPK_FUZZ=ON is used as it is),
 #   MPK_FUZZ_RUNS=N (stop each target after N executions instead of after SECONDS; the long run of
 #   BENCHMARKS.md used MPK_FUZZ_RUNS=10000000).
 # Exit status 1 when a target crashed, leaked or tripped a sanitizer: its input is kept under
@@ -23,8 +24,11 @@ build=${MPK_FUZZ_BUILD:-build/fuzz}
 jobs=${MPK_JOBS:-2}
 
 echo "== libFuzzer build (clang, ASan + UBSan) in $build"
-CC=clang CXX=clang++ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMPK_SANITIZE=address,undefined \
-  -DMPK_FUZZ=ON -DMPK_LARGE_TESTS=OFF -DMPK_BUILD_BENCH=OFF -DMPK_BUILD_EXAMPLES=OFF >/dev/null
+# A build already configured for fuzzing (scripts/test.sh's ASan stage) is used as it is.
+if ! grep -qs '^MPK_FUZZ:BOOL=ON' "$build/CMakeCache.txt"; then
+  CC=clang CXX=clang++ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMPK_SANITIZE=address,undefined \
+    -DMPK_FUZZ=ON -DMPK_LARGE_TESTS=OFF -DMPK_BUILD_BENCH=OFF -DMPK_BUILD_EXAMPLES=OFF >/dev/null
+fi
 cmake --build "$build" -j"$jobs" --target fuzz_targets
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1
@@ -39,7 +43,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$art"
   limit=(-max_total_time="$seconds")
   [ -n "${MPK_FUZZ_RUNS:-}" ] && limit=(-runs="$MPK_FUZZ_RUNS")
-  echo "== fuzz_$t (${MPK_FUZZ_RUNS:+$MPK_FUZZ_RUNS runs}${MPK_FUZZ_RUNS:-$seconds s})"
+  echo "== fuzz_$t ($( [ -n "${MPK_FUZZ_RUNS:-}" ] && echo "$MPK_FUZZ_RUNS runs" || echo "$seconds s" ))"
   log="$build/fuzz-$t.log"
   # New inputs go to $work (a scratch corpus); the committed seeds are read only.
   if "$bin" "${limit[@]}" -rss_limit_mb=2560 -timeout=25 -max_len=65536 -print_final_stats=1 \
