@@ -335,12 +335,15 @@ Status read_header(zip_t *za, const InSource &src, Member &m) {
     return fail(MPK_ERR_TRUNCATED, m.where, ": its .npy header is ", *hlen, " bytes long but the member declares only ",
                 m.declared, " bytes");
   // *hlen <= 12 + the 1 MiB dict cap, checked by header_length.
+  // The preamble read may hold more bytes than a (hostile, short) header declares: copy only the
+  // header's (fuzz_npz found the overflow).
+  const uint64_t have = std::min<uint64_t>(*got, *hlen);
   std::vector<std::byte> h(static_cast<size_t>(*hlen));
-  std::memcpy(h.data(), pre, size_t(*got));
-  auto rest = read_some(f->get(), h.data() + *got, *hlen - *got, src, m, "reading the .npy header");
+  std::memcpy(h.data(), pre, size_t(have));
+  auto rest = read_some(f->get(), h.data() + have, *hlen - have, src, m, "reading the .npy header");
   if (!rest) return rest.status();
-  if (*got + *rest != *hlen)
-    return fail(MPK_ERR_TRUNCATED, m.where, ": the member stream ends after ", *got + *rest,
+  if (have + *rest != *hlen)
+    return fail(MPK_ERR_TRUNCATED, m.where, ": the member stream ends after ", have + *rest,
                 " bytes, inside its ", *hlen, "-byte .npy header");
   auto header = npy::parse_header(h, m.where);
   if (!header) return header.status();

@@ -535,6 +535,12 @@ Status check_side(const std::string &path, const Model &m, const fb::PatchSide *
     if (!detail::dtype_known_raw(raw)) return bad(path, which, " tensor ", quote(name), " has unknown dtype ", raw);
     const DType dt = DType(raw);
     std::span<const uint64_t> shape;
+    // The FlatBuffers verifier checks vectors for 4-byte alignment only; builders write vectors of
+    // 8-byte scalars 8-aligned (the header buffer is), so anything else is damage (fuzz_patch).
+    auto aligned8 = [](const fb::PatchTensor *x) {
+      return !x->shape() || x->shape()->size() == 0 || reinterpret_cast<uintptr_t>(x->shape()->data()) % 8 == 0;
+    };
+    if (!aligned8(t)) return bad(path, which, " tensor ", quote(name), ": shape vector is not 8-byte aligned");
     if (t->shape()) shape = {t->shape()->data(), t->shape()->size()};
     auto nbytes = detail::tensor_nbytes(dt, shape, name);
     if (!nbytes) return nbytes.status();
@@ -552,6 +558,7 @@ Status check_side(const std::string &path, const Model &m, const fb::PatchSide *
     if (wants_source) {
       if (t->source() >= nother) return bad(path, which, " tensor ", quote(name), " has source ", t->source(), " of ", nother);
       const fb::PatchTensor *src = other->tensors()->Get(t->source());
+      if (!aligned8(src)) return bad(path, which, " tensor ", quote(name), ": its source's shape vector is not 8-byte aligned");
       std::span<const uint64_t> sshape;
       if (src->shape()) sshape = {src->shape()->data(), src->shape()->size()};
       if (uint32_t(src->dtype()) != raw)
