@@ -526,6 +526,11 @@ Status check_side(const std::string &path, const Model &m, const fb::PatchSide *
   // Names unique, tensors valid; the content id from them must be the one the side declares.
   std::vector<std::pair<std::string_view, uint32_t>> by_name;
   payload.assign(n, SIZE_MAX);
+  // The FlatBuffers verifier checks vectors for 4-byte alignment only; builders write vectors of
+  // 8-byte scalars 8-aligned, so anything else is damage (the model reader's rule; fuzz_patch).
+  auto aligned8 = [header = detail::ModelAccess::header(m)](const fb::PatchTensor *x) {
+    return !x->shape() || x->shape()->size() == 0 || detail::aligned8(x->shape()->Data(), header);
+  };
   for (uint32_t i = 0; i < n; ++i) {
     const fb::PatchTensor *t = ts->Get(i);
     const std::string_view name = sv(t->name());
@@ -535,11 +540,6 @@ Status check_side(const std::string &path, const Model &m, const fb::PatchSide *
     if (!detail::dtype_known_raw(raw)) return bad(path, which, " tensor ", quote(name), " has unknown dtype ", raw);
     const DType dt = DType(raw);
     std::span<const uint64_t> shape;
-    // The FlatBuffers verifier checks vectors for 4-byte alignment only; builders write vectors of
-    // 8-byte scalars 8-aligned (the header buffer is), so anything else is damage (fuzz_patch).
-    auto aligned8 = [](const fb::PatchTensor *x) {
-      return !x->shape() || x->shape()->size() == 0 || reinterpret_cast<uintptr_t>(x->shape()->data()) % 8 == 0;
-    };
     if (!aligned8(t)) return bad(path, which, " tensor ", quote(name), ": shape vector is not 8-byte aligned");
     if (t->shape()) shape = {t->shape()->data(), t->shape()->size()};
     auto nbytes = detail::tensor_nbytes(dt, shape, name);

@@ -3,8 +3,6 @@
 #include "hostile/handmade.hpp"
 #include "testutil.hpp"
 
-#include <cpuid.h>
-#include <immintrin.h>
 #include <modelpack/quant.hpp>
 
 #include <bit>
@@ -132,6 +130,8 @@ TEST_CASE("narrowing to f16 and bf16 rounds to nearest even and refuses out-of-r
 uint16_t compiler_f16(float x) { return std::bit_cast<uint16_t>(_Float16(x)); }
 bool have_compiler_f16() { return true; }
 #else
+#include <cpuid.h>
+#include <immintrin.h>
 // clang < 15 has no _Float16 on x86 (and no conversion routine for __fp16 in libgcc): the CPU's
 // F16C conversion, round to nearest even, is the reference there.
 __attribute__((target("f16c"))) uint16_t compiler_f16(float x) {
