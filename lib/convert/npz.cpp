@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -621,8 +622,13 @@ Status import_npz(const std::string &in, Writer &w) {
   auto file = open_input(in, "npz");
   if (!file.ok()) return file.status();
   if (file->size() == 0) return fail(MPK_ERR_TRUNCATED, "npz: ", quote(in), " is empty (0 bytes), not a .npz archive");
-  // One piece (a multiple of every item size, so that big-endian pieces hold whole items).
-  std::vector<std::byte> buf(static_cast<size_t>(kChunk));
+  // One piece: a power of two of at least 4 KiB (a multiple of every item size, so that big-endian
+  // pieces hold whole items), at most kChunk. It starts at the file's size - what diagnose() and
+  // the final hash need - and grows to the largest member's data once the headers are known, so a
+  // small archive does not pay for a 1 MiB buffer (it did: zero-filling it was most of the time of
+  // a small import).
+  auto piece_for = [](uint64_t n) { return size_t(std::min<uint64_t>(kChunk, std::bit_ceil(std::max<uint64_t>(n, 4096)))); };
+  std::vector<std::byte> buf(piece_for(file->size()));
 
   InSource src(*file);
   ZipError err;
@@ -632,8 +638,12 @@ Status import_npz(const std::string &in, Writer &w) {
   // Everything is checked before the first tensor reaches the writer.
   std::vector<Member> members;
   if (Status s = check_members(za.get(), src, in, members); !s.ok()) return s;
-  for (Member &m : members)
+  uint64_t largest = 0;
+  for (Member &m : members) {
     if (Status s = read_header(za.get(), src, m); !s.ok()) return s;
+    largest = std::max({largest, m.header.data_offset, m.header.data_size});
+  }
+  if (piece_for(largest) > buf.size()) buf.resize(piece_for(largest));
 
   for (const Member &m : members)
     if (Status s = stream_member(za.get(), src, m, &w, buf); !s.ok()) return s;
