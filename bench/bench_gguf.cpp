@@ -160,8 +160,9 @@ bool gguf_find_read() {
   auto i = f->find_tensor(kTarget);
   if (!i) return false;
   auto d = f->tensor_data(*i);
-  std::vector<float> v(d.size() / 4);
-  std::memcpy(v.data(), d.data(), d.size());
+  if (!d) return false;
+  std::vector<float> v(d->size() / 4);
+  std::memcpy(v.data(), d->data(), d->size());
   float sum = 0;
   for (float x : v) sum += x;
   benchmark::DoNotOptimize(sum);

@@ -148,9 +148,11 @@ MPK_API std::optional<DType> dtype_of_type(uint32_t ggml_type);
 // The ggml type of an mpk dtype, or nullopt when GGUF cannot hold it.
 MPK_API std::optional<uint32_t> type_of_dtype(DType dtype);
 
-// One GGUF file, mapped and validated as the importer needs it (all the checks listed above that
-// concern one file). Keys, names and tensor bytes are zero-copy views into the mapping, valid while
-// the File lives. Lookups are linear scans, as in ggml's reader.
+// One GGUF file, its header read and validated as the importer needs it (all the checks listed
+// above that concern one file). The header is read with pread through a 64 KiB window, never
+// mapped: a file that shrinks while it is read gives an error, not SIGBUS, and memory is the
+// window plus the keys and names (copied; the views below are valid while the File lives).
+// Lookups are linear scans, as in ggml's reader.
 struct FileImpl;
 class MPK_API File {
  public:
@@ -182,7 +184,11 @@ class MPK_API File {
   size_t tensor_count() const;
   Tensor tensor(size_t i) const;
   std::optional<size_t> find_tensor(std::string_view name) const;
-  std::span<const std::byte> tensor_data(size_t i) const;
+  // Tensor i's bytes, a view into a read-only mapping of the file made on the first call (nothing
+  // else maps the file). As with Access::Map models
+  // (docs/SECURITY.md §6), a file truncated while views are alive raises SIGBUS when they are read:
+  // importers stream tensor bytes with pread instead.
+  Result<std::span<const std::byte>> tensor_data(size_t i) const;
 
   const FileImpl &impl() const { return *impl_; }
 

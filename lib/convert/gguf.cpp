@@ -17,9 +17,12 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -142,8 +145,30 @@ std::string base_name(const std::string &path) {
 
 // ---- the parsed file -----------------------------------------------------------------------------
 
+// Copies of the keys and names, in blocks that never move (views into them stay valid), one
+// allocation per 64 KiB of names instead of one per name.
+class StringArena {
+ public:
+  std::string_view put(std::string_view s) {
+    if (s.empty()) return {};
+    if (s.size() > cap_ - used_) {
+      cap_ = std::max<size_t>(s.size(), 64u << 10);
+      blocks_.emplace_back(new char[cap_]);
+      used_ = 0;
+    }
+    char *d = blocks_.back().get() + used_;
+    std::memcpy(d, s.data(), s.size());
+    used_ += s.size();
+    return {d, s.size()};
+  }
+
+ private:
+  std::vector<std::unique_ptr<char[]>> blocks_;
+  size_t used_ = 0, cap_ = 0;
+};
+
 struct Kv {
-  std::string_view key;
+  std::string_view key;  // in FileImpl::strings
   uint64_t at = 0;       // offset of the key's length field
   uint32_t type = 0;     // value type
   uint32_t elem = 0;     // element type (arrays)
@@ -153,7 +178,7 @@ struct Kv {
 };
 
 struct Ti {
-  std::string_view name;
+  std::string_view name;  // in FileImpl::strings
   uint64_t at = 0;  // offset of the tensor info
   uint32_t n_dims = 0;
   std::array<uint64_t, kMaxDims> ne{};
@@ -165,10 +190,22 @@ struct Ti {
 
 struct FileImpl {
   detail::File file;
-  detail::Mapping map;
   std::string path;
-  const uint8_t *p = nullptr;
-  uint64_t size = 0;
+  uint64_t size = 0;  // of the file, at open
+  // The header is read through a window - bytes [win_at, win_at + win_len) of the file, read with
+  // pread, never through a mapping - so that a file truncated or rewritten while it is parsed or
+  // imported gives an error, not SIGBUS, and memory stays at the window (kWindow, or the longest
+  // single read: a key or name is read at most MPK_MAX_NAME_BYTES + 1 bytes far). Keys and names
+  // are copied out. Only open() and import_file() move the window (one thread).
+  static constexpr uint64_t kWindow = 64u << 10;
+  mutable std::vector<uint8_t> win;
+  mutable uint64_t win_at = 0, win_len = 0;
+  mutable Status io;  // the first read that failed (have() returned false for it)
+  StringArena strings;
+  // The mapping behind File::tensor_data, made on its first call.
+  mutable std::once_flag map_once;
+  mutable detail::Mapping map;
+  mutable Status map_status;
   uint32_t version = 0;
   uint32_t alignment = kDefaultAlignment;
   uint64_t infos_end = 0;
@@ -187,9 +224,27 @@ struct FileImpl {
   std::string ti_where(const Ti &t, size_t i) const {
     return detail::cat("tensor ", quote(t.name), " (tensor info #", i, " at ", Hex{t.at}, ")");
   }
-  uint64_t u64(uint64_t at) const { return detail::load_u64(p + at); }
-  uint32_t u32(uint64_t at) const { return detail::load_u32(p + at); }
-  bool have(uint64_t pos, uint64_t n) const { return pos <= size && n <= size - pos; }
+  // Makes [pos, pos + n) of the file readable through at() until the next call: false if it is
+  // not inside the file, or if reading it failed (then `io` says why).
+  bool have(uint64_t pos, uint64_t n) const {
+    if (pos > size || n > size - pos) return false;
+    if (pos >= win_at && n <= win_len && pos - win_at <= win_len - n) return true;
+    const uint64_t len = std::min(size - pos, std::max(n, kWindow));
+    if (win.size() < len) win.resize(size_t(len));
+    win_len = 0;
+    if (Status s = file.pread_full(pos, win.data(), len); !s) {
+      if (io.ok()) io = fail(s.code(), pre(), s.message());
+      return false;
+    }
+    win_at = pos;
+    win_len = len;
+    return true;
+  }
+  // The file's byte at `pos`, inside the range of the last successful have().
+  const uint8_t *at(uint64_t pos) const { return win.data() + (pos - win_at); }
+  uint64_t u64(uint64_t pos) const { return detail::load_u64(at(pos)); }
+  uint32_t u32(uint64_t pos) const { return detail::load_u32(at(pos)); }
+  uint16_t u16(uint64_t pos) const { return detail::load_u16(at(pos)); }
 
  private:
   Status truncated(uint64_t pos, uint64_t need, const std::string &what) const {
@@ -214,7 +269,10 @@ Status FileImpl::read_string(uint64_t &pos, std::string_view &out, Str kind, siz
   if (n > size - pos - 8)
     return fail(MPK_ERR_TRUNCATED, pre(), str_what(kind, i), " at ", Hex{pos}, " has length ", n,
                 ", past the end of the file (", Hex{size}, ")");
-  out = std::string_view(reinterpret_cast<const char *>(p + pos + 8), size_t(n));
+  // A key or a name: longer ones are refused by the caller, which needs no more than this to tell.
+  const uint64_t shown = std::min<uint64_t>(n, MPK_MAX_NAME_BYTES + 1);
+  if (!have(pos + 8, shown)) return truncated(pos + 8, shown, str_what(kind, i));  // a read failed
+  out = std::string_view(reinterpret_cast<const char *>(at(pos + 8)), size_t(shown));
   pos += 8 + n;
   return {};
 }
@@ -251,7 +309,7 @@ Status FileImpl::skip_array(uint64_t &pos, int depth, size_t kv, uint32_t *elem_
   if (elem == kString) {
     // The hot loop of a vocabulary: bounds only, no allocation.
     for (uint64_t k = 0; k < count; ++k) {
-      if (size - pos < 8)
+      if (!have(pos, 8))
         return truncated(pos, 8, detail::cat("the length of string #", k, " of ", kv_where(kv)));
       const uint64_t n = u64(pos);
       if (n > size - pos - 8)
@@ -273,16 +331,22 @@ Status FileImpl::skip_value(uint32_t type, uint64_t &pos, int depth, size_t kv) 
     return {};
   }
   if (type == kString) {
-    std::string_view s;
-    return read_string(pos, s, Str::Value, kv);
+    if (!have(pos, 8)) return truncated(pos, 8, "the length of " + str_what(Str::Value, kv));
+    const uint64_t n = u64(pos);
+    if (n > size - pos - 8)
+      return fail(MPK_ERR_TRUNCATED, pre(), str_what(Str::Value, kv), " at ", Hex{pos}, " has length ", n,
+                  ", past the end of the file (", Hex{size}, ")");
+    pos += 8 + n;
+    return {};
   }
   return skip_array(pos, depth, kv, nullptr, nullptr);
 }
 
 Status FileImpl::parse() {
+  if (!have(0, std::min<uint64_t>(size, 24))) return truncated(0, 24, "the header");
   if (size < 4)
     return fail(MPK_ERR_TRUNCATED, pre(), "the file is ", size, " bytes long, shorter than the 4-byte magic");
-  if (std::memcmp(p, "GGUF", 4) != 0)
+  if (std::memcmp(at(0), "GGUF", 4) != 0)
     return fail(MPK_ERR_BAD_MAGIC, pre(), "not a GGUF file (it does not start with \"GGUF\")");
   if (size < 24)
     return fail(MPK_ERR_TRUNCATED, pre(), "the file is ", size,
@@ -315,7 +379,9 @@ Status FileImpl::parse() {
   for (uint64_t i = 0; i < n_kv; ++i) {
     Kv kv;
     kv.at = pos;
-    if (Status s = read_string(pos, kv.key, Str::Key, size_t(i)); !s) return s;
+    std::string_view key;
+    if (Status s = read_string(pos, key, Str::Key, size_t(i)); !s) return s;
+    kv.key = strings.put(key);
     if (kv.key.empty() || kv.key.size() > MPK_MAX_NAME_BYTES || !detail::valid_name(kv.key))
       return fail(MPK_ERR_BAD_NAME, pre(), "key-value #", i, " at ", Hex{kv.at}, ": key ", quote(kv.key),
                   " is invalid (empty, over ", MPK_MAX_NAME_BYTES, " bytes, NUL or invalid UTF-8)");
@@ -349,6 +415,7 @@ Status FileImpl::parse() {
     if (k.type != kUint32)
       return fail(MPK_ERR_BAD_FORMAT, pre(), kv_where(*align_kv), " is of type ", value_type_text(k.type),
                   "; general.alignment must be UINT32");
+    if (!have(k.value, 4)) return truncated(k.value, 4, "the value of " + kv_where(*align_kv));  // a read failed
     const uint32_t a = u32(k.value);
     if (!detail::is_pow2(a))
       return fail(MPK_ERR_BAD_FORMAT, pre(), kv_where(*align_kv), " is ", a,
@@ -363,7 +430,9 @@ Status FileImpl::parse() {
   for (uint64_t i = 0; i < n_tensors; ++i) {
     Ti t;
     t.at = pos;
-    if (Status s = read_string(pos, t.name, Str::Name, size_t(i)); !s) return s;
+    std::string_view name;
+    if (Status s = read_string(pos, name, Str::Name, size_t(i)); !s) return s;
+    t.name = strings.put(name);
     if (t.name.empty() || t.name.size() > MPK_MAX_NAME_BYTES || !detail::valid_name(t.name))
       return fail(MPK_ERR_BAD_NAME, pre(), "tensor info #", i, " at ", Hex{t.at}, ": name ", quote(t.name),
                   " is invalid (empty, over ", MPK_MAX_NAME_BYTES, " bytes, NUL or invalid UTF-8)");
@@ -495,12 +564,13 @@ Result<File> File::open(const std::string &path) {
   auto f = detail::File::open_read(path);
   if (!f.ok()) return open_status(path, f.status());
   impl->file = std::move(*f);
-  auto m = detail::Mapping::map(impl->file);
-  if (!m.ok()) return m.status();
-  impl->map = std::move(*m);
-  impl->p = impl->map.data();
-  impl->size = impl->map.size();
-  if (Status s = impl->parse(); !s) return s;
+  impl->size = impl->file.size();
+  Status s = impl->parse();
+  if (!impl->io.ok()) return impl->io;  // a read failed: that, not what the parse made of it
+  if (!s) return s;
+  // The window is for parsing and importing; an open File keeps none.
+  std::vector<uint8_t>().swap(impl->win);
+  impl->win_len = 0;
   return File(std::move(impl));
 }
 
@@ -527,10 +597,20 @@ std::optional<size_t> File::find_tensor(std::string_view name) const {
     if (impl_->tis[i].name == name) return i;
   return std::nullopt;
 }
-std::span<const std::byte> File::tensor_data(size_t i) const {
+Result<std::span<const std::byte>> File::tensor_data(size_t i) const {
   const Ti &t = impl_->tis.at(i);
-  if (t.nbytes == 0) return {};
-  return {reinterpret_cast<const std::byte *>(impl_->p + impl_->data_start + t.offset), size_t(t.nbytes)};
+  if (t.nbytes == 0) return std::span<const std::byte>();
+  FileImpl &f = *impl_;
+  std::call_once(f.map_once, [&f] {
+    auto m = detail::Mapping::map(f.file);
+    if (m.ok())
+      f.map = std::move(*m);
+    else
+      f.map_status = fail(m.status().code(), f.pre(), m.status().message());
+  });
+  if (!f.map_status.ok()) return f.map_status;
+  return std::span<const std::byte>(reinterpret_cast<const std::byte *>(f.map.data() + f.data_start + t.offset),
+                                    size_t(t.nbytes));
 }
 
 // ---- import --------------------------------------------------------------------------------------
@@ -543,51 +623,80 @@ const char *const kSplitTensors = "split.tensors.count";
 
 bool is_split_key(std::string_view k) { return k == kSplitNo || k == kSplitCount || k == kSplitTensors; }
 
+// The value readers below read what parse() validated (types, counts and lengths inside the file),
+// through the window or straight into their own buffers; a read can still fail (the file shrank
+// or the disk failed since), which they report.
+Status read_failed(const FileImpl &f) {
+  return f.io.ok() ? fail(MPK_ERR_TRUNCATED, f.pre(), "the file is shorter than when it was opened") : f.io;
+}
+
+Status read_into(const FileImpl &f, uint64_t pos, void *dst, uint64_t n) {
+  if (Status s = f.file.pread_full(pos, dst, n); !s) return fail(s.code(), f.pre(), s.message());
+  return {};
+}
+
 // Builds the MetaInput of an array whose element type and count are given and whose elements start
-// at `pos` (validated by parse: no checks needed, but every read stays inside the mapping anyway).
-MetaInput array_input(const FileImpl &f, uint32_t elem, uint64_t count, uint64_t &pos) {
+// at `pos`.
+Status array_input(const FileImpl &f, uint32_t elem, uint64_t count, uint64_t &pos, MetaInput &out) {
   if (uint32_t es = value_size(elem)) {
     TypedArray a;
     a.dtype = kValueTypes[elem].dtype;
-    const auto *b = reinterpret_cast<const std::byte *>(f.p + pos);
-    a.data.assign(b, b + count * es);
+    a.data.resize(size_t(count * es));
+    if (Status s = read_into(f, pos, a.data.data(), count * es); !s) return s;
     pos += count * es;
-    return a;
+    out = std::move(a);
+    return {};
   }
   if (elem == kString) {
     std::vector<std::string> v;
     v.reserve(size_t(count));
     for (uint64_t k = 0; k < count; ++k) {
+      if (!f.have(pos, 8)) return read_failed(f);
       const uint64_t n = f.u64(pos);
-      v.emplace_back(reinterpret_cast<const char *>(f.p + pos + 8), size_t(n));
+      if (n <= FileImpl::kWindow) {
+        if (!f.have(pos + 8, n)) return read_failed(f);
+        v.emplace_back(reinterpret_cast<const char *>(f.at(pos + 8)), size_t(n));
+      } else {
+        std::string &str = v.emplace_back(size_t(n), '\0');
+        if (Status s = read_into(f, pos + 8, str.data(), n); !s) return s;
+      }
       pos += 8 + n;
     }
-    return v;
+    out = std::move(v);
+    return {};
   }
   MetaList list;
   list.items.reserve(size_t(count));
   for (uint64_t k = 0; k < count; ++k) {
+    if (!f.have(pos, kMinArrayBytes)) return read_failed(f);
     const uint32_t e = f.u32(pos);
     const uint64_t c = f.u64(pos + 4);
     pos += kMinArrayBytes;
-    list.items.push_back(array_input(f, e, c, pos));
+    if (Status s = array_input(f, e, c, pos, list.items.emplace_back()); !s) return s;
   }
-  return list;
+  out = std::move(list);
+  return {};
 }
 
-MetaInput kv_input(const FileImpl &f, const Kv &kv) {
+Result<MetaInput> kv_input(const FileImpl &f, const Kv &kv) {
+  MetaInput out;
   if (kv.type == kArray) {
     uint64_t pos = kv.value;
-    return array_input(f, kv.elem, kv.count, pos);
+    if (Status s = array_input(f, kv.elem, kv.count, pos, out); !s) return s;
+    return out;
   }
   if (kv.type == kString) {
+    if (!f.have(kv.value, 8)) return read_failed(f);
     const uint64_t n = f.u64(kv.value);
-    return std::string(reinterpret_cast<const char *>(f.p + kv.value + 8), size_t(n));
+    std::string str(size_t(n), '\0');
+    if (Status s = read_into(f, kv.value + 8, str.data(), n); !s) return s;
+    return MetaInput(std::move(str));
   }
-  TypedScalar s;
-  s.dtype = kValueTypes[kv.type].dtype;
-  std::memcpy(&s.bits, f.p + kv.value, value_size(kv.type));  // little-endian host, as the library
-  return s;
+  TypedScalar sc;
+  sc.dtype = kValueTypes[kv.type].dtype;
+  if (!f.have(kv.value, value_size(kv.type))) return read_failed(f);
+  std::memcpy(&sc.bits, f.at(kv.value), value_size(kv.type));  // little-endian host, as the library
+  return MetaInput(sc);
 }
 
 // Reads a split key's integer value, checking its type.
@@ -596,7 +705,8 @@ Result<uint64_t> split_value(const FileImpl &f, size_t i, uint32_t want) {
   if (kv.type != want)
     return fail(MPK_ERR_BAD_FORMAT, f.pre(), f.kv_where(i), " is of type ", value_type_text(kv.type), ", not ",
                 kValueTypes[want].name);
-  if (want == kUint16) return uint64_t(detail::load_u16(f.p + kv.value));
+  if (!f.have(kv.value, want == kUint16 ? 2 : 4)) return read_failed(f);
+  if (want == kUint16) return uint64_t(f.u16(kv.value));
   const int32_t v = int32_t(f.u32(kv.value));
   if (v < 0) return fail(MPK_ERR_BAD_FORMAT, f.pre(), f.kv_where(i), " is negative (", v, ")");
   return uint64_t(v);
@@ -740,7 +850,9 @@ Status stream(const FileImpl &f, uint64_t begin, uint64_t end, detail::Hasher64 
               std::vector<std::byte> &buf) {
   while (begin < end) {
     const uint64_t piece = std::min(end - begin, kChunk);
-    if (buf.size() < piece) buf.resize(size_t(kChunk));
+    // Grown to the largest piece seen (a power of two, at most kChunk): a small file does not pay
+    // for zero-filling a 1 MiB buffer.
+    if (buf.size() < piece) buf.resize(size_t(std::min<uint64_t>(kChunk, std::bit_ceil(std::max<uint64_t>(piece, 4096)))));
     if (Status s = f.file.pread_full(begin, buf.data(), piece); !s)
       return fail(s.code(), f.pre(), s.message());
     hash.update(buf.data(), size_t(piece));
@@ -765,7 +877,9 @@ Status import_file(const std::string &in, Writer &w) {
   kv_order.reserve(head.kvs.size());
   for (const Kv &kv : head.kvs) {
     if (split && is_split_key(kv.key)) continue;
-    if (Status s = w.set_metadata(kv.key, kv_input(head, kv)); !s) return s;
+    auto value = kv_input(head, kv);
+    if (!value) return value.status();
+    if (Status s = w.set_metadata(kv.key, std::move(*value)); !s) return s;
     kv_order.emplace_back(kv.key);
   }
   if (Status s = w.set_metadata(kVersionKey, TypedScalar::of(uint32_t(head.version))); !s) return s;
@@ -786,8 +900,7 @@ Status import_file(const std::string &in, Writer &w) {
   std::vector<std::byte> buf;
   for (const File &part : parts) {
     const FileImpl &f = part.impl();
-    hash.update(f.p, size_t(f.infos_end));  // the header, parsed from the mapping already
-    uint64_t pos = f.infos_end;
+    uint64_t pos = 0;
     for (uint32_t i : f.by_offset) {
       const Ti &t = f.tis[i];
       const uint64_t begin = f.data_start + t.offset;

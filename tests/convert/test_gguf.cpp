@@ -27,6 +27,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #ifndef MPK_TEST_FIXTURES
 #define MPK_TEST_FIXTURES "tests/fixtures"
 #endif
@@ -582,6 +584,33 @@ TEST_CASE("a split model joins into one .mpk, from any part", "[gguf][split]") {
   }
 }
 
+TEST_CASE("a split part truncated during the import: a clear error, no output, no SIGBUS", "[gguf][split][hostile]") {
+  // Part 1 holds 12 MiB of tensor data; the first progress call (after 4 MiB written) cuts part 2
+  // inside its header, which the import reads again (to hash it) after part 1's tensors. Read
+  // through a mapping, that re-read would fault (SIGBUS); read with pread it is an error.
+  TempDir dir;
+  SplitSet s = make_split();
+  s.part1.tensors[1].ne = {3u << 20};
+  s.part1.tensors[1].data = pattern(12u << 20, 5);
+  // Part 2's header spans several pages (a mapping faults only on pages wholly past the end).
+  s.part2.tensor("a." + std::string(20000, 'n'), {1}, 0, pattern(4, 6));
+  for (Builder *b : {&s.part1, &s.part2}) b->kvs.back().second = scalar<int32_t>(gg::kInt32, 4);
+  write_split(dir, s);
+  REQUIRE(s.part2.build().size() > 16384);
+  const std::string part2 = dir / "m-00002-of-00002.gguf";
+  mpk::ConvertOptions o;
+  int calls = 0;
+  o.progress = [&](uint64_t, uint64_t) {
+    if (calls++ == 0) REQUIRE(::truncate(part2.c_str(), 40) == 0);
+  };
+  const mpk::Status st = mpk::convert(dir / "m-00001-of-00002.gguf", dir / "j.mpk", o);
+  INFO(st.to_string());
+  CHECK(calls >= 1);
+  CHECK(st.code() == MPK_ERR_TRUNCATED);
+  CHECK_THAT(st.message(), Catch::Contains("m-00002-of-00002.gguf"));
+  CHECK(dir.entries() == std::vector<std::string>{"m-00001-of-00002.gguf", "m-00002-of-00002.gguf"});
+}
+
 namespace {
 
 void expect_refused_dir(TempDir &dir, const std::string &name, mpk_status code,
@@ -979,7 +1008,7 @@ TEST_CASE("hostile GGUF headers are refused with the exact status, naming what a
   }
   SECTION("tensor data past the end of the file") {
     B b = good;
-    b.resize(b.size() - 16);  // output.weight is last: 32 bytes at offset 96
+    b.erase(b.end() - 16, b.end());  // output.weight is last: 32 bytes at offset 96
     expect_refused(b, MPK_ERR_TRUNCATED, {"'output.weight'", "past the end of the file"});
     expect_refused(with_u64(good, offset_field(good, "blk.0.attn_q.weight", 2), 1ull << 40), MPK_ERR_TRUNCATED,
                    {"'blk.0.attn_q.weight'", "0x10000000"});
@@ -1023,6 +1052,76 @@ TEST_CASE("every truncation of a valid file fails cleanly with MPK_ERR_TRUNCATED
   }
   CHECK(checked == good.size());
   CHECK(dir.entries() == std::vector<std::string>{"cut.gguf", "good.gguf", "good.mpk"});
+}
+
+TEST_CASE("a header much longer than the read window: imports, truncations refused, long names cost nothing",
+          "[gguf][hostile]") {
+  // About 3 MiB of keys, read through File::open's 64 KiB window; the last key and the tensor
+  // infos lie far past the first window.
+  std::vector<std::string> tokens;
+  for (int i = 0; i < 150000; ++i) tokens.push_back("token-" + std::to_string(i));
+  tokens[777] = std::string(200000, 'x');  // a string longer than the window
+  Builder g = base();
+  g.kv("tokenizer.ggml.merges", arr(body_str(tokens)));
+  g.kv("after.vocab", vstr("the last key"));
+  g.kv("long.value", vstr(std::string(300000, 'y')));
+  const B good = g.build();
+  TempDir dir;
+  write_file(dir / "big.gguf", good);
+  auto f = gg::File::open(dir / "big.gguf");
+  REQUIRE_OK(f.status());
+  REQUIRE(f->find_key("after.vocab"));
+  CHECK(f->infos_end() > (2u << 20));
+  for (size_t i = 0; i < f->tensor_count(); ++i) {
+    auto d = f->tensor_data(i);
+    REQUIRE_OK(d.status());
+    REQUIRE(d->size() == f->tensor(i).nbytes);
+    const size_t at = size_t(f->data_offset() + f->tensor(i).offset);
+    CHECK(std::memcmp(d->data(), good.data() + at, d->size()) == 0);
+  }
+  REQUIRE_OK(to_mpk(dir / "big.gguf", dir / "big.mpk"));
+  auto m = mpk::Model::open(dir / "big.mpk");
+  REQUIRE_OK(m.status());
+  CHECK(*m->metadata("after.vocab")->as_string() == "the last key");
+  CHECK(*m->metadata("long.value")->as_string() == std::string(300000, 'y'));
+  auto merges = m->metadata("tokenizer.ggml.merges");
+  REQUIRE(merges->array_length() == tokens.size());
+  CHECK(*merges->string_item(777) == tokens[777]);
+  CHECK(*merges->string_item(149999) == tokens[149999]);
+  CHECK(*m->metadata("convert.source_xxh3")->as_string() == hex64(xxh3(good)));
+  // And back, byte for byte.
+  REQUIRE_OK(to_gguf(dir / "big.mpk", dir / "back.gguf"));
+  CHECK(read_file(dir / "back.gguf") == good);
+
+  // Cut far past the first window (inside the vocabulary, the last keys and the tensor infos).
+  const uint64_t end = f->infos_end();
+  for (uint64_t n = end / 3; n < end; n += end / 41) {
+    write_file(dir / "cut.gguf", B(good.begin(), good.begin() + ptrdiff_t(n)));
+    mpk::Status s = to_mpk(dir / "cut.gguf", dir / "cut.mpk");
+    INFO("prefix of " << n << " bytes: " << s.to_string());
+    CHECK(s.code() == MPK_ERR_TRUNCATED);
+    CHECK(s.message().find("gguf: 'cut.gguf'") != std::string::npos);
+  }
+
+  // A key and a tensor name that claim 1 GiB, in a (sparse) file big enough to hold them: refused
+  // by length after reading MPK_MAX_NAME_BYTES + 1 of their bytes.
+  for (bool tensor : {false, true}) {
+    B raw;
+    put(raw, "GGUF", 4);
+    put_le<uint32_t>(raw, 3);
+    put_le<uint64_t>(raw, tensor ? 1 : 0);
+    put_le<uint64_t>(raw, tensor ? 0 : 1);
+    put_le<uint64_t>(raw, 1ull << 30);  // the length of the key or the name
+    put(raw, std::string(4096, 'k').data(), 4096);
+    write_file(dir / "huge.gguf", raw);
+    std::filesystem::resize_file(dir / "huge.gguf", (1ull << 30) + (1u << 20));
+    auto o = gg::File::open(dir / "huge.gguf");
+    INFO(o.status().to_string());
+    CHECK(o.status().code() == MPK_ERR_BAD_NAME);
+    CHECK(o.status().message().find(tensor ? "tensor info #0" : "key-value #0") != std::string::npos);
+    CHECK(to_mpk(dir / "huge.gguf", dir / "huge.mpk").code() == MPK_ERR_BAD_NAME);
+  }
+  CHECK(dir.entries() == std::vector<std::string>{"back.gguf", "big.gguf", "big.mpk", "cut.gguf", "huge.gguf"});
 }
 
 TEST_CASE("every single-byte corruption of the header is handled without a crash", "[gguf][hostile]") {
