@@ -232,13 +232,18 @@ struct FileImpl {
     const uint64_t len = std::min(size - pos, std::max(n, kWindow));
     if (win.size() < len) win.resize(size_t(len));
     win_len = 0;
-    if (Status s = file.pread_full(pos, win.data(), len); !s) {
-      if (io.ok()) io = fail(s.code(), pre(), s.message());
+    if (Status s = read(pos, win.data(), len); !s) {
+      if (io.ok()) io = std::move(s);
       return false;
     }
     win_at = pos;
     win_len = len;
     return true;
+  }
+  // Reads [pos, pos + n) into dst, errors named after the file.
+  Status read(uint64_t pos, void *dst, uint64_t n) const {
+    if (Status s = file.pread_full(pos, dst, n); !s) return fail(s.code(), pre(), s.message());
+    return {};
   }
   // The file's byte at `pos`, inside the range of the last successful have().
   const uint8_t *at(uint64_t pos) const { return win.data() + (pos - win_at); }
@@ -630,11 +635,6 @@ Status read_failed(const FileImpl &f) {
   return f.io.ok() ? fail(MPK_ERR_TRUNCATED, f.pre(), "the file is shorter than when it was opened") : f.io;
 }
 
-Status read_into(const FileImpl &f, uint64_t pos, void *dst, uint64_t n) {
-  if (Status s = f.file.pread_full(pos, dst, n); !s) return fail(s.code(), f.pre(), s.message());
-  return {};
-}
-
 // Builds the MetaInput of an array whose element type and count are given and whose elements start
 // at `pos`.
 Status array_input(const FileImpl &f, uint32_t elem, uint64_t count, uint64_t &pos, MetaInput &out) {
@@ -642,7 +642,7 @@ Status array_input(const FileImpl &f, uint32_t elem, uint64_t count, uint64_t &p
     TypedArray a;
     a.dtype = kValueTypes[elem].dtype;
     a.data.resize(size_t(count * es));
-    if (Status s = read_into(f, pos, a.data.data(), count * es); !s) return s;
+    if (Status s = f.read(pos, a.data.data(), count * es); !s) return s;
     pos += count * es;
     out = std::move(a);
     return {};
@@ -658,7 +658,7 @@ Status array_input(const FileImpl &f, uint32_t elem, uint64_t count, uint64_t &p
         v.emplace_back(reinterpret_cast<const char *>(f.at(pos + 8)), size_t(n));
       } else {
         std::string &str = v.emplace_back(size_t(n), '\0');
-        if (Status s = read_into(f, pos + 8, str.data(), n); !s) return s;
+        if (Status s = f.read(pos + 8, str.data(), n); !s) return s;
       }
       pos += 8 + n;
     }
@@ -689,7 +689,7 @@ Result<MetaInput> kv_input(const FileImpl &f, const Kv &kv) {
     if (!f.have(kv.value, 8)) return read_failed(f);
     const uint64_t n = f.u64(kv.value);
     std::string str(size_t(n), '\0');
-    if (Status s = read_into(f, kv.value + 8, str.data(), n); !s) return s;
+    if (Status s = f.read(kv.value + 8, str.data(), n); !s) return s;
     return MetaInput(std::move(str));
   }
   TypedScalar sc;
@@ -853,8 +853,7 @@ Status stream(const FileImpl &f, uint64_t begin, uint64_t end, detail::Hasher64 
     // Grown to the largest piece seen (a power of two, at most kChunk): a small file does not pay
     // for zero-filling a 1 MiB buffer.
     if (buf.size() < piece) buf.resize(size_t(std::min<uint64_t>(kChunk, std::bit_ceil(std::max<uint64_t>(piece, 4096)))));
-    if (Status s = f.file.pread_full(begin, buf.data(), piece); !s)
-      return fail(s.code(), f.pre(), s.message());
+    if (Status s = f.read(begin, buf.data(), piece); !s) return s;
     hash.update(buf.data(), size_t(piece));
     if (w)
       if (Status s = w->write(std::span<const std::byte>(buf.data(), size_t(piece))); !s) return s;
