@@ -7,7 +7,7 @@
 #      binaries here and replay their corpora under ctest too);
 #   3. a ThreadSanitizer build of the concurrency tests (scripts/tsan.sh);
 #   4. libFuzzer on every parser of untrusted bytes, reusing build 2, MPK_FUZZ_SECONDS each
-#      (default 30; scripts/fuzz.sh; BENCHMARKS.md has the longer runs).
+#      (default 60, one target per core at a time; scripts/fuzz.sh; BENCHMARKS.md has the longer runs).
 # Usage: scripts/test.sh            (MPK_JOBS=N to change build parallelism, default 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,7 +51,7 @@ stage_times+=("tsan $(( $(date +%s) - t ))")
 
 echo "== [4/4] fuzzing"
 t=$(date +%s)
-MPK_FUZZ_BUILD=build/asan scripts/fuzz.sh "${MPK_FUZZ_SECONDS:-30}"
+MPK_FUZZ_BUILD=build/asan scripts/fuzz.sh "${MPK_FUZZ_SECONDS:-60}"
 stage_times+=("fuzz $(( $(date +%s) - t ))")
 
 echo "== all tests passed in $(( $(date +%s) - start )) s (stages, s: ${stage_times[*]})"
