@@ -10,6 +10,7 @@
 
 #include "codec/hash.hpp"
 #include "common.hpp"
+#include "convert/pieces.hpp"
 #include "convert/provenance.hpp"
 #include "io/file.hpp"
 
@@ -17,7 +18,6 @@
 
 #include <algorithm>
 #include <array>
-#include <bit>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -36,8 +36,7 @@ using detail::quote;
 
 namespace {
 
-// Streaming piece size for tensor bytes (as the safetensors converter).
-constexpr uint64_t kChunk = 1u << 20;
+using detail::kPiece;  // streaming piece size for tensor bytes (pieces.hpp)
 
 // Smallest encodings, used to refuse counts that the bytes left cannot hold.
 constexpr uint64_t kMinKvBytes = 8 + 4 + 1;         // empty key (refused later), type, a u8
@@ -849,10 +848,8 @@ Result<Parts> open_parts(const std::string &in) {
 Status stream(const FileImpl &f, uint64_t begin, uint64_t end, detail::Hasher64 &hash, Writer *w,
               std::vector<std::byte> &buf) {
   while (begin < end) {
-    const uint64_t piece = std::min(end - begin, kChunk);
-    // Grown to the largest piece seen (a power of two, at most kChunk): a small file does not pay
-    // for zero-filling a 1 MiB buffer.
-    if (buf.size() < piece) buf.resize(size_t(std::min<uint64_t>(kChunk, std::bit_ceil(std::max<uint64_t>(piece, 4096)))));
+    const uint64_t piece = std::min(end - begin, kPiece);
+    detail::grow_piece_buffer(buf, piece);  // grown to the largest piece seen
     if (Status s = f.read(begin, buf.data(), piece); !s) return s;
     hash.update(buf.data(), size_t(piece));
     if (w)
@@ -1229,14 +1226,14 @@ Status export_file(const Model &m, const std::string &out) {
       if (!t) return t.status();
       std::span<const std::byte> data = t->data;
       while (!data.empty()) {
-        const size_t piece = size_t(std::min<uint64_t>(data.size(), kChunk));
+        const size_t piece = size_t(std::min<uint64_t>(data.size(), kPiece));
         if (Status s = f->write_all(data.data(), piece); !s) return s;
         data = data.subspan(piece);
       }
     } else {
-      if (buf.empty() && nbytes) buf.resize(size_t(kChunk));
+      detail::grow_piece_buffer(buf, nbytes);
       for (uint64_t done = 0; done < nbytes;) {
-        const size_t piece = size_t(std::min<uint64_t>(nbytes - done, kChunk));
+        const size_t piece = size_t(std::min<uint64_t>(nbytes - done, kPiece));
         if (Status s = m.read(i, std::span<std::byte>(buf.data(), piece), done); !s) return s;
         if (Status s = f->write_all(buf.data(), piece); !s) return s;
         done += piece;

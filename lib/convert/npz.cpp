@@ -18,6 +18,7 @@
 #include "codec/hash.hpp"
 #include "common.hpp"
 #include "convert/npy_internal.hpp"
+#include "convert/pieces.hpp"
 #include "convert/provenance.hpp"
 #include "io/file.hpp"
 
@@ -26,7 +27,6 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -45,9 +45,9 @@ using detail::fail;
 using detail::Hex;
 using detail::quote;
 
-// Streaming piece size, as the safetensors converter (a multiple of every item size, so big-endian
-// pieces hold whole items).
-constexpr uint64_t kChunk = 1u << 20;
+using detail::grow_piece_buffer;
+using detail::kPiece;
+using detail::piece_bytes;
 // Member timestamps of exported archives: fixed, so that the same model always gives the same
 // bytes. 2000-01-01T00:00:00Z is representable in DOS time in every time zone.
 constexpr time_t kMtime = 946684800;
@@ -572,8 +572,8 @@ struct MemberSource {
           const uint64_t off = pos + done - header.size();  // data offset
           if (off < stage_off || off >= stage_off + stage_len) {
             stage_off = off;
-            stage_len = std::min(kChunk, nbytes - off);
-            if (stage.empty()) stage.resize(size_t(std::min(kChunk, nbytes)));
+            stage_len = std::min(kPiece, nbytes - off);
+            grow_piece_buffer(stage, nbytes);
             if (Status s = model->read(index, std::span<std::byte>(stage.data(), size_t(stage_len)), off); !s.ok()) {
               stage_len = 0;
               if (status.ok()) status = std::move(s);
@@ -622,13 +622,9 @@ Status import_npz(const std::string &in, Writer &w) {
   auto file = open_input(in, "npz");
   if (!file.ok()) return file.status();
   if (file->size() == 0) return fail(MPK_ERR_TRUNCATED, "npz: ", quote(in), " is empty (0 bytes), not a .npz archive");
-  // One piece: a power of two of at least 4 KiB (a multiple of every item size, so that big-endian
-  // pieces hold whole items), at most kChunk. It starts at the file's size - what diagnose() and
-  // the final hash need - and grows to the largest member's data once the headers are known, so a
-  // small archive does not pay for a 1 MiB buffer (it did: zero-filling it was most of the time of
-  // a small import).
-  auto piece_for = [](uint64_t n) { return size_t(std::min<uint64_t>(kChunk, std::bit_ceil(std::max<uint64_t>(n, 4096)))); };
-  std::vector<std::byte> buf(piece_for(file->size()));
+  // One piece buffer (pieces.hpp), sized first to the file - what diagnose() and the final hash
+  // need - and grown to the largest member's data once the headers are known.
+  std::vector<std::byte> buf(piece_bytes(file->size()));
 
   InSource src(*file);
   ZipError err;
@@ -643,7 +639,7 @@ Status import_npz(const std::string &in, Writer &w) {
     if (Status s = read_header(za.get(), src, m); !s.ok()) return s;
     largest = std::max({largest, m.header.data_offset, m.header.data_size});
   }
-  if (piece_for(largest) > buf.size()) buf.resize(piece_for(largest));
+  grow_piece_buffer(buf, largest);
 
   for (const Member &m : members)
     if (Status s = stream_member(za.get(), src, m, &w, buf); !s.ok()) return s;
@@ -678,9 +674,9 @@ Status import_npy(const std::string &in, Writer &w, std::string_view name) {
   hash.update(h.data(), h.size());
   if (Status s = w.begin_tensor(tensor, header->dtype, header->shape); !s.ok()) return s;
   const size_t item = dtype_size(header->dtype);
-  std::vector<std::byte> buf(size_t(std::min(kChunk, header->data_size)));
+  std::vector<std::byte> buf(piece_bytes(header->data_size));
   for (uint64_t off = *hlen, left = header->data_size; left;) {
-    const uint64_t piece = std::min(left, kChunk);
+    const uint64_t piece = std::min(left, kPiece);
     if (Status s = file->pread_full(off, buf.data(), piece); !s.ok()) return s;
     hash.update(buf.data(), size_t(piece));
     if (header->big_endian) npy::internal::swap_items(buf.data(), size_t(piece), item);
@@ -790,14 +786,14 @@ Status export_npy(const Model &m, const std::string &out) {
     auto t = m.tensor(size_t(0));
     if (!t.ok()) return t.status();
     for (std::span<const std::byte> data = t->data; !data.empty();) {
-      const size_t piece = size_t(std::min<uint64_t>(data.size(), kChunk));
+      const size_t piece = size_t(std::min<uint64_t>(data.size(), kPiece));
       if (Status s = w->write(data.first(piece)); !s.ok()) return s;
       data = data.subspan(piece);
     }
   } else {
-    std::vector<std::byte> buf(size_t(std::min(kChunk, ti.nbytes)));
+    std::vector<std::byte> buf(piece_bytes(ti.nbytes));
     for (uint64_t done = 0; done < ti.nbytes;) {
-      const size_t piece = size_t(std::min<uint64_t>(ti.nbytes - done, kChunk));
+      const size_t piece = size_t(std::min<uint64_t>(ti.nbytes - done, kPiece));
       if (Status s = m.read(0, std::span<std::byte>(buf.data(), piece), done); !s.ok()) return s;
       if (Status s = w->write(std::span<const std::byte>(buf.data(), piece)); !s.ok()) return s;
       done += piece;

@@ -11,6 +11,7 @@
 #include "codec/hash.hpp"
 
 #include "common.hpp"
+#include "convert/pieces.hpp"
 #include "convert/provenance.hpp"
 #include "io/file.hpp"
 
@@ -50,10 +51,7 @@ using detail::fail;
 using detail::Hex;
 using detail::quote;
 
-// Streaming piece size (import and export): 1 MiB stays in L2 between the read, the checksum and
-// the write. On a 1 GiB import: 429 ms median with 1 MiB vs 452 ms with 8 MiB, within this VM's
-// noise (bench/bench_convert.cpp; CV over 100%).
-constexpr uint64_t kChunk = 1u << 20;
+using detail::kPiece;  // streaming piece size, import and export (pieces.hpp)
 
 // ---- dtypes --------------------------------------------------------------------------------------
 
@@ -449,13 +447,13 @@ Status load(const detail::File &file, Loaded &out, detail::Hasher64 &hash) {
 // buffer (the path for one CPU, small files, or when a thread or the ring cannot be had).
 Status copy_tensors_serial(const detail::File &file, const Loaded &l, Writer &w, detail::Hasher64 &hash,
                            std::vector<std::byte> &buf, uint64_t largest) {
-  if (buf.size() < std::min(largest, kChunk)) buf.resize(size_t(std::min(largest, kChunk)));
+  detail::grow_piece_buffer(buf, largest);
   for (size_t i : l.order) {
     const Entry &e = l.h.tensors[i];
     if (Status s = w.begin_tensor(e.name, e.dt->dtype, e.shape); !s.ok()) return s;
     uint64_t off = l.data_start + e.begin, left = e.nbytes;
     while (left) {
-      const uint64_t piece = std::min(left, kChunk);
+      const uint64_t piece = std::min(left, kPiece);
       if (Status s = file.pread_full(off, buf.data(), piece); !s.ok()) return s;
       hash.update(buf.data(), size_t(piece));
       if (Status s = w.write(std::span<const std::byte>(buf.data(), size_t(piece))); !s.ok()) return s;
@@ -473,8 +471,8 @@ Status copy_tensors_serial(const detail::File &file, const Loaded &l, Writer &w,
 // pread + hash, the rest Writer::write).
 //
 //   Both threads walk the same sequence of pieces: the tensors in file order (l.order), each cut
-//   into kChunk pieces exactly as copy_tensors_serial cuts them. Piece k lives in slot k % kRing
-//   of `buf` (kRing x kChunk bytes). The reader fills piece k once the writer has released piece
+//   into kPiece pieces exactly as copy_tensors_serial cuts them. Piece k lives in slot k % kRing
+//   of `buf` (kRing x kPiece bytes). The reader fills piece k once the writer has released piece
 //   k - kRing (k - consumed < kRing), hashes it, then publishes it (produced = k + 1); the writer
 //   waits for produced > k, hands the slot to Writer::write, then releases it (consumed = k + 1).
 //   The source bytes are hashed in the same order as before by one thread, and the Writer sees
@@ -492,7 +490,7 @@ Status copy_tensors_serial(const detail::File &file, const Loaded &l, Writer &w,
 //   busy by another process 0.65 against 0.70 (the two threads then share one CPU), which is what
 //   ImportOptions::threads = 1 is for. Slots of 256 or 512 KiB measured worse than 1 MiB both ways.
 constexpr size_t kRing = 4;
-constexpr uint64_t kPipelineMinBytes = 8 * kChunk;
+constexpr uint64_t kPipelineMinBytes = 8 * kPiece;
 
 class Pipeline {
  public:
@@ -525,7 +523,7 @@ class Pipeline {
   const std::byte *wait_piece(uint64_t k, Status &err) {
     std::unique_lock<std::mutex> lock(m_);
     ready_cv_.wait(lock, [&] { return produced_ > k || reader_failed_; });
-    if (produced_ > k) return ring_ + size_t(k % kRing) * kChunk;
+    if (produced_ > k) return ring_ + size_t(k % kRing) * kPiece;
     err = std::move(read_error_);
     return nullptr;
   }
@@ -564,13 +562,13 @@ class Pipeline {
       const Entry &e = l_.h.tensors[i];
       uint64_t off = l_.data_start + e.begin, left = e.nbytes;
       while (left) {
-        const uint64_t piece = std::min(left, kChunk);
+        const uint64_t piece = std::min(left, kPiece);
         {
           std::unique_lock<std::mutex> lock(m_);
           free_cv_.wait(lock, [&] { return stop_ || k - consumed_ < kRing; });
           if (stop_) return {};
         }
-        std::byte *slot = ring_ + size_t(k % kRing) * kChunk;
+        std::byte *slot = ring_ + size_t(k % kRing) * kPiece;
         if (Status s = file_.pread_full(off, slot, piece); !s.ok()) return s;
         hash_.update(slot, size_t(piece));
         {
@@ -588,7 +586,7 @@ class Pipeline {
   const detail::File &file_;
   const Loaded &l_;
   detail::Hasher64 &hash_;  // the reader's alone until it is joined
-  std::byte *const ring_;   // kRing slots of kChunk bytes
+  std::byte *const ring_;   // kRing slots of kPiece bytes
   std::thread reader_;
   std::mutex m_;
   std::condition_variable ready_cv_;  // the writer waits on it: a piece read, or the reader failed
@@ -600,7 +598,7 @@ class Pipeline {
   Status read_error_;
 };
 
-// The writer side of the pipeline (see Pipeline); `buf` already holds kRing x kChunk bytes.
+// The writer side of the pipeline (see Pipeline); `buf` already holds kRing x kPiece bytes.
 // Returns nullopt, having made no Writer call, when the reader thread cannot be started.
 std::optional<Status> copy_tensors_pipelined(const detail::File &file, const Loaded &l, Writer &w,
                                              detail::Hasher64 &hash, std::vector<std::byte> &buf) {
@@ -612,7 +610,7 @@ std::optional<Status> copy_tensors_pipelined(const detail::File &file, const Loa
     if (Status s = w.begin_tensor(e.name, e.dt->dtype, e.shape); !s.ok()) return s;
     uint64_t left = e.nbytes;
     while (left) {
-      const uint64_t piece = std::min(left, kChunk);
+      const uint64_t piece = std::min(left, kPiece);
       Status err;
       const std::byte *p = pipe.wait_piece(k, err);
       if (!p) return err;
@@ -639,7 +637,7 @@ Status copy_tensors(const detail::File &file, const Loaded &l, Writer &w, detail
   if (two) {
     bool have_ring = true;
     try {
-      if (buf.size() < kRing * kChunk) buf.resize(size_t(kRing * kChunk));
+      if (buf.size() < kRing * kPiece) buf.resize(size_t(kRing * kPiece));
     } catch (const std::bad_alloc &) {
       have_ring = false;
     }
@@ -1281,15 +1279,15 @@ Status write_file(const Model &m, std::vector<Item> &items, const StringPairs &m
       if (!t.ok()) return t.status();
       std::span<const std::byte> data = t->data;
       while (!data.empty()) {
-        const size_t piece = size_t(std::min<uint64_t>(data.size(), kChunk));
+        const size_t piece = size_t(std::min<uint64_t>(data.size(), kPiece));
         if (Status s = f.write_all(data.data(), piece); !s.ok()) return s;
         data = data.subspan(piece);
       }
       continue;
     }
-    if (buf.empty() && it.nbytes) buf.resize(size_t(kChunk));
+    detail::grow_piece_buffer(buf, it.nbytes);
     for (uint64_t done = 0; done < it.nbytes;) {
-      const size_t piece = size_t(std::min<uint64_t>(it.nbytes - done, kChunk));
+      const size_t piece = size_t(std::min<uint64_t>(it.nbytes - done, kPiece));
       if (Status s = m.read(it.index, std::span<std::byte>(buf.data(), piece), done); !s.ok()) return s;
       if (Status s = f.write_all(buf.data(), piece); !s.ok()) return s;
       done += piece;
