@@ -93,6 +93,11 @@ struct QuantizeOptions {
   std::string include, exclude;
   bool embeddings = false;
   unsigned threads = 0;          // 0: one per core
+  // Working memory per quantized tensor (a piece of whole rows, its f32 copy and output, and the
+  // tensor's scales, kept until it is written): a tensor that would need more is refused with
+  // MPK_ERR_LIMIT before anything is written. A compressed input declares its decoded size, so
+  // this, not the file's size, bounds what a hostile input can make quantize allocate.
+  uint64_t max_work_bytes = uint64_t(1) << 30;
   WriterOptions writer;          // alignment 0 below: the input's
   // Called after each quantized tensor is written (file order, calling thread).
   std::function<void(const QuantizeTensorReport &)> on_tensor;
@@ -113,8 +118,8 @@ struct QuantizeSummary {
 // bytes checked. Compressed input tensors stay compressed (same chunk size) with writer.compression's
 // codec settings. Metadata: the input's, plus "quantize.target", "quantize.source_content_id",
 // "quantize.tool" and the report as parallel arrays "quantize.tensors" (names), "quantize.max_abs_error",
-// "quantize.rmse", "quantize.snr_db" (replacing those of an earlier pass). Memory: pieces of a few MiB
-// and one scale per row.
+// "quantize.rmse", "quantize.snr_db" (replacing those of an earlier pass). Memory: pieces of 4 MiB
+// (or one row, if larger) and the scales of one tensor, at most max_work_bytes.
 MPK_API Result<QuantizeSummary> quantize(const std::string &in, const std::string &out, const QuantizeOptions &options);
 
 }  // namespace mpk

@@ -354,6 +354,36 @@ struct Plan {
   std::string scale;
 };
 
+// How a selected tensor is cut: rows of `cols` values, each the unit of one scale (per channel) or
+// of whole groups; casts have no unit beyond the value, so they are cut as rows of one value.
+// Pieces hold whole rows, kPieceBytes of input or one row if a row is larger.
+constexpr uint64_t kPieceBytes = 4u << 20;
+struct Cut {
+  uint64_t cols = 1, rows = 0, scales_per_row = 0, piece_rows = 1;
+  // Bytes held while quantizing: a piece of input, its f32 (and f64) copy and the output piece,
+  // plus the tensor's scales (written after it, so kept to the end). Saturates instead of wrapping.
+  uint64_t work_bytes(DType from, DType to) const {
+    const uint64_t per_value = dtype_size(from) + 4 + (from == MPK_DTYPE_F64 ? 8 : 0) + dtype_size(to);
+    const uint64_t piece = std::min(piece_rows, rows) * cols;
+    uint64_t a, b, sum;
+    if (__builtin_mul_overflow(piece, per_value, &a) || __builtin_mul_overflow(rows, scales_per_row, &b) ||
+        __builtin_mul_overflow(b, uint64_t(4), &b) || __builtin_add_overflow(a, b, &sum))
+      return UINT64_MAX;
+    return sum;
+  }
+};
+Cut cut_of(const TensorInfo &t, const Plan &p) {
+  Cut s;
+  if (p.scheme == QuantScheme::Int8Channel) s.cols = t.numel() / t.shape[0];
+  else if (p.scheme == QuantScheme::Int8Group && !t.shape.empty()) s.cols = t.shape.back();
+  s.rows = s.cols ? t.numel() / s.cols : 0;
+  if (p.scheme == QuantScheme::Int8Channel) s.scales_per_row = 1;
+  else if (p.scheme == QuantScheme::Int8Group) s.scales_per_row = groups_of(s.cols, p.group);
+  const uint64_t row_bytes = std::max<uint64_t>(1, s.cols * dtype_size(t.dtype));
+  s.piece_rows = std::max<uint64_t>(1, kPieceBytes / row_bytes);
+  return s;
+}
+
 }  // namespace
 
 Result<QuantizeSummary> quantize(const std::string &in, const std::string &out, const QuantizeOptions &o) {
@@ -427,6 +457,18 @@ Result<QuantizeSummary> quantize(const std::string &in, const std::string &out, 
     names.insert(scale);
     p.scale = std::move(scale);
   }
+  // The memory each quantized tensor will need, checked before anything is written: a compressed
+  // input declares its decoded size, which its stored bytes do not bound.
+  for (size_t i = 0; i < plan.size(); ++i) {
+    if (!plan[i].selected) continue;
+    const TensorInfo t = m->info(i);
+    const Cut sh = cut_of(t, plan[i]);
+    const uint64_t need = sh.work_bytes(t.dtype, plan[i].to);
+    if (need > o.max_work_bytes)
+      return fail(MPK_ERR_LIMIT, "quantize: tensor ", quote(t.name), " of ", quote(in), " would need ", need,
+                  " bytes of working memory (", sh.rows, " rows of ", sh.cols, " values, ", sh.rows * sh.scales_per_row,
+                  " scales), over the ", o.max_work_bytes, "-byte limit (QuantizeOptions::max_work_bytes)");
+  }
 
   WriterOptions wo = o.writer;
   if (wo.alignment == 0) wo.alignment = m->alignment();
@@ -458,9 +500,8 @@ Result<QuantizeSummary> quantize(const std::string &in, const std::string &out, 
       if (!p.selected) {  // copied, checked against its checksum
         if (Status e = w->begin_tensor(t.name, t.dtype, t.shape, comp); !e) return e;
         h.reset();
-        const uint64_t piece = 4u << 20;
         for (uint64_t off = 0; off < t.nbytes;) {
-          const uint64_t n = std::min(piece, t.nbytes - off);
+          const uint64_t n = std::min(kPieceBytes, t.nbytes - off);
           buf.resize(size_t(n));
           if (Status e = m->read(i, buf, off); !e) return e;
           h.update(buf.data(), buf.size());
@@ -476,13 +517,8 @@ Result<QuantizeSummary> quantize(const std::string &in, const std::string &out, 
       }
       // Quantized: whole rows per piece (a row is the unit of one scale, or of whole groups).
       const size_t esz = dtype_size(t.dtype);
-      const uint64_t cols = p.scheme == QuantScheme::Int8Channel ? t.numel() / t.shape[0]
-                            : t.shape.empty()                    ? 1
-                                                                 : t.shape.back();
-      const uint64_t rows = cols ? t.numel() / cols : 0;
-      const uint64_t gpr = p.scheme == QuantScheme::Int8Group ? groups_of(cols, p.group) : 1;  // scales per row
-      const uint64_t row_bytes = std::max<uint64_t>(1, cols * esz);
-      const uint64_t piece_rows = std::max<uint64_t>(1, (4u << 20) / row_bytes);
+      const Cut sh = cut_of(t, p);
+      const uint64_t cols = sh.cols, rows = sh.rows, gpr = sh.scales_per_row, piece_rows = sh.piece_rows;
       std::vector<float> scales;
       if (int8) scales.resize(size_t(rows * gpr));
       if (Status e = w->begin_tensor(t.name, p.to, t.shape, comp); !e) return e;

@@ -432,6 +432,71 @@ TEST_CASE("mpk::quantize refuses bad input by name and leaves nothing behind", "
   CHECK(dir.entries() == std::vector<std::string>{"nan.mpk"});
 }
 
+TEST_CASE("mpk::quantize bounds its working memory per tensor (max_work_bytes)", "[quant]") {
+  TempDir dir;
+  std::string in = dir / "wide.mpk";
+  // Rows of 8 MiB (2^21 f32): one row per piece. A column of 2^20 rows: 4 MiB of scales.
+  const uint64_t wide_shape[] = {2, uint64_t(1) << 21}, tall_shape[] = {uint64_t(1) << 20, 1};
+  std::vector<float> wide(size_t(2) << 21), tall(size_t(1) << 20);
+  for (size_t i = 0; i < wide.size(); ++i) wide[i] = float(int(i % 2001) - 1000) / (i < wide.size() / 2 ? 1000.0f : 10.0f);
+  for (size_t i = 0; i < tall.size(); ++i) tall[i] = float(i % 7) - 3.0f;
+  {
+    auto w = mpk::Writer::create(in);
+    REQUIRE_OK(w->add<float>("wide", wide_shape, wide));
+    REQUIRE_OK(w->add<float>("tall", tall_shape, tall));
+    REQUIRE_OK(w->commit());
+  }
+  auto run = [&](mpk::QuantTarget target, const char *include, uint64_t cap) {
+    mpk::QuantizeOptions o;
+    o.target = target;
+    o.include = include;
+    o.max_work_bytes = cap;
+    o.writer.alignment = 0;
+    return mpk::quantize(in, dir / "out.mpk", o).status();
+  };
+  const uint64_t cap = 12 << 20;
+  // Per channel: a piece of one 2^21-value row (4 + 4 + 1 bytes a value) and 2 scales.
+  mpk::Status s = run(mpk::QuantTarget::Int8, "wide", cap);
+  INFO(s.to_string());
+  CHECK(s.code() == MPK_ERR_LIMIT);
+  CHECK(s.message().find("'wide'") != std::string::npos);
+  CHECK(s.message().find(std::to_string((uint64_t(1) << 21) * 9 + 2 * 4) + " bytes") != std::string::npos);
+  CHECK(s.message().find("max_work_bytes") != std::string::npos);
+  CHECK(dir.entries() == std::vector<std::string>{"wide.mpk"});
+  // Groups of 32 along the same rows: the same piece, 2 x 65536 scales.
+  s = run(mpk::QuantTarget::Int8G32, "wide", cap);
+  CHECK(s.code() == MPK_ERR_LIMIT);
+  CHECK(s.message().find(std::to_string((uint64_t(1) << 21) * 9 + 2 * 65536 * 4) + " bytes") != std::string::npos);
+  // The column: pieces of 4 MiB (2^20 rows of one value), but 2^20 scales kept to the end.
+  s = run(mpk::QuantTarget::Int8, "tall", cap);
+  CHECK(s.code() == MPK_ERR_LIMIT);
+  CHECK(s.message().find("'tall'") != std::string::npos);
+  CHECK(dir.entries() == std::vector<std::string>{"wide.mpk"});
+  // A cast has no unit larger than a value: 4 MiB pieces whatever the row length, under the cap.
+  REQUIRE_OK(run(mpk::QuantTarget::F16, "wide|tall", cap));
+  {
+    auto m = mpk::Model::open(dir / "out.mpk");
+    REQUIRE(m.ok());
+    auto i = m->find("wide");
+    REQUIRE(i);
+    CHECK(m->info(*i).dtype == MPK_DTYPE_F16);
+    std::vector<float> back(wide.size());
+    REQUIRE_OK(mpk::dequantize_tensor(*m, *i, back));
+    for (size_t k : {size_t(0), size_t(1) << 20, (size_t(1) << 21) + 12345, wide.size() - 1})
+      CHECK(back[k] == Approx(wide[k]).epsilon(1e-3));
+  }
+  // The default cap (1 GiB) lets both int8 layouts through; the scales are those of the rows.
+  REQUIRE_OK(run(mpk::QuantTarget::Int8, "wide|tall", uint64_t(1) << 30));
+  auto m = mpk::Model::open(dir / "out.mpk");
+  REQUIRE(m.ok());
+  auto sc = m->find("wide.scale");
+  REQUIRE(sc);
+  std::vector<float> scales(2);
+  REQUIRE_OK(m->read(*sc, std::as_writable_bytes(std::span<float>(scales)), 0));
+  CHECK(scales[0] == 1.0f / 127.0f);
+  CHECK(scales[1] == 100.0f / 127.0f);
+}
+
 TEST_CASE("quantized models survive compress and keep their content id, and the writer checks records", "[quant]") {
   Fixture fx;
   mpk::QuantizeOptions o;
