@@ -60,10 +60,16 @@ inline uint16_t to_bf16(float f) {
   return uint16_t((u + 0x7fff + ((u >> 16) & 1)) >> 16);
 }
 
+// One read of the whole file (a character-by-character istreambuf_iterator copy took seconds for
+// the tens of MiB some tests compare, more so in the unoptimized test binaries).
 inline std::vector<uint8_t> read_file(const std::string &path) {
-  std::ifstream f(path, std::ios::binary);
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
   REQUIRE(f.good());
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
+  std::vector<uint8_t> out(size_t(f.tellg()));
+  f.seekg(0);
+  f.read(reinterpret_cast<char *>(out.data()), std::streamsize(out.size()));
+  REQUIRE(f.good());
+  return out;
 }
 
 inline void write_file(const std::string &path, const std::vector<uint8_t> &bytes) {
