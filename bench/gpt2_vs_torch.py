@@ -89,7 +89,10 @@ for _ in range(tokens):
     nxt = int(logits[-1].argmax())
     out.append(nxt)
     steps.append(time.perf_counter() - s)
-print(json.dumps({"cold_ms": (t_first - t0) * 1e3, "import_ms": (t_imported - t_start) * 1e3,
+# The BLAS PyTorch's matmuls ran on (Debian's alternatives pick it): the reference BLAS is 10-40x
+# slower than OpenBLAS, and a comparison against it would say nothing.
+blas = sorted({l.split()[-1] for l in open("/proc/self/maps") if "blas" in l.lower() and ".so" in l}) or ["none mapped"]
+print(json.dumps({"blas": ", ".join(blas), "cold_ms": (t_first - t0) * 1e3, "import_ms": (t_imported - t_start) * 1e3,
                   "token_ms": sorted(steps)[len(steps) // 2] * 1e3, "ids": out[:8]}))
 '''
 
@@ -126,6 +129,12 @@ def write_model(work, a):
     json.dump({"n_layer": L, "n_head": a.heads, "n_embd": C, "n_positions": P, "vocab_size": V,
                "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new"}, open(cfg, "w"))
     return st, cfg, off
+
+
+def versus(theirs, ours):
+    """'2.10x faster' or '0.74x (slower)': their time over ours."""
+    r = theirs / ours
+    return f"{r:.2f}x faster" if r >= 1 else f"{r:.2f}x (slower)"
 
 
 def median(v):
@@ -186,7 +195,10 @@ def main():
           f"{a.prompt}, {a.tokens} decode steps, {a.threads} thread(s), medians of {a.reps} fresh processes")
     print()
     print(f"PyTorch {torch_runs[0].get('torch', '')}f32: cold start {tc:.0f} ms (import torch {median([r['import_ms'] for r in torch_runs]):.0f} ms "
-          f"not included; process wall {tw:.0f} ms), decode {tt:.2f} ms/token")
+          f"not included; process wall {tw:.0f} ms), decode {tt:.2f} ms/token; BLAS: {torch_runs[0]['blas']}")
+    if "openblas" not in torch_runs[0]["blas"].lower():
+        print("\nWARNING: PyTorch did not run on OpenBLAS (install libopenblas0: scripts/deps.sh fixtures); "
+              "its figures below are not a fair baseline", file=sys.stderr)
     print()
     print("| ours | file MiB | cold start ms | vs PyTorch f32 | decode ms/token | vs PyTorch f32 | vs our f32 | process wall ms | greedy ids = PyTorch's |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
@@ -194,8 +206,8 @@ def main():
     for dt, rs in rows.items():
         c, t, w = median([r["cold_ms"] for r in rs]), median([r["token_ms"] for r in rs]), median([r["wall_ms"] for r in rs])
         same = rs[0]["ids"] == torch_runs[0]["ids"]
-        print(f"| {dt} | {os.path.getsize(models[dt]) / 2**20:.0f} | {c:.0f} | {tc / c:.2f}x faster | {t:.2f} | "
-              f"{tt / t:.2f}x faster | {f32_tok / t:.2f}x | {w:.0f} | {'yes' if same else 'no (first 8: ' + str(rs[0]['ids']) + ' vs ' + str(torch_runs[0]['ids']) + ')'} |")
+        print(f"| {dt} | {os.path.getsize(models[dt]) / 2**20:.0f} | {c:.0f} | {versus(tc, c)} | {t:.2f} | "
+              f"{versus(tt, t)} | {f32_tok / t:.2f}x | {w:.0f} | {'yes' if same else 'no (first 8: ' + str(rs[0]['ids']) + ' vs ' + str(torch_runs[0]['ids']) + ')'} |")
     return 0
 
 

@@ -11,7 +11,10 @@ case "$what" in
   build) ;;
   test) pkgs+=(catch2 libbenchmark-dev python3 python3-numpy python3-pytest python3-xxhash python3-zstandard binutils abigail-tools clang libclang-rt-14-dev) ;;
   demo) pkgs+=(python3 python3-numpy python3-sklearn) ;;
-  fixtures) pkgs=(python3-torch python3-sklearn python3-numpy) ;;
+  # libopenblas0: python3-torch only recommends an optimized BLAS; without one (these installs skip
+  # recommends) PyTorch's matmuls run on the reference BLAS, 10-40x slower, and the benchmarks that
+  # put PyTorch beside us (bench/gpt2_vs_torch.py) would compare against a crippled peer.
+  fixtures) pkgs=(python3-torch python3-sklearn python3-numpy libopenblas0) ;;
   *) echo "usage: $0 [build|test|demo|fixtures]" >&2; exit 2 ;;
 esac
 missing=()
