@@ -312,17 +312,21 @@ TEST_CASE("errors: an allocation that cannot succeed is MPK_ERR_NO_MEMORY", "[er
   ContextOptions o;
   o.cache_budget_bytes = uint64_t(1) << 40;
   Context ctx = make_context(o);
-  const uint64_t M = uint64_t(ctx.direct_max_m(MPK_DTYPE_F16, Op::Linear)) + 1;  // above the f16 direct kernel
-  std::vector<float> x(n * M, 1.0f), y(n * M);
+  std::vector<float> x(n, 1.0f), y(n);
   WeightView w;
   w.dtype = MPK_DTYPE_F32;
   w.rows = w.cols = n;
   w.data = map;
   w.key = 1;  // cached: packing allocates 64 GiB
   CHECK(linear(ctx, {x.data(), 1, n, 0}, w, nullptr, {y.data(), 1, n, 0}).code() == MPK_ERR_NO_MEMORY);
-  w.dtype = MPK_DTYPE_F16;
-  w.key = 0;  // uncached f16 above the direct kernel's M: converted into a 64 GiB temporary
-  CHECK(linear(ctx, {x.data(), M, n, 0}, w, nullptr, {y.data(), M, n, 0}).code() == MPK_ERR_NO_MEMORY);
+  // Uncached int8 with one scale per input column (not the u8 x s8 path): converted into a 64 GiB
+  // f32 temporary. (Uncached f16 and bf16 are widened panel by panel and need no such temporary.)
+  std::vector<float> scales(n, 1.0f);
+  w.dtype = MPK_DTYPE_I8;
+  w.scales = scales.data();
+  w.scale_axis = 1;
+  w.key = 0;
+  CHECK(linear(ctx, {x.data(), 1, n, 0}, w, nullptr, {y.data(), 1, n, 0}).code() == MPK_ERR_NO_MEMORY);
   ::munmap(map, bytes);
 }
 #endif

@@ -204,6 +204,43 @@ TEST_CASE("f16 direct kernel and converted path at every M around the threshold"
   }
 }
 
+TEST_CASE("f16 (and bf16 without a bf16 matmul) before packing: f32 panels of the weight, several per call", "[paths][f16]") {
+  // K = 4096: panels of 64 output columns, so N = 200 takes four (64, 64, 64, 8).
+  std::mt19937 rng(5);
+  ContextOptions o;
+  o.f16_direct_max_m = 0;  // never the direct kernels
+  o.bf16_direct_max_m = 0;
+  o.pack_after_calls = 2;  // the first call on a key runs unpacked
+  Context ctx = make_context(o);
+  uint64_t key = 500;
+  for (mpk::DType dt : {MPK_DTYPE_F16, MPK_DTYPE_BF16})
+    for (Op op : {Op::Linear, Op::MatMul})
+      for (uint64_t M : {1, 5, 16})
+        for (int variant = 0; variant < 2; ++variant) {
+          const bool strided = variant == 1;
+          uint64_t rows, cols;
+          stored(op, 4096, 200, &rows, &cols);
+          TestWeight w = make_weight(dt, rows, cols, strided ? cols + 3 : 0, rng);
+          TestX x = make_x(M, 4096, strided ? 4096 + 5 : 0, rng);
+          std::vector<float> bias = make_bias(200, rng);
+          INFO(mpk::dtype_name(dt) << (op == Op::Linear ? " linear" : " matmul") << " M " << M << (strided ? " strided" : ""));
+          const float *b = strided ? bias.data() : nullptr;
+          const uint64_t ldy = strided ? 203 : 0;
+          for (uint64_t k : {uint64_t(0), key}) {  // uncached, then the first call on a key
+            RunInfo i = run_and_check(ctx, op, x.view(), w.view(k), b, ldy);
+            // bf16 is converted only where oneDNN has no bf16 matmul (recipe F32, e.g. capped at AVX2).
+            if (dt == MPK_DTYPE_F16 || i.recipe.kind == Recipe::Kind::F32) {
+              CHECK(i.path == std::string(mpk::dtype_name(dt)) + "->f32 panels");
+              CHECK_FALSE(i.packed);
+            }
+          }
+          RunInfo i = run_and_check(ctx, op, x.view(), w.view(key), b, ldy);  // the second call packs
+          if (dt == MPK_DTYPE_F16 || i.recipe.kind == Recipe::Kind::F32) CHECK(i.path == std::string(mpk::dtype_name(dt)) + "->f32 packed");
+          CHECK(i.packed);
+          ++key;
+        }
+}
+
 TEST_CASE("threads 1 and 2 per call", "[paths]") {
   Context ctx = make_context();
   std::mt19937 rng(11);
