@@ -385,31 +385,54 @@ Buffer convert_to_f32(Isa isa, const WeightView &w, uint64_t ldw, int nt) {
 
 // An f16 or bf16 weight that oneDNN does not run as stored, on a call that does not use a packed
 // copy (the first calls, or a weight over the cache budget): W is widened to f32 one panel of
-// output columns at a time into a reused scratch of about 1 MiB (it stays in L2) and each panel is
-// multiplied by oneDNN's sgemm into its columns of y. Converting the whole weight instead
+// consecutive stored rows at a time into a reused scratch of about 1 MiB (it stays in L2), and each
+// panel is multiplied by oneDNN's sgemm: linear's rows are output columns (y[:, n0..n1]), matmul's
+// are a slice of K accumulated into y (beta 1; the F32 recipe allows any summation order). Reading
+// the weight in storage order beat column panels of matmul weights (strided over every page, once
+// per panel). A matmul weight wider than 65536 columns takes column panels. Converting the whole weight instead
 // (convert_to_f32) wrote its f32 copy into fresh memory on every such call: for the 16-token prompt
 // of a 12-layer GPT-2 stored f16, 475 MiB of page faults, most of that first call's time.
 Status run_conv_panels(Isa isa, Op op, const ConstMatrixF32 &x, const WeightView &w, const Dims &d,
                        const float *bias, const MatrixF32 &y, int nt) {
   const uint64_t K = d.K, N = d.N;
-  const uint64_t nb = std::min(N, std::max<uint64_t>(64, ((uint64_t(1) << 20) / (4 * K)) / 64 * 64));
-  auto *panel = static_cast<float *>(tl_panel.get(size_t(nb * K * 4)));
-  for (uint64_t n0 = 0; n0 < N; n0 += nb) {
-    const uint64_t n = std::min(nb, N - n0);
-    if (op == Op::Linear) {  // rows n0.. of W [N, K] -> panel [n, K]
+  constexpr uint64_t kPanelBytes = uint64_t(1) << 20;
+  auto sgemm = [&](char transb, uint64_t n, uint64_t k, const float *a, uint64_t lda, const float *b, uint64_t ldb,
+                   float beta, float *c) -> Status {
+    const dnnl_status_t st = dnnl_sgemm('N', transb, dnnl_dim_t(d.M), dnnl_dim_t(n), dnnl_dim_t(k), 1.0f, a,
+                                        dnnl_dim_t(lda), b, dnnl_dim_t(ldb), beta, c, dnnl_dim_t(d.ldy));
+    if (st != dnnl_success) return fail(MPK_ERR_INTERNAL, "oneDNN sgemm failed (status ", int(st), ")");
+    return Status::Ok();
+  };
+  if (op == Op::Linear) {  // W [N, K]: rows n0.. (contiguous) -> panel [n, K], y[:, n0..] = x . panel^T
+    const uint64_t nb = std::min(N, std::max<uint64_t>(16, kPanelBytes / (4 * K)));
+    auto *panel = static_cast<float *>(tl_panel.get(size_t(nb * K * 4)));
+    for (uint64_t n0 = 0; n0 < N; n0 += nb) {
+      const uint64_t n = std::min(nb, N - n0);
 #pragma omp parallel for num_threads(nt) schedule(static) if (n * K >= (uint64_t(1) << 16))
       for (int64_t r = 0; r < int64_t(n); ++r) convert_row_f32(isa, w, d.ldw, n0 + uint64_t(r), panel + uint64_t(r) * K);
-    } else {  // columns n0.. of W [K, N] -> panel [K, n]
+      if (Status s = sgemm('T', n, K, x.data, d.ldx, panel, K, 0.0f, y.data + n0); !s) return s;
+    }
+  } else if (N * 4 * 16 <= 4 * kPanelBytes) {  // W [K, N]: rows k0.. (contiguous) -> panel [k, N], y += x[:, k0..] . panel
+    const uint64_t kb = std::min(K, std::max<uint64_t>(16, kPanelBytes / (4 * N)));
+    auto *panel = static_cast<float *>(tl_panel.get(size_t(kb * N * 4)));
+    for (uint64_t k0 = 0; k0 < K; k0 += kb) {
+      const uint64_t k = std::min(kb, K - k0);
+#pragma omp parallel for num_threads(nt) schedule(static) if (k * N >= (uint64_t(1) << 16))
+      for (int64_t r = 0; r < int64_t(k); ++r) convert_row_f32(isa, w, d.ldw, k0 + uint64_t(r), panel + uint64_t(r) * N);
+      if (Status s = sgemm('N', N, k, x.data + k0, d.ldx, panel, N, k0 ? 1.0f : 0.0f, y.data); !s) return s;
+    }
+  } else {  // very wide W [K, N]: columns n0.. -> panel [K, n]
+    const uint64_t nb = std::min(N, std::max<uint64_t>(64, (kPanelBytes / (4 * K)) / 64 * 64));
+    auto *panel = static_cast<float *>(tl_panel.get(size_t(nb * K * 4)));
+    for (uint64_t n0 = 0; n0 < N; n0 += nb) {
+      const uint64_t n = std::min(nb, N - n0);
       WeightView sub = w;
       sub.data = static_cast<const std::byte *>(w.data) + n0 * 2;  // f16 / bf16
       sub.cols = n;
 #pragma omp parallel for num_threads(nt) schedule(static) if (n * K >= (uint64_t(1) << 16))
-      for (int64_t k = 0; k < int64_t(K); ++k) convert_row_f32(isa, sub, d.ldw, uint64_t(k), panel + uint64_t(k) * n);
+      for (int64_t r = 0; r < int64_t(K); ++r) convert_row_f32(isa, sub, d.ldw, uint64_t(r), panel + uint64_t(r) * n);
+      if (Status s = sgemm('N', n, K, x.data, d.ldx, panel, n, 0.0f, y.data + n0); !s) return s;
     }
-    const dnnl_status_t st =
-        dnnl_sgemm('N', op == Op::Linear ? 'T' : 'N', dnnl_dim_t(d.M), dnnl_dim_t(n), dnnl_dim_t(K), 1.0f, x.data,
-                   dnnl_dim_t(d.ldx), panel, dnnl_dim_t(op == Op::Linear ? K : n), 0.0f, y.data + n0, dnnl_dim_t(d.ldy));
-    if (st != dnnl_success) return fail(MPK_ERR_INTERNAL, "oneDNN sgemm failed (status ", int(st), ")");
   }
   if (bias)
     for (uint64_t m = 0; m < d.M; ++m)

@@ -205,7 +205,8 @@ TEST_CASE("f16 direct kernel and converted path at every M around the threshold"
 }
 
 TEST_CASE("f16 (and bf16 without a bf16 matmul) before packing: f32 panels of the weight, several per call", "[paths][f16]") {
-  // K = 4096: panels of 64 output columns, so N = 200 takes four (64, 64, 64, 8).
+  // K = 4096: linear panels of 64 rows (output columns), so N = 200 takes four (64, 64, 64, 8);
+  // matmul panels of 1310 rows of K (N = 200), so K takes four, accumulated.
   std::mt19937 rng(5);
   ContextOptions o;
   o.f16_direct_max_m = 0;  // never the direct kernels
@@ -239,6 +240,17 @@ TEST_CASE("f16 (and bf16 without a bf16 matmul) before packing: f32 panels of th
           CHECK(i.packed);
           ++key;
         }
+}
+
+TEST_CASE("f16 before packing: a matmul weight over 65536 columns takes column panels", "[paths][f16]") {
+  std::mt19937 rng(6);
+  ContextOptions o;
+  o.f16_direct_max_m = 0;
+  Context ctx = make_context(o);
+  TestWeight w = make_weight(MPK_DTYPE_F16, 24, 70001, 0, rng);
+  TestX x = make_x(3, 24, 0, rng);
+  std::vector<float> bias = make_bias(70001, rng);
+  CHECK(run_and_check(ctx, Op::MatMul, x.view(), w.view(0), bias.data()).path == "f16->f32 panels");
 }
 
 TEST_CASE("threads 1 and 2 per call", "[paths]") {
