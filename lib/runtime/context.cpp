@@ -403,13 +403,18 @@ Status run_conv_panels(Isa isa, Op op, const ConstMatrixF32 &x, const WeightView
     if (st != dnnl_success) return fail(MPK_ERR_INTERNAL, "oneDNN sgemm failed (status ", int(st), ")");
     return Status::Ok();
   };
+  // Rows r0 .. r0 + count of `src` (row length src.cols), widened into the panel.
+  auto widen_rows = [&](const WeightView &src, uint64_t r0, uint64_t count, float *panel) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (count * src.cols >= (uint64_t(1) << 16))
+    for (int64_t r = 0; r < int64_t(count); ++r)
+      convert_row_f32(isa, src, d.ldw, r0 + uint64_t(r), panel + uint64_t(r) * src.cols);
+  };
   if (op == Op::Linear) {  // W [N, K]: rows n0.. (contiguous) -> panel [n, K], y[:, n0..] = x . panel^T
     const uint64_t nb = std::min(N, std::max<uint64_t>(16, kPanelBytes / (4 * K)));
     auto *panel = static_cast<float *>(tl_panel.get(size_t(nb * K * 4)));
     for (uint64_t n0 = 0; n0 < N; n0 += nb) {
       const uint64_t n = std::min(nb, N - n0);
-#pragma omp parallel for num_threads(nt) schedule(static) if (n * K >= (uint64_t(1) << 16))
-      for (int64_t r = 0; r < int64_t(n); ++r) convert_row_f32(isa, w, d.ldw, n0 + uint64_t(r), panel + uint64_t(r) * K);
+      widen_rows(w, n0, n, panel);
       if (Status s = sgemm('T', n, K, x.data, d.ldx, panel, K, 0.0f, y.data + n0); !s) return s;
     }
   } else if (N * 4 * 16 <= 4 * kPanelBytes) {  // W [K, N]: rows k0.. (contiguous) -> panel [k, N], y += x[:, k0..] . panel
@@ -417,8 +422,7 @@ Status run_conv_panels(Isa isa, Op op, const ConstMatrixF32 &x, const WeightView
     auto *panel = static_cast<float *>(tl_panel.get(size_t(kb * N * 4)));
     for (uint64_t k0 = 0; k0 < K; k0 += kb) {
       const uint64_t k = std::min(kb, K - k0);
-#pragma omp parallel for num_threads(nt) schedule(static) if (k * N >= (uint64_t(1) << 16))
-      for (int64_t r = 0; r < int64_t(k); ++r) convert_row_f32(isa, w, d.ldw, k0 + uint64_t(r), panel + uint64_t(r) * N);
+      widen_rows(w, k0, k, panel);
       if (Status s = sgemm('N', N, k, x.data + k0, d.ldx, panel, N, k0 ? 1.0f : 0.0f, y.data); !s) return s;
     }
   } else {  // very wide W [K, N]: columns n0.. -> panel [K, n]
@@ -429,8 +433,7 @@ Status run_conv_panels(Isa isa, Op op, const ConstMatrixF32 &x, const WeightView
       WeightView sub = w;
       sub.data = static_cast<const std::byte *>(w.data) + n0 * 2;  // f16 / bf16
       sub.cols = n;
-#pragma omp parallel for num_threads(nt) schedule(static) if (n * K >= (uint64_t(1) << 16))
-      for (int64_t r = 0; r < int64_t(K); ++r) convert_row_f32(isa, sub, d.ldw, uint64_t(r), panel + uint64_t(r) * n);
+      widen_rows(sub, 0, K, panel);
       if (Status s = sgemm('N', n, K, x.data, d.ldx, panel, n, 0.0f, y.data + n0); !s) return s;
     }
   }
