@@ -389,13 +389,14 @@ Buffer convert_to_f32(Isa isa, const WeightView &w, uint64_t ldw, int nt) {
 // panel is multiplied by oneDNN's sgemm: linear's rows are output columns (y[:, n0..n1]), matmul's
 // are a slice of K accumulated into y (beta 1; the F32 recipe allows any summation order). Reading
 // the weight in storage order beat column panels of matmul weights (strided over every page, once
-// per panel). A matmul weight wider than 65536 columns takes column panels. Converting the whole weight instead
-// (convert_to_f32) wrote its f32 copy into fresh memory on every such call: for the 16-token prompt
-// of a 12-layer GPT-2 stored f16, 475 MiB of page faults, most of that first call's time.
+// per panel). A matmul weight wider than kMaxRowBlockCols takes column panels. Converting the whole
+// weight instead (convert_to_f32) wrote its f32 copy into fresh memory on every such call: for the
+// 16-token prompt of a 12-layer GPT-2 stored f16, 475 MiB of page faults, most of that call's time.
 Status run_conv_panels(Isa isa, Op op, const ConstMatrixF32 &x, const WeightView &w, const Dims &d,
                        const float *bias, const MatrixF32 &y, int nt) {
   const uint64_t K = d.K, N = d.N;
   constexpr uint64_t kPanelBytes = uint64_t(1) << 20;
+  constexpr uint64_t kMaxRowBlockCols = 65536;  // 16 rows of them fill 4 MiB
   auto sgemm = [&](char transb, uint64_t n, uint64_t k, const float *a, uint64_t lda, const float *b, uint64_t ldb,
                    float beta, float *c) -> Status {
     const dnnl_status_t st = dnnl_sgemm('N', transb, dnnl_dim_t(d.M), dnnl_dim_t(n), dnnl_dim_t(k), 1.0f, a,
@@ -417,7 +418,7 @@ Status run_conv_panels(Isa isa, Op op, const ConstMatrixF32 &x, const WeightView
       widen_rows(w, n0, n, panel);
       if (Status s = sgemm('T', n, K, x.data, d.ldx, panel, K, 0.0f, y.data + n0); !s) return s;
     }
-  } else if (N * 4 * 16 <= 4 * kPanelBytes) {  // W [K, N]: rows k0.. (contiguous) -> panel [k, N], y += x[:, k0..] . panel
+  } else if (N <= kMaxRowBlockCols) {  // W [K, N]: rows k0.. (contiguous) -> panel [k, N], y += x[:, k0..] . panel
     const uint64_t kb = std::min(K, std::max<uint64_t>(16, kPanelBytes / (4 * N)));
     auto *panel = static_cast<float *>(tl_panel.get(size_t(kb * N * 4)));
     for (uint64_t k0 = 0; k0 < K; k0 += kb) {
@@ -431,7 +432,7 @@ Status run_conv_panels(Isa isa, Op op, const ConstMatrixF32 &x, const WeightView
     for (uint64_t n0 = 0; n0 < N; n0 += nb) {
       const uint64_t n = std::min(nb, N - n0);
       WeightView sub = w;
-      sub.data = static_cast<const std::byte *>(w.data) + n0 * 2;  // f16 / bf16
+      sub.data = static_cast<const std::byte *>(w.data) + n0 * dtype_size(w.dtype);
       sub.cols = n;
       widen_rows(sub, 0, K, panel);
       if (Status s = sgemm('N', n, K, x.data, d.ldx, panel, n, 0.0f, y.data + n0); !s) return s;

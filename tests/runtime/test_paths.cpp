@@ -242,15 +242,20 @@ TEST_CASE("f16 (and bf16 without a bf16 matmul) before packing: f32 panels of th
         }
 }
 
-TEST_CASE("f16 before packing: a matmul weight over 65536 columns takes column panels", "[paths][f16]") {
+TEST_CASE("f16 (and converted bf16) before packing: a matmul weight over 65536 columns takes column panels", "[paths][f16]") {
   std::mt19937 rng(6);
   ContextOptions o;
   o.f16_direct_max_m = 0;
+  o.bf16_direct_max_m = 0;
   Context ctx = make_context(o);
-  TestWeight w = make_weight(MPK_DTYPE_F16, 24, 70001, 0, rng);
-  TestX x = make_x(3, 24, 0, rng);
-  std::vector<float> bias = make_bias(70001, rng);
-  CHECK(run_and_check(ctx, Op::MatMul, x.view(), w.view(0), bias.data()).path == "f16->f32 panels");
+  for (mpk::DType dt : {MPK_DTYPE_F16, MPK_DTYPE_BF16}) {
+    INFO(mpk::dtype_name(dt));
+    TestWeight w = make_weight(dt, 24, 70001, 0, rng);
+    TestX x = make_x(3, 24, 0, rng);
+    std::vector<float> bias = make_bias(70001, rng);
+    RunInfo i = run_and_check(ctx, Op::MatMul, x.view(), w.view(0), bias.data());
+    if (dt == MPK_DTYPE_F16 || i.recipe.kind == Recipe::Kind::F32) CHECK(i.path == std::string(mpk::dtype_name(dt)) + "->f32 panels");
+  }
 }
 
 TEST_CASE("threads 1 and 2 per call", "[paths]") {

@@ -440,20 +440,24 @@ TEST_CASE("mpk::quantize bounds its working memory per tensor (max_work_bytes)",
   std::vector<float> wide(size_t(2) << 21), tall(size_t(1) << 20);
   for (size_t i = 0; i < wide.size(); ++i) wide[i] = float(int(i % 2001) - 1000) / (i < wide.size() / 2 ? 1000.0f : 10.0f);
   for (size_t i = 0; i < tall.size(); ++i) tall[i] = float(i % 7) - 3.0f;
-  {
-    auto w = mpk::Writer::create(in);
+  const std::string zin = dir / "wide_z.mpk";  // the same, compressed: a declared decoded size
+  for (bool z : {false, true}) {
+    mpk::WriterOptions wo;
+    if (z) wo.compression.codec = mpk::Codec::Zstd;
+    auto w = mpk::Writer::create(z ? zin : in, wo);
     REQUIRE_OK(w->add<float>("wide", wide_shape, wide));
     REQUIRE_OK(w->add<float>("tall", tall_shape, tall));
     REQUIRE_OK(w->commit());
   }
-  auto run = [&](mpk::QuantTarget target, const char *include, uint64_t cap) {
+  auto run = [&](mpk::QuantTarget target, const char *include, uint64_t cap, const std::string &from = "") {
     mpk::QuantizeOptions o;
     o.target = target;
     o.include = include;
     o.max_work_bytes = cap;
     o.writer.alignment = 0;
-    return mpk::quantize(in, dir / "out.mpk", o).status();
+    return mpk::quantize(from.empty() ? in : from, dir / "out.mpk", o).status();
   };
+  const std::vector<std::string> inputs{"wide.mpk", "wide_z.mpk"};
   const uint64_t cap = 12 << 20;
   // Per channel: a piece of one 2^21-value row (4 + 4 + 1 bytes a value) and 2 scales.
   mpk::Status s = run(mpk::QuantTarget::Int8, "wide", cap);
@@ -462,7 +466,12 @@ TEST_CASE("mpk::quantize bounds its working memory per tensor (max_work_bytes)",
   CHECK(s.message().find("'wide'") != std::string::npos);
   CHECK(s.message().find(std::to_string((uint64_t(1) << 21) * 9 + 2 * 4) + " bytes") != std::string::npos);
   CHECK(s.message().find("max_work_bytes") != std::string::npos);
-  CHECK(dir.entries() == std::vector<std::string>{"wide.mpk"});
+  CHECK(dir.entries() == inputs);
+  // A compressed input is judged by its declared shape, not by its (much smaller) stored bytes.
+  s = run(mpk::QuantTarget::Int8, "wide", cap, zin);
+  CHECK(s.code() == MPK_ERR_LIMIT);
+  CHECK(s.message().find(std::to_string((uint64_t(1) << 21) * 9 + 2 * 4) + " bytes") != std::string::npos);
+  CHECK(dir.entries() == inputs);
   // Groups of 32 along the same rows: the same piece, 2 x 65536 scales.
   s = run(mpk::QuantTarget::Int8G32, "wide", cap);
   CHECK(s.code() == MPK_ERR_LIMIT);
@@ -471,7 +480,7 @@ TEST_CASE("mpk::quantize bounds its working memory per tensor (max_work_bytes)",
   s = run(mpk::QuantTarget::Int8, "tall", cap);
   CHECK(s.code() == MPK_ERR_LIMIT);
   CHECK(s.message().find("'tall'") != std::string::npos);
-  CHECK(dir.entries() == std::vector<std::string>{"wide.mpk"});
+  CHECK(dir.entries() == inputs);
   // A cast has no unit larger than a value: 4 MiB pieces whatever the row length, under the cap.
   REQUIRE_OK(run(mpk::QuantTarget::F16, "wide|tall", cap));
   {
