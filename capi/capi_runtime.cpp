@@ -328,6 +328,23 @@ mpk_status mpk_session_output(const mpk_session *session, size_t index, mpk_dtyp
   });
 }
 
+mpk_status mpk_session_select_outputs(mpk_session *session, const char *const *names, size_t n) {
+  constexpr const char *fn = "mpk_session_select_outputs";
+  return guard(fn, [&]() -> mpk_status {
+    if (!session) return null_arg(fn, "session");
+    if (n && !names) return null_arg(fn, "names");
+    std::vector<std::string> v;
+    for (size_t k = 0; k < n; ++k) {
+      if (!names[k]) return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": name " + std::to_string(k) + " is NULL");
+      v.emplace_back(names[k]);
+    }
+    if (mpk_status s = check(session->session.select_outputs(v))) return s;
+    session->outputs.clear();
+    session->has_outputs = false;
+    return MPK_OK;
+  });
+}
+
 void mpk_session_reset(mpk_session *session) {
   if (!session) return;
   session->session.reset();

@@ -1,5 +1,5 @@
 // graph.hpp - computation graphs stored in a model, and the executor that runs them
-// (libmodelpack_runtime, namespace mpk::rt; format: docs/FORMAT.md 7.12, ops: docs/RUNTIME.md).
+// (libmodelpack_runtime, namespace mpk::rt; format and op registry: docs/FORMAT.md 7.12).
 //
 // A graph is a list of nodes (op, input and output value names, typed attributes) over named
 // values: the graph's inputs, the outputs of earlier nodes, and the model's tensors (weights, any
@@ -84,8 +84,10 @@ MPK_RT_API Result<MlpConfig> mlp_config_from_json(std::string_view json);
 // gpt2: the Hugging Face GPT-2 layout and names (wte, wpe, h.{i}.ln_1, attn.c_attn, attn.c_proj, ln_2,
 // mlp.c_fc, mlp.c_proj, ln_f; with or without the "transformer." prefix), its Conv1D weights stored
 // [in, out] (run as matmul), lm_head.weight if stored, else tied to wte. Input "ids" (i64 [T], one
-// sequence), output "logits" [T, vocab]; one attention node per layer with a KV cache, so a session
-// decodes token by token. Every tensor's shape is checked against the config.
+// sequence), outputs "logits" [T, vocab] and "next_logits" [1, vocab] (the last position's, what
+// generation needs: a session that selects only it projects one row instead of T); one attention
+// node per layer with a KV cache, so a session decodes token by token. Every tensor's shape is
+// checked against the config.
 struct Gpt2Config {
   int64_t n_layer = 0, n_head = 0, n_embd = 0;
   int64_t n_positions = 0, vocab_size = 0;  // 0: taken from wpe / wte
@@ -157,9 +159,17 @@ class MPK_RT_API Session {
   Session(Session &&) noexcept;
   Session &operator=(Session &&) noexcept;
   ~Session();
-  // Runs the graph on `inputs` (every graph input by name); `outputs` receives the graph's outputs
-  // in declaration order. On error `outputs` is left empty.
+  // Runs the graph on `inputs` (every graph input by name); `outputs` receives the chosen outputs
+  // (select_outputs; by default every graph output in declaration order). On error `outputs` is
+  // left empty.
   Status run(const std::map<std::string, HostTensor> &inputs, std::vector<HostTensor> &outputs);
+  // Which graph outputs later runs compute and return, in this order (empty: all, the default).
+  // Nodes that none of them depends on are skipped, except attention nodes, which always run so
+  // their KV caches see every token. E.g. gpt2's "next_logits" (the last position only) skips the
+  // output projection of every other position. Unknown name: MPK_ERR_NOT_FOUND; a name twice:
+  // MPK_ERR_DUPLICATE (the choice is then unchanged).
+  Status select_outputs(const std::vector<std::string> &names);
+  std::vector<std::string> selected_outputs() const;
   // Forgets the KV caches (a new sequence).
   void reset();
   uint64_t cached_tokens() const;      // tokens held by the KV caches (0 without attention)

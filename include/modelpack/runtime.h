@@ -126,6 +126,12 @@ MPK_API mpk_status mpk_session_run(mpk_session *session, const mpk_tensor_arg *i
  * reset or free. MPK_ERR_STATE before a successful run; MPK_ERR_INVALID_ARGUMENT out of range. */
 MPK_API mpk_status mpk_session_output(const mpk_session *session, size_t index, mpk_dtype *dtype, uint32_t *ndim,
                                       const int64_t **shape, const void **data);
+/* Which graph outputs later runs compute, in this order (mpk_session_output's index follows it);
+ * n == 0: all of them, the default. Nodes none of them depends on are skipped (attention nodes always
+ * run, to keep their KV caches in step): e.g. gpt2's "next_logits" alone projects only the last
+ * position. Errors: MPK_ERR_NOT_FOUND (not an output of the graph), MPK_ERR_DUPLICATE (a name twice);
+ * the choice is then unchanged. Forgets the outputs of the last run. */
+MPK_API mpk_status mpk_session_select_outputs(mpk_session *session, const char *const *names, size_t n);
 /* Forgets the KV caches (a new sequence) and the outputs. */
 MPK_API void mpk_session_reset(mpk_session *session);
 /* Tokens held by the KV caches (0 for graphs without attention). */

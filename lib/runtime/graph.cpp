@@ -39,7 +39,7 @@ std::string shape_text(const Shape &s) {
 
 enum class OpKind : uint8_t {
   Linear, MatMul, Add, Mul, Relu, Gelu, Silu, Tanh, Softmax, LayerNorm, RmsNorm, Embedding, Reshape,
-  Transpose, Concat, Split, Attention, Positions
+  Transpose, Concat, Split, Slice, Attention, Positions
 };
 
 struct OpSpec {
@@ -68,6 +68,7 @@ const std::vector<OpSpec> &registry() {
       {"transpose", OpKind::Transpose, 1, 1, 1, {{"perm", 3}}},
       {"concat", OpKind::Concat, 1, -1, 1, {{"axis", 0}}},
       {"split", OpKind::Split, 1, 1, -1, {{"axis", 0}, {"sizes", 3}}},
+      {"slice", OpKind::Slice, 1, 1, 1, {{"axis", 0}, {"start", 0}, {"end", 0}}},
       {"attention", OpKind::Attention, 3, 3, 1, {{"causal", 0}, {"n_head", 0}}},
       {"positions", OpKind::Positions, 1, 1, 1, {}},
   };
@@ -139,6 +140,7 @@ struct Node {
   bool causal = true, gelu_tanh = false;
   double eps = 1e-5;
   std::vector<int64_t> ints;  // reshape shape / transpose perm / split sizes
+  int64_t start = 0, end = INT64_MAX;  // slice (Python's rules: negative counts from the end)
 };
 
 struct ValueInfo {
@@ -155,9 +157,30 @@ const T *attr(const GraphNode &n, const char *name) {
 
 int64_t norm_axis(int64_t axis, size_t rank) { return axis < 0 ? axis + int64_t(rank) : axis; }
 
+// The elements [b, e) of an axis of size d that a slice keeps: start and end as in Python (negative
+// counts from the end), clamped to [0, d]; e < b keeps none.
+std::pair<int64_t, int64_t> slice_range(const Node &n, int64_t d) {
+  const auto at = [d](int64_t i) { return std::clamp(i < 0 ? (i < -d ? 0 : i + d) : i, int64_t(0), d); };
+  const int64_t b = at(n.start), e = at(n.end);
+  return {b, std::max(b, e)};
+}
+
 }  // namespace
 
 // ---- Graph --------------------------------------------------------------------------------------
+
+// Which nodes a run executes and when their buffers go back to the pool, for one choice of outputs
+// (Session::select_outputs). Nodes no chosen output depends on are skipped, except attention nodes:
+// their KV caches must see every token, so they (and what they read) always run.
+struct RunPlan {
+  std::vector<uint32_t> outputs;  // value index per returned output, in order
+  std::vector<uint8_t> runs;      // per node: 1 when it runs
+  // Per node: the f32 values no later running node reads (and that are not returned outputs). Their
+  // buffers go back to the session's pool once the node has run, so a run touches a few buffers,
+  // reused from node to node, instead of one per value: on the first run of a 12-layer GPT-2 every
+  // fresh page is a page fault, and those were a quarter of the prompt's time.
+  std::vector<std::vector<uint32_t>> release_after;
+};
 
 struct GraphImpl {
   const Model *model = nullptr;
@@ -167,15 +190,44 @@ struct GraphImpl {
   std::vector<WeightRef> weights;
   std::vector<Node> nodes;
   std::vector<uint32_t> outputs;  // value index per graph output
-  // Per node: the f32 values no later node reads (and that are not graph outputs). Their buffers go
-  // back to the session's pool once the node has run, so a run touches a few buffers, reused from
-  // node to node, instead of one per value: on the first run of a 12-layer GPT-2 every fresh page
-  // is a page fault, and those were a quarter of the prompt's time.
-  std::vector<std::vector<uint32_t>> release_after;
+  RunPlan all;                     // the plan that returns every graph output
   bool has_attention = false;
 };
 
 namespace {
+
+RunPlan make_plan(const GraphImpl &g, std::vector<uint32_t> outputs) {
+  RunPlan p;
+  p.outputs = std::move(outputs);
+  const size_t nn = g.nodes.size();
+  std::vector<uint8_t> needed(g.values.size(), 0);
+  for (uint32_t o : p.outputs) needed[o] = 1;
+  p.runs.assign(nn, 0);
+  for (size_t ni = nn; ni-- > 0;) {
+    const Node &n = g.nodes[ni];
+    bool run = n.spec->kind == OpKind::Attention;
+    for (uint32_t v : n.out) run = run || needed[v];
+    if (!run) continue;
+    p.runs[ni] = 1;
+    for (const Input &in : n.in)
+      if (!in.weight) needed[in.index] = 1;
+  }
+  constexpr size_t kNever = SIZE_MAX;
+  std::vector<size_t> last(g.values.size(), kNever);
+  for (size_t ni = 0; ni < nn; ++ni)
+    if (p.runs[ni])
+      for (const Input &in : g.nodes[ni].in)
+        if (!in.weight) last[in.index] = ni;
+  for (size_t ni = 0; ni < nn; ++ni)  // computed and never read: free at once
+    if (p.runs[ni])
+      for (uint32_t v : g.nodes[ni].out)
+        if (last[v] == kNever) last[v] = ni;
+  for (uint32_t o : p.outputs) last[o] = kNever;
+  p.release_after.resize(nn);
+  for (uint32_t v = 0; v < g.values.size(); ++v)
+    if (last[v] != kNever && g.values[v].dtype == MPK_DTYPE_F32) p.release_after[last[v]].push_back(v);
+  return p;
+}
 
 Status node_error(const Node &n, mpk_status code, auto &&...what) {
   return fail(code, "graph node ", quote(n.def->name), " (", n.def->op, "): ", what...);
@@ -351,6 +403,18 @@ Status infer(const Node &n, const std::vector<Shape> &in, std::vector<Shape> &ou
       }
       return {};
     }
+    case OpKind::Slice: {
+      if (!in[0]) return {};
+      const int64_t a = norm_axis(n.axis, in[0]->size());
+      if (a < 0 || a >= int64_t(in[0]->size())) return node_error(n, MPK_ERR_BAD_SHAPE, "axis ", n.axis, " of ", shape_text(in[0]));
+      std::vector<int64_t> s = *in[0];
+      if (const int64_t d = s[size_t(a)]; d >= 0) {
+        const auto [b, e] = slice_range(n, d);
+        s[size_t(a)] = e - b;
+      }
+      out[0] = s;
+      return {};
+    }
     case OpKind::Attention: {
       for (int k = 0; k < 3; ++k)
         if (in[size_t(k)] && in[size_t(k)]->size() != 2)
@@ -435,6 +499,13 @@ Status read_attrs(Node &n) {
         if (d < 0 || d > kMaxElems) return node_error(n, MPK_ERR_BAD_SHAPE, "size ", d);
       if (g.outputs.size() != n.ints.size())
         return node_error(n, MPK_ERR_INVALID_ARGUMENT, n.ints.size(), " sizes for ", g.outputs.size(), " outputs");
+      break;
+    }
+    case OpKind::Slice: {
+      const auto *b = attr<int64_t>(g, "start");
+      if (!b) return node_error(n, MPK_ERR_INVALID_ARGUMENT, "needs attribute start");
+      n.start = *b;
+      if (const auto *e = attr<int64_t>(g, "end")) n.end = *e;
       break;
     }
     case OpKind::Attention: {
@@ -598,20 +669,7 @@ Result<Graph> Graph::create(const Model &model, Context &ctx, const GraphDef &de
     g->outputs.push_back(it->second);
   }
   if (g->outputs.empty()) return fail(MPK_ERR_INVALID_ARGUMENT, "graph: no outputs");
-  {  // liveness (see GraphImpl::release_after)
-    constexpr size_t kNever = SIZE_MAX;
-    std::vector<size_t> last(g->values.size(), kNever);
-    for (size_t ni = 0; ni < g->nodes.size(); ++ni)
-      for (const Input &in : g->nodes[ni].in)
-        if (!in.weight) last[in.index] = ni;
-    for (size_t ni = 0; ni < g->nodes.size(); ++ni)  // computed and never read: free at once
-      for (uint32_t v : g->nodes[ni].out)
-        if (last[v] == kNever) last[v] = ni;
-    for (uint32_t o : g->outputs) last[o] = kNever;
-    g->release_after.resize(g->nodes.size());
-    for (uint32_t v = 0; v < g->values.size(); ++v)
-      if (last[v] != kNever && g->values[v].dtype == MPK_DTYPE_F32) g->release_after[last[v]].push_back(v);
-  }
+  g->all = make_plan(*g, g->outputs);
   return Graph(std::move(g));
 } catch (const std::bad_alloc &) {
   return fail(MPK_ERR_NO_MEMORY, "out of memory loading a graph");
@@ -644,7 +702,8 @@ struct SessionImpl {
   std::vector<NodeProfile> prof;
   uint64_t past = 0;        // tokens in the KV caches
   std::vector<float> scratch;  // activations scaled for folded int8 matmuls
-  std::vector<std::vector<float>> pool;  // buffers of released values (GraphImpl::release_after)
+  std::vector<std::vector<float>> pool;  // buffers of released values (RunPlan::release_after)
+  RunPlan plan;                          // the outputs a run returns (Session::select_outputs)
 
   // Sizes `v` to n values, from the pool when its own storage is too small: the smallest pooled
   // buffer that holds n, else the largest (then grown).
@@ -705,7 +764,35 @@ Result<Session> Session::create(const Graph &graph, const SessionOptions &option
   s->values.resize(s->g->values.size());
   s->kv.resize(s->g->nodes.size());
   for (const Node &n : s->g->nodes) s->prof.push_back({n.def->name, n.def->op, 0, 0});
+  s->plan = s->g->all;
   return Session(std::move(s));
+}
+
+Status Session::select_outputs(const std::vector<std::string> &names) try {
+  const GraphImpl &G = *impl_->g;
+  if (names.empty()) {
+    impl_->plan = G.all;
+    return {};
+  }
+  std::vector<uint32_t> outs;
+  for (const std::string &name : names) {
+    size_t k = 0;
+    while (k < G.def.outputs.size() && G.def.outputs[k].name != name) ++k;
+    if (k == G.def.outputs.size()) return fail(MPK_ERR_NOT_FOUND, "session: the graph has no output ", quote(name));
+    if (std::find(outs.begin(), outs.end(), G.outputs[k]) != outs.end())
+      return fail(MPK_ERR_DUPLICATE, "session: output ", quote(name), " chosen twice");
+    outs.push_back(G.outputs[k]);
+  }
+  impl_->plan = make_plan(G, std::move(outs));
+  return {};
+} catch (const std::bad_alloc &) {
+  return fail(MPK_ERR_NO_MEMORY, "out of memory choosing outputs");
+}
+
+std::vector<std::string> Session::selected_outputs() const {
+  std::vector<std::string> r;
+  for (uint32_t v : impl_->plan.outputs) r.push_back(impl_->g->values[v].name);
+  return r;
 }
 
 void Session::reset() {
@@ -787,7 +874,9 @@ Status run_graph(SessionImpl &S, const std::map<std::string, HostTensor> &inputs
   bool attention_ran = false;
   RunOptions ro;
   ro.threads = S.opts.threads;
+  const RunPlan &P = S.plan;
   for (size_t ni = 0; ni < G.nodes.size(); ++ni) {
+    if (!P.runs[ni]) continue;
     const Node &n = G.nodes[ni];
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<Shape> in_shapes;
@@ -997,6 +1086,17 @@ Status run_graph(SessionImpl &S, const std::map<std::string, HostTensor> &inputs
         }
         break;
       }
+      case OpKind::Slice: {
+        const size_t a = size_t(norm_axis(n.axis, ops[0].shape.size()));
+        uint64_t outer = 1, inner = 1;
+        for (size_t d = 0; d < a; ++d) outer *= uint64_t(ops[0].shape[d]);
+        for (size_t d = a + 1; d < ops[0].shape.size(); ++d) inner *= uint64_t(ops[0].shape[d]);
+        const uint64_t xa = uint64_t(ops[0].shape[a]) * inner, b = uint64_t(slice_range(n, ops[0].shape[a]).first) * inner;
+        const uint64_t ya = uint64_t(y.shape[a]) * inner;
+        for (uint64_t p = 0; p < outer; ++p)
+          std::copy(ops[0].data + p * xa + b, ops[0].data + p * xa + b + ya, y.f.begin() + p * ya);
+        break;
+      }
       case OpKind::Attention: {
         // Causal multi-head self-attention over the KV cache plus the new tokens: query t (absolute
         // position past + t) attends to positions 0 .. past + t; scores scaled by 1/sqrt(head size).
@@ -1045,14 +1145,14 @@ Status run_graph(SessionImpl &S, const std::map<std::string, HostTensor> &inputs
         break;
       }
     }
-    for (uint32_t v : G.release_after[ni]) S.release(S.values[v].f);
+    for (uint32_t v : P.release_after[ni]) S.release(S.values[v].f);
     if (S.opts.profile) {
       S.prof[ni].calls += 1;
       S.prof[ni].seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
   }
   if (attention_ran) S.past += new_tokens;
-  for (uint32_t v : G.outputs) {
+  for (uint32_t v : P.outputs) {
     const Buffer &b = S.values[v];
     HostTensor t;
     t.dtype = b.dtype;

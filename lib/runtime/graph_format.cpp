@@ -468,7 +468,10 @@ Result<GraphDef> gpt2_graph(const Model &m, const Gpt2Config &c) {
   const std::string head = m.find("lm_head.weight") ? "lm_head.weight" : wte;
   if (Status s = expect(head, {-1, C}); !s) return s;
   add("linear", "lm_head", {"ln_f", head}, {"logits"});
-  g.outputs = {{"logits", MPK_DTYPE_F32, {-1, -1}}};
+  // The last position alone, for generation (Session::select_outputs): one row of the projection.
+  add("slice", "ln_f.last", {"ln_f"}, {"ln_f.last"}, {{"axis", int64_t(0)}, {"start", int64_t(-1)}});
+  add("linear", "lm_head.last", {"ln_f.last", head}, {"next_logits"});
+  g.outputs = {{"logits", MPK_DTYPE_F32, {-1, -1}}, {"next_logits", MPK_DTYPE_F32, {-1, -1}}};
   return g;
 }
 

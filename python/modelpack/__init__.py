@@ -520,6 +520,7 @@ _RUNTIME_FUNCTIONS = {
         [c_void_p, c_size_t, POINTER(c_int), POINTER(c_uint32), POINTER(POINTER(c_int64)), POINTER(c_void_p)],
     ),
     "mpk_session_reset": (None, [c_void_p]),
+    "mpk_session_select_outputs": (_STATUS, [c_void_p, POINTER(c_char_p), c_size_t]),
     "mpk_session_cached_tokens": (c_uint64, [c_void_p]),
     "mpk_session_profile": (
         _STATUS,
@@ -1682,7 +1683,21 @@ class Session:
         rt.mpk_session_create(gh.ptr, byref(opts), byref(out))
         self._handle = _Handle(out.value, rt.mpk_session_free, deps=(gh,))
         self.graph = graph
+        self.outputs = list(graph.outputs)  # what run() returns (select_outputs)
         self._lock = threading.Lock()
+
+    def select_outputs(self, names=None) -> None:
+        """Which graph outputs later runs compute and return, in this order (None or []: all, the
+        default). Nodes none of them depends on are skipped (attention nodes always run, so the KV
+        caches stay in step): ``select_outputs(["next_logits"])`` on a gpt2 graph projects only the
+        last position. An unknown name raises Error (MPK_ERR_NOT_FOUND) and changes nothing."""
+        names = list(names or [])
+        raw = [_cstr(n, "output name") for n in names]
+        arr = (c_char_p * max(len(raw), 1))(*raw)
+        with self._lock:
+            h = self._h()
+            _rt.mpk_session_select_outputs(h.ptr, arr, len(raw))
+            self.outputs = names or list(self.graph.outputs)
 
     def _h(self) -> _Handle:
         handle = self._handle
@@ -1703,8 +1718,8 @@ class Session:
         """Runs the graph: ``run(x=array)`` or ``run({"x": array})``. Each graph input must be given
         exactly once (the library reports a missing or unknown one: MPK_ERR_NOT_FOUND; a wrong shape:
         MPK_ERR_BAD_SHAPE). Inputs are converted to the graph input's dtype only when the cast is
-        safe (see _as_input). Returns copies of the outputs, in ``graph.outputs`` order, as NumPy
-        arrays (float32 or int64)."""
+        safe (see _as_input). Returns copies of the outputs, in ``graph.outputs`` order (or the
+        order chosen with :meth:`select_outputs`), as NumPy arrays (float32 or int64)."""
         given = dict(inputs or {})
         for name in kwargs:
             if name in given:
@@ -1734,7 +1749,7 @@ class Session:
             args[i].data = array.ctypes.data if array.size else None
         with self._lock:  # the outputs are lent until the next run: copy them under the lock
             _rt.mpk_session_run(h.ptr, args, len(arrays))
-            return [self._output(h, i) for i in range(len(self.graph.outputs))]
+            return [self._output(h, i) for i in range(len(self.outputs))]
 
     @staticmethod
     def _output(h: _Handle, index: int) -> np.ndarray:

@@ -735,6 +735,23 @@ def test_graph_errors(tmp_path):
 
 
 @needs_runtime
+def test_session_select_outputs(tmp_path):
+    path, w = make_mlp(tmp_path)
+    x = np.random.default_rng(8).standard_normal((3, 4)).astype(np.float32)
+    with modelpack.open(path) as model:
+        session = modelpack.Session(modelpack.Graph(modelpack.Runtime(), model, "mlp"))
+        assert session.outputs == ["logits"]
+        session.select_outputs(["logits"])
+        (logits,) = session.run(x=x)
+        np.testing.assert_allclose(logits, mlp_reference(w, x), atol=1e-5, rtol=1e-5)
+        expect_error("MPK_ERR_NOT_FOUND", session.select_outputs, ["nope"])
+        expect_error("MPK_ERR_DUPLICATE", session.select_outputs, ["logits", "logits"])
+        assert session.outputs == ["logits"]  # unchanged by the refused choices
+        session.select_outputs(None)
+        assert len(session.run(x=x)) == 1
+
+
+@needs_runtime
 def test_session_input_errors(tmp_path):
     path, w = make_mlp(tmp_path)
     x = np.ones((2, 4), np.float32)

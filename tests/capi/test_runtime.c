@@ -265,6 +265,25 @@ int main(int argc, char **argv) {
     CHECK_OK(mpk_session_run(s, &arg, 1));
     mpk_session_reset(s);
     CHECK_STATUS(mpk_session_output(s, 0, &dt, &ndim, &oshape, &odata), MPK_ERR_STATE);
+    { /* choosing outputs: names checked, the choice kept on error, outputs of the last run dropped */
+      const char *good[] = {"logits"}, *nope[] = {"nope"}, *twice[] = {"logits", "logits"}, *null_name[] = {NULL};
+      CHECK_OK(mpk_session_run(s, &arg, 1));
+      CHECK_OK(mpk_session_select_outputs(s, good, 1));
+      CHECK_STATUS(mpk_session_output(s, 0, &dt, &ndim, &oshape, &odata), MPK_ERR_STATE);
+      CHECK_STATUS(mpk_session_select_outputs(s, nope, 1), MPK_ERR_NOT_FOUND);
+      CHECK(strstr(mpk_last_error_message(), "nope") != NULL, "message names the output: %s", mpk_last_error_message());
+      CHECK_STATUS(mpk_session_select_outputs(s, twice, 2), MPK_ERR_DUPLICATE);
+      CHECK_STATUS(mpk_session_select_outputs(s, null_name, 1), MPK_ERR_INVALID_ARGUMENT);
+      CHECK_STATUS(mpk_session_select_outputs(s, NULL, 1), MPK_ERR_INVALID_ARGUMENT);
+      CHECK_STATUS(mpk_session_select_outputs(NULL, good, 1), MPK_ERR_INVALID_ARGUMENT);
+      CHECK_OK(mpk_session_run(s, &arg, 1));
+      CHECK_OK(mpk_session_output(s, 0, &dt, &ndim, &oshape, &odata));
+      CHECK(max_rel_err((const float *)odata, N) < 1e-5, "selected output");
+      CHECK_STATUS(mpk_session_output(s, 1, &dt, &ndim, &oshape, &odata), MPK_ERR_INVALID_ARGUMENT);
+      CHECK_OK(mpk_session_select_outputs(s, NULL, 0)); /* all again */
+      CHECK_OK(mpk_session_run(s, &arg, 1));
+      CHECK_OK(mpk_session_output(s, 0, &dt, &ndim, &oshape, &odata));
+    }
     mpk_session_free(s);
     mpk_session_free(NULL);
     mpk_graph_free(g);

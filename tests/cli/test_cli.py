@@ -909,6 +909,12 @@ def case_gpt2(tmp):
     got = np.load(yp)
     check(got.shape == (len(ids), V) and np.allclose(got, want, rtol=1e-4, atol=1e-4),
           f"gpt2 logits differ: {np.abs(got - want).max() if got.shape == want.shape else got.shape}")
+    # The template's second output: the last position alone (what generate asks for).
+    run("run", model, "--input", ip, "-o", yp, "--output-name", "next_logits", "-q", "--no-fsync", expect=0)
+    got = np.load(yp)
+    check(got.shape == (1, V) and np.allclose(got, want[-1:], rtol=1e-4, atol=1e-4), f"next_logits: {got.shape}")
+    code, _, e = run("run", model, "--input", ip, "--output-name", "nope", "-q")
+    check(code != 0 and "'nope'" in e, f"unknown output: {code} {e!r}")
     # Greedy generation: each step's argmax of the last row, fed back.
     seq, gen = list(ids), []
     for _ in range(6):

@@ -280,6 +280,31 @@ TEST_CASE("graph: shape ops move every element where they should", "[graph]") {
       for (size_t b = 0; b < 2; ++b)
         for (size_t c = 0; c < 3; ++c) CHECK(y.f32[(a * 2 + b) * 3 + c] == xv[(b * 3 + c) * 4 + a]);
   }
+  // slice: start and end as in Python (negative from the end, clamped), on every axis.
+  const auto slice = [&](int64_t axis, int64_t start, std::optional<int64_t> end) {
+    std::map<std::string, AttrValue> at{{"axis", axis}, {"start", start}};
+    if (end) at.emplace("end", *end);
+    return run1(f, unary("slice", {2, 3, 4}, at), x);
+  };
+  const auto expect_slice = [&](int64_t axis, int64_t b, int64_t e, const HostTensor &y) {
+    std::vector<int64_t> shape = {2, 3, 4};
+    shape[size_t(axis)] = e - b;
+    REQUIRE(y.shape == shape);
+    size_t k = 0;
+    for (int64_t i = 0; i < 2; ++i)
+      for (int64_t j = 0; j < 3; ++j)
+        for (int64_t l = 0; l < 4; ++l) {
+          const int64_t at = axis == 0 ? i : axis == 1 ? j : l;
+          if (at >= b && at < e) CHECK(y.f32[k++] == xv[size_t((i * 3 + j) * 4 + l)]);
+        }
+    CHECK(k == y.f32.size());
+  };
+  expect_slice(0, 1, 2, slice(0, -1, std::nullopt));
+  expect_slice(1, 1, 3, slice(1, 1, std::nullopt));
+  expect_slice(2, 1, 3, slice(-1, 1, -1));
+  expect_slice(2, 0, 4, slice(2, -100, 100));   // clamped
+  expect_slice(1, 2, 2, slice(1, 2, 1));        // end before start: empty
+  expect_slice(0, 0, 1, slice(0, 0, 1));
   {  // split along axis 2 into 1 + 3, then concat them back in the other order
     GraphDef d;
     d.inputs = {{"x", MPK_DTYPE_F32, {2, 3, 4}}};
@@ -586,6 +611,19 @@ TEST_CASE("graph: hostile graphs are refused at load with the node's name", "[gr
   d.nodes[1] = node("split", {"h"}, {"y"}, {{"axis", int64_t(1)}, {"sizes", std::vector<int64_t>{1, 3}}});
   refused(d, MPK_ERR_INVALID_ARGUMENT, "2 sizes for 1 outputs");
   d = base();
+  d.nodes[1] = node("slice", {"h"}, {"y"}, {{"axis", int64_t(0)}});
+  refused(d, MPK_ERR_INVALID_ARGUMENT, "needs attribute start");
+  d = base();
+  d.nodes[1] = node("slice", {"h"}, {"y"}, {{"start", int64_t(0)}, {"end", 2.0}});
+  refused(d, MPK_ERR_INVALID_ARGUMENT, "wrong type");
+  d = base();
+  d.nodes[1] = node("slice", {"h"}, {"y"}, {{"axis", int64_t(-3)}, {"start", int64_t(0)}});
+  refused(d, MPK_ERR_BAD_SHAPE, "axis -3");
+  d = base();  // a slice's known size flows on: [?, 4] -> [?, 1] does not end in 4
+  d.nodes[1] = node("slice", {"h"}, {"s"}, {{"axis", int64_t(1)}, {"start", int64_t(-1)}});
+  d.nodes.push_back(node("linear", {"s", "w"}, {"y"}));
+  refused(d, MPK_ERR_BAD_SHAPE, "does not end in 3");
+  d = base();
   d.nodes[1] = node("attention", {"h", "h", "h"}, {"y"}, {{"n_head", int64_t(3)}});
   refused(d, MPK_ERR_BAD_SHAPE, "do not split into 3 heads");
   d = base();
@@ -743,6 +781,42 @@ TEST_CASE("graph: the gpt2 template runs Hugging Face GPT-2 weights as the refer
       rows.insert(rows.end(), out[0].f32.begin(), out[0].f32.end());
     }
     close_to(rows, want, 2e-4);
+    // "next_logits" alone (what generation asks for): "next_logits" of a full run bit for bit, the
+    // last row of "logits", with the full projection skipped, and the KV cache in step (decoding after it gives the same rows).
+    auto gen = Session::create(*g, {0, true});
+    REQUIRE(gen->select_outputs({"next_logits"}).ok());
+    CHECK(gen->selected_outputs() == std::vector<std::string>{"next_logits"});
+    const std::vector<int64_t> prompt(ids.begin(), ids.begin() + 5);
+    REQUIRE(gen->run({{"ids", HostTensor::i64_of({5}, prompt)}}, out).ok());
+    REQUIRE(out.size() == 1);
+    REQUIRE(out[0].shape == std::vector<int64_t>{1, 23});
+    auto full = Session::create(*g);
+    std::vector<HostTensor> all;
+    REQUIRE(full->run({{"ids", HostTensor::i64_of({5}, prompt)}}, all).ok());
+    REQUIRE(all.size() == 2);
+    CHECK(all[1].f32 == out[0].f32);
+    // The last row of "logits" (one row of a T-row call: the kernels may sum in another order).
+    close_to(out[0].f32, std::vector<double>(all[0].f32.end() - 23, all[0].f32.end()), 1e-5);
+    for (size_t t = 5; t < ids.size(); ++t) {
+      REQUIRE(gen->run({{"ids", HostTensor::i64_of({1}, {ids[t]})}}, out).ok());
+      REQUIRE(full->run({{"ids", HostTensor::i64_of({1}, {ids[t]})}}, all).ok());
+      CHECK(out[0].f32 == all[0].f32);
+    }
+    CHECK(gen->cached_tokens() == ids.size());
+    for (const NodeProfile &p : gen->profile())  // the skipped node never ran; every attention node did
+      CHECK(p.calls == (p.name == "lm_head" ? 0u : ids.size() - 4));
+    // Back to every output; names that are not outputs are refused and leave the choice as it was.
+    CHECK(gen->select_outputs({"nope"}).code() == MPK_ERR_NOT_FOUND);
+    CHECK(gen->select_outputs({"logits", "logits"}).code() == MPK_ERR_DUPLICATE);
+    CHECK(gen->select_outputs({"ln_f"}).code() == MPK_ERR_NOT_FOUND);  // a value, not an output
+    CHECK(gen->selected_outputs() == std::vector<std::string>{"next_logits"});
+    REQUIRE(gen->select_outputs({"next_logits", "logits"}).ok());
+    gen->reset();
+    REQUIRE(gen->run({{"ids", HostTensor::i64_of({int64_t(ids.size())}, ids)}}, out).ok());
+    REQUIRE(out.size() == 2);
+    close_to(out[1].f32, want, 2e-4);
+    REQUIRE(gen->select_outputs({}).ok());
+    CHECK(gen->selected_outputs() == std::vector<std::string>{"logits", "next_logits"});
   }
   // Config and weights that disagree are refused by name.
   TinyGpt2 m;

@@ -101,6 +101,8 @@ int run_run(const RunArgs &args) {
   so.profile = args.profile;
   auto s = rt::Session::create(*g, so);
   if (!s) return report(s.status());
+  const std::string out_name = args.output_name.empty() ? g->def().outputs[0].name : args.output_name;
+  if (Status st = s->select_outputs({out_name}); !st) return report(st);  // only what is written or shown
   std::vector<rt::HostTensor> out;
   const double t0 = clock.seconds();
   if (Status st = s->run({{name, *x}}, out); !st) return report(st);
@@ -116,7 +118,7 @@ int run_run(const RunArgs &args) {
   }
   if (!args.quiet) {
     std::printf("%s: %s %s -> %s %s (graph of %zu nodes; open %.1f ms, graph %.1f ms, run %.2f ms)\n",
-                args.model.c_str(), name.c_str(), shape_str(x->shape).c_str(), g->def().outputs[0].name.c_str(),
+                args.model.c_str(), name.c_str(), shape_str(x->shape).c_str(), out_name.c_str(),
                 shape_str(y.shape).c_str(), g->def().nodes.size(), t_open * 1e3, (t_load - t_open) * 1e3, t_run * 1e3);
     if (args.output.empty() && y.dtype == MPK_DTYPE_F32) {  // a preview: the first rows
       const uint64_t cols = y.shape.empty() ? 1 : uint64_t(y.shape.back());
@@ -265,6 +267,15 @@ int run_generate(const GenerateArgs &args) {
   so.threads = args.threads;
   auto s = rt::Session::create(*g, so);
   if (!s) return report(s.status());
+  // Only the last position's logits are needed: a graph that offers them alone (gpt2's
+  // "next_logits") skips the output projection of the rest of the prompt.
+  for (const rt::GraphValue &o : g->def().outputs)
+    if (o.name == "next_logits") {
+      if (Status st = s->select_outputs({o.name}); !st) return report(st);
+      break;
+    }
+  if (s->selected_outputs().size() > 1)
+    if (Status st = s->select_outputs({g->def().outputs[0].name}); !st) return report(st);
   std::mt19937_64 rng(args.seed);
   std::vector<int64_t> out_ids;
   std::vector<rt::HostTensor> out;
@@ -278,7 +289,7 @@ int run_generate(const GenerateArgs &args) {
     else steps.push_back(clock.seconds() - t0);
     const rt::HostTensor &logits = out[0];
     if (logits.dtype != MPK_DTYPE_F32 || logits.shape.size() != 2 || logits.shape[1] < 1)
-      return report(Status(MPK_ERR_BAD_SHAPE, "generate needs logits [tokens, vocab] as the graph's first output"));
+      return report(Status(MPK_ERR_BAD_SHAPE, "generate needs logits [tokens, vocab] as the graph's first output (or as \"next_logits\")"));
     const uint64_t V = uint64_t(logits.shape[1]);
     const float *last = logits.f32.data() + (uint64_t(logits.shape[0]) - 1) * V;
     int64_t next = 0;

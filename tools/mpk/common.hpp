@@ -124,7 +124,7 @@ struct QuantizeArgs {
 };
 
 struct RunArgs {
-  std::string model, input, input_name, output, arch, config;
+  std::string model, input, input_name, output, output_name, arch, config;
   unsigned threads = 0;
   bool profile = false, quiet = false, no_fsync = false;
 };

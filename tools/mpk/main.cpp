@@ -262,7 +262,8 @@ int run(int argc, char **argv) {
   c_run->add_option("MODEL", runa.model, "the .mpk model")->required();
   c_run->add_option("--input", runa.input, "the input array (.npy: f32/f64, or i64/i32 for token ids)")->required();
   c_run->add_option("--input-name", runa.input_name, "the graph input it feeds (default: the only one)");
-  c_run->add_option("-o,--output", runa.output, "write the first output here (.npy)");
+  c_run->add_option("--output-name", runa.output_name, "the graph output to write or show (default: the first)");
+  c_run->add_option("-o,--output", runa.output, "write the output here (.npy; --output-name, else the first)");
   c_run->add_option("--arch", runa.arch, "build the graph with this template instead of the model's (mlp)");
   c_run->add_option("--config", runa.config, "the template's config (JSON; mlp: {\"layers\": [...], \"activation\": ...})");
   c_run->add_option("--threads", runa.threads, "kernel threads (0 = OpenMP's default)")->check(CLI::Range(0u, 4096u));
