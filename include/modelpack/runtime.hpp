@@ -11,7 +11,8 @@
 // "recipe" is the arithmetic a path promises; ref::linear/matmul implement it exactly):
 //   f32   oneDNN f32 matmul on pre-packed weights.                                      Recipe F32
 //   f16   M <= direct_max_m: an own "direct" kernel reading the stored weights (conversion to
-//         f32 in registers, f32 FMA; AVX-512, AVX2+F16C or scalar by CPU), zero copy.    Recipe F32
+//         f32 in registers, f32 FMA; AVX-512, AVX2+F16C or scalar by CPU), zero copy; matmul
+//         above M = 4 (AVX-512) in register tiles of 8 x 32 outputs.                     Recipe F32
 //         Larger M: W widened once to f32 (exact, cached), then the f32 path.           Recipe F32
 //   bf16  M <= direct_max_m: the direct kernel (x stays f32).                            Recipe F32
 //         Larger M: x rounded to bf16 (nearest even), oneDNN bf16 x bf16 -> f32.         Recipe BF16
@@ -31,7 +32,7 @@
 //         underflows to 0) give bias (or 0).
 //         Scales per input channel or per group, or K > 65536: W dequantized once to f32
 //         (value = float(q) * scale, exact, cached), then the f32 path (slower: 4x the bytes). Recipe F32
-// direct_max_m (measured, Context::direct_max_m): f16 AVX-512 linear 32 / matmul 4; f16 AVX2 32;
+// direct_max_m (measured, Context::direct_max_m): f16 AVX-512 linear 32 / matmul 64; f16 AVX2 32;
 // bf16 with oneDNN bf16 2, without 32; int8 with VNNI 0, without VNNI linear 8 /
 // matmul 4; scalar kernels 0 (bench/kernels_report.md).
 // RunInfo (RunOptions::info) reports what ran: recipe, path, oneDNN implementation string.

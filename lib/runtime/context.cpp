@@ -37,8 +37,11 @@ using ddims = dnnl::memory::dims;
 
 // Largest M for the own direct kernels, by weight dtype, kernel ISA and op (measured on 4096x4096,
 // 1 and 2 threads, warm and from DRAM: bench/kernels_report.md, "Direct kernels vs oneDNN").
-//   f16, AVX-512: linear ahead of oneDNN f32 (on the converted weights) up to M = 32; matmul's
-//     axpy-form kernel up to M = 4. AVX2 (ONEDNN_MAX_CPU_ISA=AVX2; oneDNN f32 is gemm:jit): ahead at
+//   f16, AVX-512: linear ahead of oneDNN f32 (on the converted weights) up to M = 32; matmul: the
+//     axpy-form kernel up to M = 4, then the register-tiled one, ahead of oneDNN f32 on weights
+//     converted and packed beforehand up to M = 64 (4096x4096, 1 thread: 1.3x at M = 8, 1.06x at 64),
+//     and with no conversion, sgemm set-up (~36 ms on its first call in a process) or copy at all.
+//     AVX2 (ONEDNN_MAX_CPU_ISA=AVX2; oneDNN f32 is gemm:jit): ahead at
 //     every M measured (<= 32), both ops.
 //   bf16 with oneDNN's bf16 matmul: direct ahead at M = 1-2 from DRAM (1.3-1.8x), even when the weights
 //     are cache-resident, a tie at M = 4 (0.9-1.2x), behind above: up to M = 2, both ops. Without it
@@ -52,7 +55,7 @@ int default_direct_max_m(Isa isa, DType dtype, Op op, int int8_range, bool bf16_
   if (isa == Isa::Scalar) return 0;
   const bool lin = op == Op::Linear;
   switch (dtype) {
-    case MPK_DTYPE_F16: return isa == Isa::Avx512 ? (lin ? 32 : 4) : 32;
+    case MPK_DTYPE_F16: return isa == Isa::Avx512 ? (lin ? 32 : 64) : 32;
     case MPK_DTYPE_BF16: return bf16_ok ? 2 : 32;
     case MPK_DTYPE_I8: return int8_range == 127 ? 0 : (lin ? 8 : 4);
     default: return 0;

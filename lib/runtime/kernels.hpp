@@ -30,6 +30,12 @@ void bf16_to_f32_n(Isa isa, const uint16_t *src, float *dst, size_t n);
 // dst[i] = bf16(src[i]), round to nearest even, subnormals kept.
 void f32_to_bf16_n(Isa isa, const float *src, uint16_t *dst, size_t n);
 
+// y[i] = gelu(x[i]), tanh approximation (x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))), to a few
+// ulp of f32 (vectorized exp). x == y allowed.
+void gelu_tanh_n(Isa isa, const float *x, float *y, size_t n);
+// w[i] = exp(w[i] - mx) for w[i] <= mx (a softmax's numerators, to about 2 ulp); returns their sum.
+float exp_shift_n(Isa isa, float *w, size_t n, float mx);
+
 // Direct kernels over the output columns [n0, n1): y = x . W^T (linear, W [N,K] with row stride ldw)
 // or x . W (matmul, W [K,N]), W read as stored (f16, bf16, or int8 times scale[n] per output channel
 // when scale is not null), plus bias if not null. f32 FMA accumulation.

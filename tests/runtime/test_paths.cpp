@@ -198,10 +198,23 @@ TEST_CASE("f16 direct kernel and converted path at every M around the threshold"
     o.f16_direct_max_m = max_m;  // 0: always converted; 64: direct up to M = 64
     Context ctx = make_context(o);
     for (Op op : {Op::Linear, Op::MatMul})
-      for (uint64_t M : {1, 2, 3, 4, 5, 8, 9, 17})
-        for (uint64_t K : {1, 15, 16, 33})
-          run_shape(ctx, MPK_DTYPE_F16, op, {M, K, 37}, M % 2 == 1, M % 3 == 0, 0, rng);
+      for (uint64_t M : {1, 2, 3, 4, 5, 8, 9, 17, 33, 64})
+        for (uint64_t K : {1, 15, 16, 33, 300})  // 300: matmul's tiled kernel takes K in blocks of 256 here
+          for (uint64_t N : {37, 70})
+            run_shape(ctx, MPK_DTYPE_F16, op, {M, K, N}, M % 2 == 1, M % 3 == 0, 0, rng);
   }
+}
+
+TEST_CASE("bf16 direct kernels at every M (as on CPUs without a bf16 matmul)", "[paths][bf16]") {
+  std::mt19937 rng(4);
+  ContextOptions o;
+  o.bf16_direct_max_m = 64;
+  Context ctx = make_context(o);
+  for (Op op : {Op::Linear, Op::MatMul})
+    for (uint64_t M : {1, 4, 5, 8, 13, 40})
+      for (uint64_t K : {7, 300})
+        for (uint64_t N : {16, 70})
+          run_shape(ctx, MPK_DTYPE_BF16, op, {M, K, N}, M % 2 == 1, N == 70, 0, rng);
 }
 
 TEST_CASE("f16 (and bf16 without a bf16 matmul) before packing: f32 panels of the weight, several per call", "[paths][f16]") {
