@@ -974,7 +974,10 @@ Status run_graph(SessionImpl &S, const std::map<std::string, HostTensor> &inputs
         const uint64_t total = y.numel();
         switch (n.spec->kind) {
           case OpKind::Relu: for (uint64_t e = 0; e < total; ++e) y.f[e] = x[e] > 0.f ? x[e] : 0.f; break;
-          case OpKind::Gelu: for (uint64_t e = 0; e < total; ++e) y.f[e] = gelu(x[e], n.gelu_tanh); break;
+          case OpKind::Gelu:
+            if (n.gelu_tanh) detail::gelu_tanh_n(detail::cpu_isa(), x, y.f.data(), size_t(total));
+            else for (uint64_t e = 0; e < total; ++e) y.f[e] = gelu(x[e], false);
+            break;
           case OpKind::Silu: for (uint64_t e = 0; e < total; ++e) y.f[e] = x[e] / (1.f + std::exp(-x[e])); break;
           default: for (uint64_t e = 0; e < total; ++e) y.f[e] = std::tanh(x[e]); break;
         }
@@ -1111,6 +1114,7 @@ Status run_graph(SessionImpl &S, const std::map<std::string, HostTensor> &inputs
         c.v.insert(c.v.end(), ops[2].data, ops[2].data + T * C);
         const uint64_t L = c.tokens + T;
         const float scale = float(1.0 / std::sqrt(double(Dh)));
+        const detail::Isa isa = detail::cpu_isa();
         std::vector<float> w(static_cast<size_t>(L));
         for (uint64_t t = 0; t < T; ++t)
           for (uint64_t h = 0; h < H; ++h) {
@@ -1120,17 +1124,18 @@ Status run_graph(SessionImpl &S, const std::map<std::string, HostTensor> &inputs
             for (uint64_t l = 0; l < upto; ++l) {
               const float *k = c.k.data() + l * C + h * Dh;
               float s = 0;
+#pragma omp simd reduction(+ : s)
               for (uint64_t d = 0; d < Dh; ++d) s += q[d] * k[d];
               w[l] = s * scale;
               mx = std::max(mx, w[l]);
             }
-            double sum = 0;
-            for (uint64_t l = 0; l < upto; ++l) sum += (w[l] = std::exp(w[l] - mx));
+            const double sum = detail::exp_shift_n(isa, w.data(), size_t(upto), mx);
             const float inv = float(1.0 / sum);
             float *yo = y.f.data() + t * C + h * Dh;
             std::fill(yo, yo + Dh, 0.f);
             for (uint64_t l = 0; l < upto; ++l) {
               const float p = w[l] * inv, *v = c.v.data() + l * C + h * Dh;
+#pragma omp simd
               for (uint64_t d = 0; d < Dh; ++d) yo[d] += p * v[d];
             }
           }

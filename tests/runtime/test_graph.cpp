@@ -217,6 +217,24 @@ TEST_CASE("graph: elementwise ops, softmax and norms against references", "[grap
              return 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
            }),
            1e-6);
+  {  // the tanh form is vectorized (its own exp): a wide range, tiny and huge values, NaN and infinities
+    std::vector<float> v;
+    for (int i = -6000; i <= 6000; ++i) v.push_back(float(i) * 0.002f);
+    for (float t : {0.f, -0.f, 1e-30f, -1e-30f, 1e-3f, -1e-3f, 9.f, -9.f, 50.f, -50.f, 1e20f, -1e20f, 3e38f, -3e38f})
+      v.push_back(t);
+    const size_t finite = v.size();
+    for (float t : {NAN, INFINITY, -INFINITY}) v.push_back(t);
+    const auto y = run1(f, unary("gelu", {-1}, {{"approximate", std::string("tanh")}}), HostTensor::f32_of({int64_t(v.size())}, v));
+    std::vector<double> want;
+    for (size_t i = 0; i < finite; ++i) {
+      const double d = v[i], u = std::sqrt(2 / M_PI) * (d + 0.044715 * d * d * d);
+      want.push_back(std::isinf(u) ? (u > 0 ? d : 0.0) : 0.5 * d * (1 + std::tanh(u)));
+    }
+    close_to(std::vector<float>(y.f32.begin(), y.f32.begin() + long(finite)), want, 1e-6);
+    CHECK(std::isnan(y.f32[finite]));
+    CHECK(y.f32[finite + 1] == INFINITY);
+    CHECK(std::isnan(y.f32[finite + 2]));  // -inf * 0, as x/2 (1 + tanh(-inf)) gives
+  }
   // add / mul with broadcasting: [3,5] + [5] (a weight), [3,5] * [3,1] (a weight)
   {
     std::vector<double> want;
