@@ -62,7 +62,7 @@
 // fit (or key == 0) runs without packing: f32/bf16/int8 on the caller's row-major weights (zero
 // copy; 1.4-10x slower than packed at M = 1); f16 above direct_max_m and bf16 without a bf16 matmul
 // widened to f32 one panel of consecutive stored rows at a time (about 1 MiB, reused) and multiplied
-// by oneDNN's sgemm (same recipe F32; RunInfo::path "f16->f32 panels"), so no copy of the weight is
+// by oneDNN's f32 matmul (same recipe F32; RunInfo::path "f16->f32 panels"), so no copy of the weight is
 // made; int8 dequantized through a temporary f32 copy made for the call. Direct kernels never use
 // the cache.
 //

@@ -10,6 +10,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -208,6 +209,11 @@ struct ContextImpl {
   std::mutex stream_mu;
   std::vector<dnnl::stream> streams;
 
+  // f32 matmul primitives of the panel path (run_conv_panels) by (transposed, M, k, n, threads); a
+  // primitive with a user scratchpad runs on any number of threads at once.
+  std::mutex panel_mu;
+  std::map<std::array<uint64_t, 5>, std::shared_ptr<Prim>> panel_prims;
+
   mutable std::mutex mu;
   std::condition_variable built_cv;  // notified once an entry's pending flag is cleared (under mu)
   std::unordered_map<uint64_t, std::shared_ptr<Entry>> map;
@@ -389,22 +395,58 @@ Buffer convert_to_f32(Isa isa, const WeightView &w, uint64_t ldw, int nt) {
 // An f16 or bf16 weight that oneDNN does not run as stored, on a call that does not use a packed
 // copy (the first calls, or a weight over the cache budget): W is widened to f32 one panel of
 // consecutive stored rows at a time into a reused scratch of about 1 MiB (it stays in L2), and each
-// panel is multiplied by oneDNN's sgemm: linear's rows are output columns (y[:, n0..n1]), matmul's
-// are a slice of K accumulated into y (beta 1; the F32 recipe allows any summation order). Reading
-// the weight in storage order beat column panels of matmul weights (strided over every page, once
-// per panel). A matmul weight wider than kMaxRowBlockCols takes column panels. Converting the whole
-// weight instead (convert_to_f32) wrote its f32 copy into fresh memory on every such call: for the
-// 16-token prompt of a 12-layer GPT-2 stored f16, 475 MiB of page faults, most of that call's time.
-Status run_conv_panels(Isa isa, Op op, const ConstMatrixF32 &x, const WeightView &w, const Dims &d,
+// panel is multiplied by oneDNN's f32 matmul: linear's rows are output columns (y[:, n0..n1]), matmul's
+// are a slice of K added into y (the F32 recipe allows any summation order). Reading the weight in
+// storage order beat column panels of matmul weights (strided over every page, once per panel). A
+// matmul weight wider than kMaxRowBlockCols takes column panels. Converting the whole weight instead
+// (convert_to_f32) wrote its f32 copy into fresh memory on every such call: for the 16-token prompt
+// of a 12-layer GPT-2 stored f16, 475 MiB of page faults, most of that call's time.
+// The product is oneDNN's matmul primitive (brgemm) on dense operands - x's slice and y's columns
+// are copied when they are not - kept per thread by shape: oneDNN's sgemm, used before, spent ~36 ms
+// generating its kernels on its first call in a process (the first inference of an fp16 digits MLP:
+// 49 ms, against 8 ms for bf16).
+Status run_conv_panels(ContextImpl &c, Op op, const ConstMatrixF32 &x, const WeightView &w, const Dims &d,
                        const float *bias, const MatrixF32 &y, int nt) {
-  const uint64_t K = d.K, N = d.N;
+  const Isa isa = c.isa;
+  const uint64_t K = d.K, N = d.N, M = d.M;
   constexpr uint64_t kPanelBytes = uint64_t(1) << 20;
   constexpr uint64_t kMaxRowBlockCols = 65536;  // 16 rows of them fill 4 MiB
-  auto sgemm = [&](char transb, uint64_t n, uint64_t k, const float *a, uint64_t lda, const float *b, uint64_t ldb,
-                   float beta, float *c) -> Status {
-    const dnnl_status_t st = dnnl_sgemm('N', transb, dnnl_dim_t(d.M), dnnl_dim_t(n), dnnl_dim_t(k), 1.0f, a,
-                                        dnnl_dim_t(lda), b, dnnl_dim_t(ldb), beta, c, dnnl_dim_t(d.ldy));
-    if (st != dnnl_success) return fail(MPK_ERR_INTERNAL, "oneDNN sgemm failed (status ", int(st), ")");
+  // out[M, n] (dense; += when accumulate) = a[M, k] (row stride lda) . panel, the panel [n, k]
+  // (linear: transposed use) or [k, n].
+  auto product = [&](bool transposed, uint64_t n, uint64_t k, const float *a, uint64_t lda, const float *panel,
+                     float *out, uint64_t ldo, bool accumulate) -> Status {
+    const float *src = a;
+    if (lda != k) {  // brgemm takes dense rows
+      auto *t = static_cast<float *>(tl_src.get(size_t(M * k * 4)));
+      for (uint64_t m = 0; m < M; ++m) std::memcpy(t + m * k, a + m * lda, k * 4);
+      src = t;
+    }
+    const bool direct_out = !accumulate && ldo == n;
+    float *dst = direct_out ? out : static_cast<float *>(tl_dst.get(size_t(M * n * 4)));
+    const std::array<uint64_t, 5> key{uint64_t(transposed), M, k, n, uint64_t(nt)};
+    std::shared_ptr<Prim> prim;
+    {
+      std::lock_guard<std::mutex> g(c.panel_mu);
+      if (auto it = c.panel_prims.find(key); it != c.panel_prims.end()) prim = it->second;
+    }
+    if (!prim) {  // made outside the lock (JIT); two threads may both make one: the first stays
+      const md_t wmd = transposed ? md_t(ddims{int64_t(k), int64_t(n)}, dt::f32, ddims{1, int64_t(k)})
+                                  : md_t(ddims{int64_t(k), int64_t(n)}, dt::f32, ddims{int64_t(n), 1});
+      prim = make_prim(c, Compute::F32, false, nullptr, M, k, n, k, n, wmd, false);
+      std::lock_guard<std::mutex> g(c.panel_mu);
+      if (c.panel_prims.size() >= 256) c.panel_prims.clear();  // a bound: M varies from call to call
+      prim = c.panel_prims.try_emplace(key, prim).first->second;
+    }
+    execute(c, *prim, src, panel, dst, nullptr);
+    if (!direct_out)
+      for (uint64_t m = 0; m < M; ++m) {
+        float *o = out + m * ldo;
+        const float *r = dst + m * n;
+        if (accumulate)
+          for (uint64_t j = 0; j < n; ++j) o[j] += r[j];
+        else
+          std::memcpy(o, r, n * 4);
+      }
     return Status::Ok();
   };
   // Rows r0 .. r0 + count of `src` (row length src.cols), widened into the panel.
@@ -419,7 +461,7 @@ Status run_conv_panels(Isa isa, Op op, const ConstMatrixF32 &x, const WeightView
     for (uint64_t n0 = 0; n0 < N; n0 += nb) {
       const uint64_t n = std::min(nb, N - n0);
       widen_rows(w, n0, n, panel);
-      if (Status s = sgemm('T', n, K, x.data, d.ldx, panel, K, 0.0f, y.data + n0); !s) return s;
+      if (Status s = product(true, n, K, x.data, d.ldx, panel, y.data + n0, d.ldy, false); !s) return s;
     }
   } else if (N <= kMaxRowBlockCols) {  // W [K, N]: rows k0.. (contiguous) -> panel [k, N], y += x[:, k0..] . panel
     const uint64_t kb = std::min(K, std::max<uint64_t>(16, kPanelBytes / (4 * N)));
@@ -427,7 +469,7 @@ Status run_conv_panels(Isa isa, Op op, const ConstMatrixF32 &x, const WeightView
     for (uint64_t k0 = 0; k0 < K; k0 += kb) {
       const uint64_t k = std::min(kb, K - k0);
       widen_rows(w, k0, k, panel);
-      if (Status s = sgemm('N', N, k, x.data + k0, d.ldx, panel, N, k0 ? 1.0f : 0.0f, y.data); !s) return s;
+      if (Status s = product(false, N, k, x.data + k0, d.ldx, panel, y.data, d.ldy, k0 > 0); !s) return s;
     }
   } else {  // very wide W [K, N]: columns n0.. -> panel [K, n]
     const uint64_t nb = std::min(N, std::max<uint64_t>(64, (kPanelBytes / (4 * K)) / 64 * 64));
@@ -438,11 +480,11 @@ Status run_conv_panels(Isa isa, Op op, const ConstMatrixF32 &x, const WeightView
       sub.data = static_cast<const std::byte *>(w.data) + n0 * dtype_size(w.dtype);
       sub.cols = n;
       widen_rows(sub, 0, K, panel);
-      if (Status s = sgemm('N', n, K, x.data, d.ldx, panel, n, 0.0f, y.data + n0); !s) return s;
+      if (Status s = product(false, n, K, x.data, d.ldx, panel, y.data + n0, d.ldy, false); !s) return s;
     }
   }
   if (bias)
-    for (uint64_t m = 0; m < d.M; ++m)
+    for (uint64_t m = 0; m < M; ++m)
       for (uint64_t j = 0; j < N; ++j) y.data[m * d.ldy + j] += bias[j];
   return Status::Ok();
 }
@@ -730,9 +772,9 @@ Status run_call(const Context &ctx, const char *fn, const ConstMatrixF32 &x, con
   }
 
   if (!e->packed && (plan.conv == MPK_DTYPE_F16 || plan.conv == MPK_DTYPE_BF16)) {
-    if (Status s = run_conv_panels(c.isa, op, x, w, d, bias, y, nt); !s) return Status(s.code(), cat(fn, ": ", s.message()));
+    if (Status s = run_conv_panels(c, op, x, w, d, bias, y, nt); !s) return Status(s.code(), cat(fn, ": ", s.message()));
     info.path = cat(conv_name(plan.conv), " panels");
-    info.impl = "dnnl_sgemm (f32)";
+    info.impl = "oneDNN f32 matmul on panels";
     return Status::Ok();
   }
 
