@@ -226,6 +226,54 @@ TEST_CASE("cache: 4 threads on one context, same and different weights, equal to
   }
 }
 
+TEST_CASE("f16 panels: 4 threads on one context share its panel primitives", "[cache][threads]") {
+  // key 0 and no direct kernel: every call widens panels and multiplies them with the context's
+  // per-shape oneDNN primitives, made and found from several threads at once.
+  std::mt19937 rng(9);
+  ContextOptions o;
+  o.f16_direct_max_m = 0;
+  std::vector<TestWeight> ws;
+  ws.push_back(make_weight(MPK_DTYPE_F16, 600, 520, 0, rng, 0));  // linear: several row panels
+  ws.push_back(make_weight(MPK_DTYPE_F16, 700, 480, 0, rng, 1));  // matmul: several K slices
+  std::vector<TestX> xs;
+  for (uint64_t M : {5, 17}) {
+    xs.push_back(make_x(M, 520, 0, rng));
+    xs.push_back(make_x(M, 700, 0, rng));
+  }
+  auto call = [&](Context &ctx, size_t w, size_t xi) {
+    const Op op = w == 0 ? Op::Linear : Op::MatMul;
+    return run(ctx, op, xs[xi * 2 + w], ws[w].view(0), nullptr, nullptr, 1);
+  };
+  std::vector<std::vector<float>> want;
+  {
+    Context solo = make_context(o);
+    for (size_t w = 0; w < 2; ++w)
+      for (size_t xi = 0; xi < 2; ++xi) want.push_back(call(solo, w, xi));
+    RunInfo info;
+    run(solo, Op::Linear, xs[0], ws[0].view(0), nullptr, &info, 1);
+    CHECK(info.path == "f16->f32 panels");
+  }
+  Context ctx = make_context(o);
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> th;
+  for (int t = 0; t < 4; ++t)
+    th.emplace_back([&, t] {
+      std::mt19937 r(uint32_t(200 + t));
+      for (int it = 0; it < 12; ++it) {
+        const size_t w = r() % 2, xi = r() % 2;
+        TestY y(xs[xi * 2 + w].rows, w == 0 ? 600 : 480);
+        RunOptions ro;
+        ro.threads = 1;
+        const auto &x = xs[xi * 2 + w];
+        const bool ok = w == 0 ? linear(ctx, x.view(), ws[0].view(0), nullptr, y.view(), ro).ok()
+                               : matmul(ctx, x.view(), ws[1].view(0), nullptr, y.view(), ro).ok();
+        if (!ok || !same_bits(y.v, want[w * 2 + xi])) ++mismatches;  // the same primitives as alone
+      }
+    });
+  for (auto &t : th) t.join();
+  CHECK(mismatches == 0);
+}
+
 TEST_CASE("errors: absurd shapes, bad arguments, never an exception", "[errors]") {
   Context ctx = make_context();
   std::mt19937 rng(6);
