@@ -255,8 +255,28 @@ MPK_AVX512 static float exp_shift_512(float *w, size_t n, float mx) {
   return _mm512_reduce_add_ps(sum);
 }
 
+MPK_AVX2 static float exp_shift_256(float *w, size_t n, float mx) {
+  const __m256 m = _mm256_set1_ps(mx), lo = _mm256_set1_ps(-87.f);
+  __m256 sum = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 z = _mm256_sub_ps(_mm256_loadu_ps(w + i), m);
+    __m256 e = exp_neg_256(_mm256_max_ps(lo, z));                // NaN stays NaN
+    e = _mm256_andnot_ps(_mm256_cmp_ps(z, lo, _CMP_LT_OQ), e);  // below -87: 0
+    _mm256_storeu_ps(w + i, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, sum);
+  double total = 0;
+  for (float v : lanes) total += v;
+  for (; i < n; ++i) total += (w[i] = std::exp(w[i] - mx));
+  return float(total);
+}
+
 float exp_shift_n(Isa isa, float *w, size_t n, float mx) {
   if (isa == Isa::Avx512) return exp_shift_512(w, n, mx);
+  if (isa == Isa::Avx2) return exp_shift_256(w, n, mx);
   double sum = 0;
   for (size_t i = 0; i < n; ++i) sum += (w[i] = std::exp(w[i] - mx));
   return float(sum);
@@ -645,6 +665,7 @@ MPK_AVX512 static void mm_blocked_512(const float *x, uint64_t ldx, const typena
       }
     }
   }
+  if (xbuf.size() > (size_t(16) << 20)) std::vector<float>().swap(xbuf);  // not kept over 64 MiB
 }
 
 template <class L>
