@@ -783,7 +783,14 @@ Status Session::select_outputs(const std::vector<std::string> &names) try {
       return fail(MPK_ERR_DUPLICATE, "session: output ", quote(name), " chosen twice");
     outs.push_back(G.outputs[k]);
   }
-  impl_->plan = make_plan(G, std::move(outs));
+  RunPlan plan = make_plan(G, std::move(outs));
+  for (size_t ni = 0; ni < G.nodes.size(); ++ni)  // values no longer computed give their memory back
+    if (!plan.runs[ni])
+      for (uint32_t v : G.nodes[ni].out) {
+        std::vector<float>().swap(impl_->values[v].f);
+        std::vector<int64_t>().swap(impl_->values[v].i);
+      }
+  impl_->plan = std::move(plan);
   return {};
 } catch (const std::bad_alloc &) {
   return fail(MPK_ERR_NO_MEMORY, "out of memory choosing outputs");
