@@ -415,10 +415,11 @@ Buffer convert_to_f32(Isa isa, const WeightView &w, uint64_t ldw, int nt) {
 // (convert_to_f32) wrote its f32 copy into fresh memory on every such call: for the 16-token prompt
 // of a 12-layer GPT-2 stored f16, 475 MiB of page faults, most of that call's time.
 // The product is oneDNN's matmul primitive (brgemm) on dense operands - x's slice and y's columns
-// are copied when they are not - kept per thread by shape: oneDNN's sgemm, used before, spent ~36 ms
+// are copied when they are not - kept in the context by shape: oneDNN's sgemm, used before, spent ~36 ms
 // generating its kernels on its first call in a process (the first inference of an fp16 digits MLP:
 // 49 ms, against 8 ms for bf16).
-Status run_conv_panels(ContextImpl &c, Op op, const ConstMatrixF32 &x, const WeightView &w, const Dims &d,
+// oneDNN's errors and bad_alloc are thrown, and turned into a status by guarded_call.
+void run_conv_panels(ContextImpl &c, Op op, const ConstMatrixF32 &x, const WeightView &w, const Dims &d,
                        const float *bias, const MatrixF32 &y, int nt) {
   const Isa isa = c.isa;
   const uint64_t K = d.K, N = d.N, M = d.M;
@@ -427,7 +428,7 @@ Status run_conv_panels(ContextImpl &c, Op op, const ConstMatrixF32 &x, const Wei
   // out[M, n] (dense; += when accumulate) = a[M, k] (row stride lda) . panel, the panel [n, k]
   // (linear: transposed use) or [k, n].
   auto product = [&](bool transposed, uint64_t n, uint64_t k, const float *a, uint64_t lda, const float *panel,
-                     float *out, uint64_t ldo, bool accumulate) -> Status {
+                     float *out, uint64_t ldo, bool accumulate) {
     const float *src = a;
     if (lda != k) {  // brgemm takes dense rows
       auto *t = static_cast<float *>(tl_src.get(size_t(M * k * 4)));
@@ -460,7 +461,6 @@ Status run_conv_panels(ContextImpl &c, Op op, const ConstMatrixF32 &x, const Wei
         else
           std::memcpy(o, r, n * 4);
       }
-    return Status::Ok();
   };
   // Rows r0 .. r0 + count of `src` (row length src.cols), widened into the panel.
   auto widen_rows = [&](const WeightView &src, uint64_t r0, uint64_t count, float *panel) {
@@ -474,7 +474,7 @@ Status run_conv_panels(ContextImpl &c, Op op, const ConstMatrixF32 &x, const Wei
     for (uint64_t n0 = 0; n0 < N; n0 += nb) {
       const uint64_t n = std::min(nb, N - n0);
       widen_rows(w, n0, n, panel);
-      if (Status s = product(true, n, K, x.data, d.ldx, panel, y.data + n0, d.ldy, false); !s) return s;
+      product(true, n, K, x.data, d.ldx, panel, y.data + n0, d.ldy, false);
     }
   } else if (N <= kMaxRowBlockCols) {  // W [K, N]: rows k0.. (contiguous) -> panel [k, N], y += x[:, k0..] . panel
     const uint64_t kb = std::min(K, std::max<uint64_t>(16, kPanelBytes / (4 * N)));
@@ -482,7 +482,7 @@ Status run_conv_panels(ContextImpl &c, Op op, const ConstMatrixF32 &x, const Wei
     for (uint64_t k0 = 0; k0 < K; k0 += kb) {
       const uint64_t k = std::min(kb, K - k0);
       widen_rows(w, k0, k, panel);
-      if (Status s = product(false, N, k, x.data + k0, d.ldx, panel, y.data, d.ldy, k0 > 0); !s) return s;
+      product(false, N, k, x.data + k0, d.ldx, panel, y.data, d.ldy, k0 > 0);
     }
   } else {  // very wide W [K, N]: columns n0.. -> panel [K, n]
     const uint64_t nb = std::min(N, std::max<uint64_t>(64, (kPanelBytes / (4 * K)) / 64 * 64));
@@ -493,13 +493,12 @@ Status run_conv_panels(ContextImpl &c, Op op, const ConstMatrixF32 &x, const Wei
       sub.data = static_cast<const std::byte *>(w.data) + n0 * dtype_size(w.dtype);
       sub.cols = n;
       widen_rows(sub, 0, K, panel);
-      if (Status s = product(false, n, K, x.data, d.ldx, panel, y.data + n0, d.ldy, false); !s) return s;
+      product(false, n, K, x.data, d.ldx, panel, y.data + n0, d.ldy, false);
     }
   }
   if (bias)
     for (uint64_t m = 0; m < M; ++m)
       for (uint64_t j = 0; j < N; ++j) y.data[m * d.ldy + j] += bias[j];
-  return Status::Ok();
 }
 
 void int8_extras(Isa isa, Entry &e, const WeightView &w, const Dims &d, int range) {
@@ -785,7 +784,7 @@ Status run_call(const Context &ctx, const char *fn, const ConstMatrixF32 &x, con
   }
 
   if (!e->packed && (plan.conv == MPK_DTYPE_F16 || plan.conv == MPK_DTYPE_BF16)) {
-    if (Status s = run_conv_panels(c, op, x, w, d, bias, y, nt); !s) return Status(s.code(), cat(fn, ": ", s.message()));
+    run_conv_panels(c, op, x, w, d, bias, y, nt);
     info.path = cat(conv_name(plan.conv), " panels");
     info.impl = "oneDNN f32 matmul on panels";
     return Status::Ok();

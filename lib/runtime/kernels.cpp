@@ -177,31 +177,33 @@ static inline float gelu_tanh_one(float x) {
   return x * (u >= 0.f ? 1.f : t) / (1.f + t);
 }
 
-MPK_AVX512 static inline __m512 exp_neg_512(__m512 z) {  // z <= 0 (or NaN)
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(z, _mm512_set1_ps(1.4426950408889634f)),
+// The constants of exp(z) shared by both widths: log2(e), ln 2 in two parts (n ln2 exact for the
+// n used), and the Taylor coefficients from r^6 down to r^0.
+constexpr float kLog2e = 1.4426950408889634f, kLn2Hi = 0.693145751953125f, kLn2Lo = 1.428606765330187e-06f;
+constexpr float kExpTaylor[] = {1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f};
+
+// exp(z) for z <= 0; NaN stays NaN; below the float range (z < -104) 0.
+MPK_AVX512 static inline __m512 exp_neg_512(__m512 z) {
+  z = _mm512_max_ps(_mm512_set1_ps(-104.f), z);  // (max returns its second operand for a NaN)
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(z, _mm512_set1_ps(kLog2e)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), z);  // ln2 in two parts
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
-  __m512 p = _mm512_set1_ps(1.f / 720);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), z);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
+  __m512 p = _mm512_set1_ps(kExpTaylor[0]);
+#pragma GCC unroll 8
+  for (int i = 1; i < 7; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpTaylor[i]));
   return _mm512_scalef_ps(p, n);  // p * 2^n, to 0 below the subnormals
 }
 
 MPK_AVX512 static void gelu_tanh_512(const float *x, float *y, size_t n) {
   const __m512 c = _mm512_set1_ps(0.7978845608028654f), a = _mm512_set1_ps(0.044715f), one = _mm512_set1_ps(1.f);
-  const __m512 m2 = _mm512_set1_ps(-2.f), huge = _mm512_set1_ps(-104.f);
+  const __m512 m2 = _mm512_set1_ps(-2.f);
   size_t i = 0;
   for (; i < n; i += 16) {
     const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
     const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
     const __m512 u = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(a, v), _mm512_mul_ps(v, v), v));
-    const __m512 z = _mm512_max_ps(huge, _mm512_mul_ps(m2, _mm512_abs_ps(u)));  // (a NaN stays NaN)
-    const __m512 t = exp_neg_512(z);
+    const __m512 t = exp_neg_512(_mm512_mul_ps(m2, _mm512_abs_ps(u)));
     const __m512 num = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_LT_OQ), one, t);
     const __m512 r = _mm512_div_ps(_mm512_mul_ps(v, num), _mm512_add_ps(one, t));
     // NaN in, NaN out
@@ -209,33 +211,30 @@ MPK_AVX512 static void gelu_tanh_512(const float *x, float *y, size_t n) {
   }
 }
 
-MPK_AVX2 static inline __m256 exp_neg_256(__m256 z) {  // -87 <= z <= 0
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(z, _mm256_set1_ps(1.4426950408889634f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), z);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
-  __m256 p = _mm256_set1_ps(1.f / 720);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+// The same for AVX2 (no scalef): 2^n is built in the exponent field, which holds normal numbers
+// only, so z is clamped at -87 and the result is 0 below it.
+MPK_AVX2 static inline __m256 exp_neg_256(__m256 z) {
+  const __m256 lo = _mm256_set1_ps(-87.f);
+  const __m256 under = _mm256_cmp_ps(z, lo, _CMP_LT_OQ);
+  z = _mm256_max_ps(lo, z);  // NaN stays NaN
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(z, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), z);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
+  __m256 p = _mm256_set1_ps(kExpTaylor[0]);
+#pragma GCC unroll 8
+  for (int i = 1; i < 7; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpTaylor[i]));
   const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));  // n >= -126: 2^n is a normal float
+  return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
 }
 
 MPK_AVX2 static void gelu_tanh_256(const float *x, float *y, size_t n) {
   const __m256 c = _mm256_set1_ps(0.7978845608028654f), a = _mm256_set1_ps(0.044715f), one = _mm256_set1_ps(1.f);
-  const __m256 sign = _mm256_set1_ps(-0.f), lo = _mm256_set1_ps(-87.f);
+  const __m256 sign = _mm256_set1_ps(-0.f);
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256 v = _mm256_loadu_ps(x + i);
     const __m256 u = _mm256_mul_ps(c, _mm256_fmadd_ps(_mm256_mul_ps(a, v), _mm256_mul_ps(v, v), v));
-    const __m256 z = _mm256_or_ps(_mm256_add_ps(u, u), sign);  // -2|u|
-    const __m256 big = _mm256_cmp_ps(z, lo, _CMP_LT_OQ);
-    __m256 t = exp_neg_256(_mm256_max_ps(lo, z));
-    t = _mm256_andnot_ps(big, t);  // exp below -87: 0 (as the scalar form gives to within 1e-38)
+    const __m256 t = exp_neg_256(_mm256_or_ps(_mm256_add_ps(u, u), sign));  // exp(-2|u|)
     const __m256 num = _mm256_blendv_ps(one, t, _mm256_cmp_ps(u, _mm256_setzero_ps(), _CMP_LT_OQ));
     const __m256 r = _mm256_div_ps(_mm256_mul_ps(v, num), _mm256_add_ps(one, t));
     _mm256_storeu_ps(y + i, _mm256_blendv_ps(r, v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
@@ -244,11 +243,11 @@ MPK_AVX2 static void gelu_tanh_256(const float *x, float *y, size_t n) {
 }
 
 MPK_AVX512 static float exp_shift_512(float *w, size_t n, float mx) {
-  const __m512 m = _mm512_set1_ps(mx), lo = _mm512_set1_ps(-104.f);
+  const __m512 m = _mm512_set1_ps(mx);
   __m512 sum = _mm512_setzero_ps();
   for (size_t i = 0; i < n; i += 16) {
     const __mmask16 k = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
-    const __m512 e = exp_neg_512(_mm512_max_ps(lo, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, w + i), m)));  // NaN stays NaN
+    const __m512 e = exp_neg_512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, w + i), m));
     _mm512_mask_storeu_ps(w + i, k, e);
     sum = _mm512_mask_add_ps(sum, k, sum, e);
   }
@@ -256,13 +255,11 @@ MPK_AVX512 static float exp_shift_512(float *w, size_t n, float mx) {
 }
 
 MPK_AVX2 static float exp_shift_256(float *w, size_t n, float mx) {
-  const __m256 m = _mm256_set1_ps(mx), lo = _mm256_set1_ps(-87.f);
+  const __m256 m = _mm256_set1_ps(mx);
   __m256 sum = _mm256_setzero_ps();
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 z = _mm256_sub_ps(_mm256_loadu_ps(w + i), m);
-    __m256 e = exp_neg_256(_mm256_max_ps(lo, z));                // NaN stays NaN
-    e = _mm256_andnot_ps(_mm256_cmp_ps(z, lo, _CMP_LT_OQ), e);  // below -87: 0
+    const __m256 e = exp_neg_256(_mm256_sub_ps(_mm256_loadu_ps(w + i), m));
     _mm256_storeu_ps(w + i, e);
     sum = _mm256_add_ps(sum, e);
   }
