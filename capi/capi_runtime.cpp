@@ -44,7 +44,7 @@ mpk_status guard(const char *fn, F &&body) noexcept {
 mpk_status null_arg(const char *fn, const char *what) { return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": " + what + " is NULL"); }
 
 constexpr uint32_t kMaxStructSize = 4096;
-constexpr size_t kRuntimeOptionsV1 = 16, kRunOptionsV1 = 8, kStatsV1 = sizeof(mpk_runtime_stats);
+constexpr size_t kRuntimeOptionsV1 = 16, kRunOptionsV1 = 8, kStatsV1 = 72;
 static_assert(sizeof(mpk_runtime_options) == kRuntimeOptionsV1 && sizeof(mpk_run_options) == kRunOptionsV1,
               "option structs only ever grow by appending");
 
@@ -155,7 +155,35 @@ mpk_status mpk_runtime_stats_get(const mpk_runtime *runtime, mpk_runtime_stats *
     s.misses = c.misses;
     s.evictions = c.evictions;
     s.pack_seconds = c.pack_seconds;
-    std::memcpy(reinterpret_cast<unsigned char *>(out) + 4, reinterpret_cast<const unsigned char *>(&s) + 4, sizeof s - 4);
+    s.file_weights = c.file_weights;
+    s.file_used = c.file_used;
+    s.file_rejected = c.file_rejected;
+    const size_t n = out->struct_size < sizeof s ? out->struct_size : sizeof s;
+    std::memcpy(reinterpret_cast<unsigned char *>(out) + 4, reinterpret_cast<const unsigned char *>(&s) + 4, n - 4);
+    return MPK_OK;
+  });
+}
+
+mpk_status mpk_runtime_save_packed(const mpk_runtime *runtime, const char *path, uint64_t *count) {
+  static constexpr const char *fn = "mpk_runtime_save_packed";
+  return guard(fn, [&]() -> mpk_status {
+    if (!runtime) return null_arg(fn, "runtime");
+    if (!path) return null_arg(fn, "path");
+    auto r = runtime->ctx.save_packed(path);
+    if (!r) return check(r.status());
+    if (count) *count = *r;
+    return MPK_OK;
+  });
+}
+
+mpk_status mpk_runtime_load_packed(mpk_runtime *runtime, const char *path, uint64_t *count) {
+  static constexpr const char *fn = "mpk_runtime_load_packed";
+  return guard(fn, [&]() -> mpk_status {
+    if (!runtime) return null_arg(fn, "runtime");
+    if (!path) return null_arg(fn, "path");
+    auto r = runtime->ctx.load_packed(path);
+    if (!r) return check(r.status());
+    if (count) *count = *r;
     return MPK_OK;
   });
 }

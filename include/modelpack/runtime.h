@@ -64,12 +64,28 @@ typedef struct mpk_runtime_stats {
   uint64_t primitives;
   uint64_t hits, misses, evictions;
   double pack_seconds;    /* total time spent packing (reordering / converting) weights */
+  /* Appended with packed-weights files (struct_size 72 before; mpk_runtime_load_packed): weights
+   * offered, weights packed from them in place, offered ones not used (another layout, or bytes that
+   * failed their checksum: packed as usual). */
+  uint64_t file_weights, file_used, file_rejected;
 } mpk_runtime_stats;
 
-#define MPK_RUNTIME_STATS_INIT { sizeof(mpk_runtime_stats), 0, 0, 0, 0, 0, 0, 0, 0, 0.0 }
+#define MPK_RUNTIME_STATS_INIT { sizeof(mpk_runtime_stats), 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, 0, 0 }
 MPK_API mpk_status mpk_runtime_stats_get(const mpk_runtime *runtime, mpk_runtime_stats *out);
 /* Drops every cached packed weight (calls in flight keep theirs until they end). */
 MPK_API void mpk_runtime_clear_cache(mpk_runtime *runtime);
+
+/* Packed-weights files: skip oneDNN's weight reorder on later starts (docs/QUANTIZATION.md "Packing",
+ * docs/FORMAT.md 19). save writes the packed weights the runtime holds for model tensors to `path`
+ * atomically, keyed by oneDNN's version and CPU ISA, each with its checksum and layout; load maps
+ * such a file and offers its weights: a later packing of the same weight (same bytes, dtype, shape,
+ * op, computation and oneDNN layout) uses the file's bytes in place, checked against their checksum
+ * on first use. *count (may be NULL): weights written / offered.
+ * load errors: the open errors of mpk_open, MPK_ERR_BAD_FORMAT (not a packed-weights file),
+ * MPK_ERR_UNSUPPORTED_VERSION, MPK_ERR_UNSUPPORTED_FEATURE (another oneDNN or CPU ISA: save again).
+ * Nothing is offered on error. */
+MPK_API mpk_status mpk_runtime_save_packed(const mpk_runtime *runtime, const char *path, uint64_t *count);
+MPK_API mpk_status mpk_runtime_load_packed(mpk_runtime *runtime, const char *path, uint64_t *count);
 
 /* ---- graphs and sessions (docs/FORMAT.md 7.12, include/modelpack/graph.hpp) ------------------------ */
 

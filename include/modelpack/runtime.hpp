@@ -99,6 +99,10 @@ struct WeightView {
   uint32_t group = 0;    // 0: per channel; g > 0: scales[rows][ceil(cols / g)] along the columns
   int scale_axis = 0;    // per channel: 0 = scales[rows] (one per row), 1 = scales[cols]
   uint64_t key = 0;      // cache identity (0 = do not cache)
+  // XXH3-64 of the weight's elements (a model tensor's checksum, TensorInfo::xxh3; 0 = unknown): the
+  // weight's identity across processes, for packed-weights files (Context::load_packed). It must
+  // describe `data` as `key` does: a wrong digest makes a loaded file's packed bytes run instead.
+  uint64_t digest = 0;
 };
 
 // f32 matrices with a row stride in elements (0 = cols). Data aligned to 4 bytes.
@@ -163,11 +167,16 @@ struct CacheStats {
   uint64_t bytes_used = 0;      // packed weights + extras of the cached entries
   uint64_t budget = 0;
   uint64_t entries = 0;
+  uint64_t packed = 0;          // entries holding packed weights (packed here or from a file)
   uint64_t primitives = 0;      // oneDNN primitives held by the entries
   uint64_t hits = 0, misses = 0;
   uint64_t evictions = 0;       // entries removed to respect the budget
   uint64_t replacements = 0;    // entries replaced because the key came with another weight
   double pack_seconds = 0;      // total time spent converting and reordering weights
+  // Packed-weights files (load_packed): weights they offer, weights packed from them (in place,
+  // no reorder), and offered ones not used (another layout or size, or bytes failing their checksum:
+  // those were packed as usual).
+  uint64_t file_weights = 0, file_used = 0, file_rejected = 0;
 };
 
 struct ContextImpl;
@@ -188,6 +197,26 @@ class MPK_RT_API Context {
   // included) until their calls end.
   void clear_cache();
   bool drop(uint64_t key);     // true if an entry was removed
+
+  // Packed-weights files: the reorder into oneDNN's blocked layouts, done once per process, is saved
+  // and reused by later processes (docs/FORMAT.md 19, docs/QUANTIZATION.md "Packing").
+  // save_packed writes every cached packed weight whose WeightView had a digest (model_weight sets
+  // it) to `path` atomically (an .mpk file of raw u8 tensors, 4 KiB-aligned, each with its checksum
+  // and its oneDNN layout), keyed by oneDNN's version and the CPU ISA it dispatches to; returns how
+  // many weights it holds. Not written: int8 weights with scales per input channel or group.
+  Result<uint64_t> save_packed(const std::string &path) const;
+  // load_packed maps such a file and offers its weights: a later packing of a weight with the same
+  // digest, dtype, shape, op and computation, for which oneDNN asks the same layout (compared field
+  // by field), uses the file's bytes in place instead of reordering - after checking them against
+  // their checksum, once, on first use (a mismatch packs as usual and counts in file_rejected).
+  // With ContextOptions::pack_after_calls > 1, a weight the file offers is used packed from its
+  // first call. Returns the number of weights offered. Errors: the file's open errors;
+  // MPK_ERR_BAD_FORMAT (not a packed-weights file); MPK_ERR_UNSUPPORTED_VERSION;
+  // MPK_ERR_UNSUPPORTED_FEATURE (another oneDNN version or CPU ISA: write it again). Nothing is
+  // offered on error. The file stays mapped while the context or an entry packed from it lives.
+  Result<uint64_t> load_packed(const std::string &path);
+  // Offers nothing more from loaded files (entries already packed from them stay).
+  void forget_packed();
 
   // The recipe linear/matmul would apply to this weight with M rows of activations (the weight is
   // validated as they do). A bf16/int8 primitive that turns out to be a reference kernel switches

@@ -177,11 +177,15 @@ struct Entry {
   uint32_t group = 0;
   int axis = 0;
   uint64_t key = 0;
+  uint64_t digest = 0;
   Plan plan;
   // built data (written by the creator before `pending` is cleared)
   bool packed = false;
   md_t wmd;
-  Buffer buf;
+  Buffer buf;                       // packed here, or
+  std::shared_ptr<const void> ext;  // a packed-weights file holding them (load_packed)
+  const void *pdata = nullptr;      // the packed weights (buf or the file's mapped bytes)
+  bool from_file = false;
   std::vector<int32_t> comp;  // int8: (R + 1) * colsum[n]
   std::vector<float> sw;      // int8: weight scale per output channel
   std::vector<float> compf;   // int8 baked: float((R + 1) * colsum[n]) * sw[n]
@@ -198,6 +202,81 @@ struct Entry {
 };
 
 bool starts_with_ref(const std::string &impl) { return impl.empty() || impl.rfind("ref", 0) == 0; }
+
+// ---- packed-weights files (Context::save_packed / load_packed; docs/FORMAT.md §19) ----
+constexpr int64_t kPackedFileVersion = 1;
+constexpr const char *kPackedMdPrefix = "mpk.packed.layout.";
+
+// A weight's identity in a packed-weights file: its bytes (digest), how it is stored and what the
+// packed form computes. Empty when the packed bytes depend on more than the weight's bytes (int8
+// with scales per input channel or group is widened with its scales) or there is no digest.
+std::string packed_name(uint64_t digest, Op op, DType dtype, const Plan &p, uint64_t rows, uint64_t cols) {
+  if (!digest || p.conv == MPK_DTYPE_I8) return {};
+  const char *what = p.conv != MPK_DTYPE_INVALID ? "f32"
+                     : p.compute == Compute::F32  ? "f32"
+                     : p.compute == Compute::BF16 ? "bf16"
+                                                  : "s8";
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(digest));
+  return cat(hex, ".", op == Op::Linear ? "linear" : "matmul", ".", dtype_name(dtype), ".", what, ".", rows, "x", cols);
+}
+
+// A canonical byte string of a blocked memory descriptor: the fields that say where each element
+// lives, as little-endian 64-bit integers. Two descriptors with equal strings describe the same
+// layout; the string read from a file is only ever compared, never interpreted. Empty for a
+// descriptor that is not blocked (not stored).
+std::string layout_bytes(const md_t &m) {
+  const dnnl_memory_desc_t &d = m.data;
+  if (d.format_kind != dnnl_blocked || d.ndims < 0 || d.ndims > DNNL_MAX_NDIMS) return {};
+  const dnnl_blocking_desc_t &b = d.format_desc.blocking;
+  if (b.inner_nblks < 0 || b.inner_nblks > DNNL_MAX_NDIMS) return {};
+  std::string s;
+  auto put = [&](int64_t v) {
+    unsigned char le[8];
+    for (int i = 0; i < 8; ++i) le[i] = static_cast<unsigned char>(uint64_t(v) >> (8 * i));
+    s.append(reinterpret_cast<const char *>(le), 8);
+  };
+  put(1);  // version of this encoding
+  put(d.ndims);
+  for (int i = 0; i < d.ndims; ++i) {
+    put(d.dims[i]);
+    put(d.padded_dims[i]);
+    put(d.padded_offsets[i]);
+    put(b.strides[i]);
+  }
+  put(int64_t(d.data_type));
+  put(d.offset0);
+  put(b.inner_nblks);
+  for (int i = 0; i < b.inner_nblks; ++i) {
+    put(b.inner_blks[i]);
+    put(b.inner_idxs[i]);
+  }
+  uint32_t adj;
+  std::memcpy(&adj, &d.extra.scale_adjust, 4);
+  put(int64_t(d.extra.flags));
+  put(d.extra.compensation_mask);
+  put(int64_t(adj));
+  put(d.extra.asymm_compensation_mask);
+  return s;
+}
+
+std::string onednn_version() {
+  const dnnl_version_t *v = dnnl_version();
+  return cat(v->major, ".", v->minor, ".", v->patch, "+", v->hash ? v->hash : "");
+}
+std::string onednn_isa() { return cat("0x", std::hex, unsigned(dnnl::get_effective_cpu_isa())); }
+
+// One packed weight offered by a loaded file: its bytes are checked against their checksum on
+// first use, once.
+struct PackedSource {
+  std::shared_ptr<const Model> file;
+  size_t index = 0;
+  std::string layout;
+  const void *data = nullptr;
+  uint64_t nbytes = 0;
+  std::once_flag checked;
+  bool ok = false;
+};
 
 dt compute_dt(Compute c) { return c == Compute::F32 ? dt::f32 : c == Compute::BF16 ? dt::bf16 : dt::s8; }
 
@@ -234,6 +313,17 @@ struct ContextImpl {
   std::list<uint64_t> lru;  // front: most recently used
   CacheStats st;
   std::atomic<uint64_t> pack_ns{0};
+
+  // packed weights offered by load_packed, by packed_name
+  mutable std::mutex files_mu;
+  std::unordered_map<std::string, std::shared_ptr<PackedSource>> packed_files;
+  std::atomic<uint64_t> file_used{0}, file_rejected{0};
+  std::shared_ptr<PackedSource> packed_source(const std::string &name) const {
+    if (name.empty()) return nullptr;
+    std::lock_guard<std::mutex> g(files_mu);
+    auto it = packed_files.find(name);
+    return it == packed_files.end() ? nullptr : it->second;
+  }
 
   // ---- cache (mu held) ----
   void remove_locked(Entry &e) {
@@ -572,6 +662,7 @@ std::shared_ptr<Entry> new_entry(const WeightView &w, Op op, const Dims &d, cons
     e->axis = w.scale_axis;
   }
   e->key = w.key;
+  e->digest = w.digest;
   e->plan = p;
   return e;
 }
@@ -606,6 +697,27 @@ void build_entry(ContextImpl &c, Entry &e, const WeightView &w, const Dims &d, i
     }
   }
   if (pack) {
+    // The same weight packed to the same layout by an earlier process (load_packed): used in place.
+    if (auto src = c.packed_source(packed_name(e.digest, e.op, e.dtype, e.plan, e.rows, e.cols))) {
+      const std::string want = layout_bytes(wmd);
+      bool usable = !want.empty() && src->layout == want && src->nbytes == pbytes &&
+                    reinterpret_cast<uintptr_t>(src->data) % 64 == 0;
+      if (usable) {
+        std::call_once(src->checked, [&] { src->ok = bool(src->file->verify_tensor(src->index)); });
+        usable = src->ok;
+      }
+      if (usable) {
+        e.ext = src->file;
+        e.pdata = src->data;
+        e.wmd = wmd;
+        e.packed = true;
+        e.from_file = true;
+        ++c.file_used;
+        c.pack_ns += uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+        return;
+      }
+      ++c.file_rejected;
+    }
     Buffer packed = alloc_buffer(pbytes);
     StreamLease s(c);
     dnnl::memory dstm(wmd, c.eng, packed.get());
@@ -620,6 +732,7 @@ void build_entry(ContextImpl &c, Entry &e, const WeightView &w, const Dims &d, i
       s.s.wait();
     }
     e.buf = std::move(packed);
+    e.pdata = e.buf.get();
     e.wmd = wmd;
     e.packed = true;
   }
@@ -765,7 +878,9 @@ Status run_call(const Context &ctx, const char *fn, const ConstMatrixF32 &x, con
     std::lock_guard<std::mutex> g(c.mu);
     if (!c.map.count(w.key)) {
       uint32_t &n = c.unpacked_calls[w.key];
-      if (n + 1 < c.opts.pack_after_calls) {
+      // A weight a loaded packed-weights file holds is used packed from its first call.
+      if (n + 1 < c.opts.pack_after_calls &&
+          !c.packed_source(packed_name(w.digest, op, w.dtype, plan, w.rows, w.cols))) {
         ++n;
         defer = true;
       } else {
@@ -807,7 +922,7 @@ Status run_call(const Context &ctx, const char *fn, const ConstMatrixF32 &x, con
     return PrimKey{d.M, nt, bias != nullptr && cd.compute != Compute::S8, cd.layout};
   };
   if (e->packed) {
-    cand = Candidate{e->buf.get(), e->wmd, plan.compute, 0, "packed"};
+    cand = Candidate{e->pdata, e->wmd, plan.compute, 0, "packed"};
     prim = entry_prim(c, *e, cached, key_for(cand), d.K, d.N, cand.md, cand.compute);
   }
   if (!prim || prim->is_ref) {
@@ -992,11 +1107,120 @@ CacheStats Context::cache_stats() const {
   s.budget = impl_->opts.cache_budget_bytes;
   s.entries = impl_->map.size();
   for (auto &[k, e] : impl_->map) {
+    if (!e->pending && e->packed) ++s.packed;
     std::lock_guard<std::mutex> pg(e->prim_mu);
     s.primitives += e->prims.size();
   }
   s.pack_seconds = double(impl_->pack_ns.load()) * 1e-9;
+  {
+    std::lock_guard<std::mutex> fg(impl_->files_mu);
+    s.file_weights = impl_->packed_files.size();
+  }
+  s.file_used = impl_->file_used.load();
+  s.file_rejected = impl_->file_rejected.load();
   return s;
+}
+
+Result<uint64_t> Context::save_packed(const std::string &path) const {
+  if (!impl_) return fail(MPK_ERR_STATE, "save_packed: the context was moved from");
+  ContextImpl &c = *impl_;
+  uint64_t written = 0;
+  Status s = detail::guarded("save_packed", [&]() -> Status {
+    std::vector<std::shared_ptr<Entry>> entries;
+    {
+      std::lock_guard<std::mutex> g(c.mu);
+      for (auto &[k, e] : c.map)
+        if (!e->pending && e->packed && e->digest) entries.push_back(e);
+    }
+    WriterOptions wo;
+    wo.alignment = 4096;  // each packed weight starts on a page of the map
+    auto w = Writer::create(path, wo);
+    if (!w) return w.status();
+    if (Status st = w->set_metadata("mpk.packed.version", kPackedFileVersion); !st) return st;
+    if (Status st = w->set_metadata("mpk.packed.onednn", onednn_version()); !st) return st;
+    if (Status st = w->set_metadata("mpk.packed.isa", onednn_isa()); !st) return st;
+    std::vector<std::pair<std::string, std::shared_ptr<Entry>>> named;
+    for (auto &e : entries) {
+      std::string name = packed_name(e->digest, e->op, e->dtype, e->plan, e->rows, e->cols);
+      if (!name.empty() && !layout_bytes(e->wmd).empty()) named.emplace_back(std::move(name), e);
+    }
+    std::sort(named.begin(), named.end(), [](auto &a, auto &b) { return a.first < b.first; });
+    for (size_t i = 0; i < named.size(); ++i) {
+      if (i && named[i].first == named[i - 1].first) continue;  // one weight under two keys
+      const Entry &e = *named[i].second;
+      const uint64_t nb = e.wmd.get_size();
+      const uint64_t shape[1] = {nb};
+      if (Status st = w->add_tensor(named[i].first, MPK_DTYPE_U8, shape,
+                                    std::span(static_cast<const std::byte *>(e.pdata), size_t(nb)));
+          !st)
+        return st;
+      const std::string lay = layout_bytes(e.wmd);
+      Bytes b(reinterpret_cast<const std::byte *>(lay.data()), reinterpret_cast<const std::byte *>(lay.data()) + lay.size());
+      if (Status st = w->set_metadata(kPackedMdPrefix + named[i].first, std::move(b)); !st) return st;
+      ++written;
+    }
+    return w->commit();
+  });
+  if (!s) return s;
+  return written;
+}
+
+Result<uint64_t> Context::load_packed(const std::string &path) {
+  if (!impl_) return fail(MPK_ERR_STATE, "load_packed: the context was moved from");
+  ContextImpl &c = *impl_;
+  std::vector<std::pair<std::string, std::shared_ptr<PackedSource>>> found;
+  Status s = detail::guarded("load_packed", [&]() -> Status {
+    auto m = Model::open(path);
+    if (!m) return m.status();
+    const std::string where = cat("packed weights '", path, "'");
+    auto ver = m->metadata("mpk.packed.version");
+    if (!ver) return fail(MPK_ERR_BAD_FORMAT, where, ": not a packed-weights file (no metadata mpk.packed.version)");
+    auto v = ver->as_int64();
+    if (!v || *v != kPackedFileVersion)
+      return fail(MPK_ERR_UNSUPPORTED_VERSION, where, ": packed-weights version ",
+                  v ? std::to_string(*v) : std::string("(not an integer)"), "; this library reads ", kPackedFileVersion);
+    auto text = [&](const char *key) -> std::string {
+      auto mv = m->metadata(key);
+      if (!mv) return "(none)";
+      auto sv = mv->as_string();
+      return sv ? std::string(*sv) : std::string("(not a string)");
+    };
+    const std::string lib = text("mpk.packed.onednn"), isa = text("mpk.packed.isa");
+    if (lib != onednn_version() || isa != onednn_isa())
+      return fail(MPK_ERR_UNSUPPORTED_FEATURE, where, " were packed by oneDNN ", lib, " for CPU ISA ", isa,
+                  "; this process runs oneDNN ", onednn_version(), ", ISA ", onednn_isa(),
+                  ": their layouts may differ, write them again (save_packed)");
+    auto file = std::make_shared<const Model>(std::move(*m));
+    for (size_t i = 0; i < file->tensor_count(); ++i) {
+      const TensorInfo t = file->info(i);
+      const std::string name(t.name);
+      if (t.dtype != MPK_DTYPE_U8 || t.shape.size() != 1 || t.encoding != Encoding::Raw)
+        return fail(MPK_ERR_BAD_FORMAT, where, ": tensor '", name, "' is not raw 1-D u8 (packed bytes)");
+      auto lay = file->metadata(kPackedMdPrefix + name);
+      auto lb = lay ? lay->as_bytes() : Result<std::span<const std::byte>>(Status(MPK_ERR_NOT_FOUND, ""));
+      if (!lb) return fail(MPK_ERR_BAD_FORMAT, where, ": tensor '", name, "' has no layout record (bytes ", kPackedMdPrefix, name, ")");
+      auto tv = file->tensor(i);
+      if (!tv) return tv.status();
+      auto src = std::make_shared<PackedSource>();
+      src->file = file;
+      src->index = i;
+      src->layout.assign(reinterpret_cast<const char *>(lb->data()), lb->size());
+      src->data = tv->data.data();
+      src->nbytes = t.nbytes;
+      found.emplace_back(name, std::move(src));
+    }
+    return Status::Ok();
+  });
+  if (!s) return s;
+  std::lock_guard<std::mutex> g(c.files_mu);
+  for (auto &[name, src] : found) c.packed_files[name] = std::move(src);
+  return uint64_t(found.size());
+}
+
+void Context::forget_packed() {
+  if (!impl_) return;
+  std::lock_guard<std::mutex> g(impl_->files_mu);
+  impl_->packed_files.clear();
 }
 
 void Context::clear_cache() {

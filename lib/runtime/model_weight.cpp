@@ -56,6 +56,7 @@ Result<ModelWeight> model_weight(const Model &m, size_t index) {
   v.cols = t.shape[1];
   v.row_stride = t.shape[1];
   v.key = key_of(m.instance_id(), index);
+  v.digest = t.xxh3;
   switch (t.dtype) {
     case MPK_DTYPE_F32:
     case MPK_DTYPE_BF16:

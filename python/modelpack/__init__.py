@@ -326,6 +326,9 @@ class _RuntimeStats(Structure):  # mpk_runtime_stats
         ("misses", c_uint64),
         ("evictions", c_uint64),
         ("pack_seconds", c_double),
+        ("file_weights", c_uint64),
+        ("file_used", c_uint64),
+        ("file_rejected", c_uint64),
     ]
 
 
@@ -356,7 +359,7 @@ _EXPECTED_SIZES = {
     _QuantizeOptions: 48,  # modelpack's own static_assert
     _RuntimeOptions: 16,
     _RunOptions: 8,
-    _RuntimeStats: 72,
+    _RuntimeStats: 96,  # 72 before the packed-weights counters (file_weights, file_used, file_rejected)
     _SessionOptions: 16,
     _TensorArg: 32,
 }
@@ -505,6 +508,8 @@ _RUNTIME_FUNCTIONS = {
     ),
     "mpk_runtime_stats_get": (_STATUS, [c_void_p, POINTER(_RuntimeStats)]),
     "mpk_runtime_clear_cache": (None, [c_void_p]),
+    "mpk_runtime_save_packed": (_STATUS, [c_void_p, c_char_p, POINTER(c_uint64)]),
+    "mpk_runtime_load_packed": (_STATUS, [c_void_p, c_char_p, POINTER(c_uint64)]),
     "mpk_graph_load": (_STATUS, [c_void_p, c_void_p, c_char_p, c_char_p, POINTER(c_void_p)]),
     "mpk_graph_free": (None, [c_void_p]),
     "mpk_graph_input_count": (c_size_t, [c_void_p]),
@@ -1590,6 +1595,25 @@ class Runtime:
         """Drops every cached packed weight."""
         h = self._h()  # held until the call returns (see _Handle)
         _rt.mpk_runtime_clear_cache(h.ptr)
+
+    def save_packed(self, path) -> int:
+        """Writes the packed weights this runtime holds for model tensors to `path` (atomically): a
+        later process skips oneDNN's reorder with :meth:`load_packed` (mpk_runtime_save_packed).
+        Returns the number of weights written."""
+        n = c_uint64()
+        h = self._h()  # held until the call returns (see _Handle)
+        _rt.mpk_runtime_save_packed(h.ptr, os.fsencode(path), byref(n))
+        return n.value
+
+    def load_packed(self, path) -> int:
+        """Offers a packed-weights file's weights to this runtime: the same weights packed to the
+        same layout are used in place, checked against their checksums on first use
+        (mpk_runtime_load_packed). Raises Error (e.g. ERR_UNSUPPORTED_FEATURE: written by another
+        oneDNN or for another CPU). Returns the number of weights offered."""
+        n = c_uint64()
+        h = self._h()  # held until the call returns (see _Handle)
+        _rt.mpk_runtime_load_packed(h.ptr, os.fsencode(path), byref(n))
+        return n.value
 
     def linear(self, model: Model, weight: str, x, bias=None, threads: int = 0) -> np.ndarray:
         """y = x . W^T + bias with W = tensor `weight` stored [n, k] (nn.Linear) (mpk_run_linear).

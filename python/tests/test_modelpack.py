@@ -95,7 +95,7 @@ def test_struct_sizes_match_the_headers():
     expected = {
         "_SessionOptions": 16, "_RuntimeOptions": 16, "_RunOptions": 8, "_OpenOptions": 64,
         "_TensorInfo": 96, "_WriterOptions": 40, "_ConvertOptions": 48, "_PatchOptions": 24,
-        "_QuantInfo": 32, "_QuantizeOptions": 48, "_QuantizeTensor": 56, "_RuntimeStats": 72,
+        "_QuantInfo": 32, "_QuantizeOptions": 48, "_QuantizeTensor": 56, "_RuntimeStats": 96,
         "_TensorArg": 32,
     }
     for name, size in expected.items():
@@ -826,6 +826,28 @@ def test_closing_order_is_safe(tmp_path):
 
 
 @needs_runtime
+def test_runtime_packed_weights_file(tmp_path):
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((40, 24)).astype(np.float32)
+    path, side = tmp_path / "m.mpk", tmp_path / "m.packed.mpk"
+    modelpack.write(path, {"w": w})
+    x = rng.standard_normal((3, 24)).astype(np.float32)
+    with modelpack.open(path) as model:
+        with modelpack.Runtime() as first:
+            y = first.linear(model, "w", x)
+            assert first.save_packed(side) == 1
+        with modelpack.Runtime() as later:
+            assert later.load_packed(side) == 1
+            assert later.stats()["file_weights"] == 1
+            y2 = later.linear(model, "w", x)
+            s = later.stats()
+            assert (s["file_used"], s["file_rejected"]) == (1, 0)
+            assert np.array_equal(y, y2)  # the same packed bytes and the same kernel
+            expect_error("MPK_ERR_BAD_FORMAT", later.load_packed, path)  # a model, not packed weights
+            expect_error("MPK_ERR_IO", later.load_packed, tmp_path / "missing.mpk")
+            assert later.stats()["file_weights"] == 1
+
+
 def test_runtime_linear_and_matmul(tmp_path):
     rng = np.random.default_rng(8)
     w = rng.standard_normal((5, 3)).astype(np.float32)  # [n, k] for linear

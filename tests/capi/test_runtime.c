@@ -167,6 +167,44 @@ int main(int argc, char **argv) {
   st.struct_size = 8;
   CHECK_STATUS(mpk_runtime_stats_get(rt, &st), MPK_ERR_INVALID_ARGUMENT);
 
+  /* Packed-weights files: a second runtime maps what the first packed, and computes the same bits. */
+  {
+    char side[4300];
+    float y1[M * N], y2[M * N];
+    uint64_t n = 99, offered = 0;
+    mpk_runtime *rt2 = NULL;
+    mpk_runtime_stats st2 = MPK_RUNTIME_STATS_INIT;
+    snprintf(side, sizeof side, "%s/packed.mpk", dir);
+    CHECK_OK(mpk_run_linear(rt, mf, iw, X, M, K, K, BIAS, y1, N, &run));
+    CHECK_OK(mpk_runtime_save_packed(rt, side, &n));
+    CHECK(n == 1, "save_packed wrote %llu weights", (unsigned long long)n);
+    CHECK_OK(mpk_runtime_create(&rt2, NULL));
+    if (rt2) {
+      CHECK_STATUS(mpk_runtime_load_packed(rt2, f32, &offered), MPK_ERR_BAD_FORMAT); /* a model */
+      CHECK(strstr(mpk_last_error_message(), "not a packed-weights file") != NULL, "message: %s", mpk_last_error_message());
+      CHECK_STATUS(mpk_runtime_load_packed(rt2, NULL, &offered), MPK_ERR_INVALID_ARGUMENT);
+      CHECK_STATUS(mpk_runtime_load_packed(NULL, side, &offered), MPK_ERR_INVALID_ARGUMENT);
+      CHECK_OK(mpk_runtime_load_packed(rt2, side, &offered));
+      CHECK(offered == 1, "offered %llu", (unsigned long long)offered);
+      CHECK_OK(mpk_run_linear(rt2, mf, iw, X, M, K, K, BIAS, y2, N, &run));
+      CHECK(memcmp(y1, y2, sizeof y1) == 0, "the packed file gives other bits");
+      CHECK_OK(mpk_runtime_stats_get(rt2, &st2));
+      CHECK(st2.file_weights == 1 && st2.file_used == 1 && st2.file_rejected == 0, "file stats %llu %llu %llu",
+            (unsigned long long)st2.file_weights, (unsigned long long)st2.file_used, (unsigned long long)st2.file_rejected);
+      /* A caller built against the older 72-byte struct gets those 72 bytes and nothing past them. */
+      {
+        unsigned char raw[sizeof(mpk_runtime_stats) + 8];
+        uint32_t old_size = 72;
+        memset(raw, 0xAB, sizeof raw);
+        memcpy(raw, &old_size, 4);
+        CHECK_OK(mpk_runtime_stats_get(rt2, (mpk_runtime_stats *)(void *)raw));
+        CHECK(raw[72] == 0xAB && raw[sizeof raw - 1] == 0xAB, "wrote past struct_size");
+      }
+      mpk_runtime_free(rt2);
+    }
+    CHECK_STATUS(mpk_runtime_save_packed(rt, NULL, &n), MPK_ERR_INVALID_ARGUMENT);
+  }
+
   /* Errors: nothing written to y. */
   for (i = 0; i < M * N; ++i) y[i] = 12345.0f;
   CHECK_STATUS(mpk_run_linear(NULL, mf, iw, X, M, K, K, BIAS, y, N, NULL), MPK_ERR_INVALID_ARGUMENT);

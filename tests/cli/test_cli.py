@@ -923,6 +923,36 @@ def case_gpt2(tmp):
         seq.append(nxt)
     _, out, _ = run("generate", model, "--prompt-ids", ",".join(map(str, ids)), "-n", "6", "-q", expect=0)
     check(f"ids: {' '.join(map(str, gen))}" in out, f"generate: {out!r}, want {gen}")
+    # --packed FILE: the first run packs and writes the weights it packed; later runs map them (no
+    # reorder) and give the same ids; a damaged packed weight is packed again and the file rewritten;
+    # a file that is not a packed-weights file is an error and stays as it was.
+    side = os.path.join(tmp, "m.packed.mpk")
+    gen_args = ("generate", model, "--prompt-ids", ",".join(map(str, ids)), "-n", "6")
+    _, out, err = run(*gen_args, "--packed", side, expect=0)
+    check(f"ids: {' '.join(map(str, gen))}" in out and "wrote " + side in err and os.path.exists(side),
+          f"generate --packed (new): {out!r} {err!r}")
+    doc = inspect_json(side)
+    check(doc["tensors"] and all(t["dtype"] == "u8" and t["name"].count(".") == 4 for t in doc["tensors"])
+          and any(m["key"] == "mpk.packed.onednn" for m in doc["metadata"]), f"packed file: {doc['tensors'][:1]}")
+    _, out, err = run(*gen_args, "--packed", side, expect=0)
+    check(f"ids: {' '.join(map(str, gen))}" in out and "used from " + side in err and "weights packed from --packed" in err
+          and "wrote" not in err, f"generate --packed (reused): {out!r} {err!r}")
+    t0 = doc["tensors"][0]
+    with open(side, "r+b") as f:
+        f.seek(t0["offset"] + t0["bytes"] // 2)
+        b = f.read(1)
+        f.seek(t0["offset"] + t0["bytes"] // 2)
+        f.write(bytes([b[0] ^ 0x40]))
+    _, out, err = run(*gen_args, "--packed", side, expect=0)
+    check(f"ids: {' '.join(map(str, gen))}" in out and "wrote " + side in err, f"generate --packed (damaged): {out!r} {err!r}")
+    run("verify", side, expect=0)  # rewritten whole (every checksum)
+    ip2 = os.path.join(tmp, "ids2.npy")
+    np.save(ip2, ids)
+    code, _, err = run("run", model, "--input", ip2, "--packed", model, "-q")
+    check(code != 0 and "not a packed-weights file" in err and "not overwritten" in err, f"--packed MODEL: {code} {err!r}")
+    run("verify", model, expect=0)
+    _, out, err = run("run", model, "--input", ip2, "--packed", os.path.join(tmp, "run.packed.mpk"))
+    check("wrote " in err and os.path.exists(os.path.join(tmp, "run.packed.mpk")), f"run --packed: {err!r}")
     _, out, _ = run("generate", model, "--prompt", "".join(chars[i] for i in ids), "-n", "6", "-q", expect=0)
     text = "".join(chars[i] for i in list(ids) + gen)
     check(out.splitlines()[0] == text, f"generate --prompt: {out!r}, want {text!r}")

@@ -124,7 +124,7 @@ struct QuantizeArgs {
 };
 
 struct RunArgs {
-  std::string model, input, input_name, output, output_name, arch, config;
+  std::string model, input, input_name, output, output_name, arch, config, packed;
   unsigned threads = 0;
   bool profile = false, quiet = false, no_fsync = false;
 };
@@ -132,7 +132,7 @@ struct RunArgs {
 int run_run(const RunArgs &args);
 
 struct GenerateArgs {
-  std::string model, prompt_ids, prompt_text, arch, config;
+  std::string model, prompt_ids, prompt_text, arch, config, packed;
   unsigned n = 16, threads = 0;
   double temperature = 0;
   uint64_t seed = 0;

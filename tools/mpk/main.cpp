@@ -267,6 +267,7 @@ int run(int argc, char **argv) {
   c_run->add_option("--arch", runa.arch, "build the graph with this template instead of the model's (mlp)");
   c_run->add_option("--config", runa.config, "the template's config (JSON; mlp: {\"layers\": [...], \"activation\": ...})");
   c_run->add_option("--threads", runa.threads, "kernel threads (0 = OpenMP's default)")->check(CLI::Range(0u, 4096u));
+  c_run->add_option("--packed", runa.packed, "a packed-weights file: its weights are used as they are (no reorder into oneDNN's layouts); written (atomically) when missing, written by another oneDNN or CPU, or short of weights this run packed");
   c_run->add_flag("--profile", runa.profile, "print the time of every node");
   c_run->add_flag("-q,--quiet", runa.quiet, "print nothing but errors (and the profile)");
   c_run->add_flag("--no-fsync", runa.no_fsync, "do not sync the output before its rename");
@@ -286,6 +287,7 @@ int run(int argc, char **argv) {
   c_gen->add_option("--arch", gen.arch, "build the graph with this template instead of the model's (gpt2, mlp)");
   c_gen->add_option("--config", gen.config, "the template's config (JSON; gpt2: Hugging Face config.json)");
   c_gen->add_option("--threads", gen.threads, "kernel threads (0 = OpenMP's default)")->check(CLI::Range(0u, 4096u));
+  c_gen->add_option("--packed", gen.packed, "a packed-weights file: its weights are used as they are (no reorder into oneDNN's layouts); written (atomically) when missing, written by another oneDNN or CPU, or short of weights this run packed");
   c_gen->add_flag("-q,--quiet", gen.quiet, "no timing line on stderr");
   PatchArgs patch;
   CLI::App *c_patch = app.add_subcommand(
