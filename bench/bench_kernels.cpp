@@ -12,6 +12,9 @@
 //   plain/<d>/M:1/K:k/T:t     key 0: no cache, oneDNN on the caller's row-major weights
 //   cold/<d>/K:4096           first call on a 4096x4096 weight (pack + primitive creation, oneDNN's
 //                             primitive cache off) - manual time of that one call
+//   coldfile/<d>/K:4096       the same when a packed-weights file holds the weight (load_packed +
+//                             first call: map, checksum check, primitive creation), file in the page
+//                             cache; coldfile-disk/: the file's pages dropped first (read from disk)
 // <d>: f32, bf16, f16 (default threshold), int8 (per channel, s32 epilogue), int8baked (scales in the
 // primitive), f16direct (own kernel at every M), f16conv (always converted to f32 and packed),
 // i8direct (own kernel on the int8 weights at every M), i8onednn (u8 x s8 oneDNN at every M),
@@ -26,6 +29,9 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -234,11 +240,11 @@ WSet &weights(mpk::DType t, uint64_t K, bool dram) {
   return set;
 }
 
-Context &context(D d) {
+Context &context(D d, int family = 0) {  // family: a separate set of contexts (coldfile/)
   static std::map<int, std::unique_ptr<Context>> ctxs;
   const int slot = d == D::Int8Baked ? 1 : d == D::F16Direct ? 2 : d == D::F16Conv ? 3 : d == D::I8Direct ? 4
                    : d == D::I8Onednn ? 5 : d == D::BF16Direct ? 6 : d == D::BF16Onednn ? 7 : 0;
-  auto &c = ctxs[slot];
+  auto &c = ctxs[slot + 100 * family];
   if (!c) {
     ContextOptions o;
     o.cache_budget_bytes = uint64_t(16) << 30;
@@ -344,6 +350,78 @@ void BM_cold(benchmark::State &s, D d, uint64_t M, int T) {
   s.SetLabel(info.path + " | " + info.impl);
 }
 
+// Puts a file's pages in the state of a file stored earlier: written back, dropped from the page
+// cache, and (cached) read once through read(2). On this VM, mapping pages fresh from their writer
+// costs 2-4x more than pages read back (bench/gpt2_vs_torch.py, warm()).
+void settle(const std::string &path, bool cached) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return;
+  ::fdatasync(fd);
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  if (cached) {
+    std::vector<char> buf(size_t(16) << 20);
+    while (::read(fd, buf.data(), buf.size()) > 0) {
+    }
+  }
+  ::close(fd);
+}
+
+// The same first call when a packed-weights file (Context::load_packed) holds the weight: the file is
+// written once beforehand by a context that packed it; each iteration forgets it, loads it again
+// (header only) and runs the first call, which maps the packed bytes, checks their checksum and
+// creates the primitive - timed together. disk = false: the file's pages are in the page cache (read
+// back once); true: dropped before every iteration, so the map reads them from the disk.
+void BM_cold_file(benchmark::State &s, D d, bool disk) {
+  Context &ctx = context(d, 1);  // its own context: the file holds this weight only
+  const uint64_t K = 4096, M = 1;
+  Weight &w = *weights(stored(d), K, false).ws.at(0);
+  WeightView v = w.view;
+  v.digest = mpk::checksum(std::span(reinterpret_cast<const std::byte *>(w.bytes.data()), w.bytes.size()));
+  std::vector<float> &x = activations(M, K);
+  std::vector<float> y(M * K);
+  RunOptions o;
+  o.threads = 1;
+  RunInfo info;
+  o.info = &info;
+  const char *tmp = std::getenv("TMPDIR");
+  const std::string path = std::string(tmp && *tmp ? tmp : "/tmp") + "/mpk-bench-" + dname(d) + ".packed.mpk";
+  ctx.drop(v.key);
+  if (mpk::Status st = linear(ctx, {x.data(), M, K, 0}, v, nullptr, {y.data(), M, K, 0}, o); !st) {
+    s.SkipWithError(st.to_string().c_str());
+    return;
+  }
+  auto saved = ctx.save_packed(path);
+  if (!saved || *saved != 1) {
+    s.SkipWithError(saved ? "the weight was not packed" : saved.status().to_string().c_str());
+    return;
+  }
+  settle(path, true);
+  const int cap = dnnl::get_primitive_cache_capacity();
+  dnnl::set_primitive_cache_capacity(0);
+  for (auto _ : s) {
+    ctx.drop(v.key);
+    ctx.forget_packed();
+    if (disk) settle(path, false);
+    auto t0 = std::chrono::steady_clock::now();
+    auto ld = ctx.load_packed(path);
+    auto st = ld ? linear(ctx, {x.data(), M, K, 0}, v, nullptr, {y.data(), M, K, 0}, o) : ld.status();
+    auto t1 = std::chrono::steady_clock::now();
+    if (!st) {
+      s.SkipWithError(st.to_string().c_str());
+      break;
+    }
+    s.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
+  }
+  dnnl::set_primitive_cache_capacity(cap);
+  const CacheStats cs = ctx.cache_stats();
+  s.counters["file_used"] = double(cs.file_used);
+  s.counters["file_rejected"] = double(cs.file_rejected);
+  s.SetLabel(info.path + " | " + info.impl);
+  ctx.forget_packed();
+  ctx.clear_cache();
+  std::remove(path.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -393,6 +471,11 @@ int main(int argc, char **argv) {
   for (D d : {D::F32, D::BF16, D::BF16Onednn, D::F16, D::F16Conv, D::Int8})
     RegisterBenchmark((std::string("cold/") + dname(d) + "/M:1/K:4096").c_str(), BM_cold, d, 1, 1)
         ->UseManualTime()->Iterations(5)->Unit(benchmark::kMillisecond);
+  for (bool disk : {false, true})
+    for (D d : {D::F32, D::BF16Onednn, D::F16Conv, D::Int8})
+      RegisterBenchmark((std::string(disk ? "coldfile-disk/" : "coldfile/") + dname(d) + "/M:1/K:4096").c_str(),
+                        BM_cold_file, d, disk)
+          ->UseManualTime()->Iterations(5)->Unit(benchmark::kMillisecond);
   benchmark::Initialize(&argc, argv);
   benchmark::AddCustomContext("llc_bytes", std::to_string(g_llc));
   benchmark::RunSpecifiedBenchmarks();

@@ -158,7 +158,9 @@ mpk_status mpk_runtime_stats_get(const mpk_runtime *runtime, mpk_runtime_stats *
     s.file_weights = c.file_weights;
     s.file_used = c.file_used;
     s.file_rejected = c.file_rejected;
-    const size_t n = out->struct_size < sizeof s ? out->struct_size : sizeof s;
+    s.packed = c.packed;
+    // Only fields lying wholly within struct_size (every field after the first 8 bytes is 8 bytes).
+    const size_t n = (out->struct_size < sizeof s ? out->struct_size : sizeof s) & ~size_t(7);
     std::memcpy(reinterpret_cast<unsigned char *>(out) + 4, reinterpret_cast<const unsigned char *>(&s) + 4, n - 4);
     return MPK_OK;
   });

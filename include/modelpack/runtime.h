@@ -68,9 +68,10 @@ typedef struct mpk_runtime_stats {
    * offered, weights packed from them in place, offered ones not used (another layout, or bytes that
    * failed their checksum: packed as usual). */
   uint64_t file_weights, file_used, file_rejected;
+  uint64_t packed;        /* entries holding packed weights (packed here or mapped from a file) */
 } mpk_runtime_stats;
 
-#define MPK_RUNTIME_STATS_INIT { sizeof(mpk_runtime_stats), 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, 0, 0 }
+#define MPK_RUNTIME_STATS_INIT { sizeof(mpk_runtime_stats), 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, 0, 0, 0 }
 MPK_API mpk_status mpk_runtime_stats_get(const mpk_runtime *runtime, mpk_runtime_stats *out);
 /* Drops every cached packed weight (calls in flight keep theirs until they end). */
 MPK_API void mpk_runtime_clear_cache(mpk_runtime *runtime);

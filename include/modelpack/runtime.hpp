@@ -99,11 +99,18 @@ struct WeightView {
   uint32_t group = 0;    // 0: per channel; g > 0: scales[rows][ceil(cols / g)] along the columns
   int scale_axis = 0;    // per channel: 0 = scales[rows] (one per row), 1 = scales[cols]
   uint64_t key = 0;      // cache identity (0 = do not cache)
-  // XXH3-64 of the weight's elements (a model tensor's checksum, TensorInfo::xxh3; 0 = unknown): the
-  // weight's identity across processes, for packed-weights files (Context::load_packed). It must
-  // describe `data` as `key` does: a wrong digest makes a loaded file's packed bytes run instead.
+  // XXH3-64 of the weight's elements, dense and row-major (a model tensor's checksum,
+  // TensorInfo::xxh3): the weight's identity across processes, for packed-weights files
+  // (Context::load_packed). Set it with set_digest (model_weight does): that binds it to dtype, data,
+  // shape and stride as they are then, and the runtime ignores it once any of them changes - a view
+  // copied and pointed at other bytes (a slice) never inherits its parent's digest. The digest is
+  // trusted, not recomputed: it must describe the bytes at `data`, as `key` must.
   uint64_t digest = 0;
+  uint64_t digest_seal = 0;  // written by set_digest
 };
+
+// Sets w.digest and binds it to w's dtype, data, rows, cols and row_stride (see WeightView::digest).
+MPK_RT_API void set_digest(WeightView &w, uint64_t digest);
 
 // f32 matrices with a row stride in elements (0 = cols). Data aligned to 4 bytes.
 struct ConstMatrixF32 {
@@ -167,7 +174,6 @@ struct CacheStats {
   uint64_t bytes_used = 0;      // packed weights + extras of the cached entries
   uint64_t budget = 0;
   uint64_t entries = 0;
-  uint64_t packed = 0;          // entries holding packed weights (packed here or from a file)
   uint64_t primitives = 0;      // oneDNN primitives held by the entries
   uint64_t hits = 0, misses = 0;
   uint64_t evictions = 0;       // entries removed to respect the budget
@@ -177,6 +183,7 @@ struct CacheStats {
   // no reorder), and offered ones not used (another layout or size, or bytes failing their checksum:
   // those were packed as usual).
   uint64_t file_weights = 0, file_used = 0, file_rejected = 0;
+  uint64_t packed = 0;          // entries holding packed weights (packed here or from a file)
 };
 
 struct ContextImpl;

@@ -207,6 +207,24 @@ bool starts_with_ref(const std::string &impl) { return impl.empty() || impl.rfin
 constexpr int64_t kPackedFileVersion = 1;
 constexpr const char *kPackedMdPrefix = "mpk.packed.layout.";
 
+uint64_t seal_of(const WeightView &w, uint64_t digest) {
+  uint64_t h = digest ^ 0x6d706b2d64696765ull;  // "mpk-dige"
+  auto mix = [&](uint64_t v) {
+    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    h = (h ^ (h >> 31)) * 0xbf58476d1ce4e5b9ull;
+  };
+  mix(uint64_t(w.dtype));
+  mix(reinterpret_cast<uintptr_t>(w.data));
+  mix(w.rows);
+  mix(w.cols);
+  mix(w.row_stride ? w.row_stride : w.cols);
+  return h | 1;
+}
+// The digest of a view if set_digest bound it to this very view (else 0: no identity).
+uint64_t bound_digest(const WeightView &w) {
+  return w.digest && w.digest_seal == seal_of(w, w.digest) ? w.digest : 0;
+}
+
 // A weight's identity in a packed-weights file: its bytes (digest), how it is stored and what the
 // packed form computes. Empty when the packed bytes depend on more than the weight's bytes (int8
 // with scales per input channel or group is widened with its scales) or there is no digest.
@@ -662,7 +680,7 @@ std::shared_ptr<Entry> new_entry(const WeightView &w, Op op, const Dims &d, cons
     e->axis = w.scale_axis;
   }
   e->key = w.key;
-  e->digest = w.digest;
+  e->digest = bound_digest(w);
   e->plan = p;
   return e;
 }
@@ -703,7 +721,16 @@ void build_entry(ContextImpl &c, Entry &e, const WeightView &w, const Dims &d, i
       bool usable = !want.empty() && src->layout == want && src->nbytes == pbytes &&
                     reinterpret_cast<uintptr_t>(src->data) % 64 == 0;
       if (usable) {
-        std::call_once(src->checked, [&] { src->ok = bool(src->file->verify_tensor(src->index)); });
+        std::call_once(src->checked, [&] {
+          // Map the pages in one call before the checksum reads them (one fault per page otherwise;
+          // Linux >= 5.14, elsewhere a no-op that fails harmlessly).
+#ifdef MADV_POPULATE_READ
+          const uintptr_t page = 4096, a = reinterpret_cast<uintptr_t>(src->data) & ~(page - 1);
+          ::madvise(reinterpret_cast<void *>(a), size_t(reinterpret_cast<uintptr_t>(src->data) + src->nbytes - a),
+                    MADV_POPULATE_READ);
+#endif
+          src->ok = bool(src->file->verify_tensor(src->index));
+        });
         usable = src->ok;
       }
       if (usable) {
@@ -880,7 +907,7 @@ Status run_call(const Context &ctx, const char *fn, const ConstMatrixF32 &x, con
       uint32_t &n = c.unpacked_calls[w.key];
       // A weight a loaded packed-weights file holds is used packed from its first call.
       if (n + 1 < c.opts.pack_after_calls &&
-          !c.packed_source(packed_name(w.digest, op, w.dtype, plan, w.rows, w.cols))) {
+          !c.packed_source(packed_name(bound_digest(w), op, w.dtype, plan, w.rows, w.cols))) {
         ++n;
         defer = true;
       } else {
@@ -1119,6 +1146,11 @@ CacheStats Context::cache_stats() const {
   s.file_used = impl_->file_used.load();
   s.file_rejected = impl_->file_rejected.load();
   return s;
+}
+
+void set_digest(WeightView &w, uint64_t digest) {
+  w.digest = digest;
+  w.digest_seal = digest ? seal_of(w, digest) : 0;
 }
 
 Result<uint64_t> Context::save_packed(const std::string &path) const {

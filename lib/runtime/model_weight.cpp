@@ -56,7 +56,6 @@ Result<ModelWeight> model_weight(const Model &m, size_t index) {
   v.cols = t.shape[1];
   v.row_stride = t.shape[1];
   v.key = key_of(m.instance_id(), index);
-  v.digest = t.xxh3;
   switch (t.dtype) {
     case MPK_DTYPE_F32:
     case MPK_DTYPE_BF16:
@@ -81,6 +80,7 @@ Result<ModelWeight> model_weight(const Model &m, size_t index) {
     if (q.scheme == QuantScheme::Int8Group) v.group = q.group;
     else v.scale_axis = int(q.axis);
   }
+  set_digest(v, t.xxh3);  // after data is final (an aligned copy has other addresses)
   if (owners.size() == 1) out.owner = owners[0];
   else if (!owners.empty()) out.owner = std::make_shared<std::vector<std::shared_ptr<const void>>>(std::move(owners));
   return out;

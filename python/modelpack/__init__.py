@@ -329,6 +329,7 @@ class _RuntimeStats(Structure):  # mpk_runtime_stats
         ("file_weights", c_uint64),
         ("file_used", c_uint64),
         ("file_rejected", c_uint64),
+        ("packed", c_uint64),
     ]
 
 
@@ -359,7 +360,7 @@ _EXPECTED_SIZES = {
     _QuantizeOptions: 48,  # modelpack's own static_assert
     _RuntimeOptions: 16,
     _RunOptions: 8,
-    _RuntimeStats: 96,  # 72 before the packed-weights counters (file_weights, file_used, file_rejected)
+    _RuntimeStats: 104,  # 72 before the packed-weights counters (file_weights, file_used, file_rejected, packed)
     _SessionOptions: 16,
     _TensorArg: 32,
 }

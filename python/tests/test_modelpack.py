@@ -95,7 +95,7 @@ def test_struct_sizes_match_the_headers():
     expected = {
         "_SessionOptions": 16, "_RuntimeOptions": 16, "_RunOptions": 8, "_OpenOptions": 64,
         "_TensorInfo": 96, "_WriterOptions": 40, "_ConvertOptions": 48, "_PatchOptions": 24,
-        "_QuantInfo": 32, "_QuantizeOptions": 48, "_QuantizeTensor": 56, "_RuntimeStats": 96,
+        "_QuantInfo": 32, "_QuantizeOptions": 48, "_QuantizeTensor": 56, "_RuntimeStats": 104,
         "_TensorArg": 32,
     }
     for name, size in expected.items():

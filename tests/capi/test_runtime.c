@@ -199,7 +199,13 @@ int main(int argc, char **argv) {
         memcpy(raw, &old_size, 4);
         CHECK_OK(mpk_runtime_stats_get(rt2, (mpk_runtime_stats *)(void *)raw));
         CHECK(raw[72] == 0xAB && raw[sizeof raw - 1] == 0xAB, "wrote past struct_size");
+        old_size = 76; /* not a field boundary: the field at 72 is not written in part */
+        memset(raw, 0xAB, sizeof raw);
+        memcpy(raw, &old_size, 4);
+        CHECK_OK(mpk_runtime_stats_get(rt2, (mpk_runtime_stats *)(void *)raw));
+        CHECK(raw[72] == 0xAB && raw[75] == 0xAB, "wrote half a field");
       }
+      CHECK(st2.packed == 1, "packed entries %llu", (unsigned long long)st2.packed);
       mpk_runtime_free(rt2);
     }
     CHECK_STATUS(mpk_runtime_save_packed(rt, NULL, &n), MPK_ERR_INVALID_ARGUMENT);

@@ -951,6 +951,17 @@ def case_gpt2(tmp):
     code, _, err = run("run", model, "--input", ip2, "--packed", model, "-q")
     check(code != 0 and "not a packed-weights file" in err and "not overwritten" in err, f"--packed MODEL: {code} {err!r}")
     run("verify", model, expect=0)
+    # A model of a newer format major (refused by the open with MPK_ERR_UNSUPPORTED_VERSION, the code
+    # a stale packed file also gets): not overwritten either.
+    future = os.path.join(tmp, "future.mpk")
+    data = bytearray(open(model, "rb").read())
+    data[8:10] = (2).to_bytes(2, "little")
+    open(future, "wb").write(data)
+    code, _, err = run("run", model, "--input", ip2, "--packed", future, "-q")
+    check(code != 0 and "not overwritten" in err and open(future, "rb").read() == bytes(data), f"--packed FUTURE: {code} {err!r}")
+    # A cache that cannot be written warns; the run succeeds.
+    code, _, err = run("run", model, "--input", ip2, "--packed", os.path.join(tmp, "no", "dir", "p.mpk"))
+    check(code == 0 and "warning: --packed" in err, f"--packed unwritable: {code} {err!r}")
     _, out, err = run("run", model, "--input", ip2, "--packed", os.path.join(tmp, "run.packed.mpk"))
     check("wrote " in err and os.path.exists(os.path.join(tmp, "run.packed.mpk")), f"run --packed: {err!r}")
     _, out, _ = run("generate", model, "--prompt", "".join(chars[i] for i in ids), "-n", "6", "-q", expect=0)

@@ -64,7 +64,7 @@ std::vector<Case> make_cases() {
 
 WeightView view_of(const Case &c, uint64_t key, uint64_t digest) {
   WeightView v = c.w.view(key);
-  v.digest = digest;
+  set_digest(v, digest);
   return v;
 }
 
@@ -394,6 +394,54 @@ TEST_CASE("packed file: 4 threads share a loaded file, each weight checked once"
   CHECK(bad == 0);
   CHECK(b.cache_stats().file_used == *n);
   CHECK(b.cache_stats().file_rejected == 0);
+}
+
+TEST_CASE("packed file: a view re-pointed at other bytes does not keep its parent's digest", "[packed]") {
+  // A [128, 64] weight: rows 0-63 all +1, rows 64-127 all -1; x all ones, so y = +64 / -64.
+  Dir dir;
+  std::vector<float> wv(128 * 64, 1.0f);
+  std::fill(wv.begin() + 64 * 64, wv.end(), -1.0f);
+  WeightView whole;
+  whole.dtype = MPK_DTYPE_F32;
+  whole.rows = 128;
+  whole.cols = 64;
+  whole.data = wv.data();
+  set_digest(whole, mpk::checksum(std::as_bytes(std::span(wv))));
+  CHECK(whole.digest != 0);
+  WeightView top = whole, bottom = whole;  // copies: the digest comes along...
+  top.rows = 64;
+  bottom.rows = 64;
+  bottom.data = wv.data() + 64 * 64;
+  std::vector<float> x(64, 1.0f), y(64), y2(128);
+  RunOptions o;
+  o.threads = 1;
+  Context a = make_context();
+  top.key = 1;
+  REQUIRE(linear(a, {x.data(), 1, 64, 0}, top, nullptr, {y.data(), 1, 64, 0}, o).ok());
+  CHECK(y[0] == 64.0f);
+  whole.key = 2;
+  REQUIRE(linear(a, {x.data(), 1, 64, 0}, whole, nullptr, {y2.data(), 1, 128, 0}, o).ok());
+  auto n = a.save_packed(dir / "p.mpk");
+  REQUIRE(n.ok());
+  CHECK(*n == 1);  // ...but only the view it was set on has one: the whole weight, not the top half
+  Context b = make_context();
+  REQUIRE(b.load_packed(dir / "p.mpk").ok());
+  bottom.key = 3;
+  REQUIRE(linear(b, {x.data(), 1, 64, 0}, bottom, nullptr, {y.data(), 1, 64, 0}, o).ok());
+  CHECK(y[0] == -64.0f);
+  CHECK(b.cache_stats().file_used == 0);
+  whole.key = 4;
+  REQUIRE(linear(b, {x.data(), 1, 64, 0}, whole, nullptr, {y2.data(), 1, 128, 0}, o).ok());
+  CHECK(y2[0] == 64.0f);
+  CHECK(y2[127] == -64.0f);
+  CHECK(b.cache_stats().file_used == 1);
+  // Setting a digest by hand without set_digest: ignored.
+  WeightView raw = whole;
+  raw.digest = whole.digest ^ 0;
+  raw.digest_seal = 0;
+  raw.key = 5;
+  REQUIRE(linear(b, {x.data(), 1, 64, 0}, raw, nullptr, {y2.data(), 1, 128, 0}, o).ok());
+  CHECK(b.cache_stats().file_used == 1);
 }
 
 TEST_CASE("packed file: model_weight carries the tensor's checksum as its digest", "[packed]") {

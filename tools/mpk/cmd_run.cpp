@@ -64,8 +64,8 @@ Result<rt::HostTensor> load_input(const std::string &path, DType want) {
 
 // --packed FILE: offers FILE's packed weights to the context (load), and after the run writes the
 // packed weights again when FILE is missing, stale (another oneDNN or CPU ISA) or lacks some this
-// run packed (save). A file that exists but is no packed-weights file is an error: it is not
-// overwritten.
+// run packed (save; the file then holds this run's weights only). A file that exists but is no
+// packed-weights file is an error: it is not overwritten. A failed write is a warning.
 struct PackedFile {
   std::string path;
   bool loaded = false, write = false;
@@ -83,10 +83,17 @@ struct PackedFile {
       loaded = true;
       return Status::Ok();
     }
-    if (r.status().code() == MPK_ERR_UNSUPPORTED_FEATURE || r.status().code() == MPK_ERR_UNSUPPORTED_VERSION) {
-      if (!quiet) std::fprintf(stderr, "note: %s; writing it again after this run\n", r.status().message().c_str());
-      write = true;
-      return Status::Ok();
+    // Stale (another oneDNN, CPU ISA or packed-weights version): rewritten - but only a file that
+    // opens as .mpk and says it holds packed weights (a model of a newer format is refused by the
+    // open with the same codes, and is never overwritten).
+    const bool stale = r.status().code() == MPK_ERR_UNSUPPORTED_FEATURE || r.status().code() == MPK_ERR_UNSUPPORTED_VERSION;
+    if (stale) {
+      auto f = Model::open(path);
+      if (f && f->metadata("mpk.packed.version")) {
+        if (!quiet) std::fprintf(stderr, "note: %s; writing it again after this run\n", r.status().message().c_str());
+        write = true;
+        return Status::Ok();
+      }
     }
     return Status(r.status().code(), "--packed: " + r.status().message() + " (not overwritten)");
   }
@@ -99,7 +106,10 @@ struct PackedFile {
       return Status::Ok();
     }
     auto n = ctx.save_packed(path);
-    if (!n) return Status(n.status().code(), "--packed: " + n.status().message());
+    if (!n) {  // a cache that cannot be written does not fail the run
+      std::fprintf(stderr, "warning: --packed: %s (the run itself succeeded)\n", n.status().message().c_str());
+      return Status::Ok();
+    }
     if (!quiet) std::fprintf(stderr, "wrote %s: %llu packed weights (%llu used from the file, %.0f ms packing)\n", path.c_str(),
                              (unsigned long long)*n, (unsigned long long)st.file_used, st.pack_seconds * 1e3);
     return Status::Ok();
