@@ -376,7 +376,7 @@ void BM_cold_file(benchmark::State &s, D d, bool disk) {
   const uint64_t K = 4096, M = 1;
   Weight &w = *weights(stored(d), K, false).ws.at(0);
   WeightView v = w.view;
-  v.digest = mpk::checksum(std::span(reinterpret_cast<const std::byte *>(w.bytes.data()), w.bytes.size()));
+  set_digest(v, mpk::checksum(std::span(reinterpret_cast<const std::byte *>(w.bytes.data()), w.bytes.size())));
   std::vector<float> &x = activations(M, K);
   std::vector<float> y(M * K);
   RunOptions o;

@@ -133,15 +133,20 @@ for K in (1024, 4096):
 print()
 
 print("## Cold start, 4096x4096, M=1, 1 thread (first call: pack + primitive creation)\n")
-print("| dtype | first call ms | warm call ms | plain call ms | path |")
-print("|---|---|---|---|---|")
+print("With a packed-weights file (load_packed + first call: map, checksum check, primitive creation):")
+print("file pages in the page cache / dropped first (read from disk).\n")
+print("| dtype | first call ms | with packed file ms (ratio) | from disk ms (ratio) | warm call ms | plain call ms | path |")
+print("|---|---|---|---|---|---|---|")
 for d in ("f32", "bf16", "bf16onednn", "f16", "f16conv", "int8"):
     c = R.get("cold/%s/M:1/K:4096" % d)
     if not c:
         continue
     warm = R.get("warm/%s/M:1/K:4096/T:1" % d)
     plain = R.get("plain/%s/M:1/K:4096/T:1" % d)
-    print("| %s | %.2f | %s | %s | %s |" % (d, c["real_time"], "%.3f" % (warm["real_time"] / 1000) if warm else "-",
+    cf, cd = R.get("coldfile/%s/M:1/K:4096" % d), R.get("coldfile-disk/%s/M:1/K:4096" % d)
+    fr = lambda x: "%.2f (%.2fx)" % (x["real_time"], c["real_time"] / x["real_time"]) if x and x.get("real_time") else "-"
+    print("| %s | %.2f | %s | %s | %s | %s | %s |" % (d, c["real_time"], fr(cf), fr(cd),
+          "%.3f" % (warm["real_time"] / 1000) if warm else "-",
           "%.3f" % (plain["real_time"] / 1000) if plain else "-", c.get("label", "")))
 print()
 print("## What ran (labels)\n")
