@@ -210,7 +210,7 @@ class MPK_RT_API Context {
   // save_packed writes every cached packed weight whose WeightView had a digest (model_weight sets
   // it) to `path` atomically (an .mpk file of raw u8 tensors, 4 KiB-aligned, each with its checksum
   // and its oneDNN layout), keyed by oneDNN's version and the CPU ISA it dispatches to; returns how
-  // many weights it holds. Not written: int8 weights with scales per input channel or group.
+  // many weights it holds. Not written: int8 weights that run widened to f32 with their scales.
   Result<uint64_t> save_packed(const std::string &path) const;
   // load_packed maps such a file and offers its weights: a later packing of a weight with the same
   // digest, dtype, shape, op and computation, for which oneDNN asks the same layout (compared field
@@ -221,6 +221,7 @@ class MPK_RT_API Context {
   // MPK_ERR_BAD_FORMAT (not a packed-weights file); MPK_ERR_UNSUPPORTED_VERSION;
   // MPK_ERR_UNSUPPORTED_FEATURE (another oneDNN version or CPU ISA: write it again). Nothing is
   // offered on error. The file stays mapped while the context or an entry packed from it lives.
+  // Like a model, the file is trusted input: its checksums prove integrity, not origin.
   Result<uint64_t> load_packed(const std::string &path);
   // Offers nothing more from loaded files (entries already packed from them stay).
   void forget_packed();
