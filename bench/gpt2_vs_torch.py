@@ -160,7 +160,9 @@ def median(v):
     return v[len(v) // 2]
 
 
-def main():
+def model_args(tokens, reps):
+    """The command line shared with bench/packed_cold_start.py: the mpk binary, the model's shape, the
+    run's prompt, steps, threads and repetitions."""
     ap = argparse.ArgumentParser()
     ap.add_argument("mpk")
     ap.add_argument("--layers", type=int, default=12)
@@ -169,9 +171,14 @@ def main():
     ap.add_argument("--vocab", type=int, default=50257)
     ap.add_argument("--positions", type=int, default=1024)
     ap.add_argument("--prompt", type=int, default=16)
-    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--tokens", type=int, default=tokens)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=reps)
+    return ap
+
+
+def main():
+    ap = model_args(tokens=32, reps=3)
     ap.add_argument("--work", default="/tmp/mpk-gpt2-bench")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)

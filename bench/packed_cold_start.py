@@ -15,7 +15,6 @@ with every file put in the same page-cache state first (written back, dropped, r
 stored earlier). Times are what `mpk generate` reports: open + graph + prompt ("cold start"), the first
 decode step, the median later step; "to 2nd token" = cold start + first decode step.
 """
-import argparse
 import os
 import re
 import subprocess
@@ -23,7 +22,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpt2_vs_torch import median, warm, write_model  # noqa: E402
+from gpt2_vs_torch import median, model_args, warm, write_model  # noqa: E402
 
 LINE = re.compile(r"open ([\d.]+) ms, graph ([\d.]+) ms; prompt of \d+ tokens: ([\d.]+) ms; \d+ tokens generated: "
                   r"first decode step ([\d.]+) ms \([^)]*\), then ([\d.]+) ms per token")
@@ -42,17 +41,7 @@ def run(cmd, env):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("mpk")
-    ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--embd", type=int, default=768)
-    ap.add_argument("--heads", type=int, default=12)
-    ap.add_argument("--vocab", type=int, default=50257)
-    ap.add_argument("--positions", type=int, default=1024)
-    ap.add_argument("--prompt", type=int, default=16)
-    ap.add_argument("--tokens", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--reps", type=int, default=5)
+    ap = model_args(tokens=8, reps=5)
     ap.add_argument("--dtypes", default="f32,int8,bf16,fp16")
     ap.add_argument("--work", default="/tmp/mpk-packed-bench")
     a = ap.parse_args()

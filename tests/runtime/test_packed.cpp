@@ -139,16 +139,24 @@ void craft(const std::string &from, const std::string &to,
   REQUIRE(w->commit().ok());
 }
 
-}  // namespace
-
-TEST_CASE("packed file: a later context uses the saved packed weights in place, same bits", "[packed]") {
+// The case set run on a fresh context `a`, its packed weights saved to dir / "p.mpk" (n of them).
+struct Saved {
   Dir dir;
   const std::vector<Case> cs = make_cases();
   Context a = make_context();
   const Reference ref = run_all(a, cs, 1);
+  std::optional<uint64_t> n;
+  Saved() {
+    auto r = a.save_packed(dir / "p.mpk");
+    REQUIRE(r.ok());
+    n = *r;
+  }
+};
+
+}  // namespace
+
+TEST_CASE_METHOD(Saved, "packed file: a later context uses the saved packed weights in place, same bits", "[packed]") {
   REQUIRE(ref.saveable >= 3);  // f32 at least, bf16 and f16 packed in every configuration
-  auto n = a.save_packed(dir / "p.mpk");
-  REQUIRE(n.ok());
   CHECK(*n == ref.saveable);
   {  // an ordinary .mpk file: raw u8 tensors, 4 KiB-aligned, with their checksums
     auto m = mpk::Model::open(dir / "p.mpk");
@@ -194,13 +202,7 @@ TEST_CASE("packed file: a later context uses the saved packed weights in place, 
   CHECK(b.cache_stats().file_weights == 0);
 }
 
-TEST_CASE("packed file: other weights, no digest, and damaged bytes are packed as usual", "[packed]") {
-  Dir dir;
-  const std::vector<Case> cs = make_cases();
-  Context a = make_context();
-  const Reference ref = run_all(a, cs, 1);
-  auto n = a.save_packed(dir / "p.mpk");
-  REQUIRE(n.ok());
+TEST_CASE_METHOD(Saved, "packed file: other weights, no digest, and damaged bytes are packed as usual", "[packed]") {
 
   SECTION("another digest or none is not matched") {
     Context b = make_context();
@@ -256,12 +258,7 @@ TEST_CASE("packed file: other weights, no digest, and damaged bytes are packed a
   }
 }
 
-TEST_CASE("packed file: stale, foreign and broken files are refused with a clear error", "[packed]") {
-  Dir dir;
-  const std::vector<Case> cs = make_cases();
-  Context a = make_context();
-  run_all(a, cs, 1);
-  REQUIRE(a.save_packed(dir / "p.mpk").ok());
+TEST_CASE_METHOD(Saved, "packed file: stale, foreign and broken files are refused with a clear error", "[packed]") {
   auto keep = [](size_t, std::vector<std::byte> &, mpk::Bytes &) { return true; };
   struct Bad {
     const char *what;
@@ -346,12 +343,7 @@ TEST_CASE("packed file: stale, foreign and broken files are refused with a clear
   CHECK(s.status().code() == MPK_ERR_IO);
 }
 
-TEST_CASE("packed file: pack_after_calls > 1 uses a weight the file offers from its first call", "[packed]") {
-  Dir dir;
-  const std::vector<Case> cs = make_cases();
-  Context a = make_context();
-  run_all(a, cs, 1);
-  REQUIRE(a.save_packed(dir / "p.mpk").ok());
+TEST_CASE_METHOD(Saved, "packed file: pack_after_calls > 1 uses a weight the file offers from its first call", "[packed]") {
   ContextOptions o;
   o.pack_after_calls = 2;
   Context b = make_context(o);
@@ -364,13 +356,7 @@ TEST_CASE("packed file: pack_after_calls > 1 uses a weight the file offers from 
   CHECK(b.cache_stats().file_used == 1);
 }
 
-TEST_CASE("packed file: 4 threads share a loaded file, each weight checked once", "[packed][threads]") {
-  Dir dir;
-  const std::vector<Case> cs = make_cases();
-  Context a = make_context();
-  const Reference ref = run_all(a, cs, 1);
-  auto n = a.save_packed(dir / "p.mpk");
-  REQUIRE(n.ok());
+TEST_CASE_METHOD(Saved, "packed file: 4 threads share a loaded file, each weight checked once", "[packed][threads]") {
   Context b = make_context();
   REQUIRE(b.load_packed(dir / "p.mpk").ok());
   std::atomic<int> bad{0};
