@@ -210,7 +210,9 @@ class MPK_RT_API Context {
   // save_packed writes every cached packed weight whose WeightView had a digest (model_weight sets
   // it) to `path` atomically (an .mpk file of raw u8 tensors, 4 KiB-aligned, each with its checksum
   // and its oneDNN layout), keyed by oneDNN's version and the CPU ISA it dispatches to; returns how
-  // many weights it holds. Not written: int8 weights that run widened to f32 with their scales.
+  // many weights it holds. Also written: the weights loaded files offer that the cache does not
+  // hold (checked against their checksums first; one failing is left out), so a file can serve
+  // several models or runs. Not written: int8 weights that run widened to f32 with their scales.
   Result<uint64_t> save_packed(const std::string &path) const;
   // load_packed maps such a file and offers its weights: a later packing of a weight with the same
   // digest, dtype, shape, op and computation, for which oneDNN asks the same layout (compared field

@@ -285,16 +285,31 @@ std::string onednn_version() {
 std::string onednn_isa() { return cat("0x", std::hex, unsigned(dnnl::get_effective_cpu_isa())); }
 
 // One packed weight offered by a loaded file: its bytes are checked against their checksum on
-// first use, once.
+// first use, once (checked()).
 struct PackedSource {
   std::shared_ptr<const Model> file;
   size_t index = 0;
   std::string layout;
   const void *data = nullptr;
   uint64_t nbytes = 0;
-  std::once_flag checked;
+  std::once_flag once;
   bool ok = false;
 };
+
+// True if the source's bytes match their checksum (hashed on the first call only).
+bool checked(PackedSource &src) {
+  std::call_once(src.once, [&] {
+    // Map the pages in one call before the checksum reads them (one fault per page otherwise;
+    // Linux >= 5.14, elsewhere a no-op that fails harmlessly).
+#ifdef MADV_POPULATE_READ
+    const uintptr_t page = 4096, a = reinterpret_cast<uintptr_t>(src.data) & ~(page - 1);
+    ::madvise(reinterpret_cast<void *>(a), size_t(reinterpret_cast<uintptr_t>(src.data) + src.nbytes - a),
+              MADV_POPULATE_READ);
+#endif
+    src.ok = bool(src.file->verify_tensor(src.index));
+  });
+  return src.ok;
+}
 
 dt compute_dt(Compute c) { return c == Compute::F32 ? dt::f32 : c == Compute::BF16 ? dt::bf16 : dt::s8; }
 
@@ -721,17 +736,7 @@ void build_entry(ContextImpl &c, Entry &e, const WeightView &w, const Dims &d, i
       bool usable = !want.empty() && src->layout == want && src->nbytes == pbytes &&
                     reinterpret_cast<uintptr_t>(src->data) % 64 == 0;
       if (usable) {
-        std::call_once(src->checked, [&] {
-          // Map the pages in one call before the checksum reads them (one fault per page otherwise;
-          // Linux >= 5.14, elsewhere a no-op that fails harmlessly).
-#ifdef MADV_POPULATE_READ
-          const uintptr_t page = 4096, a = reinterpret_cast<uintptr_t>(src->data) & ~(page - 1);
-          ::madvise(reinterpret_cast<void *>(a), size_t(reinterpret_cast<uintptr_t>(src->data) + src->nbytes - a),
-                    MADV_POPULATE_READ);
-#endif
-          src->ok = bool(src->file->verify_tensor(src->index));
-        });
-        usable = src->ok;
+        usable = checked(*src);
       }
       if (usable) {
         e.ext = src->file;
@@ -1171,24 +1176,45 @@ Result<uint64_t> Context::save_packed(const std::string &path) const {
     if (Status st = w->set_metadata("mpk.packed.version", kPackedFileVersion); !st) return st;
     if (Status st = w->set_metadata("mpk.packed.onednn", onednn_version()); !st) return st;
     if (Status st = w->set_metadata("mpk.packed.isa", onednn_isa()); !st) return st;
-    std::vector<std::pair<std::string, std::shared_ptr<Entry>>> named;
+    // What is written: the cache's packed weights, then the weights loaded files offer that the
+    // cache does not hold (so one file can serve several models or runs), checked first.
+    struct Item {
+      std::string name, layout;
+      const void *data = nullptr;
+      uint64_t nbytes = 0;
+      std::shared_ptr<const void> keep;
+    };
+    std::vector<Item> items;
     for (auto &e : entries) {
       std::string name = packed_name(e->digest, e->op, e->dtype, e->plan, e->rows, e->cols);
-      if (!name.empty() && !layout_bytes(e->wmd).empty()) named.emplace_back(std::move(name), e);
+      std::string lay = layout_bytes(e->wmd);
+      if (!name.empty() && !lay.empty()) items.push_back({std::move(name), std::move(lay), e->pdata, e->wmd.get_size(), e});
     }
-    std::sort(named.begin(), named.end(), [](auto &a, auto &b) { return a.first < b.first; });
-    for (size_t i = 0; i < named.size(); ++i) {
-      if (i && named[i].first == named[i - 1].first) continue;  // one weight under two keys
-      const Entry &e = *named[i].second;
-      const uint64_t nb = e.wmd.get_size();
-      const uint64_t shape[1] = {nb};
-      if (Status st = w->add_tensor(named[i].first, MPK_DTYPE_U8, shape,
-                                    std::span(static_cast<const std::byte *>(e.pdata), size_t(nb)));
+    std::vector<std::pair<std::string, std::shared_ptr<PackedSource>>> offered;
+    {
+      std::lock_guard<std::mutex> g(c.files_mu);
+      offered.assign(c.packed_files.begin(), c.packed_files.end());
+    }
+    std::sort(items.begin(), items.end(), [](const Item &a, const Item &b) { return a.name < b.name; });
+    for (auto &[name, src] : offered) {
+      Item probe;
+      probe.name = name;
+      if (std::binary_search(items.begin(), items.end(), probe, [](const Item &a, const Item &b) { return a.name < b.name; }))
+        continue;
+      if (checked(*src)) items.push_back({name, src->layout, src->data, src->nbytes, src});
+    }
+    std::sort(items.begin(), items.end(), [](const Item &a, const Item &b) { return a.name < b.name; });
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (i && items[i].name == items[i - 1].name) continue;  // one weight under two keys
+      const Item &it = items[i];
+      const uint64_t shape[1] = {it.nbytes};
+      if (Status st = w->add_tensor(it.name, MPK_DTYPE_U8, shape,
+                                    std::span(static_cast<const std::byte *>(it.data), size_t(it.nbytes)));
           !st)
         return st;
-      const std::string lay = layout_bytes(e.wmd);
-      Bytes b(reinterpret_cast<const std::byte *>(lay.data()), reinterpret_cast<const std::byte *>(lay.data()) + lay.size());
-      if (Status st = w->set_metadata(kPackedMdPrefix + named[i].first, std::move(b)); !st) return st;
+      Bytes b(reinterpret_cast<const std::byte *>(it.layout.data()),
+              reinterpret_cast<const std::byte *>(it.layout.data()) + it.layout.size());
+      if (Status st = w->set_metadata(kPackedMdPrefix + it.name, std::move(b)); !st) return st;
       ++written;
     }
     return w->commit();

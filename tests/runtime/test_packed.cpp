@@ -343,6 +343,40 @@ TEST_CASE_METHOD(Saved, "packed file: stale, foreign and broken files are refuse
   CHECK(s.status().code() == MPK_ERR_IO);
 }
 
+TEST_CASE_METHOD(Saved, "packed file: saving keeps the weights a loaded file offers, checked", "[packed]") {
+  // b runs one weight only; its file still holds all of them, so a later context uses every one.
+  Context b = make_context();
+  REQUIRE(b.load_packed(dir / "p.mpk").ok());
+  RunInfo info;
+  CHECK(same_bits(run(b, cs[0], view_of(cs[0], 100, cs[0].digest), &info), ref.y[0]));
+  auto m = b.save_packed(dir / "q.mpk");
+  REQUIRE(m.ok());
+  CHECK(*m == *n);
+  Context c = make_context();
+  REQUIRE(c.load_packed(dir / "q.mpk").ok());
+  for (size_t i = 0; i < cs.size(); ++i)
+    CHECK(same_bits(run(c, cs[i], view_of(cs[i], 200 + i, cs[i].digest), &info), ref.y[i]));
+  CHECK(c.cache_stats().file_used == *n);
+  // An offered weight whose bytes fail their checksum is not carried over.
+  uint64_t at = 0;
+  {
+    auto f = mpk::Model::open(dir / "q.mpk");
+    REQUIRE(f.ok());
+    at = f->info(f->tensor_count() - 1).offset + 100;
+  }
+  {
+    std::fstream f(dir / "q.mpk", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(std::streamoff(at));
+    f.put('\x5a');
+  }
+  Context d = make_context();
+  REQUIRE(d.load_packed(dir / "q.mpk").ok());
+  auto r = d.save_packed(dir / "r.mpk");
+  REQUIRE(r.ok());
+  CHECK(*r == *n - 1);
+  CHECK(mpk::Model::open(dir / "r.mpk")->verify(mpk::Verify::Full).ok());
+}
+
 TEST_CASE_METHOD(Saved, "packed file: pack_after_calls > 1 uses a weight the file offers from its first call", "[packed]") {
   ContextOptions o;
   o.pack_after_calls = 2;

@@ -64,7 +64,7 @@ Result<rt::HostTensor> load_input(const std::string &path, DType want) {
 
 // --packed FILE: offers FILE's packed weights to the context (load), and after the run writes the
 // packed weights again when FILE is missing, stale (another oneDNN or CPU ISA) or lacks some this
-// run packed (save; the file then holds this run's weights only). A file that exists but is no
+// run packed (save: this run's packed weights and the file's other ones). A file that exists but is no
 // packed-weights file is an error: it is not overwritten. A failed write is a warning.
 struct PackedFile {
   std::string path;
