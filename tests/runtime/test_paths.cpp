@@ -232,6 +232,7 @@ TEST_CASE("f16 (and bf16 without a bf16 matmul) before packing: f32 panels of th
       for (uint64_t M : {1, 5, 16})
         for (int variant = 0; variant < 2; ++variant) {
           const bool strided = variant == 1;
+          if (strided && M != 5) continue;  // strides once per dtype and op (the test is slow under ASan)
           uint64_t rows, cols;
           stored(op, 4096, 200, &rows, &cols);
           TestWeight w = make_weight(dt, rows, cols, strided ? cols + 3 : 0, rng);
