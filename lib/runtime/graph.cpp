@@ -1068,6 +1068,8 @@ Status run_graph(SessionImpl &S, const std::map<std::string, HostTensor> &inputs
         break;
       }
       case OpKind::Concat: {
+        // An empty result copies nothing: its outer extent alone may be huge (dims up to 2^40).
+        if (y.numel() == 0) break;
         const size_t a = size_t(norm_axis(n.axis, y.shape.size()));
         uint64_t outer = 1, inner = 1;
         for (size_t d = 0; d < a; ++d) outer *= uint64_t(y.shape[d]);
@@ -1090,6 +1092,7 @@ Status run_graph(SessionImpl &S, const std::map<std::string, HostTensor> &inputs
         uint64_t at = 0;
         for (size_t k = 0; k < out.size(); ++k) {
           const uint64_t oa = uint64_t(n.ints[k]) * inner;
+          if (out[k]->numel() == 0) continue;  // (as concat: nothing to copy, however large outer is)
           for (uint64_t p = 0; p < outer; ++p)
             std::copy(ops[0].data + p * xa + at, ops[0].data + p * xa + at + oa, out[k]->f.begin() + p * oa);
           at += oa;
@@ -1103,6 +1106,7 @@ Status run_graph(SessionImpl &S, const std::map<std::string, HostTensor> &inputs
         for (size_t d = a + 1; d < ops[0].shape.size(); ++d) inner *= uint64_t(ops[0].shape[d]);
         const uint64_t xa = uint64_t(ops[0].shape[a]) * inner, b = uint64_t(slice_range(n, ops[0].shape[a]).first) * inner;
         const uint64_t ya = uint64_t(y.shape[a]) * inner;
+        if (y.numel() == 0) break;  // (as concat)
         for (uint64_t p = 0; p < outer; ++p)
           std::copy(ops[0].data + p * xa + b, ops[0].data + p * xa + b + ya, y.f.begin() + p * ya);
         break;
