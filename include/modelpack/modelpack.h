@@ -599,7 +599,8 @@ MPK_API mpk_status mpk_convert(const char *in, const char *out, const mpk_conver
 /* ---- delta patches (FORMAT.md 7.10) --------------------------------------------------------- */
 
 #define MPK_PATCH_TWO_WAY (1u << 0)   /* mpk_diff: also store the base tensors the result removes or
-                                         replaces, so that the patch always applies in reverse */
+                                         replaces, and use only deltas that reverse, so that the
+                                         patch always applies in reverse */
 #define MPK_PATCH_NO_FSYNC (1u << 1)  /* do not sync the output before/after the final rename */
 #define MPK_PATCH_REVERSE (1u << 2)   /* mpk_patch: `base` is the patches' result; rebuild their base */
 
@@ -619,8 +620,10 @@ MPK_API mpk_status mpk_patch_options_init(mpk_patch_options *opts, size_t struct
 
 /* Writes a patch that turns the model at `base` into the model at `target`, atomically at `patch`
  * (nothing appears there on error). Tensors kept, renamed or moved cost a few bytes; changed ones the
- * smallest of their new data and their XOR or integer difference from the base, compressed. Memory is
- * bounded by a few pieces of 4 MiB, whatever the model size. NULL options: defaults. */
+ * smallest of their new data and their XOR or integer difference from the base, compressed (at levels
+ * >= 6 the difference of a float tensor may be stored in the order of the base's exponents, which a
+ * one-way patch cannot undo: FORMAT.md 7.10 SUB_SORTED). Memory is bounded by a few pieces of 4 MiB,
+ * whatever the model size. NULL options: defaults. */
 MPK_API mpk_status mpk_diff(const char *base, const char *target, const char *patch, const mpk_patch_options *opts);
 
 /* Applies `count` patches in order (a chain v1 -> v2 -> ...; with MPK_PATCH_REVERSE `base` is the last

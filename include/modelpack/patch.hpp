@@ -24,8 +24,10 @@ struct DiffOptions {
   // rANS and zstd per plane.
   int level = 3;
   uint32_t chunk_size = kDefaultChunkBytes;  // payload chunks (decoded bytes)
-  // Also store the bytes of base tensors the result removes or replaces, so that any patch can be
-  // applied in reverse. Without it, delta and copy operations still reverse; the rest is MISSING.
+  // Also store the bytes of base tensors the result removes or replaces, and use only deltas that
+  // reverse, so that the patch can be applied in reverse. Without it, copies, XOR and SUB deltas
+  // still reverse; a float tensor whose delta is smaller in the order of the base's exponents
+  // (SUB_SORTED, tried at levels >= 6, chosen where it saves >= 1%) and the rest are MISSING.
   bool two_way = false;
   // How the result is written when the patch is applied: by default what the new file looks like
   // (its alignment; compression as `mpk compress` at this level if any tensor is compressed).
@@ -39,6 +41,7 @@ struct PatchSummary {
   std::string base_id, result_id;
   bool two_way = false;
   uint64_t copies = 0, literals = 0, xors = 0, subs = 0;  // result tensors built by each op
+  uint64_t sorted_subs = 0;  // ... by SUB_SORTED (one-way: their base tensors are among `missing`)
   uint64_t removed = 0;                                    // base tensors no result tensor comes from
   uint64_t missing = 0;                                    // base tensors the patch cannot rebuild
   uint64_t result_bytes = 0;                               // decoded bytes of the result's tensors
@@ -65,7 +68,7 @@ struct ApplyOptions {
 // `out`. Intermediate results go to temporary files next to `out`, removed afterwards. Errors:
 // MPK_ERR_WRONG_BASE (a patch does not start from the model it is given), MPK_ERR_CHECKSUM (an
 // input or payload does not match its checksum), MPK_ERR_UNSUPPORTED_FEATURE (--reverse of a
-// one-way patch that removed or replaced tensors; the message names one), and the container errors
+// one-way patch that removed, replaced or one-way-delta'd tensors; the message names one), and the container errors
 // of a damaged patch. On any error nothing appears at `out` and `base` is untouched.
 MPK_API Status apply_patch(const std::string &base, const std::vector<std::string> &patches, const std::string &out,
                            const ApplyOptions &options = {});

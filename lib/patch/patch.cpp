@@ -44,6 +44,10 @@ namespace {
 constexpr uint64_t kPiece = 4u << 20;  // bytes per read / transform / write step
 constexpr uint32_t kNoSource = 0xFFFFFFFFu;
 constexpr uint64_t kTwoWay = 1;  // Patch.compatible bit 0
+constexpr uint64_t kSortedSub = 1;  // Patch.incompatible bit 0: SUB_SORTED operations
+constexpr uint64_t kKnownIncompatible = kSortedSub;
+constexpr uint64_t kSortGroup = 1u << 20;  // SUB_SORTED: bytes per group (a multiple of every op width)
+static_assert(kPiece % kSortGroup == 0, "diff transforms whole groups");
 
 // The element width the XOR and SUB operations work in: the dtype's size for whole-byte numbers
 // (c64: its two f32), 1 for the packed and block-quantized dtypes.
@@ -76,6 +80,25 @@ PayloadType payload_type(fb::PatchOp op, DType dt, std::span<const uint64_t> sha
   const unsigned w = op_width(dt);
   if (op == fb::PatchOp::XOR && w == dtype_size(dt) && dtype_block(dt).elems == 1) return {dt, {shape.begin(), shape.end()}};
   return {uint_of_width(w), {nbytes / w}};
+}
+
+bool is_sub(fb::PatchOp op) { return op == fb::PatchOp::SUB || op == fb::PatchOp::SUB_SORTED; }
+bool is_delta(fb::PatchOp op) { return op == fb::PatchOp::XOR || is_sub(op); }
+
+// SUB_SORTED's key: the exponent field of each op-width element of the source (FORMAT.md 7.10).
+// bits = 0: the dtype has none, and the operation does not apply to it.
+struct ExpField {
+  unsigned shift = 0, bits = 0;
+};
+ExpField exp_field(DType dt) {
+  switch (dt) {
+    case MPK_DTYPE_F16: return {10, 5};
+    case MPK_DTYPE_BF16: return {7, 8};
+    case MPK_DTYPE_F32:
+    case MPK_DTYPE_C64: return {23, 8};
+    case MPK_DTYPE_F64: return {52, 11};
+    default: return {};
+  }
 }
 
 // ---- the element operations --------------------------------------------------------------------
@@ -126,6 +149,74 @@ void sub_decode(unsigned w, const std::byte *from, const std::byte *pay, std::by
 }
 void xor_bytes(const std::byte *a, const std::byte *b, std::byte *out, size_t n) {
   for (size_t i = 0; i < n; ++i) out[i] = a[i] ^ b[i];
+}
+
+// SUB_SORTED on one group of n elements: the payload lists zigzag(result - source) of the group's
+// elements in the order of their source exponents (a stable counting sort: ties in element order).
+// Elements with one exponent share one ulp, so a change of similar size in value is a number of
+// similar size there, and the entropy coder's order-1 contexts see runs of alike numbers.
+// `pos` gets the first payload index of each key: the histogram's exclusive prefix sums.
+template <class U>
+void sorted_positions(const std::byte *src, size_t n, ExpField f, std::vector<uint32_t> &pos) {
+  const U mask = U((U(1) << f.bits) - 1);
+  pos.assign(size_t(1) << f.bits, 0);
+  for (size_t i = 0; i < n; ++i) {
+    U a;
+    std::memcpy(&a, src + i * sizeof(U), sizeof(U));
+    ++pos[size_t((a >> f.shift) & mask)];
+  }
+  uint32_t sum = 0;
+  for (uint32_t &p : pos) sum += std::exchange(p, sum);
+}
+template <class U>
+void sorted_encode_t(const std::byte *src, const std::byte *res, std::byte *out, size_t n, ExpField f,
+                     std::vector<uint32_t> &pos) {
+  sorted_positions<U>(src, n, f, pos);
+  const U mask = U((U(1) << f.bits) - 1);
+  for (size_t i = 0; i < n; ++i) {
+    U a, b;
+    std::memcpy(&a, src + i * sizeof(U), sizeof(U));
+    std::memcpy(&b, res + i * sizeof(U), sizeof(U));
+    const U d = U(b - a);
+    const U z = U(U(d << 1) ^ U(0 - U(d >> (8 * sizeof(U) - 1))));
+    std::memcpy(out + size_t(pos[size_t((a >> f.shift) & mask)]++) * sizeof(U), &z, sizeof(U));
+  }
+}
+// io holds the source's group and gets the result's (forward) or the base's (backward).
+template <class U, bool backward>
+void sorted_decode_t(std::byte *io, const std::byte *pay, size_t n, ExpField f, std::vector<uint32_t> &pos) {
+  sorted_positions<U>(io, n, f, pos);
+  const U mask = U((U(1) << f.bits) - 1);
+  for (size_t i = 0; i < n; ++i) {
+    U a, z;
+    std::memcpy(&a, io + i * sizeof(U), sizeof(U));
+    std::memcpy(&z, pay + size_t(pos[size_t((a >> f.shift) & mask)]++) * sizeof(U), sizeof(U));
+    const U d = U(U(z >> 1) ^ U(0 - U(z & 1)));
+    const U r = backward ? U(a - d) : U(a + d);
+    std::memcpy(io + i * sizeof(U), &r, sizeof(U));
+  }
+}
+// Over nbytes that start at a group boundary of the tensor: group by group.
+void sorted_encode(unsigned w, ExpField f, const std::byte *src, const std::byte *res, std::byte *out, size_t nbytes,
+                   std::vector<uint32_t> &pos) {
+  for (size_t at = 0; at < nbytes; at += kSortGroup) {
+    const size_t n = std::min<size_t>(kSortGroup, nbytes - at) / w;
+    if (w == 2) sorted_encode_t<uint16_t>(src + at, res + at, out + at, n, f, pos);
+    else if (w == 4) sorted_encode_t<uint32_t>(src + at, res + at, out + at, n, f, pos);
+    else sorted_encode_t<uint64_t>(src + at, res + at, out + at, n, f, pos);
+  }
+}
+void sorted_decode(unsigned w, ExpField f, std::byte *io, const std::byte *pay, size_t nbytes, bool backward,
+                   std::vector<uint32_t> &pos) {
+  for (size_t at = 0; at < nbytes; at += kSortGroup) {
+    const size_t n = std::min<size_t>(kSortGroup, nbytes - at) / w;
+    if (w == 2) backward ? sorted_decode_t<uint16_t, true>(io + at, pay + at, n, f, pos)
+                         : sorted_decode_t<uint16_t, false>(io + at, pay + at, n, f, pos);
+    else if (w == 4) backward ? sorted_decode_t<uint32_t, true>(io + at, pay + at, n, f, pos)
+                              : sorted_decode_t<uint32_t, false>(io + at, pay + at, n, f, pos);
+    else backward ? sorted_decode_t<uint64_t, true>(io + at, pay + at, n, f, pos)
+                  : sorted_decode_t<uint64_t, false>(io + at, pay + at, n, f, pos);
+  }
 }
 
 // ---- the in-memory description (diff builds it; the Patch table is written from it) -------------
@@ -248,18 +339,24 @@ Result<size_t> payload_cost(DType dt, std::span<const std::byte> bytes, int leve
   return e.codec == codec::ChunkCodec::Raw ? bytes.size() : e.bytes.size();
 }
 
-// Chooses LITERAL, XOR or SUB for a result tensor whose base namesake has the same dtype and size,
-// by encoding evenly spread samples of up to kSamples chunks with each.
+// Chooses LITERAL, XOR, SUB or (one-way patches) SUB_SORTED for a result tensor whose base
+// namesake has the same dtype and size, by encoding evenly spread samples of up to kSamples chunks
+// with each. SUB_SORTED, which cannot be reversed, must save at least 1% over the best of the others.
 Result<fb::PatchOp> choose_op(const Model &base, size_t bi, const Model &target, size_t ti, const DiffOptions &o,
                               codec::Scratch &scratch) {
   const TensorInfo t = target.info(ti);
   const unsigned w = op_width(t.dtype);
+  const ExpField ef = exp_field(t.dtype);
+  // SUB_SORTED only where order-1 coding is tried (levels >= 6): order-0 gains nothing from the
+  // order, and a sample's 1% could cost the tensor its reverse for nothing.
+  const int nops = !o.two_way && ef.bits && o.level >= 6 ? 4 : 3;
   const uint64_t chunk = std::max<uint64_t>(w, uint64_t(o.chunk_size) / w * w);
   const uint64_t nchunks = (t.nbytes + chunk - 1) / chunk;
   constexpr uint64_t kSamples = 8;
   std::vector<std::byte> a, b, d;
-  size_t cost[3] = {0, 0, 0};  // literal, xor, sub
-  const fb::PatchOp ops[3] = {fb::PatchOp::LITERAL, fb::PatchOp::XOR, fb::PatchOp::SUB};
+  std::vector<uint32_t> pos;
+  size_t cost[4] = {0, 0, 0, 0};  // literal, xor, sub, sorted sub
+  const fb::PatchOp ops[4] = {fb::PatchOp::LITERAL, fb::PatchOp::XOR, fb::PatchOp::SUB, fb::PatchOp::SUB_SORTED};
   const uint64_t picks = std::min(nchunks, kSamples);
   for (uint64_t k = 0; k < picks; ++k) {
     const uint64_t c = picks == nchunks ? k : (k * nchunks + nchunks / 2) / picks;
@@ -269,10 +366,11 @@ Result<fb::PatchOp> choose_op(const Model &base, size_t bi, const Model &target,
     d.resize(size_t(n));
     if (Status s = base.read(bi, a, off); !s) return s;
     if (Status s = target.read(ti, b, off); !s) return s;
-    for (int j = 0; j < 3; ++j) {
+    for (int j = 0; j < nops; ++j) {
       const PayloadType pt = payload_type(ops[j], t.dtype, t.shape, t.nbytes);
       if (j == 1) xor_bytes(a.data(), b.data(), d.data(), d.size());
       if (j == 2) sub_encode(w, a.data(), b.data(), d.data(), d.size());
+      if (j == 3) sorted_encode(w, ef, a.data(), b.data(), d.data(), d.size(), pos);  // groups from the sample's start
       auto c2 = payload_cost(pt.dtype, j == 0 ? std::span<const std::byte>(b) : std::span<const std::byte>(d), o.level,
                              scratch);
       if (!c2) return c2.status();
@@ -282,6 +380,7 @@ Result<fb::PatchOp> choose_op(const Model &base, size_t bi, const Model &target,
   int best = 0;
   for (int j = 1; j < 3; ++j)
     if (cost[j] < cost[best]) best = j;
+  if (nops == 4 && double(cost[3]) < 0.99 * double(cost[best])) best = 3;
   return ops[best];
 }
 
@@ -304,8 +403,9 @@ Status write_payload(Writer &w, fb::PatchOp op, const Model &from, size_t fi, co
                      const Model *base, size_t bi, const std::string &base_path) {
   const TensorInfo t = from.info(fi);
   const unsigned wd = op_width(t.dtype);
-  const uint64_t piece = std::max<uint64_t>(wd, kPiece / wd * wd);
+  const uint64_t piece = std::max<uint64_t>(wd, kPiece / wd * wd);  // SUB_SORTED: whole groups
   std::vector<std::byte> x(size_t(std::min(piece, t.nbytes))), y, d;
+  std::vector<uint32_t> pos;
   if (op != fb::PatchOp::LITERAL) {
     y.resize(x.size());
     d.resize(x.size());
@@ -323,6 +423,7 @@ Status write_payload(Writer &w, fb::PatchOp op, const Model &from, size_t fi, co
       if (Status s = base->read(bi, ys, off); !s) return s;
       hy.update(ys.data(), n);
       if (op == fb::PatchOp::XOR) xor_bytes(ys.data(), xs.data(), d.data(), n);
+      else if (op == fb::PatchOp::SUB_SORTED) sorted_encode(wd, exp_field(t.dtype), ys.data(), xs.data(), d.data(), n, pos);
       else sub_encode(wd, ys.data(), xs.data(), d.data(), n);
       if (Status s = w.write({d.data(), n}); !s) return s;
     }
@@ -408,7 +509,7 @@ Status diff(const std::string &base_path, const std::string &target_path, const 
   // The backward operations: each base tensor from a result tensor, where the forward ones allow.
   for (uint32_t i = 0; i < R.tensors.size(); ++i) {
     const SideTensor &r = R.tensors[i];
-    if (r.source == kNoSource) continue;
+    if (r.source == kNoSource || r.op == fb::PatchOp::SUB_SORTED) continue;  // its order needs the base
     SideTensor &b = B.tensors[r.source];
     // Prefer a plain copy when one result tensor is an unchanged copy of it.
     if (b.op == fb::PatchOp::MISSING || (r.op == fb::PatchOp::COPY && b.op != fb::PatchOp::COPY)) {
@@ -443,7 +544,7 @@ Status diff(const std::string &base_path, const std::string &target_path, const 
       if (r.payload.empty()) continue;
       const PayloadType pt = payload_type(r.op, r.dtype, r.shape, r.nbytes);
       if (Status s = w->begin_tensor(r.payload, pt.dtype, pt.shape, "payloads"); !s) return s;
-      const bool delta = r.op == fb::PatchOp::XOR || r.op == fb::PatchOp::SUB;
+      const bool delta = is_delta(r.op);
       if (Status s = write_payload(*w, r.op, *target, rorder[i], target_path, delta ? &*base : nullptr,
                                    delta ? border[r.source] : 0, base_path);
           !s)
@@ -464,18 +565,19 @@ Status diff(const std::string &base_path, const std::string &target_path, const 
     w->abort();
     return st;
   }
-  bool two_way = true, int8 = false;
+  bool two_way = true, int8 = false, sorted = false;
   for (const SideTensor &b : B.tensors) two_way = two_way && b.op != fb::PatchOp::MISSING;
+  for (const SideTensor &r : R.tensors) sorted = sorted || r.op == fb::PatchOp::SUB_SORTED;
   for (const Side *side : {&B, &R})
     for (const SideTensor &t : side->tensors) int8 = int8 || is_int8(t.quant.scheme);
   // int8 records in a side set the file's feature bit 4, as in a model: a reader of format 1.3
   // refuses the patch by that name instead of failing on the sides' content ids (FORMAT.md 7.10).
   detail::WriterAccess::set_patch(
       *w,
-      [&B, &R, two_way](fbs::FlatBufferBuilder &fbb) {
+      [&B, &R, two_way, sorted](fbs::FlatBufferBuilder &fbb) {
         auto bo = build_side(fbb, B);
         auto ro = build_side(fbb, R);
-        return fb::CreatePatch(fbb, 1, 0, two_way ? kTwoWay : 0, bo, ro);
+        return fb::CreatePatch(fbb, 1, sorted ? kSortedSub : 0, two_way ? kTwoWay : 0, bo, ro);
       },
       int8 ? MPK_FEATURE_QUANTIZED : 0);
   if (Status s = w->commit(); !s) return s;
@@ -505,7 +607,7 @@ Status bad(const std::string &path, auto &&...what) {
 }
 
 Status check_side(const std::string &path, const Model &m, const fb::PatchSide *s, const fb::PatchSide *other,
-                  const char *which, std::vector<size_t> &payload) {
+                  const char *which, uint64_t incompatible, std::vector<size_t> &payload) {
   const auto *ts = s->tensors();
   const uint32_t n = ts ? ts->size() : 0, nother = other->tensors() ? other->tensors()->size() : 0;
   const uint32_t ncomp = s->components() ? s->components()->size() : 0;
@@ -548,11 +650,18 @@ Status check_side(const std::string &path, const Model &m, const fb::PatchSide *
     if (t->chunk_size() > MPK_MAX_CHUNK_BYTES || (t->chunk_size() && t->chunk_size() % dtype_block(dt).bytes))
       return bad(path, which, " tensor ", quote(name), " has chunk size ", t->chunk_size());
     const fb::PatchOp op = t->op();
-    if (uint8_t(op) > uint8_t(fb::PatchOp::MISSING))
+    if (uint8_t(op) > uint8_t(fb::PatchOp::SUB_SORTED))
       return fail(MPK_ERR_UNSUPPORTED_FEATURE, quote(path), ": ", which, " tensor ", quote(name), " uses operation ",
                   unsigned(uint8_t(op)), ", which patch version 1 does not define");
-    const bool wants_source = op == fb::PatchOp::COPY || op == fb::PatchOp::XOR || op == fb::PatchOp::SUB;
-    const bool wants_payload = (op == fb::PatchOp::LITERAL && *nbytes > 0) || op == fb::PatchOp::XOR || op == fb::PatchOp::SUB;
+    if (op == fb::PatchOp::SUB_SORTED) {
+      if (!(incompatible & kSortedSub))
+        return bad(path, which, " tensor ", quote(name), " uses SUB_SORTED but the patch does not set incompatible bit 0");
+      if (!exp_field(dt).bits)
+        return bad(path, which, " tensor ", quote(name), " uses SUB_SORTED on ", dtype_name(dt),
+                   ", which has no exponent field");
+    }
+    const bool wants_source = op == fb::PatchOp::COPY || is_delta(op);
+    const bool wants_payload = (op == fb::PatchOp::LITERAL && *nbytes > 0) || is_delta(op);
     if (wants_source != (t->source() != kNoSource))
       return bad(path, which, " tensor ", quote(name), wants_source ? " needs a source" : " must not have a source");
     if (wants_source) {
@@ -634,12 +743,13 @@ Result<OpenPatch> open_patch(const std::string &path) {
   if (op.p->version() != 1)
     return fail(MPK_ERR_UNSUPPORTED_VERSION, quote(path), ": patch version ", op.p->version(),
                 " (this library reads version 1)");
-  if (op.p->incompatible())
-    return fail(MPK_ERR_UNSUPPORTED_FEATURE, quote(path), ": the patch needs feature bits ", Hex{op.p->incompatible()},
+  if (const uint64_t unknown = op.p->incompatible() & ~kKnownIncompatible)
+    return fail(MPK_ERR_UNSUPPORTED_FEATURE, quote(path), ": the patch needs feature bits ", Hex{unknown},
                 " that this library does not know");
   if (!op.p->base() || !op.p->result()) return bad(path, "a side is missing");
-  if (Status s = check_side(path, op.m, op.p->base(), op.p->result(), "base", op.payload[0]); !s) return s;
-  if (Status s = check_side(path, op.m, op.p->result(), op.p->base(), "result", op.payload[1]); !s) return s;
+  const uint64_t bits = op.p->incompatible();
+  if (Status s = check_side(path, op.m, op.p->base(), op.p->result(), "base", bits, op.payload[0]); !s) return s;
+  if (Status s = check_side(path, op.m, op.p->result(), op.p->base(), "result", bits, op.payload[1]); !s) return s;
   return op;
 }
 
@@ -703,6 +813,7 @@ struct Worker {
   std::vector<std::byte> stored;  // a stored chunk
   std::vector<std::byte> pay;     // a payload chunk (or segment) decoded
   std::vector<std::byte> part;    // a source chunk decoded, of which a piece wants part
+  std::vector<uint32_t> pos;      // SUB_SORTED: payload index per key
 };
 
 std::byte *room(std::vector<std::byte> &v, uint64_t n) {
@@ -779,7 +890,8 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
     const fb::PatchTensor *t = to->tensors()->Get(i);
     if (t->op() == fb::PatchOp::MISSING)
       return fail(MPK_ERR_UNSUPPORTED_FEATURE, quote(patch_path), " is one-way: it does not hold the bytes of tensor ",
-                  quote(sv(t->name())), ", which the result ", reverse ? "removed or replaced" : "lacks",
+                  quote(sv(t->name())), ", which the result ",
+                  reverse ? "removed, replaced or changed with a one-way delta" : "lacks",
                   " (make a two-way patch: mpk diff --two-way)");
     any_chunked = any_chunked || t->chunk_size();
     std::span<const uint64_t> shape;
@@ -812,7 +924,14 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
     const bool has_payload = payload[i] != SIZE_MAX;  // all but COPY and an empty LITERAL
     if (has_payload) will_read(pin, payload[i]);
     if (op != fb::PatchOp::LITERAL) will_read(sin, src_index[t->source()]);
-    if (has_payload || op != fb::PatchOp::LITERAL) {
+    if (op == fb::PatchOp::SUB_SORTED) {
+      // Whole groups; whole payload chunks too where the two nest (else a piece decodes the chunks
+      // it shares with its neighbours).
+      piece = kSortGroup;
+      const TensorInfo by = pt.m.info(payload[i]);
+      if (by.encoding == Encoding::Chunked && by.chunk_size % kSortGroup == 0 && by.chunk_size <= kMaxPiece)
+        piece = by.chunk_size;
+    } else if (has_payload || op != fb::PatchOp::LITERAL) {
       const TensorInfo by = has_payload ? pt.m.info(payload[i]) : src->info(src_index[t->source()]);
       if (by.encoding == Encoding::Chunked && by.chunk_size % wd == 0 && by.chunk_size <= kMaxPiece)
         piece = std::max<uint64_t>(1, kApplyPiece / by.chunk_size) * by.chunk_size;
@@ -838,6 +957,13 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
     if (op == fb::PatchOp::LITERAL) return read_range(pin, pi, pc.off, {dst, pc.n}, wk);
     const size_t si = src_index[t->source()];
     const unsigned wd = op_width(DType(uint32_t(t->dtype())));
+    if (op == fb::PatchOp::SUB_SORTED) {  // the piece is whole groups: the source, then the payload
+      if (Status e = read_range(sin, si, pc.off, {dst, pc.n}, wk); !e) return e;
+      std::byte *p = room(wk.pay, pc.n);
+      if (Status e = read_range(pin, pi, pc.off, {p, pc.n}, wk); !e) return e;
+      sorted_decode(wd, exp_field(DType(uint32_t(t->dtype()))), dst, p, pc.n, reverse, wk.pos);
+      return {};
+    }
     const TensorInfo pinfo = pt.m.info(pi);
     const bool chunked = pinfo.encoding == Encoding::Chunked;
     const uint64_t seg = chunked ? pinfo.chunk_size : kBlock, end = pc.off + pc.n;
@@ -1034,6 +1160,7 @@ Result<PatchSummary> inspect_patch(const std::string &path) {
       case fb::PatchOp::LITERAL: ++s.literals; break;
       case fb::PatchOp::XOR: ++s.xors; break;
       case fb::PatchOp::SUB: ++s.subs; break;
+      case fb::PatchOp::SUB_SORTED: ++s.sorted_subs; break;
       default: break;
     }
     if (t->source() != kNoSource) used[t->source()] = true;

@@ -768,6 +768,26 @@ def case_patch(tmp):
     check(code == 1 and "MPK_ERR_WRONG_BASE" in e and not os.path.exists(o), f"wrong base: {code} {e!r}")
     _, text, _ = run("inspect", p23, expect=0)
     check("patch:" in text and "(two-way)" in text and "operations:" in text, f"inspect patch: {text!r}")
+    # At --level 9 a one-way diff orders the f32 deltas by the base's exponents (SUB_SORTED) where
+    # that pays (weights over three decades, each moved by about the same amount): it applies byte
+    # for byte, and --reverse is refused naming the tensor (its order is the base's).
+    mag = np.exp(rng.uniform(np.log(1e-3), 0.0, (512, 300))) * rng.choice([-1.0, 1.0], (512, 300))
+    for name, arr in (("s1", mag), ("s2", mag + rng.standard_normal((512, 300)) * 2e-4)):
+        d = os.path.join(tmp, name)
+        write_tree(d, {"w": arr.astype(np.float32)})
+        paths[name] = os.path.join(tmp, name + ".mpk")
+        run("pack", d, "-o", paths[name], "--no-fsync", expect=0)
+    ps = os.path.join(tmp, "ps.mpkd")
+    _, out, _ = run("diff", paths["s1"], paths["s2"], "-o", ps, "--level", "9", "--no-fsync", expect=0)
+    check("1 sorted sub deltas" in out and "1 not reversible" in out, f"diff --level 9 output: {out!r}")
+    _, text, _ = run("inspect", ps, expect=0)
+    check("(one-way)" in text and "1 sorted sub" in text, f"inspect sorted patch: {text!r}")
+    run("patch", paths["s1"], ps, "-o", o, "--no-fsync", expect=0)
+    check(open(o, "rb").read() == open(paths["s2"], "rb").read(), "s1 + ps is not s2")
+    os.remove(o)
+    code, _, e = run("patch", "--reverse", paths["s2"], ps, "-o", o)
+    check(code == 1 and "MPK_ERR_UNSUPPORTED_FEATURE" in e and "'w'" in e and "--two-way" in e
+          and not os.path.exists(o), f"reverse of a sorted patch: {code} {e!r}")
     run("verify", p23, expect=0)
     for bad in (("diff", paths["v1"], paths["v2"]), ("diff", paths["v1"], paths["v2"], "-o", o, "--level", "0"),
                 ("patch", paths["v1"], "-o", o)):

@@ -25,7 +25,7 @@ std::span<const std::byte> bytes_of(const std::vector<T> &v) {
 }
 
 // The patch base: a few tensors of several dtypes in two components, with metadata.
-// variant 0 is the base itself; 1..4 are the "new" models the seed patches lead to.
+// variant 0 is the base itself; 1..5 are the "new" models the seed patches lead to.
 inline void write_patch_model(const std::string &path, int variant, bool compressed = false) {
   mpk::WriterOptions wo;
   wo.fsync = false;
@@ -38,7 +38,11 @@ inline void write_patch_model(const std::string &path, int variant, bool compres
   std::vector<int32_t> ids(16);
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(i * i);
   if (variant >= 1) a[17] += 0.25f;                        // one element changed
-  if (variant >= 2) for (size_t i = 0; i < b.size(); i += 3) b[i] *= 1.001f;  // many, slightly
+  if (variant >= 2 && variant <= 4) for (size_t i = 0; i < b.size(); i += 3) b[i] *= 1.001f;  // many, slightly
+  if (variant == 5) {  // every element by a similar step in value (a fine-tune): SUB_SORTED's case
+    for (size_t i = 0; i < a.size(); ++i) a[i] += 1e-4f * float(int(i % 7) - 3);
+    for (size_t i = 0; i < b.size(); ++i) b[i] += 1e-4f * float(int(i % 5) - 2);
+  }
   const std::vector<uint64_t> sa{16, 16}, sb{96}, sh{8, 8}, si{16};
   must(w.add_tensor(variant == 3 ? "renamed.a" : "layer.a", MPK_DTYPE_F32, sa, bytes_of(a)), "a");
   must(w.add_tensor("layer.b", MPK_DTYPE_F32, sb, bytes_of(b)), "b");

@@ -189,6 +189,19 @@ int main(int argc, char **argv) {
     must(mpk::diff(base, v, seed("patch", "to_compressed.mpkd"), d), "diff");
     must(mpk::diff(base, tmp + "/q.mpk", seed("patch", "to_int8.mpkd"), d), "diff q");
   }
+  {  // a one-way patch with SUB_SORTED deltas (order-1 coding: level 9)
+    const std::string v = tmp + "/v5.mpk";
+    fuzz::write_patch_model(v, 5);
+    mpk::DiffOptions d;
+    d.fsync = false;
+    d.level = 9;
+    mpk::PatchSummary s;
+    must(mpk::diff(base, v, seed("patch", "sorted_sub.mpkd"), d, &s), "diff sorted");
+    if (s.sorted_subs == 0) {
+      std::cerr << "make_seeds: the sorted_sub seed holds no SUB_SORTED operation\n";
+      return 1;
+    }
+  }
 
   // ---- chunks: [codec][decoded size / 4, u16 LE][stored] -------------------------------------------
   {

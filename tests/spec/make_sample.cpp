@@ -12,7 +12,9 @@
 // (chunked) tensors: raw, zstd and planes chunks, planes of every method, rANS-Nx16 of order 0
 // and 1 with 4 and 32 states, and a format 1.4 file with quantized storage: int8 per channel (axes 0,
 // 1 and 2) and per group (a partial last group, rank 3), cast f16 / bf16 records, plain tensors.
+// Also two versions of a model and a one-way and a two-way patch between them (apply_patch.py).
 #include <modelpack/modelpack.hpp>
+#include <modelpack/patch.hpp>
 #include <modelpack/quant.hpp>
 
 #include <algorithm>
@@ -685,6 +687,72 @@ bool sample_nothing(const std::string &path) {
 
 }  // namespace
 
+// Two versions of a model and the patches between them (FORMAT.md 7.10), for apply_patch.py:
+// weights over three decades moved by about the same amount in value (f32 over two SUB_SORTED
+// groups, bf16), a u16 tensor with a few bits flipped, one kept, one renamed, one removed, one
+// added; the new version compressed. A one-way patch at level 9 (SUB_SORTED where it pays) and
+// a two-way one at level 3.
+bool make_patch_samples(const std::string &dir) {
+  uint64_t x = 88172645463325252ull;
+  auto uniform = [&x] {  // xorshift64: the same numbers on every platform
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return double(x >> 11) / double(1ull << 53);
+  };
+  auto spread = [&](size_t n, bool bf16, std::vector<std::byte> &a, std::vector<std::byte> &b) {
+    const size_t w = bf16 ? 2 : 4;
+    a.resize(n * w);
+    b.resize(n * w);
+    for (size_t i = 0; i < n; ++i) {
+      const double v = (uniform() < 0.5 ? -1.0 : 1.0) * std::exp(-6.9 * uniform());
+      const float fa = float(v), fb = float(v + 4e-4 * (uniform() - 0.5));
+      if (bf16) {  // truncation is enough here: any bf16 bits will do
+        const uint16_t ha = uint16_t(std::bit_cast<uint32_t>(fa) >> 16), hb = uint16_t(std::bit_cast<uint32_t>(fb) >> 16);
+        std::memcpy(&a[2 * i], &ha, 2);
+        std::memcpy(&b[2 * i], &hb, 2);
+      } else {
+        std::memcpy(&a[4 * i], &fa, 4);
+        std::memcpy(&b[4 * i], &fb, 4);
+      }
+    }
+  };
+  std::vector<std::byte> wa, wb, ha, hb;
+  spread(300001, false, wa, wb);
+  spread(70000, true, ha, hb);
+  auto xa = pattern(4000, 61), xb = xa;
+  for (size_t i = 0; i < xb.size(); i += 37) xb[i] ^= std::byte{0x04};
+  const auto keep = pattern(400, 62), moved = pattern(300, 63);
+  bool ok = true;
+  for (int v = 0; v < 2 && ok; ++v) {
+    mpk::WriterOptions o = options(64);
+    if (v == 1) o.compression.codec = mpk::Codec::Auto;
+    auto w = mpk::Writer::create(dir + (v ? "/patch_b.mpk" : "/patch_a.mpk"), o);
+    if (!check(w.status(), "create")) return false;
+    ok = check(w->add_tensor("w", MPK_DTYPE_F32, std::vector<uint64_t>{300001}, v ? wb : wa), "w");
+    ok = ok && check(w->add_tensor("h", MPK_DTYPE_BF16, std::vector<uint64_t>{350, 200}, v ? hb : ha), "h");
+    ok = ok && check(w->add_tensor("x", MPK_DTYPE_U16, std::vector<uint64_t>{2000}, v ? xb : xa), "x");
+    ok = ok && check(w->add_tensor("keep", MPK_DTYPE_I32, std::vector<uint64_t>{100}, keep), "keep");
+    ok = ok && check(w->add_tensor(v ? "renamed" : "old", MPK_DTYPE_U8, std::vector<uint64_t>{300}, moved), "moved");
+    if (v == 0) ok = ok && add(*w, "gone", MPK_DTYPE_I8, {50}, 64);
+    if (v == 1) ok = ok && add(*w, "new", MPK_DTYPE_I16, {7}, 65);
+    ok = ok && check(w->set_metadata("version", int64_t(v + 1)), "meta");
+    ok = ok && check(w->commit(), "commit");
+  }
+  mpk::DiffOptions d;
+  d.fsync = false;
+  d.level = 9;
+  mpk::PatchSummary s;
+  ok = ok && check(mpk::diff(dir + "/patch_a.mpk", dir + "/patch_b.mpk", dir + "/patch_oneway.mpkd", d, &s), "diff");
+  if (ok && s.sorted_subs == 0) {
+    std::fprintf(stderr, "make_sample: the one-way patch holds no SUB_SORTED operation\n");
+    return false;
+  }
+  d.level = 3;
+  d.two_way = true;
+  return ok && check(mpk::diff(dir + "/patch_a.mpk", dir + "/patch_b.mpk", dir + "/patch_twoway.mpkd", d), "diff");
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     std::fprintf(stderr, "usage: make_sample OUT_DIR\n");
@@ -710,5 +778,7 @@ int main(int argc, char **argv) {
     if (!s.make(path) || !dump(path, dir + "/" + s.name + ".lib.json")) return 1;
     std::printf("%s\n", path.c_str());
   }
+  if (!make_patch_samples(dir)) return 1;
+  std::printf("%s/patch_{a,b}.mpk, patch_{oneway,twoway}.mpkd\n", dir.c_str());
   return 0;
 }

@@ -10,6 +10,8 @@
 #   MPK        the `mpk` CLI, optional. With it: `mpk inspect --json` must match read_mpk's summary,
 #              `mpk verify` must pass, and differential.py damages FILE in ~1000-3000 ways and
 #              requires both readers to give every variant the same status.
+#   --patches DIR   apply_patch.py (a patch applier written from FORMAT.md 7.10) rebuilds the patch
+#              samples make_sample writes into DIR.
 #   --crafted  craft.py builds ~545 files (formats 1.0 to 1.4) with its own FlatBuffers encoder
 #              (and, for 1.2, its own planes / rANS-Nx16 encoders) and checks that read_mpk (and the
 #              CLI, if given) give each the status FORMAT.md predicts; files on which libmodelpack is
@@ -23,7 +25,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 py="${PYTHON:-/usr/bin/python3}"
 
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
-  echo "usage: $0 FILE.mpk [MPK] | $0 --crafted [MPK]" >&2
+  echo "usage: $0 FILE.mpk [MPK] | $0 --crafted [MPK] | $0 --patches DIR" >&2
   exit 2
 fi
 if ! "$py" -c "import xxhash" 2>/dev/null; then
@@ -35,7 +37,7 @@ mpk="${2:-}"
 # zstd chunks (format 1.2) are decoded with the zstandard module: needed for --crafted, and for a
 # file that sets incompatible feature bit 0 (compressed-tensors).
 needs_zstd=0
-if [ "$file" = "--crafted" ]; then
+if [ "$file" = "--crafted" ] || [ "$file" = "--patches" ]; then
   needs_zstd=1
 elif [ -f "$file" ] && "$py" -c 'import sys; b = open(sys.argv[1], "rb").read(24); sys.exit(0 if len(b) == 24 and b[16] & 1 else 1)' "$file"; then
   needs_zstd=1
@@ -44,13 +46,38 @@ if [ "$needs_zstd" = 1 ] && ! "$py" -c "import zstandard" 2>/dev/null; then
   echo "SKIP: $py cannot import zstandard (apt-get install python3-zstandard, or set PYTHON)"
   exit 77
 fi
-if [ -n "$mpk" ] && [ ! -x "$mpk" ]; then
+if [ "$file" != "--patches" ] && [ -n "$mpk" ] && [ ! -x "$mpk" ]; then
   echo "FAIL: $mpk is not an executable" >&2
   exit 1
 fi
 
 if [ "$file" = "--crafted" ]; then
   exec "$py" "$here/craft.py" ${mpk:+"$mpk"}
+fi
+
+# --patches DIR: apply_patch.py, written from FORMAT.md 7.10 alone, must rebuild make_sample's patch
+# samples (every operation, SUB_SORTED included) forward, and the two-way one in reverse too; the
+# one-way one must not reverse.
+if [ "$file" = "--patches" ]; then
+  d="$mpk"
+  out="$(mktemp)"
+  trap 'rm -f "$out"' EXIT
+  st=0
+  run() {
+    if "$py" "$here/apply_patch.py" "$@" >"$out" 2>&1; then echo "ok: apply_patch.py $* ($(tr '\n' ' ' <"$out"))"
+    else echo "FAIL: apply_patch.py $*: $(cat "$out")"; st=1; fi
+  }
+  run "$d/patch_a.mpk" "$d/patch_oneway.mpkd" "$d/patch_b.mpk"
+  grep -q "^SUB_SORTED: " "$out" || { echo "FAIL: the one-way patch used no SUB_SORTED"; st=1; }
+  run "$d/patch_a.mpk" "$d/patch_twoway.mpkd" "$d/patch_b.mpk"
+  run "$d/patch_b.mpk" "$d/patch_twoway.mpkd" "$d/patch_a.mpk" --reverse
+  grep -q "^SUB: " "$out" || { echo "FAIL: the two-way patch used no SUB"; st=1; }
+  if "$py" "$here/apply_patch.py" "$d/patch_b.mpk" "$d/patch_oneway.mpkd" "$d/patch_a.mpk" --reverse >"$out" 2>&1; then
+    echo "FAIL: the one-way patch applied in reverse"; st=1
+  else
+    echo "ok: the one-way patch does not reverse ($(cat "$out"))"
+  fi
+  exit $st
 fi
 
 tmp="$(mktemp -d)"

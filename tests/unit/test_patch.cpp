@@ -688,3 +688,168 @@ TEST_CASE("patches of quantized models: int8 (per channel, per group), fp16, bf1
     }
   }
 }
+
+namespace {
+
+// Weights of magnitudes spread over three decades (random signs), and the same moved by about the
+// same amount in value: in ulps of the base, the change is ~1000 times larger on the small ones.
+std::pair<std::vector<double>, std::vector<double>> spread_pair(size_t n, double step, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> ex(std::log(1e-3), 0.0);
+  std::normal_distribution<double> nd(0.0, step);
+  std::vector<double> a(n), b(n);
+  for (size_t i = 0; i < n; ++i) {
+    a[i] = (rng() & 1 ? -1.0 : 1.0) * std::exp(ex(rng));
+    b[i] = a[i] + nd(rng);
+  }
+  return {a, b};
+}
+
+std::vector<std::byte> as_dtype(const std::vector<double> &v, DType dt) {
+  const size_t w = dt == MPK_DTYPE_F64 ? 8 : dt == MPK_DTYPE_F32 || dt == MPK_DTYPE_C64 ? 4 : 2;
+  std::vector<std::byte> out(v.size() * w);
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (w == 8) std::memcpy(&out[8 * i], &v[i], 8);
+    if (w == 4) {
+      const float f = float(v[i]);
+      std::memcpy(&out[4 * i], &f, 4);
+    }
+    if (w == 2) {
+      uint16_t h;
+      if (dt == MPK_DTYPE_BF16) {
+        h = to_bf16(float(v[i]));
+      } else {
+        const _Float16 x = _Float16(float(v[i]));
+        std::memcpy(&h, &x, 2);
+      }
+      std::memcpy(&out[2 * i], &h, 2);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("SUB_SORTED: float deltas ordered by the base's exponents, one-way, bit for bit", "[patch]") {
+  // f32 and bf16 of two groups (1 MiB and a partial one), f16, f64 and c64 of one partial group;
+  // an i32 tensor (no exponent) and a constant one beside them.
+  TempDir dir;
+  Spec a, b;
+  struct D {
+    const char *name;
+    DType dt;
+    size_t elems;  // doubles (c64: two per element)
+  };
+  const D ds[] = {{"f32", MPK_DTYPE_F32, 300001},  {"bf16", MPK_DTYPE_BF16, 600001}, {"f16", MPK_DTYPE_F16, 40001},
+                  {"f64", MPK_DTYPE_F64, 20001},   {"c64", MPK_DTYPE_C64, 40002}};
+  uint64_t seed = 1;
+  for (const D &d : ds) {
+    auto [x, y] = spread_pair(d.elems, 2e-4, seed++);
+    const uint64_t n = d.dt == MPK_DTYPE_C64 ? d.elems / 2 : d.elems;
+    a.tensors.push_back({d.name, d.dt, {n}, as_dtype(x, d.dt), ""});
+    b.tensors.push_back({d.name, d.dt, {n}, as_dtype(y, d.dt), ""});
+  }
+  std::vector<std::byte> ints = random_bytes(40000, 9), ints2 = ints;
+  for (size_t i = 0; i < ints2.size(); i += 40) ints2[i] ^= std::byte{3};
+  a.tensors.push_back({"i32", MPK_DTYPE_I32, {10000}, ints, ""});
+  b.tensors.push_back({"i32", MPK_DTYPE_I32, {10000}, ints2, ""});
+  const auto same = f32(normal(5000, 0.02f, 99));
+  a.tensors.push_back({"same", MPK_DTYPE_F32, {5000}, same, ""});
+  b.tensors.push_back({"same", MPK_DTYPE_F32, {5000}, same, ""});
+
+  // Payload chunks that nest in the 1 MiB groups, that do not (24,000 bytes), and of 3 MiB;
+  // raw and compressed models.
+  const std::pair<mpk::Codec, uint32_t> cases[] = {
+      {mpk::Codec::None, 64u << 10}, {mpk::Codec::Auto, 24000}, {mpk::Codec::None, 3u << 20}};
+  for (const auto &[layout, chunk] : cases) {
+    INFO("compressed " << (layout == mpk::Codec::Auto) << " chunk " << chunk);
+    write(dir / "a.mpk", a, layout);
+    write(dir / "b.mpk", b, layout);
+    mpk::DiffOptions o = quick();
+    o.level = 9;  // order-1 rANS: where the order pays
+    o.chunk_size = chunk;
+    mpk::PatchSummary one;
+    REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "p1", o, &one));
+    // Every float tensor that changed but f64, where the order saves less than the 1% asked for
+    // (its deltas are ~2^30 ulps: the low bytes are noise in any order).
+    CHECK(one.sorted_subs >= 4);
+    CHECK(one.sorted_subs + one.subs + one.xors == 6);
+    CHECK(one.copies == 1);
+    CHECK(one.missing == one.sorted_subs);  // their base tensors cannot be rebuilt from the result
+    CHECK(!one.two_way);
+    mpk::DiffOptions o3 = o;  // at level 3 (order-0 coding) the order gains nothing: plain SUB
+    o3.level = 3;
+    mpk::PatchSummary l3;
+    REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "p3", o3, &l3));
+    CHECK(l3.sorted_subs == 0);
+    CHECK(l3.missing == 0);
+    o.two_way = true;
+    mpk::PatchSummary two;
+    REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "p2", o, &two));
+    CHECK(two.sorted_subs == 0);
+    CHECK(two.missing == 0);
+    // The order is what makes the one-way payloads smaller: the same deltas, ordered, cost less.
+    CHECK(double(one.payload_bytes) < 0.97 * double(two.payload_bytes));
+    for (unsigned threads : {1u, 5u}) {
+      INFO("threads " << threads);
+      mpk::ApplyOptions ao = apply_opts();
+      ao.threads = threads;
+      REQUIRE_OK(mpk::apply_patch(dir / "a.mpk", {dir / "p1"}, dir / "out.mpk", ao));
+      CHECK(same_file(dir / "out.mpk", dir / "b.mpk"));
+      fs::remove(dir / "out.mpk");
+    }
+    const mpk::Status back = mpk::apply_patch(dir / "b.mpk", {dir / "p1"}, dir / "back.mpk", apply_opts(true));
+    REQUIRE_CODE(back, MPK_ERR_UNSUPPORTED_FEATURE);
+    CHECK(back.message().find("one-way delta") != std::string::npos);
+    CHECK(back.message().find("--two-way") != std::string::npos);
+    CHECK(!fs::exists(dir / "back.mpk"));
+    REQUIRE_OK(mpk::apply_patch(dir / "b.mpk", {dir / "p2"}, dir / "back.mpk", apply_opts(true)));
+    CHECK(same_file(dir / "back.mpk", dir / "a.mpk"));
+    fs::remove(dir / "back.mpk");
+    // A chain of a one-way and a two-way patch: v1 -> v2 -> v1.
+    REQUIRE_OK(mpk::diff(dir / "b.mpk", dir / "a.mpk", dir / "p3", quick()));
+    REQUIRE_OK(mpk::apply_patch(dir / "a.mpk", {dir / "p1", dir / "p3"}, dir / "out.mpk", apply_opts()));
+    CHECK(same_file(dir / "out.mpk", dir / "a.mpk"));
+    fs::remove(dir / "out.mpk");
+  }
+  // A damaged payload byte of the one-way patch: an error, no output.
+  auto p = read_file(dir / "p1");
+  auto pm = mpk::Model::open(dir / "p1");
+  REQUIRE(pm.ok());
+  for (size_t k = 0; k < pm->tensor_count(); ++k) {
+    const mpk::TensorInfo ti = pm->info(k);
+    auto bad = p;
+    bad[ti.offset + ti.stored_bytes / 2] ^= 0x20;
+    write_file(dir / "bad", bad);
+    CHECK(!mpk::apply_patch(dir / "a.mpk", {dir / "bad"}, dir / "out.mpk", apply_opts()).ok());
+    CHECK(!fs::exists(dir / "out.mpk"));
+  }
+}
+
+TEST_CASE("SUB_SORTED needs its feature bit and a dtype with an exponent", "[patch][hostile]") {
+  TempDir dir;
+  Craft c;
+  c.op = uint8_t(mpk::fb::PatchOp::SUB_SORTED);
+  mpk::Status s = craft(dir, c);
+  REQUIRE_CODE(s, MPK_ERR_CORRUPT_HEADER);
+  CHECK(s.message().find("uses SUB_SORTED but the patch does not set incompatible bit 0") != std::string::npos);
+  c.incompatible = 1;  // with the bit, the table is fine; the random payload gives other bytes
+  s = craft(dir, c);
+  REQUIRE_CODE(s, MPK_ERR_CHECKSUM);
+  CHECK(s.message().find("came out with checksum") != std::string::npos);
+  CHECK(!fs::exists(dir / "out.mpk"));
+  c.incompatible = 3;
+  s = craft(dir, c);
+  REQUIRE_CODE(s, MPK_ERR_UNSUPPORTED_FEATURE);
+  CHECK(s.message().find("feature bits 0x2") != std::string::npos);
+  Craft i;  // an i32 result from the f32 base: SUB_SORTED has no key there
+  i.incompatible = 1;
+  i.op = uint8_t(mpk::fb::PatchOp::SUB_SORTED);
+  i.dtype = MPK_DTYPE_I32;
+  i.base_op = uint8_t(mpk::fb::PatchOp::LITERAL);  // the base's "t" from the payload
+  i.base_source = 0xFFFFFFFFu;
+  s = craft(dir, i);
+  REQUIRE_CODE(s, MPK_ERR_CORRUPT_HEADER);
+  CHECK(s.message().find("uses SUB_SORTED on i32, which has no exponent field") != std::string::npos);
+  CHECK(!fs::exists(dir / "out.mpk"));
+}
