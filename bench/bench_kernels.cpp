@@ -321,8 +321,28 @@ void BM_linear(benchmark::State &s, D d, uint64_t M, uint64_t K, int T, int mode
   s.SetLabel(info.path + " | " + info.impl);
 }
 
-// First call on a fresh 4096x4096 weight at M (pack + primitive creation), oneDNN's primitive cache
-// off so that creation is really paid; manual time of that call only.
+// The timing loop of cold/ and coldfile/: each iteration runs `reset` (not timed), then times
+// `first`, with oneDNN's primitive cache off so that primitive creation is really paid.
+template <class Reset, class First>
+void time_first_calls(benchmark::State &s, Reset reset, First first) {
+  const int cap = dnnl::get_primitive_cache_capacity();
+  dnnl::set_primitive_cache_capacity(0);
+  for (auto _ : s) {
+    reset();
+    auto t0 = std::chrono::steady_clock::now();
+    const mpk::Status st = first();
+    auto t1 = std::chrono::steady_clock::now();
+    if (!st) {
+      s.SkipWithError(st.to_string().c_str());
+      break;
+    }
+    s.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
+  }
+  dnnl::set_primitive_cache_capacity(cap);
+}
+
+// First call on a fresh 4096x4096 weight at M (pack + primitive creation); manual time of that
+// call only.
 void BM_cold(benchmark::State &s, D d, uint64_t M, int T) {
   Context &ctx = context(d);
   const uint64_t K = 4096;
@@ -333,20 +353,9 @@ void BM_cold(benchmark::State &s, D d, uint64_t M, int T) {
   o.threads = unsigned(T);
   RunInfo info;
   o.info = &info;
-  const int cap = dnnl::get_primitive_cache_capacity();
-  dnnl::set_primitive_cache_capacity(0);
-  for (auto _ : s) {
-    ctx.drop(w.view.key);
-    auto t0 = std::chrono::steady_clock::now();
-    auto st = linear(ctx, {x.data(), M, K, 0}, w.view, nullptr, {y.data(), M, K, 0}, o);
-    auto t1 = std::chrono::steady_clock::now();
-    if (!st) {
-      s.SkipWithError(st.to_string().c_str());
-      break;
-    }
-    s.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
-  }
-  dnnl::set_primitive_cache_capacity(cap);
+  time_first_calls(
+      s, [&] { ctx.drop(w.view.key); },
+      [&] { return linear(ctx, {x.data(), M, K, 0}, w.view, nullptr, {y.data(), M, K, 0}, o); });
   s.SetLabel(info.path + " | " + info.impl);
 }
 
@@ -396,23 +405,17 @@ void BM_cold_file(benchmark::State &s, D d, bool disk) {
     return;
   }
   settle(path, true);
-  const int cap = dnnl::get_primitive_cache_capacity();
-  dnnl::set_primitive_cache_capacity(0);
-  for (auto _ : s) {
-    ctx.drop(v.key);
-    ctx.forget_packed();
-    if (disk) settle(path, false);
-    auto t0 = std::chrono::steady_clock::now();
-    auto ld = ctx.load_packed(path);
-    auto st = ld ? linear(ctx, {x.data(), M, K, 0}, v, nullptr, {y.data(), M, K, 0}, o) : ld.status();
-    auto t1 = std::chrono::steady_clock::now();
-    if (!st) {
-      s.SkipWithError(st.to_string().c_str());
-      break;
-    }
-    s.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
-  }
-  dnnl::set_primitive_cache_capacity(cap);
+  time_first_calls(
+      s,
+      [&] {
+        ctx.drop(v.key);
+        ctx.forget_packed();
+        if (disk) settle(path, false);
+      },
+      [&] {
+        auto ld = ctx.load_packed(path);
+        return ld ? linear(ctx, {x.data(), M, K, 0}, v, nullptr, {y.data(), M, K, 0}, o) : ld.status();
+      });
   const CacheStats cs = ctx.cache_stats();
   s.counters["file_used"] = double(cs.file_used);
   s.counters["file_rejected"] = double(cs.file_rejected);

@@ -220,8 +220,11 @@ int run(int argc, char **argv) {
   c_diff->add_option("NEW", diff.target, "the model it makes (.mpk)")->required();
   c_diff->add_option("-o,--output", diff.output, "the patch to write")->required();
   c_diff->add_flag("--two-way", diff.two_way,
-                   "also store the base tensors NEW removes or replaces, so that `mpk patch --reverse` always works");
-  c_diff->add_option("--level", diff.level, "effort for the payloads, 1..19 (as mpk compress)")
+                   "also store the base tensors NEW removes or replaces, and use only deltas that reverse, so that "
+                   "`mpk patch --reverse` always works");
+  c_diff->add_option("--level", diff.level,
+                     "effort for the payloads, 1..19 (as mpk compress); from 6 a one-way patch may store a float "
+                     "tensor's differences in the order of the base's exponents (smaller, not reversible)")
       ->capture_default_str()
       ->check(CLI::Range(1, 19));
   c_diff->add_option("--result-level", diff.result_level,
