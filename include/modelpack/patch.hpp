@@ -41,11 +41,13 @@ struct PatchSummary {
   std::string base_id, result_id;
   bool two_way = false;
   uint64_t copies = 0, literals = 0, xors = 0, subs = 0;  // result tensors built by each op
-  uint64_t sorted_subs = 0;  // ... by SUB_SORTED (one-way: their base tensors are among `missing`)
   uint64_t removed = 0;                                    // base tensors no result tensor comes from
   uint64_t missing = 0;                                    // base tensors the patch cannot rebuild
   uint64_t result_bytes = 0;                               // decoded bytes of the result's tensors
   uint64_t payload_bytes = 0;                              // stored bytes of the payloads
+  // Result tensors built by SUB_SORTED (one-way: their base tensors are among `missing` unless a
+  // result tensor is a copy of them).
+  uint64_t sorted_subs = 0;
 };
 
 // Writes a patch that turns `base` into `target` at `patch` (atomically). Both inputs are checked

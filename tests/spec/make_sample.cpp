@@ -689,7 +689,7 @@ bool sample_nothing(const std::string &path) {
 
 // Two versions of a model and the patches between them (FORMAT.md 7.10), for apply_patch.py:
 // weights over three decades moved by about the same amount in value (f32 over two SUB_SORTED
-// groups, bf16), a u16 tensor with a few bits flipped, one kept, one renamed, one removed, one
+// groups, bf16, f64, f16), a u16 tensor with a few bits flipped, one kept, one renamed, one removed, one
 // added; the new version compressed. A one-way patch at level 9 (SUB_SORTED where it pays) and
 // a two-way one at level 3.
 bool make_patch_samples(const std::string &dir) {
@@ -717,9 +717,21 @@ bool make_patch_samples(const std::string &dir) {
       }
     }
   };
-  std::vector<std::byte> wa, wb, ha, hb;
+  std::vector<std::byte> wa, wb, ha, hb, da(20001 * 8), db(20001 * 8), fa(30001 * 2), fb(30001 * 2);
   spread(300001, false, wa, wb);
   spread(70000, true, ha, hb);
+  for (size_t i = 0; i < 20001; ++i) {  // f64 moved by ~1e-13: thousands of ulps, more on the small ones
+    const double v = (uniform() < 0.5 ? -1.0 : 1.0) * std::exp(-6.9 * uniform()), u = v + 2e-13 * (uniform() - 0.5);
+    std::memcpy(&da[8 * i], &v, 8);
+    std::memcpy(&db[8 * i], &u, 8);
+  }
+  for (size_t i = 0; i < 30001; ++i) {  // f16 of exponent fields 5..15 (2^-10 .. 1) moved by ~2e-4 in value
+    const int e = 5 + int(uniform() * 11);
+    const uint16_t a16 = uint16_t((uniform() < 0.5 ? 0x8000 : 0) | (e << 10) | int(uniform() * 1024));
+    const uint16_t b16 = uint16_t(a16 + int(std::ldexp(4e-4 * (uniform() - 0.5), 25 - e)));  // ulp: 2^(e - 25)
+    std::memcpy(&fa[2 * i], &a16, 2);
+    std::memcpy(&fb[2 * i], &b16, 2);
+  }
   auto xa = pattern(4000, 61), xb = xa;
   for (size_t i = 0; i < xb.size(); i += 37) xb[i] ^= std::byte{0x04};
   const auto keep = pattern(400, 62), moved = pattern(300, 63);
@@ -732,6 +744,8 @@ bool make_patch_samples(const std::string &dir) {
     ok = check(w->add_tensor("w", MPK_DTYPE_F32, std::vector<uint64_t>{300001}, v ? wb : wa), "w");
     ok = ok && check(w->add_tensor("h", MPK_DTYPE_BF16, std::vector<uint64_t>{350, 200}, v ? hb : ha), "h");
     ok = ok && check(w->add_tensor("x", MPK_DTYPE_U16, std::vector<uint64_t>{2000}, v ? xb : xa), "x");
+    ok = ok && check(w->add_tensor("d", MPK_DTYPE_F64, std::vector<uint64_t>{20001}, v ? db : da), "d");
+    ok = ok && check(w->add_tensor("f", MPK_DTYPE_F16, std::vector<uint64_t>{30001}, v ? fb : fa), "f");
     ok = ok && check(w->add_tensor("keep", MPK_DTYPE_I32, std::vector<uint64_t>{100}, keep), "keep");
     ok = ok && check(w->add_tensor(v ? "renamed" : "old", MPK_DTYPE_U8, std::vector<uint64_t>{300}, moved), "moved");
     if (v == 0) ok = ok && add(*w, "gone", MPK_DTYPE_I8, {50}, 64);
@@ -744,8 +758,9 @@ bool make_patch_samples(const std::string &dir) {
   d.level = 9;
   mpk::PatchSummary s;
   ok = ok && check(mpk::diff(dir + "/patch_a.mpk", dir + "/patch_b.mpk", dir + "/patch_oneway.mpkd", d, &s), "diff");
-  if (ok && s.sorted_subs == 0) {
-    std::fprintf(stderr, "make_sample: the one-way patch holds no SUB_SORTED operation\n");
+  if (ok && s.sorted_subs != 4) {  // f32, bf16, f64 and f16: every key width
+    std::fprintf(stderr, "make_sample: the one-way patch holds %llu SUB_SORTED operations, not 4\n",
+                 (unsigned long long)s.sorted_subs);
     return false;
   }
   d.level = 3;

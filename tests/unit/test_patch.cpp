@@ -757,10 +757,9 @@ TEST_CASE("SUB_SORTED: float deltas ordered by the base's exponents, one-way, bi
   a.tensors.push_back({"same", MPK_DTYPE_F32, {5000}, same, ""});
   b.tensors.push_back({"same", MPK_DTYPE_F32, {5000}, same, ""});
 
-  // Payload chunks that nest in the 1 MiB groups, that do not (24,000 bytes), and of 3 MiB;
-  // raw and compressed models.
-  const std::pair<mpk::Codec, uint32_t> cases[] = {
-      {mpk::Codec::None, 64u << 10}, {mpk::Codec::Auto, 24000}, {mpk::Codec::None, 3u << 20}};
+  // Payload chunks that nest in the 1 MiB groups and that do not (24,000 bytes); raw and compressed
+  // models (larger chunks: the tests below).
+  const std::pair<mpk::Codec, uint32_t> cases[] = {{mpk::Codec::None, 64u << 10}, {mpk::Codec::Auto, 24000}};
   for (const auto &[layout, chunk] : cases) {
     INFO("compressed " << (layout == mpk::Codec::Auto) << " chunk " << chunk);
     write(dir / "a.mpk", a, layout);
@@ -775,7 +774,7 @@ TEST_CASE("SUB_SORTED: float deltas ordered by the base's exponents, one-way, bi
     CHECK(one.sorted_subs >= 4);
     CHECK(one.sorted_subs + one.subs + one.xors == 6);
     CHECK(one.copies == 1);
-    CHECK(one.missing == one.sorted_subs);  // their base tensors cannot be rebuilt from the result
+    CHECK(one.missing == one.sorted_subs);  // their base tensors cannot be rebuilt (no other tensor is a copy)
     CHECK(!one.two_way);
     mpk::DiffOptions o3 = o;  // at level 3 (order-0 coding) the order gains nothing: plain SUB
     o3.level = 3;
@@ -806,13 +805,14 @@ TEST_CASE("SUB_SORTED: float deltas ordered by the base's exponents, one-way, bi
     REQUIRE_OK(mpk::apply_patch(dir / "b.mpk", {dir / "p2"}, dir / "back.mpk", apply_opts(true)));
     CHECK(same_file(dir / "back.mpk", dir / "a.mpk"));
     fs::remove(dir / "back.mpk");
-    // A chain of a one-way and a two-way patch: v1 -> v2 -> v1.
+    // A chain: the level-9 one-way patch, then one back (v1 -> v2 -> v1).
     REQUIRE_OK(mpk::diff(dir / "b.mpk", dir / "a.mpk", dir / "p3", quick()));
     REQUIRE_OK(mpk::apply_patch(dir / "a.mpk", {dir / "p1", dir / "p3"}, dir / "out.mpk", apply_opts()));
     CHECK(same_file(dir / "out.mpk", dir / "a.mpk"));
     fs::remove(dir / "out.mpk");
   }
-  // A damaged payload byte of the one-way patch: an error, no output.
+  // A damaged payload byte of the one-way patch: an error, no output (the chunk checksums catch it
+  // before the payload is decoded; the spec-made payloads below check the decoding itself).
   auto p = read_file(dir / "p1");
   auto pm = mpk::Model::open(dir / "p1");
   REQUIRE(pm.ok());
@@ -852,4 +852,188 @@ TEST_CASE("SUB_SORTED needs its feature bit and a dtype with an exponent", "[pat
   REQUIRE_CODE(s, MPK_ERR_CORRUPT_HEADER);
   CHECK(s.message().find("uses SUB_SORTED on i32, which has no exponent field") != std::string::npos);
   CHECK(!fs::exists(dir / "out.mpk"));
+}
+
+namespace {
+
+// SUB_SORTED's payload as FORMAT.md 7.10 words it, written apart from the library: per group of
+// 2^20 bytes, zigzag(to - from) of the elements listed in stable order of the key (the exponent
+// field, bits [shift, shift + bits)) of the `keys` elements.
+template <class U>
+std::vector<std::byte> spec_sorted_payload(const std::vector<std::byte> &keys, const std::vector<std::byte> &from,
+                                           const std::vector<std::byte> &to, unsigned shift, unsigned bits) {
+  const size_t n = from.size() / sizeof(U), g = (size_t(1) << 20) / sizeof(U);
+  auto at = [](const std::vector<std::byte> &v, size_t i) {
+    U x;
+    std::memcpy(&x, &v[i * sizeof(U)], sizeof(U));
+    return x;
+  };
+  std::vector<std::byte> p(from.size());
+  for (size_t s = 0; s < n; s += g) {
+    std::vector<size_t> idx;
+    for (size_t i = s; i < std::min(n, s + g); ++i) idx.push_back(i);
+    auto key = [&](size_t i) { return (at(keys, i) >> shift) & ((U(1) << bits) - 1); };
+    std::stable_sort(idx.begin(), idx.end(), [&](size_t x, size_t y) { return key(x) < key(y); });
+    for (size_t k = 0; k < idx.size(); ++k) {
+      const U d = U(at(to, idx[k]) - at(from, idx[k]));
+      const U z = U(U(d << 1) ^ U(0 - U(d >> (8 * sizeof(U) - 1))));
+      std::memcpy(&p[(s + k) * sizeof(U)], &z, sizeof(U));
+    }
+  }
+  return p;
+}
+
+// A patch of one tensor "t" (dtype dt, n elements) from a to b whose ops and payloads are given:
+// each side's op, and for each payload its name, bytes, dtype; the payloads stored with `codec`
+// in chunks of `chunk` bytes.
+struct CraftSide {
+  mpk::fb::PatchOp op;
+  const char *payload;  // nullptr: none
+};
+void write_crafted_patch(const std::string &path, DType dt, uint64_t n, uint64_t ax, uint64_t bx, CraftSide base,
+                         CraftSide result, const std::vector<std::pair<std::string, std::vector<std::byte>>> &payloads,
+                         DType pay_dt, mpk::Codec codec, uint32_t chunk, uint64_t incompatible) {
+  mpk::WriterOptions o;
+  o.fsync = false;
+  o.compression.codec = codec;
+  o.compression.chunk_size = chunk;
+  auto w = mpk::Writer::create(path, o);
+  REQUIRE(w.ok());
+  for (const auto &[name, bytes] : payloads) {
+    const uint64_t shape[] = {bytes.size() / mpk::dtype_size(pay_dt)};
+    REQUIRE_OK(w->add_tensor(name, pay_dt, shape, bytes));
+  }
+  namespace fb = mpk::fb;
+  mpk::detail::WriterAccess::set_patch(*w, [&](flatbuffers::FlatBufferBuilder &b) {
+    auto side = [&](uint64_t x, CraftSide c) {
+      auto comp = fb::CreateComponent(b, b.CreateString("weights"), b.CreateString("weights"));
+      auto comps = b.CreateVector(std::vector<flatbuffers::Offset<fb::Component>>{comp});
+      const bool src = c.op != fb::PatchOp::MISSING && c.op != fb::PatchOp::LITERAL;
+      auto t = fb::CreatePatchTensor(b, b.CreateString("t"), fb::DType(dt), b.CreateVector(std::vector<uint64_t>{n}), 0,
+                                     x, 0, c.op, src ? 0 : 0xFFFFFFFFu, c.payload ? b.CreateString(c.payload) : 0);
+      auto ts = b.CreateVector(std::vector<flatbuffers::Offset<fb::PatchTensor>>{t});
+      return fb::CreatePatchSide(b, b.CreateString(cid_of("t", uint16_t(dt), {n}, x)), 64, 3, comps, 0, ts);
+    };
+    auto bs = side(ax, base);
+    auto rs = side(bx, result);
+    return fb::CreatePatch(b, 1, incompatible, base.op == fb::PatchOp::MISSING ? 0 : 1, bs, rs);
+  });
+  REQUIRE_OK(w->commit());
+}
+
+}  // namespace
+
+TEST_CASE("SUB_SORTED payloads made from the spec text apply, on either side and in any storage", "[patch]") {
+  using mpk::fb::PatchOp;
+  TempDir dir;
+  // f32 over three 1 MiB groups and a partial one; f64 over two and a partial one.
+  const size_t nf = (3u << 20) / 4 + 777, nd = (2u << 20) / 8 + 333;
+  auto [fa, fb] = spread_pair(nf, 2e-4, 21);
+  auto [da, db] = spread_pair(nd, 2e-4, 22);
+  const auto A32 = as_dtype(fa, MPK_DTYPE_F32), B32 = as_dtype(fb, MPK_DTYPE_F32);
+  const auto A64 = as_dtype(da, MPK_DTYPE_F64), B64 = as_dtype(db, MPK_DTYPE_F64);
+  struct Case {
+    DType dt;
+    uint64_t n;
+    const std::vector<std::byte> &a, &b;
+  };
+  for (const Case &c : {Case{MPK_DTYPE_F32, nf, A32, B32}, Case{MPK_DTYPE_F64, nd, A64, B64}}) {
+    INFO("dtype " << mpk::dtype_name(c.dt));
+    const bool f64 = c.dt == MPK_DTYPE_F64;
+    const unsigned shift = f64 ? 52 : 23, bits = f64 ? 11 : 8;
+    auto payload = [&](const std::vector<std::byte> &keys, const std::vector<std::byte> &from,
+                       const std::vector<std::byte> &to) {
+      return f64 ? spec_sorted_payload<uint64_t>(keys, from, to, shift, bits)
+                 : spec_sorted_payload<uint32_t>(keys, from, to, shift, bits);
+    };
+    const auto pr = payload(c.a, c.a, c.b);  // result side: keys of the base
+    const auto pb = payload(c.b, c.a, c.b);  // base side: keys of the result, base = result - d
+    write(dir / "a.mpk", Spec{{}, {{"t", c.dt, {c.n}, c.a, ""}}, {}});
+    write(dir / "b.mpk", Spec{{}, {{"t", c.dt, {c.n}, c.b, ""}}, {}});
+    const uint64_t ax = mpk::detail::xxh3_64(c.a.data(), c.a.size()), bx = mpk::detail::xxh3_64(c.b.data(), c.b.size());
+    // Both sides SUB_SORTED (each its own payload): forward and reverse.
+    write_crafted_patch(dir / "p", c.dt, c.n, ax, bx, {PatchOp::SUB_SORTED, "pb"}, {PatchOp::SUB_SORTED, "pr"},
+                        {{"pb", pb}, {"pr", pr}}, f64 ? MPK_DTYPE_U64 : MPK_DTYPE_U32, mpk::Codec::Auto, 2u << 20, 1);
+    REQUIRE_OK(mpk::apply_patch(dir / "a.mpk", {dir / "p"}, dir / "fwd.mpk", apply_opts()));
+    CHECK(same_file(dir / "fwd.mpk", dir / "b.mpk"));
+    REQUIRE_OK(mpk::apply_patch(dir / "b.mpk", {dir / "p"}, dir / "back.mpk", apply_opts(true)));
+    CHECK(same_file(dir / "back.mpk", dir / "a.mpk"));
+    fs::remove(dir / "fwd.mpk");
+    fs::remove(dir / "back.mpk");
+    // The result side's payload stored raw, as bytes in chunks that do not nest in the groups, in
+    // one 64 MiB chunk, as u16 in 5 MiB chunks: only the decoded bytes count.
+    const std::tuple<mpk::Codec, uint32_t, DType> layouts[] = {{mpk::Codec::None, 1u << 20, MPK_DTYPE_U32},
+                                                               {mpk::Codec::Auto, 999999, MPK_DTYPE_U8},
+                                                               {mpk::Codec::Auto, 1u << 26, MPK_DTYPE_U32},
+                                                               {mpk::Codec::Auto, 5u << 20, MPK_DTYPE_U16}};
+    for (const auto &[codec, chunk, pdt] : layouts) {
+      INFO("payload chunk " << chunk << " as " << mpk::dtype_name(pdt));
+      write_crafted_patch(dir / "p", c.dt, c.n, ax, bx, {PatchOp::MISSING, nullptr}, {PatchOp::SUB_SORTED, "pr"},
+                          {{"pr", pr}}, pdt, codec, chunk, 1);
+      for (unsigned th : {1u, 3u}) {
+        mpk::ApplyOptions ao = apply_opts();
+        ao.threads = th;
+        REQUIRE_OK(mpk::apply_patch(dir / "a.mpk", {dir / "p"}, dir / "fwd.mpk", ao));
+        CHECK(same_file(dir / "fwd.mpk", dir / "b.mpk"));
+        fs::remove(dir / "fwd.mpk");
+      }
+    }
+    // The payload in element order (plain SUB's) under SUB_SORTED: the wrong bytes, caught.
+    std::vector<std::byte> plain(c.a.size());
+    for (size_t i = 0; i < c.n; ++i) {
+      if (f64) {
+        uint64_t x, y;
+        std::memcpy(&x, &c.a[8 * i], 8);
+        std::memcpy(&y, &c.b[8 * i], 8);
+        const uint64_t d = y - x, z = (d << 1) ^ (0 - (d >> 63));
+        std::memcpy(&plain[8 * i], &z, 8);
+      } else {
+        uint32_t x, y;
+        std::memcpy(&x, &c.a[4 * i], 4);
+        std::memcpy(&y, &c.b[4 * i], 4);
+        const uint32_t d = y - x, z = (d << 1) ^ (0 - (d >> 31));
+        std::memcpy(&plain[4 * i], &z, 4);
+      }
+    }
+    write_crafted_patch(dir / "p", c.dt, c.n, ax, bx, {PatchOp::MISSING, nullptr}, {PatchOp::SUB_SORTED, "pr"},
+                        {{"pr", plain}}, f64 ? MPK_DTYPE_U64 : MPK_DTYPE_U32, mpk::Codec::None, 1u << 20, 1);
+    REQUIRE_CODE(mpk::apply_patch(dir / "a.mpk", {dir / "p"}, dir / "fwd.mpk", apply_opts()), MPK_ERR_CHECKSUM);
+    CHECK(!fs::exists(dir / "fwd.mpk"));
+  }
+}
+
+TEST_CASE("SUB_SORTED through diff: tensors of several diff pieces, payload chunks of every kind", "[patch]") {
+  // 5 MiB + 12 bytes: two 4 MiB diff pieces, six groups. A copy of the base tensor under another
+  // name in the result: that base tensor comes back by COPY, so the patch is two-way although it
+  // uses SUB_SORTED.
+  TempDir dir;
+  auto [x, y] = spread_pair((5u << 20) / 4 + 3, 2e-4, 31);
+  const auto a1 = as_dtype(x, MPK_DTYPE_F32), b1 = as_dtype(y, MPK_DTYPE_F32);
+  Spec a, b;
+  a.tensors = {{"w", MPK_DTYPE_F32, {a1.size() / 4}, a1, ""}};
+  b.tensors = {{"w", MPK_DTYPE_F32, {b1.size() / 4}, b1, ""}, {"w.old", MPK_DTYPE_F32, {a1.size() / 4}, a1, ""}};
+  write(dir / "a.mpk", a);
+  write(dir / "b.mpk", b, mpk::Codec::Auto);
+  for (uint32_t chunk : {16u << 20, 32u << 20, 1572864u}) {
+    INFO("chunk " << chunk);
+    mpk::DiffOptions o = quick();
+    o.level = 6;
+    o.chunk_size = chunk;
+    mpk::PatchSummary s;
+    REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "p", o, &s));
+    CHECK(s.sorted_subs == 1);
+    CHECK(s.copies == 1);
+    CHECK(s.missing == 0);
+    CHECK(s.two_way);
+    for (unsigned threads : {1u, 3u}) {
+      mpk::ApplyOptions ao = apply_opts();
+      ao.threads = threads;
+      REQUIRE_OK(mpk::apply_patch(dir / "a.mpk", {dir / "p"}, dir / "out.mpk", ao));
+      CHECK(same_file(dir / "out.mpk", dir / "b.mpk"));
+      fs::remove(dir / "out.mpk");
+    }
+    REQUIRE_OK(mpk::apply_patch(dir / "b.mpk", {dir / "p"}, dir / "back.mpk", apply_opts(true)));
+    CHECK(same_file(dir / "back.mpk", dir / "a.mpk"));
+    fs::remove(dir / "back.mpk");
+  }
 }
