@@ -144,6 +144,18 @@ mpk::ApplyOptions apply_opts(bool reverse = false) {
   return o;
 }
 
+// Applies `patch` to `from` with one worker and with several: each time `want`, byte for byte.
+void check_applies(const std::string &from, const std::string &patch, const std::string &want, const std::string &out) {
+  for (unsigned threads : {1u, 3u}) {
+    INFO("threads " << threads);
+    mpk::ApplyOptions ao = apply_opts();
+    ao.threads = threads;
+    REQUIRE_OK(mpk::apply_patch(from, {patch}, out, ao));
+    CHECK(same_file(out, want));
+    fs::remove(out);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("patches rebuild every kind of model pair bit for bit, in both directions", "[patch]") {
@@ -789,14 +801,7 @@ TEST_CASE("SUB_SORTED: float deltas ordered by the base's exponents, one-way, bi
     CHECK(two.missing == 0);
     // The order is what makes the one-way payloads smaller: the same deltas, ordered, cost less.
     CHECK(double(one.payload_bytes) < 0.97 * double(two.payload_bytes));
-    for (unsigned threads : {1u, 5u}) {
-      INFO("threads " << threads);
-      mpk::ApplyOptions ao = apply_opts();
-      ao.threads = threads;
-      REQUIRE_OK(mpk::apply_patch(dir / "a.mpk", {dir / "p1"}, dir / "out.mpk", ao));
-      CHECK(same_file(dir / "out.mpk", dir / "b.mpk"));
-      fs::remove(dir / "out.mpk");
-    }
+    check_applies(dir / "a.mpk", dir / "p1", dir / "b.mpk", dir / "out.mpk");
     const mpk::Status back = mpk::apply_patch(dir / "b.mpk", {dir / "p1"}, dir / "back.mpk", apply_opts(true));
     REQUIRE_CODE(back, MPK_ERR_UNSUPPORTED_FEATURE);
     CHECK(back.message().find("one-way delta") != std::string::npos);
@@ -970,13 +975,7 @@ TEST_CASE("SUB_SORTED payloads made from the spec text apply, on either side and
       INFO("payload chunk " << chunk << " as " << mpk::dtype_name(pdt));
       write_crafted_patch(dir / "p", c.dt, c.n, ax, bx, {PatchOp::MISSING, nullptr}, {PatchOp::SUB_SORTED, "pr"},
                           {{"pr", pr}}, pdt, codec, chunk, 1);
-      for (unsigned th : {1u, 3u}) {
-        mpk::ApplyOptions ao = apply_opts();
-        ao.threads = th;
-        REQUIRE_OK(mpk::apply_patch(dir / "a.mpk", {dir / "p"}, dir / "fwd.mpk", ao));
-        CHECK(same_file(dir / "fwd.mpk", dir / "b.mpk"));
-        fs::remove(dir / "fwd.mpk");
-      }
+      check_applies(dir / "a.mpk", dir / "p", dir / "b.mpk", dir / "fwd.mpk");
     }
     // The payload in element order (plain SUB's) under SUB_SORTED: the wrong bytes, caught.
     std::vector<std::byte> plain(c.a.size());
@@ -1025,13 +1024,7 @@ TEST_CASE("SUB_SORTED through diff: tensors of several diff pieces, payload chun
     CHECK(s.copies == 1);
     CHECK(s.missing == 0);
     CHECK(s.two_way);
-    for (unsigned threads : {1u, 3u}) {
-      mpk::ApplyOptions ao = apply_opts();
-      ao.threads = threads;
-      REQUIRE_OK(mpk::apply_patch(dir / "a.mpk", {dir / "p"}, dir / "out.mpk", ao));
-      CHECK(same_file(dir / "out.mpk", dir / "b.mpk"));
-      fs::remove(dir / "out.mpk");
-    }
+    check_applies(dir / "a.mpk", dir / "p", dir / "b.mpk", dir / "out.mpk");
     REQUIRE_OK(mpk::apply_patch(dir / "b.mpk", {dir / "p"}, dir / "back.mpk", apply_opts(true)));
     CHECK(same_file(dir / "back.mpk", dir / "a.mpk"));
     fs::remove(dir / "back.mpk");
