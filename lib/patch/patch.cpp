@@ -82,8 +82,9 @@ PayloadType payload_type(fb::PatchOp op, DType dt, std::span<const uint64_t> sha
   return {uint_of_width(w), {nbytes / w}};
 }
 
-bool is_sub(fb::PatchOp op) { return op == fb::PatchOp::SUB || op == fb::PatchOp::SUB_SORTED; }
-bool is_delta(fb::PatchOp op) { return op == fb::PatchOp::XOR || is_sub(op); }
+bool is_delta(fb::PatchOp op) {
+  return op == fb::PatchOp::XOR || op == fb::PatchOp::SUB || op == fb::PatchOp::SUB_SORTED;
+}
 
 // SUB_SORTED's key: the exponent field of each op-width element of the source (FORMAT.md 7.10).
 // bits = 0: the dtype has none, and the operation does not apply to it.
@@ -103,14 +104,23 @@ ExpField exp_field(DType dt) {
 
 // ---- the element operations --------------------------------------------------------------------
 
+// A difference as a signed number of sizeof(U) bytes, zigzagged (small |d| -> small z), and back.
+template <class U>
+U zigzag(U d) {
+  return U(U(d << 1) ^ U(0 - U(d >> (8 * sizeof(U) - 1))));
+}
+template <class U>
+U unzigzag(U z) {
+  return U(U(z >> 1) ^ U(0 - U(z & 1)));
+}
+
 template <class U>
 void sub_encode_t(const std::byte *src, const std::byte *res, std::byte *out, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     U a, b;
     std::memcpy(&a, src + i * sizeof(U), sizeof(U));
     std::memcpy(&b, res + i * sizeof(U), sizeof(U));
-    const U d = U(b - a);  // the difference as a signed number of sizeof(U) bytes ...
-    const U z = U(U(d << 1) ^ U(0 - U(d >> (8 * sizeof(U) - 1))));  // ... zigzagged: small |d| -> small z
+    const U z = zigzag(U(b - a));
     std::memcpy(out + i * sizeof(U), &z, sizeof(U));
   }
 }
@@ -121,7 +131,7 @@ void sub_decode_t(const std::byte *from, const std::byte *pay, std::byte *out, s
     U a, z;
     std::memcpy(&a, from + i * sizeof(U), sizeof(U));
     std::memcpy(&z, pay + i * sizeof(U), sizeof(U));
-    const U d = U(U(z >> 1) ^ U(0 - U(z & 1)));
+    const U d = unzigzag(z);
     const U r = backward ? U(a - d) : U(a + d);
     std::memcpy(out + i * sizeof(U), &r, sizeof(U));
   }
@@ -177,21 +187,21 @@ void sorted_encode_t(const std::byte *src, const std::byte *res, std::byte *out,
     U a, b;
     std::memcpy(&a, src + i * sizeof(U), sizeof(U));
     std::memcpy(&b, res + i * sizeof(U), sizeof(U));
-    const U d = U(b - a);
-    const U z = U(U(d << 1) ^ U(0 - U(d >> (8 * sizeof(U) - 1))));
+    const U z = zigzag(U(b - a));
     std::memcpy(out + size_t(pos[size_t((a >> f.shift) & mask)]++) * sizeof(U), &z, sizeof(U));
   }
 }
 // io holds the source's group and gets the result's (forward) or the base's (backward).
-template <class U, bool backward>
-void sorted_decode_t(std::byte *io, const std::byte *pay, size_t n, ExpField f, std::vector<uint32_t> &pos) {
+template <class U>
+void sorted_decode_t(std::byte *io, const std::byte *pay, size_t n, ExpField f, bool backward,
+                     std::vector<uint32_t> &pos) {
   sorted_positions<U>(io, n, f, pos);
   const U mask = U((U(1) << f.bits) - 1);
   for (size_t i = 0; i < n; ++i) {
     U a, z;
     std::memcpy(&a, io + i * sizeof(U), sizeof(U));
     std::memcpy(&z, pay + size_t(pos[size_t((a >> f.shift) & mask)]++) * sizeof(U), sizeof(U));
-    const U d = U(U(z >> 1) ^ U(0 - U(z & 1)));
+    const U d = unzigzag(z);
     const U r = backward ? U(a - d) : U(a + d);
     std::memcpy(io + i * sizeof(U), &r, sizeof(U));
   }
@@ -210,12 +220,9 @@ void sorted_decode(unsigned w, ExpField f, std::byte *io, const std::byte *pay, 
                    std::vector<uint32_t> &pos) {
   for (size_t at = 0; at < nbytes; at += kSortGroup) {
     const size_t n = std::min<size_t>(kSortGroup, nbytes - at) / w;
-    if (w == 2) backward ? sorted_decode_t<uint16_t, true>(io + at, pay + at, n, f, pos)
-                         : sorted_decode_t<uint16_t, false>(io + at, pay + at, n, f, pos);
-    else if (w == 4) backward ? sorted_decode_t<uint32_t, true>(io + at, pay + at, n, f, pos)
-                              : sorted_decode_t<uint32_t, false>(io + at, pay + at, n, f, pos);
-    else backward ? sorted_decode_t<uint64_t, true>(io + at, pay + at, n, f, pos)
-                  : sorted_decode_t<uint64_t, false>(io + at, pay + at, n, f, pos);
+    if (w == 2) sorted_decode_t<uint16_t>(io + at, pay + at, n, f, backward, pos);
+    else if (w == 4) sorted_decode_t<uint32_t>(io + at, pay + at, n, f, backward, pos);
+    else sorted_decode_t<uint64_t>(io + at, pay + at, n, f, backward, pos);
   }
 }
 
