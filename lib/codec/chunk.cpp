@@ -28,10 +28,10 @@ struct Access {
     if (!s.dctx_) s.dctx_ = ZSTD_createDCtx();
     return static_cast<ZSTD_DCtx *>(s.dctx_);
   }
-  static std::vector<std::byte> &words(Scratch &s) { return s.words_; }
-  static std::vector<std::byte> &planes(Scratch &s) { return s.planes_; }
-  static std::vector<std::byte> &trial(Scratch &s) { return s.trial_; }
-  static std::vector<std::byte> &out(Scratch &s) { return s.out_; }
+  static detail::ByteBuf &words(Scratch &s) { return s.words_; }
+  static detail::ByteBuf &planes(Scratch &s) { return s.planes_; }
+  static detail::ByteBuf &trial(Scratch &s) { return s.trial_; }
+  static detail::ByteBuf &out(Scratch &s) { return s.out_; }
 };
 
 Scratch::Scratch() = default;
@@ -78,10 +78,8 @@ const RansDirect &rans_direct() {
   return d;
 }
 
-// Grows `v` to at least n bytes without value-initialising on every call.
-void ensure(std::vector<std::byte> &v, size_t n) {
-  if (v.size() < n) v.resize(n);
-}
+// Grows `v` to at least n bytes (the new ones uninitialised).
+void ensure(detail::ByteBuf &v, size_t n) { detail::room(v, n); }
 
 // ---- split / join: words <-> byte planes, optionally rotating each word by one bit ----------------
 

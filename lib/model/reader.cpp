@@ -160,10 +160,10 @@ struct ModelImpl {
   // The stored bytes of chunk k (`at`: its data-section offset), checked against its checksum;
   // from the map, or read into `buf`.
   Result<std::span<const std::byte>> chunk_bytes(const fb::Tensor *x, size_t k, uint64_t at,
-                                                 std::vector<std::byte> &buf) const;
+                                                 ByteBuf &buf) const;
   // Decodes chunk k of tensor x (stored at `at`) into `out` (its decoded length).
   Status decode_chunk(const fb::Tensor *x, size_t k, uint64_t at, std::span<std::byte> out,
-                      codec::Scratch &scratch, std::vector<std::byte> &buf,
+                      codec::Scratch &scratch, ByteBuf &buf,
                       codec::OutputUse use = codec::OutputUse::ReadSoon) const;
   // Decoded bytes [a, a + dst.size()) of a chunked tensor, decoding only the chunks they touch.
   Status read_chunked(size_t i, uint64_t a, std::span<std::byte> dst) const;
@@ -171,7 +171,7 @@ struct ModelImpl {
   Result<std::shared_ptr<std::byte>> decoded(size_t i) const;
   Result<std::span<const std::byte>> bytes(size_t i) const;
   // Checks tensor i against its checksum; a compressed one is decoded by up to `inner` threads.
-  Status hash_check(size_t i, std::vector<std::byte> *scratch, unsigned inner = 1) const;
+  Status hash_check(size_t i, ByteBuf *scratch, unsigned inner = 1) const;
   Status verify_set(const std::vector<size_t> &which, unsigned threads,
                     const std::function<void(size_t)> &on_tensor = {}) const;
 };
@@ -438,7 +438,7 @@ uint64_t ModelImpl::decoded_size(const fb::Tensor *x) const {
 }
 
 Result<std::span<const std::byte>> ModelImpl::chunk_bytes(const fb::Tensor *x, size_t k, uint64_t at,
-                                                          std::vector<std::byte> &buf) const {
+                                                          ByteBuf &buf) const {
   const fb::Chunk *ch = x->chunks()->Get(fbs::uoffset_t(k));
   const uint64_t off = pre.data_offset + at, n = ch->size();
   std::span<const std::byte> stored;
@@ -457,7 +457,7 @@ Result<std::span<const std::byte>> ModelImpl::chunk_bytes(const fb::Tensor *x, s
 }
 
 Status ModelImpl::decode_chunk(const fb::Tensor *x, size_t k, uint64_t at, std::span<std::byte> out,
-                               codec::Scratch &scratch, std::vector<std::byte> &buf, codec::OutputUse use) const {
+                               codec::Scratch &scratch, ByteBuf &buf, codec::OutputUse use) const {
   auto stored = chunk_bytes(x, k, at, buf);
   if (!stored) return stored.status();
   const auto codec = codec::ChunkCodec(x->chunks()->Get(fbs::uoffset_t(k))->codec());
@@ -483,7 +483,7 @@ Status ModelImpl::read_chunked(size_t i, uint64_t a, std::span<std::byte> dst) c
   uint64_t at = x->offset();
   for (size_t k = 0; k < first; ++k) at += x->chunks()->Get(fbs::uoffset_t(k))->size();
   codec::Scratch scratch;
-  std::vector<std::byte> buf, whole;
+  ByteBuf buf, whole;
   // A large read outgrows the caches before the caller gets to it, so a chunk decoded in place
   // may bypass them (OutputUse::Streaming, ~20% faster per core) - but only into pages already
   // resident: a page faulted in by the decode itself is zeroed through the cache by the kernel,
@@ -529,7 +529,7 @@ Result<std::shared_ptr<std::byte>> ModelImpl::decoded(size_t i) const {
   unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   const unsigned threads = decode_threads ? std::min(decode_threads, 2 * cores) : cores;
   Status st = run_items(nchunks, threads, [&] {
-    return [&, scratch = std::make_shared<codec::Scratch>(), tmp = std::vector<std::byte>()](size_t k) mutable {
+    return [&, scratch = std::make_shared<codec::Scratch>(), tmp = ByteBuf()](size_t k) mutable {
       const uint64_t lo = uint64_t(k) * c;
       const size_t len = size_t(std::min(c, n - lo));
       // Fault in the chunk's pages with one call before writing them: 5-8% faster end to end than a
@@ -580,7 +580,7 @@ Result<std::span<const std::byte>> ModelImpl::bytes(size_t i) const {
   return std::span<const std::byte>(it->second.get(), n);
 }
 
-Status ModelImpl::hash_check(size_t i, std::vector<std::byte> *scratch, unsigned inner) const {
+Status ModelImpl::hash_check(size_t i, ByteBuf *scratch, unsigned inner) const {
   const fb::Tensor *x = t(i);
   uint64_t off = abs_offset(x), n = x->size(), computed;
   if (chunked(x)) {
@@ -590,9 +590,9 @@ Status ModelImpl::hash_check(size_t i, std::vector<std::byte> *scratch, unsigned
     const size_t nchunks = x->chunks() ? x->chunks()->size() : 0;  // absent = empty (an empty tensor)
     const size_t batch = std::max<size_t>(1, std::min<size_t>(nchunks, size_t(2) * std::max(1u, inner)));
     const std::vector<uint64_t> at = chunk_offsets(x);
-    std::vector<std::vector<std::byte>> out(batch);
+    std::vector<ByteBuf> out(batch);
     std::vector<std::unique_ptr<codec::Scratch>> cs(batch);
-    std::vector<std::vector<std::byte>> tmp(batch);
+    std::vector<ByteBuf> tmp(batch);
     Hasher64 h;
     for (size_t first = 0; first < nchunks; first += batch) {
       const size_t m = std::min(batch, nchunks - first);
@@ -646,7 +646,7 @@ Status ModelImpl::verify_set(const std::vector<size_t> &which, unsigned threads,
   const unsigned outer = unsigned(std::min<size_t>(threads, which.size()));
   const unsigned inner = std::max(1u, threads / outer);
   return run_items(which.size(), outer, [&] {
-    return [this, &which, &on_tensor, inner, scratch = std::vector<std::byte>()](size_t k) mutable {
+    return [this, &which, &on_tensor, inner, scratch = ByteBuf()](size_t k) mutable {
       Status s = hash_check(which[k], &scratch, inner);
       if (s && on_tensor) {
         try {
@@ -873,7 +873,7 @@ Status Model::verify_tensor(size_t index) const {
   if (index >= impl_->ntensors)
     return fail(MPK_ERR_INVALID_ARGUMENT, "tensor index ", index, " is out of range (", impl_->ntensors, " tensors)");
   if (Status s = impl_->check_size(); !s) return s;
-  std::vector<std::byte> scratch;
+  ByteBuf scratch;
   return impl_->hash_check(index, &scratch);
 }
 

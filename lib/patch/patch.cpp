@@ -360,7 +360,7 @@ Result<fb::PatchOp> choose_op(const Model &base, size_t bi, const Model &target,
   const uint64_t chunk = std::max<uint64_t>(w, uint64_t(o.chunk_size) / w * w);
   const uint64_t nchunks = (t.nbytes + chunk - 1) / chunk;
   constexpr uint64_t kSamples = 8;
-  std::vector<std::byte> a, b, d;
+  detail::ByteBuf a, b, d;
   std::vector<uint32_t> pos;
   size_t cost[4] = {0, 0, 0, 0};  // literal, xor, sub, sorted sub
   const fb::PatchOp ops[4] = {fb::PatchOp::LITERAL, fb::PatchOp::XOR, fb::PatchOp::SUB, fb::PatchOp::SUB_SORTED};
@@ -411,7 +411,7 @@ Status write_payload(Writer &w, fb::PatchOp op, const Model &from, size_t fi, co
   const TensorInfo t = from.info(fi);
   const unsigned wd = op_width(t.dtype);
   const uint64_t piece = std::max<uint64_t>(wd, kPiece / wd * wd);  // SUB_SORTED: whole groups
-  std::vector<std::byte> x(size_t(std::min(piece, t.nbytes))), y, d;
+  detail::ByteBuf x(size_t(std::min(piece, t.nbytes))), y, d;
   std::vector<uint32_t> pos;
   if (op != fb::PatchOp::LITERAL) {
     y.resize(x.size());
@@ -817,16 +817,12 @@ void will_read(Input &in, size_t i) {
 // Per worker: reused across pieces.
 struct Worker {
   codec::Scratch scratch;
-  std::vector<std::byte> stored;  // a stored chunk
-  std::vector<std::byte> pay;     // a payload chunk (or segment) decoded
-  std::vector<std::byte> part;    // a source chunk decoded, of which a piece wants part
+  detail::ByteBuf stored;  // a stored chunk
+  detail::ByteBuf pay;     // a payload chunk (or segment) decoded
+  detail::ByteBuf part;    // a source chunk decoded, of which a piece wants part
   std::vector<uint32_t> pos;      // SUB_SORTED: payload index per key
 };
 
-std::byte *room(std::vector<std::byte> &v, uint64_t n) {
-  if (v.size() < n) v.resize(size_t(n));
-  return v.data();
-}
 
 // Chunk k of tensor i (decoded bytes: out.size()) into out.
 Status decode_chunk_of(const Input &in, size_t i, size_t k, std::span<std::byte> out, Worker &wk) {
@@ -1028,7 +1024,7 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
     const size_t fit = size_t((32u << 20) / std::max<uint64_t>(largest, 1));
     const size_t ring = std::min(pieces.size(), std::max<size_t>(threads + 2, std::min<size_t>(4 * threads + 4, fit)));
     struct Slot {
-      std::vector<std::byte> buf;
+      detail::ByteBuf buf;
       size_t piece = SIZE_MAX;  // the piece buf holds (st: how computing it went)
       Status st;
     };
