@@ -622,7 +622,9 @@ MPK_API mpk_status mpk_patch_options_init(mpk_patch_options *opts, size_t struct
  * (nothing appears there on error). Tensors kept, renamed or moved cost a few bytes; changed ones the
  * smallest of their new data and their XOR or integer difference from the base, compressed (at levels
  * >= 6 the difference of a float tensor may be stored in the order of the base's exponents, which a
- * one-way patch cannot undo: FORMAT.md 7.10 SUB_SORTED). Memory is bounded by a few pieces of 4 MiB,
+ * one-way patch cannot undo: FORMAT.md 7.10 SUB_SORTED). A tensor that gained or lost rows at its end
+ * (a resized vocabulary) is a delta against the base tensor cut or zero-extended; one that shrank does not
+ * reverse from a one-way patch. Memory is bounded by a few pieces of 4 MiB,
  * whatever the model size. NULL options: defaults. */
 MPK_API mpk_status mpk_diff(const char *base, const char *target, const char *patch, const mpk_patch_options *opts);
 

@@ -48,6 +48,9 @@ struct PatchSummary {
   // Result tensors built by SUB_SORTED (one-way: their base tensors are among `missing` unless a
   // result tensor is a copy of them).
   uint64_t sorted_subs = 0;
+  // Result tensors (counted above among the deltas) built from a base tensor of another size: rows
+  // added or removed at the end, e.g. a resized vocabulary (FORMAT.md 7.10, Patch.incompatible bit 1).
+  uint64_t resized = 0;
 };
 
 // Writes a patch that turns `base` into `target` at `patch` (atomically). Both inputs are checked

@@ -45,7 +45,8 @@ constexpr uint64_t kPiece = 4u << 20;  // bytes per read / transform / write ste
 constexpr uint32_t kNoSource = 0xFFFFFFFFu;
 constexpr uint64_t kTwoWay = 1;  // Patch.compatible bit 0
 constexpr uint64_t kSortedSub = 1;  // Patch.incompatible bit 0: SUB_SORTED operations
-constexpr uint64_t kKnownIncompatible = kSortedSub;
+constexpr uint64_t kResized = 2;    // Patch.incompatible bit 1: a delta's source may differ in size
+constexpr uint64_t kKnownIncompatible = kSortedSub | kResized;
 constexpr uint64_t kSortGroup = 1u << 20;  // SUB_SORTED: bytes per group (a multiple of every op width)
 static_assert(kPiece % kSortGroup == 0, "diff transforms whole groups");
 
@@ -346,6 +347,17 @@ Result<size_t> payload_cost(DType dt, std::span<const std::byte> bytes, int leve
   return e.codec == codec::ChunkCodec::Raw ? bytes.size() : e.bytes.size();
 }
 
+// A delta's source as its operation sees it (FORMAT.md 7.10): the source's bytes, then zeros past
+// its end (a source of another size than the tensor needs Patch.incompatible bit 1).
+Status read_extended(const Model &m, size_t i, std::span<std::byte> dst, uint64_t off) {
+  const uint64_t n = m.info(i).nbytes;
+  const size_t have = off >= n ? 0 : size_t(std::min<uint64_t>(dst.size(), n - off));
+  if (have)
+    if (Status s = m.read(i, dst.first(have), off); !s) return s;
+  std::memset(dst.data() + have, 0, dst.size() - have);
+  return {};
+}
+
 // Chooses LITERAL, XOR, SUB or (one-way patches) SUB_SORTED for a result tensor whose base
 // namesake has the same dtype and size, by encoding evenly spread samples of up to kSamples chunks
 // with each. SUB_SORTED, which cannot be reversed, must save at least 1% over the best of the others.
@@ -371,7 +383,7 @@ Result<fb::PatchOp> choose_op(const Model &base, size_t bi, const Model &target,
     a.resize(size_t(n));
     b.resize(size_t(n));
     d.resize(size_t(n));
-    if (Status s = base.read(bi, a, off); !s) return s;
+    if (Status s = read_extended(base, bi, a, off); !s) return s;
     if (Status s = target.read(ti, b, off); !s) return s;
     for (int j = 0; j < nops; ++j) {
       const PayloadType pt = payload_type(ops[j], t.dtype, t.shape, t.nbytes);
@@ -427,13 +439,21 @@ Status write_payload(Writer &w, fb::PatchOp op, const Model &from, size_t fi, co
       if (Status s = w.write(xs); !s) return s;
     } else {
       std::span<std::byte> ys(y.data(), n);
-      if (Status s = base->read(bi, ys, off); !s) return s;
-      hy.update(ys.data(), n);
+      if (Status s = read_extended(*base, bi, ys, off); !s) return s;
+      const uint64_t bn = base->info(bi).nbytes;
+      if (off < bn) hy.update(ys.data(), size_t(std::min<uint64_t>(n, bn - off)));
       if (op == fb::PatchOp::XOR) xor_bytes(ys.data(), xs.data(), d.data(), n);
       else if (op == fb::PatchOp::SUB_SORTED) sorted_encode(wd, exp_field(t.dtype), ys.data(), xs.data(), d.data(), n, pos);
       else sub_encode(wd, ys.data(), xs.data(), d.data(), n);
       if (Status s = w.write({d.data(), n}); !s) return s;
     }
+    off += n;
+  }
+  // A base tensor longer than this one (a resized delta uses its first bytes): hash the rest too.
+  for (uint64_t off = t.nbytes, bn = base ? base->info(bi).nbytes : 0; off < bn;) {
+    const size_t n = size_t(std::min<uint64_t>(y.size(), bn - off));
+    if (Status s = base->read(bi, {y.data(), n}, off); !s) return s;
+    hy.update(y.data(), n);
     off += n;
   }
   if (hx.digest() != t.xxh3)
@@ -505,7 +525,9 @@ Status diff(const std::string &base_path, const std::string &target_path, const 
       }
     if (moved) continue;
     r.op = fb::PatchOp::LITERAL;
-    if (it != bname.end() && B.tensors[it->second].dtype == r.dtype && B.tensors[it->second].nbytes == r.nbytes) {
+    // A delta against the base tensor of the same name and dtype; of another size too (rows added or
+    // removed at the end, e.g. a vocabulary resized: the source is cut or zero-extended, bit 1).
+    if (it != bname.end() && B.tensors[it->second].dtype == r.dtype && B.tensors[it->second].nbytes > 0) {
       auto op = choose_op(*base, border[it->second], *target, rorder[i], o, scratch);
       if (!op) return op.status();
       r.op = *op;
@@ -518,6 +540,7 @@ Status diff(const std::string &base_path, const std::string &target_path, const 
     const SideTensor &r = R.tensors[i];
     if (r.source == kNoSource || r.op == fb::PatchOp::SUB_SORTED) continue;  // its order needs the base
     SideTensor &b = B.tensors[r.source];
+    if (b.nbytes > r.nbytes) continue;  // a shrunk tensor's payload lacks the base's tail
     // Prefer a plain copy when one result tensor is an unchanged copy of it.
     if (b.op == fb::PatchOp::MISSING || (r.op == fb::PatchOp::COPY && b.op != fb::PatchOp::COPY)) {
       b.op = r.op;
@@ -572,19 +595,23 @@ Status diff(const std::string &base_path, const std::string &target_path, const 
     w->abort();
     return st;
   }
-  bool two_way = true, int8 = false, sorted = false;
+  bool two_way = true, int8 = false, sorted = false, resized = false;
   for (const SideTensor &b : B.tensors) two_way = two_way && b.op != fb::PatchOp::MISSING;
   for (const SideTensor &r : R.tensors) sorted = sorted || r.op == fb::PatchOp::SUB_SORTED;
+  for (const Side *side : {&B, &R})
+    for (const SideTensor &t : side->tensors)
+      if (is_delta(t.op)) resized = resized || (side == &B ? R : B).tensors[t.source].nbytes != t.nbytes;
   for (const Side *side : {&B, &R})
     for (const SideTensor &t : side->tensors) int8 = int8 || is_int8(t.quant.scheme);
   // int8 records in a side set the file's feature bit 4, as in a model: a reader of format 1.3
   // refuses the patch by that name instead of failing on the sides' content ids (FORMAT.md 7.10).
   detail::WriterAccess::set_patch(
       *w,
-      [&B, &R, two_way, sorted](fbs::FlatBufferBuilder &fbb) {
+      [&B, &R, two_way, sorted, resized](fbs::FlatBufferBuilder &fbb) {
         auto bo = build_side(fbb, B);
         auto ro = build_side(fbb, R);
-        return fb::CreatePatch(fbb, 1, sorted ? kSortedSub : 0, two_way ? kTwoWay : 0, bo, ro);
+        return fb::CreatePatch(fbb, 1, (sorted ? kSortedSub : 0) | (resized ? kResized : 0), two_way ? kTwoWay : 0,
+                               bo, ro);
       },
       int8 ? MPK_FEATURE_QUANTIZED : 0);
   if (Status s = w->commit(); !s) return s;
@@ -681,8 +708,9 @@ Status check_side(const std::string &path, const Model &m, const fb::PatchSide *
         return bad(path, which, " tensor ", quote(name), " and its source differ in dtype");
       auto sbytes = detail::dtype_known_raw(uint32_t(src->dtype())) ? detail::tensor_nbytes(dt, sshape, sv(src->name()))
                                                                     : Result<uint64_t>(uint64_t(0));
-      if (!sbytes || *sbytes != *nbytes)
-        return bad(path, which, " tensor ", quote(name), " and its source differ in size");
+      if (!sbytes || (*sbytes != *nbytes && !(is_delta(op) && (incompatible & kResized))))
+        return bad(path, which, " tensor ", quote(name), " and its source differ in size",
+                   is_delta(op) ? " (a delta's source may only with patch incompatible bit 1)" : "");
       if (op == fb::PatchOp::COPY && src->xxh3() != t->xxh3())
         return bad(path, which, " tensor ", quote(name), " is a copy of a tensor with another checksum");
     }
@@ -692,7 +720,9 @@ Status check_side(const std::string &path, const Model &m, const fb::PatchSide *
       auto k = m.find(sv(t->payload()));
       if (!k) return bad(path, which, " tensor ", quote(name), ": its payload ", quote(sv(t->payload())), " is missing");
       const TensorInfo pi = m.info(*k);
-      if (pi.nbytes != *nbytes)
+      // Bit 1: a delta's payload may be longer (the base side of a grown tensor uses the result's
+      // payload; its first n bytes).
+      if (pi.nbytes != *nbytes && !(is_delta(op) && (incompatible & kResized) && pi.nbytes > *nbytes))
         return bad(path, which, " tensor ", quote(name), ": its payload holds ", pi.nbytes, " bytes, not ", *nbytes);
       payload[i] = *k;
     }
@@ -860,6 +890,15 @@ Status read_range(const Input &in, size_t i, uint64_t off, std::span<std::byte> 
   return {};
 }
 
+// A delta's source range as its operation sees it: zeros past the source's end (FORMAT.md 7.10, bit 1).
+Status read_source(const Input &in, size_t i, uint64_t off, std::span<std::byte> dst, Worker &wk) {
+  const uint64_t n = in.m->info(i).nbytes;
+  const size_t have = off >= n ? 0 : size_t(std::min<uint64_t>(dst.size(), n - off));
+  if (Status e = read_range(in, i, off, dst.first(have), wk); !e) return e;
+  std::memset(dst.data() + have, 0, dst.size() - have);
+  return {};
+}
+
 // out = out OP pay, element-wise (out holds the source's bytes).
 void combine(fb::PatchOp op, unsigned w, bool reverse, std::byte *out, const std::byte *pay, size_t n) {
   if (op == fb::PatchOp::XOR) xor_bytes(out, pay, out, n);
@@ -961,7 +1000,7 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
     const size_t si = src_index[t->source()];
     const unsigned wd = op_width(DType(uint32_t(t->dtype())));
     if (op == fb::PatchOp::SUB_SORTED) {  // the piece is whole groups: the source, then the payload
-      if (Status e = read_range(sin, si, pc.off, {dst, pc.n}, wk); !e) return e;
+      if (Status e = read_source(sin, si, pc.off, {dst, pc.n}, wk); !e) return e;
       std::byte *p = room(wk.pay, pc.n);
       if (Status e = read_range(pin, pi, pc.off, {p, pc.n}, wk); !e) return e;
       sorted_decode(wd, exp_field(DType(uint32_t(t->dtype()))), dst, p, pc.n, reverse, wk.pos);
@@ -985,7 +1024,7 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
       for (uint64_t x = a; x < b;) {
         const uint64_t y = std::min(b, x + kBlock);
         std::byte *q = dst + (x - pc.off);
-        if (Status e = read_range(sin, si, x, {q, size_t(y - x)}, wk); !e) return e;
+        if (Status e = read_source(sin, si, x, {q, size_t(y - x)}, wk); !e) return e;
         combine(op, wd, reverse, q, p + (x - a), size_t(y - x));
         x = y;
       }
@@ -1167,9 +1206,14 @@ Result<PatchSummary> inspect_patch(const std::string &path) {
       default: break;
     }
     if (t->source() != kNoSource) used[t->source()] = true;
-    std::span<const uint64_t> shape;
-    if (t->shape()) shape = {t->shape()->data(), t->shape()->size()};
-    s.result_bytes += *detail::tensor_nbytes(DType(uint32_t(t->dtype())), shape, sv(t->name()));
+    auto nbytes_of = [](const fb::PatchTensor *x) {
+      std::span<const uint64_t> shape;
+      if (x->shape()) shape = {x->shape()->data(), x->shape()->size()};
+      return *detail::tensor_nbytes(DType(uint32_t(x->dtype())), shape, sv(x->name()));  // checked at open
+    };
+    const uint64_t nbytes = nbytes_of(t);
+    if (is_delta(t->op()) && nbytes_of(bt->Get(t->source())) != nbytes) ++s.resized;
+    s.result_bytes += nbytes;
   }
   for (uint32_t j = 0; bt && j < bt->size(); ++j) {
     if (!used[j]) ++s.removed;

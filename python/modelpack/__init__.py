@@ -1480,9 +1480,10 @@ def _patch_options(flags: int, level: int = 0, result_level: int = 0, threads: i
 def diff(base, new, patch, two_way: bool = False, *, level: int = 0, result_level: int = 0,
          threads: int = 0, fsync: bool = True) -> None:
     """Writes at `patch` a delta patch turning the model `base` into the model `new` (mpk_diff).
-    two_way: also store what the patch removes or replaces, and use only deltas that reverse, so it
-    applies in reverse too (one-way patches at level >= 6 may order float deltas by the base's
-    exponents, which cannot be undone)."""
+    two_way: also store what the patch removes, replaces or cuts short, and use only deltas that
+    reverse, so it applies in reverse too (one-way patches at level >= 6 may order float deltas by
+    the base's exponents, which cannot be undone). Tensors that gained or lost rows at their end (a
+    resized vocabulary) are deltas too."""
     flags = (0x1 if two_way else 0) | (0 if fsync else 0x2)  # MPK_PATCH_TWO_WAY, MPK_PATCH_NO_FSYNC
     opts = _patch_options(flags, level, result_level, threads)
     _core.mpk_diff(_cpath(base), _cpath(new), _cpath(patch), byref(opts))

@@ -788,6 +788,26 @@ def case_patch(tmp):
     code, _, e = run("patch", "--reverse", paths["s2"], ps, "-o", o)
     check(code == 1 and "MPK_ERR_UNSUPPORTED_FEATURE" in e and "'w'" in e and "--two-way" in e
           and not os.path.exists(o), f"reverse of a sorted patch: {code} {e!r}")
+    # A vocabulary grown by 20 rows (and every weight nudged): the shared rows are a delta against
+    # the smaller base tensor, and the two-way patch rolls back.
+    grown = np.concatenate([v1["w"] + (rng.standard_normal((256, 300)) * 1e-4).astype(np.float32),
+                            (rng.standard_normal((20, 300)) * 0.02).astype(np.float32)])
+    d = os.path.join(tmp, "vg")
+    write_tree(d, dict(v1, w=grown))
+    paths["vg"] = os.path.join(tmp, "vg.mpk")
+    run("pack", d, "-o", paths["vg"], "--no-fsync", expect=0)
+    pg = os.path.join(tmp, "pg.mpkd")
+    _, out, _ = run("diff", paths["v1"], paths["vg"], "-o", pg, "--two-way", "--no-fsync", expect=0)
+    check("(1 of them resized)" in out and "(two-way)" in out, f"diff of a grown tensor: {out!r}")
+    # (~0.65 of the file as a delta; whole, the compressed tensor would be ~0.83)
+    check(os.path.getsize(pg) < 0.75 * os.path.getsize(paths["vg"]), "the grown tensor's patch is not a delta")
+    _, text, _ = run("inspect", pg, expect=0)
+    check("(1 of these deltas resized)" in text, f"inspect resized patch: {text!r}")
+    run("patch", paths["v1"], pg, "-o", o, "--no-fsync", expect=0)
+    check(open(o, "rb").read() == open(paths["vg"], "rb").read(), "v1 + pg is not vg")
+    run("patch", "--reverse", paths["vg"], pg, "-o", o, "--no-fsync", expect=0)
+    check(open(o, "rb").read() == open(paths["v1"], "rb").read(), "vg - pg is not v1")
+    os.remove(o)
     run("verify", p23, expect=0)
     for bad in (("diff", paths["v1"], paths["v2"]), ("diff", paths["v1"], paths["v2"], "-o", o, "--level", "0"),
                 ("patch", paths["v1"], "-o", o)):

@@ -25,7 +25,7 @@ std::span<const std::byte> bytes_of(const std::vector<T> &v) {
 }
 
 // The patch base: a few tensors of several dtypes in two components, with metadata.
-// variant 0 is the base itself; 1..5 are the "new" models the seed patches lead to.
+// variant 0 is the base itself; 1..6 are the "new" models the seed patches lead to.
 inline void write_patch_model(const std::string &path, int variant, bool compressed = false) {
   mpk::WriterOptions wo;
   wo.fsync = false;
@@ -43,7 +43,12 @@ inline void write_patch_model(const std::string &path, int variant, bool compres
     for (size_t i = 0; i < a.size(); ++i) a[i] += 1e-4f * float(int(i % 7) - 3);
     for (size_t i = 0; i < b.size(); ++i) b[i] += 1e-4f * float(int(i % 5) - 2);
   }
-  const std::vector<uint64_t> sa{16, 16}, sb{96}, sh{8, 8}, si{16};
+  if (variant == 6) {  // resized (a delta across sizes): ids grown by 8 entries, layer.b cut by 16, one changed
+    for (int k = 16; k < 24; ++k) ids.push_back(k * k);
+    b.resize(80);
+    b[5] += 0.5f;
+  }
+  const std::vector<uint64_t> sa{16, 16}, sb{b.size()}, sh{8, 8}, si{ids.size()};
   must(w.add_tensor(variant == 3 ? "renamed.a" : "layer.a", MPK_DTYPE_F32, sa, bytes_of(a)), "a");
   must(w.add_tensor("layer.b", MPK_DTYPE_F32, sb, bytes_of(b)), "b");
   must(w.add_tensor("half", MPK_DTYPE_F16, sh, bytes_of(h)), "h");

@@ -202,6 +202,19 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
+  {  // two-way, with deltas across sizes (Patch.incompatible bit 1)
+    const std::string v = tmp + "/v6.mpk";
+    fuzz::write_patch_model(v, 6);
+    mpk::DiffOptions d;
+    d.fsync = false;
+    d.two_way = true;
+    mpk::PatchSummary s;
+    must(mpk::diff(base, v, seed("patch", "resized.mpkd"), d, &s), "diff resized");
+    if (s.resized == 0) {
+      std::cerr << "make_seeds: the resized seed holds no delta across sizes\n";
+      return 1;
+    }
+  }
 
   // ---- chunks: [codec][decoded size / 4, u16 LE][stored] -------------------------------------------
   {

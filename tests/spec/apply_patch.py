@@ -24,6 +24,7 @@ xxhash = R.xxhash
 
 OP_NAMES = {0: "COPY", 1: "LITERAL", 2: "XOR", 3: "SUB", 4: "MISSING", 5: "SUB_SORTED"}
 SORTED_SUB_BIT = 1  # Patch.incompatible bit 0
+RESIZED_BIT = 2     # Patch.incompatible bit 1 (rev. 6): a delta's source and payload may differ in size
 GROUP = 1 << 20     # SUB_SORTED: bytes per group
 EXPONENT = {3: (10, 5), 4: (7, 8), 2: (23, 8), 20: (23, 8), 1: (52, 11)}  # dtype -> (shift, bits)
 ARRAY_CODE = {1: "B", 2: "H", 4: "I", 8: "Q"}  # unsigned integers of w bytes (checked below)
@@ -49,6 +50,15 @@ def tensor_bytes(path, pre, t):
             out += R.decode_chunk(codec, R.read_exact(f, off, size, t), min(c, d - k * c))
             off += size
         return bytes(out)
+
+
+def side_nbytes(t):
+    """A PatchTensor's size n (§7.3-7.4): elements of its shape, in whole blocks of its dtype."""
+    _, elems, nbytes, _ = R.DTYPES[t["dtype"]]
+    count = 1
+    for d in t["shape"]:
+        count *= d
+    return count // elems * nbytes
 
 
 class Model:
@@ -116,7 +126,7 @@ def main(argv):
     if patch is None:
         print(f"{args[1]} is not a patch", file=sys.stderr)
         return 1
-    if patch["version"] != 1 or patch["incompatible"] & ~SORTED_SUB_BIT:
+    if patch["version"] != 1 or patch["incompatible"] & ~(SORTED_SUB_BIT | RESIZED_BIT):
         print(f"unsupported patch: version {patch['version']}, incompatible bits {patch['incompatible']:#x}",
               file=sys.stderr)
         return 1
@@ -138,20 +148,31 @@ def main(argv):
             return 1
         source = frm["tensors"][t["source"]]["name"] if op in (0, 2, 3, 5) else None
         pay = tensor_bytes(args[1], ppre, payloads[t["payload"]]) if t["payload"] is not None else b""
+        if op in (2, 3, 5):  # a delta: its source as n bytes (cut or zero-extended), its payload's first n
+            n = side_nbytes(t)
+            s = src.bytes_of(source)
+            if (len(s) != n or len(pay) != n) and not patch["incompatible"] & RESIZED_BIT:
+                print(f"tensor {R.quote(name)}: a source or payload of another size without bit 1", file=sys.stderr)
+                return 1
+            if len(pay) < n:
+                print(f"tensor {R.quote(name)}: its payload holds {len(pay)} bytes, not {n}", file=sys.stderr)
+                return 1
+            if len(s) != n:
+                used["resized sources"] = used.get("resized sources", 0) + 1
+            src_bytes, pay = s[:n] + bytes(max(0, n - len(s))), pay[:n]
         if op == 0:
             got = src.bytes_of(source)
         elif op == 1:
             got = pay
         elif op == 2:
-            got = bytes(a ^ b for a, b in zip(src.bytes_of(source), pay))
+            got = bytes(a ^ b for a, b in zip(src_bytes, pay))
         elif op == 3:
-            got = sub(src.bytes_of(source), pay, op_width(dtype), sign)
+            got = sub(src_bytes, pay, op_width(dtype), sign)
         elif op == 5:
             if not patch["incompatible"] & SORTED_SUB_BIT or dtype not in EXPONENT:
                 print(f"tensor {R.quote(name)}: SUB_SORTED without bit 0, or on dtype {dtype}", file=sys.stderr)
                 return 1
-            s = src.bytes_of(source)
-            got = sub(s, pay, op_width(dtype), sign, sorted_order(s, op_width(dtype), dtype))
+            got = sub(src_bytes, pay, op_width(dtype), sign, sorted_order(src_bytes, op_width(dtype), dtype))
         else:
             print(f"tensor {R.quote(name)}: unknown operation {op}", file=sys.stderr)
             return 1

@@ -732,6 +732,14 @@ bool make_patch_samples(const std::string &dir) {
     std::memcpy(&fa[2 * i], &a16, 2);
     std::memcpy(&fb[2 * i], &b16, 2);
   }
+  // Resized (rev. 6): "g" grows from 60000 to 70000 f32 (the shared ones moved as "w"), "cut" loses
+  // its last 100 of 500 bytes (the rest with a few bytes changed).
+  std::vector<std::byte> ga, gb;
+  spread(70000, false, ga, gb);
+  ga.resize(60000 * 4);
+  auto ca = pattern(500, 64), cb = ca;
+  cb.resize(400);
+  for (size_t i = 0; i < cb.size(); i += 29) cb[i] ^= std::byte{0x10};
   auto xa = pattern(4000, 61), xb = xa;
   for (size_t i = 0; i < xb.size(); i += 37) xb[i] ^= std::byte{0x04};
   const auto keep = pattern(400, 62), moved = pattern(300, 63);
@@ -747,6 +755,8 @@ bool make_patch_samples(const std::string &dir) {
     ok = ok && check(w->add_tensor("d", MPK_DTYPE_F64, std::vector<uint64_t>{20001}, v ? db : da), "d");
     ok = ok && check(w->add_tensor("f", MPK_DTYPE_F16, std::vector<uint64_t>{30001}, v ? fb : fa), "f");
     ok = ok && check(w->add_tensor("keep", MPK_DTYPE_I32, std::vector<uint64_t>{100}, keep), "keep");
+    ok = ok && check(w->add_tensor("g", MPK_DTYPE_F32, std::vector<uint64_t>{v ? 70000u : 60000u}, v ? gb : ga), "g");
+    ok = ok && check(w->add_tensor("cut", MPK_DTYPE_U8, std::vector<uint64_t>{v ? 400u : 500u}, v ? cb : ca), "cut");
     ok = ok && check(w->add_tensor(v ? "renamed" : "old", MPK_DTYPE_U8, std::vector<uint64_t>{300}, moved), "moved");
     if (v == 0) ok = ok && add(*w, "gone", MPK_DTYPE_I8, {50}, 64);
     if (v == 1) ok = ok && add(*w, "new", MPK_DTYPE_I16, {7}, 65);
@@ -758,14 +768,22 @@ bool make_patch_samples(const std::string &dir) {
   d.level = 9;
   mpk::PatchSummary s;
   ok = ok && check(mpk::diff(dir + "/patch_a.mpk", dir + "/patch_b.mpk", dir + "/patch_oneway.mpkd", d, &s), "diff");
-  if (ok && s.sorted_subs != 4) {  // f32, bf16, f64 and f16: every key width
-    std::fprintf(stderr, "make_sample: the one-way patch holds %llu SUB_SORTED operations, not 4\n",
-                 (unsigned long long)s.sorted_subs);
+  // f32 (twice: "g" from a zero-extended source), bf16, f64 and f16: every key width; "g" and "cut"
+  // deltas across sizes.
+  if (ok && (s.sorted_subs != 5 || s.resized != 2)) {
+    std::fprintf(stderr, "make_sample: the one-way patch holds %llu SUB_SORTED operations, not 5, and %llu "
+                 "resized deltas, not 2\n", (unsigned long long)s.sorted_subs, (unsigned long long)s.resized);
     return false;
   }
   d.level = 3;
   d.two_way = true;
-  return ok && check(mpk::diff(dir + "/patch_a.mpk", dir + "/patch_b.mpk", dir + "/patch_twoway.mpkd", d), "diff");
+  ok = ok && check(mpk::diff(dir + "/patch_a.mpk", dir + "/patch_b.mpk", dir + "/patch_twoway.mpkd", d, &s), "diff");
+  if (ok && s.resized != 2) {
+    std::fprintf(stderr, "make_sample: the two-way patch holds %llu resized deltas, not 2\n",
+                 (unsigned long long)s.resized);
+    return false;
+  }
+  return ok;
 }
 
 int main(int argc, char **argv) {

@@ -68,10 +68,12 @@ if [ "$file" = "--patches" ]; then
     else echo "FAIL: apply_patch.py $*: $(cat "$out")"; st=1; fi
   }
   run "$d/patch_a.mpk" "$d/patch_oneway.mpkd" "$d/patch_b.mpk"
-  grep -q "^SUB_SORTED: 4$" "$out" || { echo "FAIL: the one-way patch did not use SUB_SORTED on its 4 float tensors"; st=1; }
+  grep -q "^SUB_SORTED: 5$" "$out" || { echo "FAIL: the one-way patch did not use SUB_SORTED on its 5 float tensors"; st=1; }
+  grep -q "^resized sources: 2$" "$out" || { echo "FAIL: the one-way patch did not resize 2 sources"; st=1; }
   run "$d/patch_a.mpk" "$d/patch_twoway.mpkd" "$d/patch_b.mpk"
   run "$d/patch_b.mpk" "$d/patch_twoway.mpkd" "$d/patch_a.mpk" --reverse
   grep -q "^SUB: " "$out" || { echo "FAIL: the two-way patch used no SUB"; st=1; }
+  grep -q "^resized sources: 1$" "$out" || { echo "FAIL: the two-way patch's reverse did not resize the grown tensor's source"; st=1; }
   if "$py" "$here/apply_patch.py" "$d/patch_b.mpk" "$d/patch_oneway.mpkd" "$d/patch_a.mpk" --reverse >"$out" 2>&1; then
     echo "FAIL: the one-way patch applied in reverse"; st=1
   elif ! grep -q "is MISSING from this patch" "$out"; then

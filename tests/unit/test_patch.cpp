@@ -522,8 +522,12 @@ std::string cid_of(const std::string &name, uint16_t dtype, const std::vector<ui
 mpk::Status craft(const TempDir &dir, const Craft &c) {
   const auto base_bytes = f32(normal(1000, 0.02f, 1));
   auto pay = random_bytes(c.pay_bytes, 2);
-  std::vector<std::byte> result(4000);
-  for (size_t i = 0; i < 4000; ++i) result[i] = base_bytes[i] ^ (i < pay.size() ? pay[i] : std::byte{0});
+  uint64_t rn = mpk::dtype_size(DType(c.dtype));
+  for (uint64_t d : c.shape) rn *= d;
+  // What XOR of the base and the payload gives, the base zero-extended (a resized source, bit 1).
+  std::vector<std::byte> result(size_t(std::min<uint64_t>(rn, 1u << 20)));
+  for (size_t i = 0; i < result.size(); ++i)
+    result[i] = (i < base_bytes.size() ? base_bytes[i] : std::byte{0}) ^ (i < pay.size() ? pay[i] : std::byte{0});
   const uint64_t bx = mpk::detail::xxh3_64(base_bytes.data(), base_bytes.size());
   const uint64_t rx = c.xxh3 ? c.xxh3 : mpk::detail::xxh3_64(result.data(), result.size());
   write(dir / "base.mpk", Spec{{}, {{"t", MPK_DTYPE_F32, {1000}, base_bytes, ""}}, {}});
@@ -845,10 +849,10 @@ TEST_CASE("SUB_SORTED needs its feature bit and a dtype with an exponent", "[pat
   REQUIRE_CODE(s, MPK_ERR_CHECKSUM);
   CHECK(s.message().find("came out with checksum") != std::string::npos);
   CHECK(!fs::exists(dir / "out.mpk"));
-  c.incompatible = 3;
+  c.incompatible = 5;
   s = craft(dir, c);
   REQUIRE_CODE(s, MPK_ERR_UNSUPPORTED_FEATURE);
-  CHECK(s.message().find("feature bits 0x2") != std::string::npos);
+  CHECK(s.message().find("feature bits 0x4") != std::string::npos);
   Craft i;  // an i32 result from the f32 base: SUB_SORTED has no key there
   i.incompatible = 1;
   i.op = uint8_t(mpk::fb::PatchOp::SUB_SORTED);
@@ -1031,4 +1035,116 @@ TEST_CASE("SUB_SORTED through diff: tensors of several diff pieces, payload chun
     CHECK(same_file(dir / "back.mpk", dir / "a.mpk"));
     fs::remove(dir / "back.mpk");
   }
+}
+
+TEST_CASE("a delta's source of another size needs feature bit 1, and only a delta's", "[patch][hostile]") {
+  TempDir dir;
+  auto refused = [&](Craft c, mpk_status code, const std::string &words) {
+    INFO(words);
+    const mpk::Status s = craft(dir, c);
+    REQUIRE_CODE(s, code);
+    CHECK(s.message().find(words) != std::string::npos);
+    CHECK(!fs::exists(dir / "out.mpk"));
+  };
+  Craft c;  // a result tensor one element shorter than its source, the payload as long as the base
+  c.shape = {999};
+  refused(c, MPK_ERR_CORRUPT_HEADER, "differ in size (a delta's source may only with patch incompatible bit 1)");
+  c.incompatible = 2;  // with the bit the same table applies: the result is the first 3996 bytes
+  REQUIRE_OK(craft(dir, c));
+  fs::remove(dir / "out.mpk");
+  c.shape = {1100};  // grown: the base is zero-extended; the payload must cover all 4400 bytes
+  c.pay_bytes = 4400;
+  REQUIRE_OK(craft(dir, c));
+  {
+    auto m = mpk::Model::open(dir / "out.mpk");
+    REQUIRE(m.ok());
+    REQUIRE(m->info(0).nbytes == 4400);
+    REQUIRE_OK(m->verify_tensor(0));
+  }
+  fs::remove(dir / "out.mpk");
+  c.pay_bytes = 4000;
+  refused(c, MPK_ERR_CORRUPT_HEADER, "payload holds 4000 bytes, not 4400");
+  c = {};  // without the bit, a longer payload is refused
+  c.pay_bytes = 4400;
+  refused(c, MPK_ERR_CORRUPT_HEADER, "payload holds 4400 bytes, not 4000");
+  c.incompatible = 2;  // with it a delta may use the first 4000 bytes
+  REQUIRE_OK(craft(dir, c));
+  fs::remove(dir / "out.mpk");
+  c.op = uint8_t(mpk::fb::PatchOp::LITERAL);  // ... but not a literal
+  c.source = 0xFFFFFFFFu;
+  refused(c, MPK_ERR_CORRUPT_HEADER, "payload holds 4400 bytes, not 4000");
+  c = {};  // nor a copy of another size
+  c.incompatible = 2;
+  c.shape = {999};
+  c.op = uint8_t(mpk::fb::PatchOp::COPY);
+  c.payload = "";
+  refused(c, MPK_ERR_CORRUPT_HEADER, "differ in size");
+}
+
+TEST_CASE("a tensor resized at its end (a vocabulary grown or cut) is a delta of the rows both sides keep", "[patch]") {
+  for (bool use_bf16 : {false, true})
+    for (mpk::Codec layout : {mpk::Codec::None, mpk::Codec::Auto}) {
+      INFO("bf16 " << use_bf16 << " compressed " << (layout == mpk::Codec::Auto));
+      TempDir dir;
+      Model0 a = base_model(use_bf16);
+      a.w["head"] = normal(256 * 64, 0.02f, 2);
+      Model0 b = a;
+      for (auto &[name, v] : b.w) nudge(v, 1e-4f, std::hash<std::string>{}(name));  // a fine-tune of everything
+      const auto rows = normal(40 * 64, 0.02f, 3);  // 40 tokens added to the embedding
+      b.w["embed"].insert(b.w["embed"].end(), rows.begin(), rows.end());
+      b.w["head"].resize(200 * 64);  // 56 cut from the head
+      write(dir / "a.mpk", a.spec(), layout);
+      write(dir / "b.mpk", b.spec(), layout);
+      Model0 c = b;  // the same, but the grown and cut tensors renamed: nothing to pair them with
+      c.w["embed2"] = c.w["embed"];
+      c.w["head2"] = c.w["head"];
+      c.w.erase("embed");
+      c.w.erase("head");
+      write(dir / "c.mpk", c.spec(), layout);
+
+      for (int level : {3, 9}) {
+        INFO("level " << level);
+        mpk::DiffOptions o = quick();
+        o.level = level;
+        mpk::PatchSummary s, lit;
+        REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "ab.mpkp", o, &s));
+        CHECK(s.resized == 2);
+        CHECK(s.literals == 0);
+        if (level == 3) CHECK(s.missing == 1);  // the cut head cannot come back: its payload lacks the rows cut
+        else CHECK(s.missing >= 1);             // ... nor, at level 9, the tensors made SUB_SORTED
+        check_applies(dir / "a.mpk", dir / "ab.mpkp", dir / "b.mpk", dir / "out.mpk");
+        REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "c.mpk", dir / "ac.mpkp", o, &lit));
+        CHECK(lit.resized == 0);
+        CHECK(lit.literals == 2);
+        // The shared rows as deltas: well under the patch that carries both tensors whole.
+        const uint64_t whole = 2 * (296 + 200) * 64 * (use_bf16 ? 2 : 4);
+        INFO("resized " << s.payload_bytes << " literal " << lit.payload_bytes << " tensors " << whole);
+        CHECK(double(lit.payload_bytes - s.payload_bytes) > (use_bf16 ? 0.12 : 0.08) * double(whole));
+        if (level == 3) {  // the reverse: refused for the cut head, by name; a two-way patch has it
+          const mpk::Status r = mpk::apply_patch(dir / "b.mpk", {dir / "ab.mpkp"}, dir / "back.mpk", apply_opts(true));
+          REQUIRE_CODE(r, MPK_ERR_UNSUPPORTED_FEATURE);
+          CHECK(r.message().find("'head'") != std::string::npos);
+          CHECK(!fs::exists(dir / "back.mpk"));
+          o.two_way = true;
+          REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "ab2.mpkp", o, &s));
+          CHECK(s.two_way);
+          CHECK(s.resized == 2);
+          REQUIRE_OK(mpk::apply_patch(dir / "b.mpk", {dir / "ab2.mpkp"}, dir / "back.mpk", apply_opts(true)));
+          CHECK(same_file(dir / "back.mpk", dir / "a.mpk"));
+          fs::remove(dir / "back.mpk");
+          // The grown embedding alone reverses from a one-way patch: its base uses the payload's
+          // first bytes.
+          Model0 d = b;
+          d.w["head"] = a.w["head"];
+          write(dir / "d.mpk", d.spec(), layout);
+          o.two_way = false;
+          REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "d.mpk", dir / "ad.mpkp", o, &s));
+          CHECK(s.resized == 1);
+          CHECK(s.two_way);
+          REQUIRE_OK(mpk::apply_patch(dir / "d.mpk", {dir / "ad.mpkp"}, dir / "back.mpk", apply_opts(true)));
+          CHECK(same_file(dir / "back.mpk", dir / "a.mpk"));
+          fs::remove(dir / "back.mpk");
+        }
+      }
+    }
 }

@@ -12,10 +12,11 @@ namespace {
 void print_summary(const PatchSummary &s) {
   std::printf("  %s -> %s%s\n", s.base_id.c_str(), s.result_id.c_str(), s.two_way ? " (two-way)" : "");
   std::printf("  result tensors: %llu kept or moved, %llu new data, %llu xor deltas, %llu sub deltas, "
-              "%llu sorted sub deltas; %llu base tensors removed%s\n",
+              "%llu sorted sub deltas%s; %llu base tensors removed%s\n",
               (unsigned long long)s.copies, (unsigned long long)s.literals, (unsigned long long)s.xors,
-              (unsigned long long)s.subs, (unsigned long long)s.sorted_subs, (unsigned long long)s.removed,
-              s.missing ? (", " + std::to_string(s.missing) + " not reversible").c_str() : "");
+              (unsigned long long)s.subs, (unsigned long long)s.sorted_subs,
+              s.resized ? (" (" + std::to_string(s.resized) + " of them resized)").c_str() : "",
+              (unsigned long long)s.removed, s.missing ? (", " + std::to_string(s.missing) + " not reversible").c_str() : "");
 }
 }  // namespace
 

@@ -214,8 +214,9 @@ int run(int argc, char **argv) {
   DiffArgs diff;
   CLI::App *c_diff = app.add_subcommand(
       "diff", "Make a delta patch from BASE to NEW: tensors kept, renamed or moved cost a few bytes, changed ones "
-              "the smaller of their new data and their XOR or integer difference from the base, compressed. The "
-              "patch names both models by content id.");
+              "the smaller of their new data and their XOR or integer difference from the base, compressed (also "
+              "when rows were added or removed at a tensor's end, as in a resized vocabulary). The patch names "
+              "both models by content id.");
   c_diff->add_option("BASE", diff.base, "the model the patch starts from (.mpk)")->required();
   c_diff->add_option("NEW", diff.target, "the model it makes (.mpk)")->required();
   c_diff->add_option("-o,--output", diff.output, "the patch to write")->required();
