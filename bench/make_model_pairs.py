@@ -10,9 +10,15 @@ Three sub-commands (all write into / read from one directory):
                    part  partial fine-tune: only the last 2 transformer blocks trainable (lr 1e-4, same text);
                    lora  rank-8 LoRA on the attention weights (qkv, proj) of every block, trained, then merged
                          into the weights: W += (B @ A) * alpha / r (alpha 16, r 8); biases etc. untouched.
-                 Each of base/ft/part/lora is written as safetensors in fp32 and bf16 (bf16 = round to
-                 nearest even of the fp32 bits): OUTDIR/{base,ft,part,lora}.{f32,bf16}.safetensors.
-                 Prints held-out losses on both texts before and after each phase.
+                   vocab the vocabulary resized: --vocab-add tokens (default 64) appended to the embedding and
+                         the output head (each new row the mean of the old rows plus N(0, 0.02) noise, as
+                         Hugging Face's resize_token_embeddings does), then fine-tuned as ft (every parameter,
+                         same lr and steps). The byte-level texts never use the new ids, so their rows move
+                         only through the head's softmax and weight decay, like rarely used special tokens.
+                 Each of base/ft/part/lora/vocab is written as safetensors in fp32 and bf16 (bf16 = round to
+                 nearest even of the fp32 bits): OUTDIR/{base,ft,part,lora,vocab}.{f32,bf16}.safetensors.
+                 Prints held-out losses on both texts before and after each phase. With --only vocab, the
+                 base is read from OUTDIR/base.f32.safetensors and only the vocab variant is made.
 
   peers OUTDIR   For each pair base -> {ft,part,lora} x {f32,bf16} of OUTDIR/*.mpk (convert them first with
                  `mpk convert X.safetensors X.mpk --no-fsync`), runs zstd -19 --long --patch-from, bsdiff and
@@ -25,7 +31,7 @@ Three sub-commands (all write into / read from one directory):
                  byte planes, every plane compressed with zstd -19 and also costed at its order-0 Shannon
                  entropy; per tensor the smallest wins. Writes OUTDIR/proto.json.
 
-Usage: /usr/bin/python3 bench/make_model_pairs.py train /tmp/pairs [--threads 1]
+Usage: /usr/bin/python3 bench/make_model_pairs.py train /tmp/pairs [--threads 1] [--only vocab]
        /usr/bin/python3 bench/make_model_pairs.py peers /tmp/pairs
        /usr/bin/python3 bench/make_model_pairs.py proto /tmp/pairs
 Needs Debian's python3-torch and libopenblas0-pthread (train), python3-numpy and python3-zstandard (proto),
@@ -41,7 +47,7 @@ import subprocess
 import sys
 import time
 
-VARIANTS = ["ft", "part", "lora"]
+VARIANTS = ["ft", "part", "lora", "vocab"]
 DTYPES = ["f32", "bf16"]
 
 
@@ -198,6 +204,39 @@ def train_main(a):
                       flush=True)
         return step, time.time() - t0
 
+    def phase_vocab(model, base_state, summary):
+        # (d) vocabulary resized by a.vocab_add tokens, then fine-tuned like (a).
+        m = GPT(a.d, a.layers, heads, a.ctx)
+        m.load_state_dict(base_state)
+        g = torch.Generator().manual_seed(a.seed + 4)
+        with torch.no_grad():
+            for attr in ("tok", "head"):
+                old = getattr(m, attr).weight
+                rows = old.mean(0, keepdim=True) + torch.randn(a.vocab_add, old.shape[1], generator=g) * 0.02
+                new = nn.Embedding(old.shape[0] + a.vocab_add, old.shape[1]) if attr == "tok" else \
+                    nn.Linear(old.shape[1], old.shape[0] + a.vocab_add, bias=False)
+                new.weight.copy_(torch.cat([old, rows]))
+                setattr(m, attr, new)
+        steps, secs = run(m, list(m.parameters()), "c", a.ft_lr, a.ft_steps, a.ft_seconds, 0.01, 20, "vocab")
+        ls = held_losses(m)
+        print(f"[vocab] +{a.vocab_add} tokens, after {steps} steps ({secs:.0f} s, lr {a.ft_lr}): {fmt(ls)}", flush=True)
+        summary["phases"]["vocab"] = {"steps": steps, "seconds": secs, "after": ls, "lr": a.ft_lr,
+                                      "tokens_added": a.vocab_add}
+        save_state(m, a.outdir, "vocab")
+
+    if a.only == "vocab":  # the base of an earlier run
+        summary = json.load(open(os.path.join(a.outdir, "train.json")))
+        sd = {}
+        for name, dt, shape, data in read_safetensors(os.path.join(a.outdir, "base.f32.safetensors")):
+            sd[name] = torch.frombuffer(bytearray(data), dtype=torch.float32).reshape(shape)
+        model.load_state_dict(sd)
+        base_state = {k: v.clone() for k, v in model.state_dict().items()}
+        phase_vocab(model, base_state, summary)
+        with open(os.path.join(a.outdir, "train.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        print(f"wrote {a.outdir}/vocab.{{f32,bf16}}.safetensors; total {time.time() - t_all:.0f} s", flush=True)
+        return
+
     summary = {"d": a.d, "layers": a.layers, "params": n_params, "phases": {}}
     ls0 = held_losses(model)
     print(f"[base] before: {fmt(ls0)}  (ln 256 = {math.log(256):.3f})", flush=True)
@@ -260,10 +299,12 @@ def train_main(a):
     summary["phases"]["lora"] = {"steps": steps, "seconds": secs, "after": ls, "merged": ls_m, "lr": a.lora_lr}
     save_state(m, a.outdir, "lora")
 
+    phase_vocab(model, base_state, summary)
+
     summary["total_seconds"] = time.time() - t_all
     with open(os.path.join(a.outdir, "train.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    print(f"wrote {a.outdir}/{{base,ft,part,lora}}.{{f32,bf16}}.safetensors; total {time.time() - t_all:.0f} s",
+    print(f"wrote {a.outdir}/{{base,ft,part,lora,vocab}}.{{f32,bf16}}.safetensors; total {time.time() - t_all:.0f} s",
           flush=True)
 
 
@@ -296,6 +337,8 @@ def peers_main(a):
             if a.pairs and f"{v}.{dt}" not in a.pairs.split(","):
                 continue
             new = os.path.join(d, f"{v}.{dt}.mpk")
+            if not os.path.exists(new):
+                continue
             n = os.path.getsize(new)
             # zstd --long=W needs 2^W >= the base size to find matches anywhere in it; 31 is its maximum.
             wlog = max(10, min(31, math.ceil(math.log2(max(os.path.getsize(base), n)))))
@@ -381,7 +424,7 @@ def proto_main(a):
         bits = 32 if dt == "f32" else 16
         ut, st = (np.uint32, np.int32) if bits == 32 else (np.uint16, np.int16)
         nb = bits // 8
-        for v in VARIANTS:
+        for v in ("ft", "part", "lora"):  # (not vocab: its resized tensors have no same-shape base here)
             t0 = time.time()
             mpk = os.path.join(a.outdir, f"{v}.{dt}.mpk")
             new_path = os.path.join(a.outdir, f"{v}.{dt}.safetensors")
@@ -470,6 +513,8 @@ def main():
     ap.add_argument("--lora-steps", type=int, default=300)
     ap.add_argument("--lora-seconds", type=float, default=60)
     ap.add_argument("--lora-lr", type=float, default=1e-3)
+    ap.add_argument("--vocab-add", type=int, default=64, help="train: tokens the vocab variant adds")
+    ap.add_argument("--only", choices=["vocab"], help="train: make only this variant, from OUTDIR's base")
     a = ap.parse_args()
     {"train": train_main, "peers": peers_main, "proto": proto_main}[a.cmd](a)
 

@@ -1,12 +1,13 @@
 #!/usr/bin/python3
 """patch_bench.py - measurements behind bench/run_patch.sh (delta patches, issue 5). Run through run_patch.sh.
 
-  pairs  JSON  MPK PAIRS WORK   For each pair base -> {ft,part,lora} x {f32,bf16} of WORK/*.mpk: `mpk diff`
+  pairs  JSON  MPK PAIRS WORK   For each pair base -> {ft,part,lora,vocab} x {f32,bf16} of WORK/*.mpk: `mpk diff`
                                 and `mpk patch` (--no-fsync), and --level 9 for ft; the peers zstd -19 --long
                                 --patch-from, bsdiff and xdelta3 -9 (create and apply); every command under
                                 /usr/bin/time -v, one after another; every applied output checked with cmp
                                 against NEW. Then, for part and lora, the changed-tensors-alone references
-                                (see changed_refs). Writes JSON (key "pairs", "changed").
+                                (see changed_refs), and for vocab the same pair with its resized tensors
+                                unpaired (see unpaired_ref). Writes JSON (keys "pairs", "changed", "unpaired").
   big    JSON  MPK DIR          The multi-GiB pair of make_big_pair.py (DIR/big_{base,ft}.mpk): diff and
                                 patch, peak RSS against the largest tensor, apply GB/s. Adds key "big".
   report JSON                   Prints the Markdown tables.
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import time
 
-VARIANTS = ["ft", "part", "lora"]
+VARIANTS = ["ft", "part", "lora", "vocab"]  # vocab: when make_model_pairs.py has made it
 DTYPES = ["f32", "bf16"]
 ALL_PEERS = ["zstd", "bsdiff", "xdelta3"]
 
@@ -157,14 +158,15 @@ def read_safetensors_header(path):
     return h, 8 + n
 
 
-def write_subset_safetensors(src, dst, names):
-    """Copies the tensors `names` of safetensors file src into a new safetensors file dst (same order)."""
+def write_subset_safetensors(src, dst, names, rename=None):
+    """Copies the tensors `names` of safetensors file src into a new safetensors file dst (same order),
+    renamed by rename[name] where given."""
     h, base = read_safetensors_header(src)
     items = sorted(((k, v) for k, v in h.items() if k in names), key=lambda kv: kv[1]["data_offsets"][0])
     header, off = {}, 0
     for k, v in items:
         n = v["data_offsets"][1] - v["data_offsets"][0]
-        header[k] = {"dtype": v["dtype"], "shape": v["shape"], "data_offsets": [off, off + n]}
+        header[(rename or {}).get(k, k)] = {"dtype": v["dtype"], "shape": v["shape"], "data_offsets": [off, off + n]}
         off += n
     hb = json.dumps(header, separators=(",", ":")).encode()
     hb += b" " * (-len(hb) % 8)
@@ -221,6 +223,29 @@ def changed_refs(mpk, pairs_dir, work, v, dt, ours, proto):
     return r
 
 
+def unpaired_ref(mpk, pairs_dir, work, v, dt, ours):
+    """The same pair with NEW's resized tensors renamed, so that no delta pairs them with BASE's: what
+    the patch would be without deltas across sizes (those tensors as new data)."""
+    src = os.path.join(pairs_dir, f"{v}.{dt}.safetensors")
+    h = read_safetensors_header(src)[0]
+    bh = read_safetensors_header(os.path.join(pairs_dir, f"base.{dt}.safetensors"))[0]
+    resized = sorted(k for k, t in h.items() if k in bh and t["shape"] != bh[k]["shape"])
+    st = os.path.join(work, f"unpaired.{v}.{dt}.safetensors")
+    write_subset_safetensors(src, st, set(h), {k: "unpaired." + k for k in resized})
+    new = st[: -len(".safetensors")] + ".mpk"
+    subprocess.run([mpk, "convert", st, new, "--no-fsync"], check=True, stdout=subprocess.DEVNULL)
+    os.remove(st)
+    patch = os.path.join(work, f"unpaired.{v}.{dt}.mpkp")
+    subprocess.run([mpk, "diff", os.path.join(work, f"base.{dt}.mpk"), new, "-o", patch, "--no-fsync"], check=True,
+                   stdout=subprocess.DEVNULL)
+    r = {"pair": f"base->{v}", "dtype": dt, "resized": resized,
+         "resized_bytes": sum(h[k]["data_offsets"][1] - h[k]["data_offsets"][0] for k in resized),
+         "new_bytes": os.path.getsize(os.path.join(work, f"{v}.{dt}.mpk")), "patch_bytes": ours["patch_bytes"],
+         "unpaired_patch_bytes": os.path.getsize(patch)}
+    os.remove(new)
+    return r
+
+
 def pairs_main(json_path, mpk, pairs_dir, work):
     peers = [p for p in os.environ.get("MPK_PATCH_PEERS", "zstd,xdelta3,bsdiff").split(",") if p]
     for p in peers:
@@ -232,13 +257,13 @@ def pairs_main(json_path, mpk, pairs_dir, work):
     proto_path = os.path.join(pairs_dir, "proto.json")
     proto = []
     if os.path.exists(proto_path) and os.path.getmtime(proto_path) >= max(
-            os.path.getmtime(os.path.join(pairs_dir, f"{s}.{d}.safetensors")) for s in ["base"] + VARIANTS
+            os.path.getmtime(os.path.join(pairs_dir, f"{s}.{d}.safetensors")) for s in ["base", "ft", "part", "lora"]
             for d in DTYPES):
         proto = json.load(open(proto_path))
     doc = load(json_path)
     doc.update({"mpk": mpk, "pairs_dir": pairs_dir, "work": work, "peers": peers, "reps": reps,
                 "nproc": os.cpu_count(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "load_before": loadavg(), "pairs": [], "changed": [], "proto_used": bool(proto)})
+                "load_before": loadavg(), "pairs": [], "changed": [], "unpaired": [], "proto_used": bool(proto)})
     t_all = time.time()
     for dt in DTYPES:
         base = os.path.join(work, f"base.{dt}.mpk")
@@ -247,6 +272,9 @@ def pairs_main(json_path, mpk, pairs_dir, work):
             if only and tag not in only:
                 continue
             new = os.path.join(work, f"{v}.{dt}.mpk")
+            if not os.path.exists(new):
+                print(f"patch_bench: no {new}: pair skipped", file=sys.stderr, flush=True)
+                continue
             row = {"pair": f"base->{v}", "dtype": dt, "new_bytes": os.path.getsize(new),
                    "load_before": loadavg(), "tools": []}
             levels = [3, 9] if v == "ft" else [3]
@@ -270,6 +298,14 @@ def pairs_main(json_path, mpk, pairs_dir, work):
             print(f"changed-tensors reference {c['pair']} {dt}: {c['changed']}/{c['tensors']} changed; patch "
                   f"{c['patch_bytes']} B = payload {c['payload_stored_bytes']} + overhead {c['overhead_bytes']}; "
                   f"alone best file {c['alone_best_file']} B", file=sys.stderr, flush=True)
+            save(json_path, doc)
+    for dt in DTYPES:
+        row = next((r for r in doc["pairs"] if r["pair"] == "base->vocab" and r["dtype"] == dt), None)
+        if row is not None:
+            u = unpaired_ref(mpk, pairs_dir, work, "vocab", dt, next(t for t in row["tools"] if t["tool"] == "ours"))
+            doc["unpaired"].append(u)
+            print(f"vocab {dt}: patch {u['patch_bytes']} B; with {u['resized']} unpaired (new data): "
+                  f"{u['unpaired_patch_bytes']} B", file=sys.stderr, flush=True)
             save(json_path, doc)
     doc["load_after"] = loadavg()
     doc["seconds"] = round(time.time() - t_all, 1)
@@ -458,6 +494,24 @@ def report_main(json_path):
             if proto:
                 targets.append(("part/lora <= 1.05 x prototype best (no container bytes)", f"{c['pair']} {c['dtype']}",
                                 c["patch_bytes"] <= 1.05 * proto, f"{c['patch_bytes'] / proto:.4f}"))
+        p("")
+    up = doc.get("unpaired", [])
+    if up:
+        p("### Resized vocabulary: deltas across sizes against the same tensors unpaired")
+        p("")
+        p("The vocab pair (make_model_pairs.py: tokens appended to the embedding and the head, then every parameter "
+          "fine-tuned as ft). Unpaired = the same NEW with its resized tensors renamed, so that `mpk diff` (default "
+          "level) carries them as new data, as it did before deltas across sizes (FORMAT.md 7.10 rev. 6).")
+        p("")
+        p("| pair | dtype | resized tensors | their bytes (% of NEW) | ours | unpaired | saved (% of NEW) |")
+        p("|---|---|---|---:|---:|---:|---:|")
+        for u in up:
+            n = u["new_bytes"]
+            p(f"| {u['pair']} | {u['dtype']} | {', '.join(u['resized'])} | {u['resized_bytes']:,} "
+              f"({pct(u['resized_bytes'], n)}) | {u['patch_bytes']:,} ({pct(u['patch_bytes'], n)}) | "
+              f"{u['unpaired_patch_bytes']:,} ({pct(u['unpaired_patch_bytes'], n)}) | "
+              f"{u['unpaired_patch_bytes'] - u['patch_bytes']:,} "
+              f"({pct(u['unpaired_patch_bytes'] - u['patch_bytes'], n)}) |")
         p("")
     b = doc.get("big")
     if b:

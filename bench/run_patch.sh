@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Delta-patch benchmark (issue 5): builds mpk (Release, its own build directory), makes the trained model
 # pairs if missing (bench/make_model_pairs.py train, ~6 min), converts them to .mpk, then for each pair
-# base -> {ft,part,lora} x {f32,bf16} runs ours (`mpk diff`, `mpk patch`, --no-fsync; also --level 9 on ft)
+# base -> {ft,part,lora,vocab} x {f32,bf16} runs ours (`mpk diff`, `mpk patch`, --no-fsync; also --level 9 on ft)
 # and the peers zstd -19 --long --patch-from, bsdiff and xdelta3 -9, one command at a time, each under
 # /usr/bin/time -v (wall time, CPU time, peak RSS), checking every applied output against NEW with cmp.
 # For part and lora it also builds the changed-tensors-alone references (a .mpk of only the tensors whose
@@ -48,8 +48,11 @@ if [ $missing = 1 ]; then
     echo "run_patch: python3-torch is missing: apt-get install -y python3-torch libopenblas0-pthread" >&2
     exit 1
   fi
-  echo "== training the model pairs in $pairs (bench/make_model_pairs.py, ~6 min)" >&2
+  echo "== training the model pairs in $pairs (bench/make_model_pairs.py, ~8 min)" >&2
   $py "$here/make_model_pairs.py" train "$pairs" --threads 1 >&2
+elif [ ! -s "$pairs/vocab.f32.safetensors" ] || [ ! -s "$pairs/vocab.bf16.safetensors" ]; then
+  echo "== the vocab pair from the existing base (make_model_pairs.py train --only vocab, ~2.5 min)" >&2
+  $py "$here/make_model_pairs.py" train "$pairs" --threads 1 --only vocab >&2
 fi
 if [ "${MPK_PATCH_PROTO:-0}" = 1 ] && { [ ! -s "$pairs/proto.json" ] || [ -n "$(find "$pairs" -name '*.safetensors' -newer "$pairs/proto.json")" ]; }; then
   echo "== prototype encodings (make_model_pairs.py proto, ~1.5 min)" >&2

@@ -26,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <unordered_map>
 #include <thread>
 #include <tuple>
@@ -359,8 +360,9 @@ Status read_extended(const Model &m, size_t i, std::span<std::byte> dst, uint64_
 }
 
 // Chooses LITERAL, XOR, SUB or (one-way patches) SUB_SORTED for a result tensor whose base
-// namesake has the same dtype and size, by encoding evenly spread samples of up to kSamples chunks
-// with each. SUB_SORTED, which cannot be reversed, must save at least 1% over the best of the others.
+// namesake has the same dtype (and any size: cut or zero-extended to the result's), by encoding
+// evenly spread samples of up to kSamples chunks with each. SUB_SORTED, which cannot be reversed,
+// must save at least 1% over the best of the others.
 Result<fb::PatchOp> choose_op(const Model &base, size_t bi, const Model &target, size_t ti, const DiffOptions &o,
                               codec::Scratch &scratch) {
   const TensorInfo t = target.info(ti);
@@ -967,12 +969,13 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
     if (has_payload) will_read(pin, payload[i]);
     if (op != fb::PatchOp::LITERAL) will_read(sin, src_index[t->source()]);
     if (op == fb::PatchOp::SUB_SORTED) {
-      // Whole groups; whole payload chunks too where the two nest (else a piece decodes the chunks
-      // it shares with its neighbours).
+      // Whole groups, and whole payload chunks too where a common multiple of the two is at most
+      // kMaxPiece (a 1 MiB chunk: 1 MiB pieces; 768 KiB: 3 MiB); else a piece decodes the chunks it
+      // shares with its neighbours.
       piece = kSortGroup;
       const TensorInfo by = pt.m.info(payload[i]);
-      if (by.encoding == Encoding::Chunked && by.chunk_size % kSortGroup == 0 && by.chunk_size <= kMaxPiece)
-        piece = by.chunk_size;
+      if (by.encoding == Encoding::Chunked)
+        if (const uint64_t l = std::lcm<uint64_t>(by.chunk_size, kSortGroup); l <= kMaxPiece) piece = l;
     } else if (has_payload || op != fb::PatchOp::LITERAL) {
       const TensorInfo by = has_payload ? pt.m.info(payload[i]) : src->info(src_index[t->source()]);
       if (by.encoding == Encoding::Chunked && by.chunk_size % wd == 0 && by.chunk_size <= kMaxPiece)
