@@ -315,6 +315,7 @@ Status encode_planes(const PlaneLayout &layout, std::span<const std::byte> in, c
   // kLead bytes into their buffer so that those reads stay inside it.
   constexpr size_t kLead = 64;
   ensure(planes_buf, kLead + in.size());
+  std::memset(planes_buf.data(), 0, kLead);  // never used, but htscodecs' order-1 encoder reads them
   std::byte *const planes = planes_buf.data() + kLead;
   split(w, rot, in.data(), n, planes);
   const size_t bound = std::max<size_t>(rans_compress_bound_4x16(unsigned(n), kRansOrder1 | kRansX32),

@@ -402,6 +402,8 @@ Result<fb::PatchOp> choose_op(const Model &base, size_t bi, const Model &target,
   for (int j = 1; j < 3; ++j)
     if (cost[j] < cost[best]) best = j;
   if (nops == 4 && double(cost[3]) < 0.99 * double(cost[best])) best = 3;
+  // Across sizes a delta needs Patch.incompatible bit 1, which older readers refuse: only for 1%.
+  if (base.info(bi).nbytes != t.nbytes && best != 0 && double(cost[best]) >= 0.99 * double(cost[0])) best = 0;
   return ops[best];
 }
 
@@ -451,10 +453,12 @@ Status write_payload(Writer &w, fb::PatchOp op, const Model &from, size_t fi, co
     }
     off += n;
   }
-  // A base tensor longer than this one (a resized delta uses its first bytes): hash the rest too.
+  // A base tensor longer than this one (a resized delta uses its first bytes): hash the rest too,
+  // a piece at a time (not in steps of this tensor's size: each read of a compressed base decodes
+  // whole chunks).
   for (uint64_t off = t.nbytes, bn = base ? base->info(bi).nbytes : 0; off < bn;) {
-    const size_t n = size_t(std::min<uint64_t>(y.size(), bn - off));
-    if (Status s = base->read(bi, {y.data(), n}, off); !s) return s;
+    const size_t n = size_t(std::min<uint64_t>(piece, bn - off));
+    if (Status s = base->read(bi, {detail::room(y, n), n}, off); !s) return s;
     hy.update(y.data(), n);
     off += n;
   }
@@ -528,8 +532,11 @@ Status diff(const std::string &base_path, const std::string &target_path, const 
     if (moved) continue;
     r.op = fb::PatchOp::LITERAL;
     // A delta against the base tensor of the same name and dtype; of another size too (rows added or
-    // removed at the end, e.g. a vocabulary resized: the source is cut or zero-extended, bit 1).
-    if (it != bname.end() && B.tensors[it->second].dtype == r.dtype && B.tensors[it->second].nbytes > 0) {
+    // removed at the end, e.g. a vocabulary resized: the source is cut or zero-extended, bit 1), up
+    // to 4x either way (FORMAT.md 7.10: what apply decodes stays near what it writes).
+    const uint64_t bn = it != bname.end() ? B.tensors[it->second].nbytes : 0;
+    if (it != bname.end() && B.tensors[it->second].dtype == r.dtype && bn > 0 && (bn - 1) / 4 < r.nbytes &&
+        (r.nbytes - 1) / 4 < bn) {
       auto op = choose_op(*base, border[it->second], *target, rorder[i], o, scratch);
       if (!op) return op.status();
       r.op = *op;
@@ -700,6 +707,7 @@ Status check_side(const std::string &path, const Model &m, const fb::PatchSide *
     const bool wants_payload = (op == fb::PatchOp::LITERAL && *nbytes > 0) || is_delta(op);
     if (wants_source != (t->source() != kNoSource))
       return bad(path, which, " tensor ", quote(name), wants_source ? " needs a source" : " must not have a source");
+    uint64_t src_bytes = *nbytes;  // the source's size (a delta's may differ, bit 1)
     if (wants_source) {
       if (t->source() >= nother) return bad(path, which, " tensor ", quote(name), " has source ", t->source(), " of ", nother);
       const fb::PatchTensor *src = other->tensors()->Get(t->source());
@@ -712,7 +720,13 @@ Status check_side(const std::string &path, const Model &m, const fb::PatchSide *
                                                                     : Result<uint64_t>(uint64_t(0));
       if (!sbytes || (*sbytes != *nbytes && !(is_delta(op) && (incompatible & kResized))))
         return bad(path, which, " tensor ", quote(name), " and its source differ in size",
-                   is_delta(op) ? " (a delta's source may only with patch incompatible bit 1)" : "");
+                   is_delta(op) ? " (a delta's source may differ only with patch incompatible bit 1)" : "");
+      // At most 4x the tensor: what apply decodes of the source (and of a payload as long) stays
+      // within a small multiple of what it writes.
+      if (uint64_t four; *sbytes > *nbytes && (detail::mul_overflow(*nbytes, 4, &four) ? false : *sbytes > four))
+        return bad(path, which, " tensor ", quote(name), " has ", *nbytes, " bytes and its source ", *sbytes,
+                   ", more than 4 times as many");
+      src_bytes = *sbytes;
       if (op == fb::PatchOp::COPY && src->xxh3() != t->xxh3())
         return bad(path, which, " tensor ", quote(name), " is a copy of a tensor with another checksum");
     }
@@ -722,9 +736,9 @@ Status check_side(const std::string &path, const Model &m, const fb::PatchSide *
       auto k = m.find(sv(t->payload()));
       if (!k) return bad(path, which, " tensor ", quote(name), ": its payload ", quote(sv(t->payload())), " is missing");
       const TensorInfo pi = m.info(*k);
-      // Bit 1: a delta's payload may be longer (the base side of a grown tensor uses the result's
-      // payload; its first n bytes).
-      if (pi.nbytes != *nbytes && !(is_delta(op) && (incompatible & kResized) && pi.nbytes > *nbytes))
+      // Bit 1: a delta whose source is longer may use a payload of the source's size, of which
+      // it takes the first n bytes (the base side of a grown tensor uses the result's payload).
+      if (pi.nbytes != *nbytes && !(is_delta(op) && src_bytes > *nbytes && pi.nbytes == src_bytes))
         return bad(path, which, " tensor ", quote(name), ": its payload holds ", pi.nbytes, " bytes, not ", *nbytes);
       payload[i] = *k;
     }

@@ -802,7 +802,7 @@ def case_patch(tmp):
     # (~0.65 of the file as a delta; whole, the compressed tensor would be ~0.83)
     check(os.path.getsize(pg) < 0.75 * os.path.getsize(paths["vg"]), "the grown tensor's patch is not a delta")
     _, text, _ = run("inspect", pg, expect=0)
-    check("(1 of these deltas resized)" in text, f"inspect resized patch: {text!r}")
+    check("(1 of the deltas resized)" in text, f"inspect resized patch: {text!r}")
     run("patch", paths["v1"], pg, "-o", o, "--no-fsync", expect=0)
     check(open(o, "rb").read() == open(paths["vg"], "rb").read(), "v1 + pg is not vg")
     run("patch", "--reverse", paths["vg"], pg, "-o", o, "--no-fsync", expect=0)

@@ -148,18 +148,24 @@ def main(argv):
             return 1
         source = frm["tensors"][t["source"]]["name"] if op in (0, 2, 3, 5) else None
         pay = tensor_bytes(args[1], ppre, payloads[t["payload"]]) if t["payload"] is not None else b""
+        n = side_nbytes(t)
         if op in (2, 3, 5):  # a delta: its source as n bytes (cut or zero-extended), its payload's first n
-            n = side_nbytes(t)
             s = src.bytes_of(source)
-            if (len(s) != n or len(pay) != n) and not patch["incompatible"] & RESIZED_BIT:
-                print(f"tensor {R.quote(name)}: a source or payload of another size without bit 1", file=sys.stderr)
+            if len(s) != n and not patch["incompatible"] & RESIZED_BIT:
+                print(f"tensor {R.quote(name)}: a source of another size without bit 1", file=sys.stderr)
                 return 1
-            if len(pay) < n:
+            if len(s) > 4 * n:
+                print(f"tensor {R.quote(name)}: a source of more than 4 times its size", file=sys.stderr)
+                return 1
+            if len(pay) != n and not (len(s) > n and len(pay) == len(s)):
                 print(f"tensor {R.quote(name)}: its payload holds {len(pay)} bytes, not {n}", file=sys.stderr)
                 return 1
             if len(s) != n:
                 used["resized sources"] = used.get("resized sources", 0) + 1
             src_bytes, pay = s[:n] + bytes(max(0, n - len(s))), pay[:n]
+        elif (op == 0 and len(src.bytes_of(source)) != n) or (op == 1 and len(pay) != n):
+            print(f"tensor {R.quote(name)}: its source or payload is not {n} bytes", file=sys.stderr)
+            return 1
         if op == 0:
             got = src.bytes_of(source)
         elif op == 1:

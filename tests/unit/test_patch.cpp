@@ -1048,7 +1048,7 @@ TEST_CASE("a delta's source of another size needs feature bit 1, and only a delt
   };
   Craft c;  // a result tensor one element shorter than its source, the payload as long as the base
   c.shape = {999};
-  refused(c, MPK_ERR_CORRUPT_HEADER, "differ in size (a delta's source may only with patch incompatible bit 1)");
+  refused(c, MPK_ERR_CORRUPT_HEADER, "differ in size (a delta's source may differ only with patch incompatible bit 1)");
   c.incompatible = 2;  // with the bit the same table applies: the result is the first 3996 bytes
   REQUIRE_OK(craft(dir, c));
   fs::remove(dir / "out.mpk");
@@ -1064,13 +1064,25 @@ TEST_CASE("a delta's source of another size needs feature bit 1, and only a delt
   fs::remove(dir / "out.mpk");
   c.pay_bytes = 4000;
   refused(c, MPK_ERR_CORRUPT_HEADER, "payload holds 4000 bytes, not 4400");
-  c = {};  // without the bit, a longer payload is refused
+  c = {};  // a longer payload is refused, without the bit and with it (the source is not longer)
   c.pay_bytes = 4400;
   refused(c, MPK_ERR_CORRUPT_HEADER, "payload holds 4400 bytes, not 4000");
-  c.incompatible = 2;  // with it a delta may use the first 4000 bytes
+  c.incompatible = 2;
+  refused(c, MPK_ERR_CORRUPT_HEADER, "payload holds 4400 bytes, not 4000");
+  c = {};  // a source 4x the tensor (the payload the source's size) applies; more than 4x does not
+  c.incompatible = 2;
+  c.shape = {250};
   REQUIRE_OK(craft(dir, c));
   fs::remove(dir / "out.mpk");
-  c.op = uint8_t(mpk::fb::PatchOp::LITERAL);  // ... but not a literal
+  c.shape = {249};
+  refused(c, MPK_ERR_CORRUPT_HEADER, "has 996 bytes and its source 4000, more than 4 times as many");
+  c.shape = {500};  // a payload neither the tensor's size nor the source's
+  c.pay_bytes = 3000;
+  refused(c, MPK_ERR_CORRUPT_HEADER, "payload holds 3000 bytes");
+  c = {};
+  c.incompatible = 2;
+  c.pay_bytes = 4400;
+  c.op = uint8_t(mpk::fb::PatchOp::LITERAL);  // nor a literal's
   c.source = 0xFFFFFFFFu;
   refused(c, MPK_ERR_CORRUPT_HEADER, "payload holds 4400 bytes, not 4000");
   c = {};  // nor a copy of another size
@@ -1119,7 +1131,7 @@ TEST_CASE("a tensor resized at its end (a vocabulary grown or cut) is a delta of
         // The shared rows as deltas: well under the patch that carries both tensors whole.
         const uint64_t whole = 2 * (296 + 200) * 64 * (use_bf16 ? 2 : 4);
         INFO("resized " << s.payload_bytes << " literal " << lit.payload_bytes << " tensors " << whole);
-        CHECK(double(lit.payload_bytes - s.payload_bytes) > (use_bf16 ? 0.12 : 0.08) * double(whole));
+        CHECK(double(lit.payload_bytes) - double(s.payload_bytes) > (use_bf16 ? 0.12 : 0.08) * double(whole));
         if (level == 3) {  // the reverse: refused for the cut head, by name; a two-way patch has it
           const mpk::Status r = mpk::apply_patch(dir / "b.mpk", {dir / "ab.mpkp"}, dir / "back.mpk", apply_opts(true));
           REQUIRE_CODE(r, MPK_ERR_UNSUPPORTED_FEATURE);
@@ -1147,4 +1159,66 @@ TEST_CASE("a tensor resized at its end (a vocabulary grown or cut) is a delta of
         }
       }
     }
+}
+
+TEST_CASE("deltas across sizes over several pieces and groups: grown, cut, sorted, payload chunks of every kind",
+          "[patch]") {
+  // "g" grows from 3 MiB + 40 bytes to 5 MiB + 12 (f32 over three decades, moved alike: SUB_SORTED at
+  // level 6, whose groups past the base's end have key 0); "c" is cut from 5 MiB + 12 to 3 MiB + 40
+  // bytes (XOR/SUB over several pieces, a base hashed past the result's end); "r" grows by a third
+  // with plain SUB at level 3, for the reverse through the payload's first bytes.
+  TempDir dir;
+  auto [x, y] = spread_pair((5u << 20) / 4 + 3, 2e-4, 41);
+  const auto big_a = as_dtype(x, MPK_DTYPE_F32), big_b = as_dtype(y, MPK_DTYPE_F32);
+  const size_t small = (3u << 20) + 40;
+  auto cut = [](const std::vector<std::byte> &v, size_t n) { return std::vector<std::byte>(v.begin(), v.begin() + n); };
+  Spec a, b;
+  a.tensors = {{"g", MPK_DTYPE_F32, {small / 4}, cut(big_a, small), ""},
+               {"c", MPK_DTYPE_F32, {big_a.size() / 4}, big_a, ""},
+               {"r", MPK_DTYPE_F32, {small / 4}, cut(big_a, small), ""}};
+  b.tensors = {{"g", MPK_DTYPE_F32, {big_b.size() / 4}, big_b, ""},
+               {"c", MPK_DTYPE_F32, {small / 4}, cut(big_b, small), ""},
+               {"r", MPK_DTYPE_F32, {big_b.size() / 4}, big_b, ""}};
+  // Payload chunks that nest in the 1 MiB groups, that nest in 3 MiB pieces, and that do not nest.
+  const std::pair<mpk::Codec, uint32_t> runs[] = {
+      {mpk::Codec::None, 1u << 20}, {mpk::Codec::Auto, 1572864u}, {mpk::Codec::None, 999999u}};
+  for (auto [layout, chunk] : runs) {
+    INFO("compressed " << (layout == mpk::Codec::Auto) << " chunk " << chunk);
+    write(dir / "a.mpk", a, layout);
+    write(dir / "b.mpk", b, layout);
+    {
+      mpk::DiffOptions o = quick();
+      o.level = 6;
+      o.chunk_size = chunk;
+      mpk::PatchSummary s;
+      REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "p6", o, &s));
+      CHECK(s.resized == 3);
+      CHECK(s.sorted_subs >= 1);
+      CHECK(s.literals == 0);
+      check_applies(dir / "a.mpk", dir / "p6", dir / "b.mpk", dir / "out.mpk");
+      o.two_way = true;  // both ways: "c"'s base as new data; "g" and "r" reverse through their payloads
+      REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "p2", o, &s));
+      CHECK(s.resized == 3);
+      CHECK(s.sorted_subs == 0);
+      CHECK(s.two_way);
+      check_applies(dir / "a.mpk", dir / "p2", dir / "b.mpk", dir / "out.mpk");
+      for (unsigned threads : {1u, 3u}) {
+        mpk::ApplyOptions ao = apply_opts(true);
+        ao.threads = threads;
+        REQUIRE_OK(mpk::apply_patch(dir / "b.mpk", {dir / "p2"}, dir / "back.mpk", ao));
+        CHECK(same_file(dir / "back.mpk", dir / "a.mpk"));
+        fs::remove(dir / "back.mpk");
+      }
+    }
+  }
+  // More than 4x apart: never paired (new data), so the patch needs no feature bit 1.
+  Spec c = a, d = b;
+  c.tensors.resize(1);
+  d.tensors = {{"g", MPK_DTYPE_F32, {(small / 5) / 4}, cut(big_b, (small / 5) / 4 * 4), ""}};
+  write(dir / "c.mpk", c);
+  write(dir / "d.mpk", d);
+  mpk::PatchSummary s;
+  REQUIRE_OK(mpk::diff(dir / "c.mpk", dir / "d.mpk", dir / "p", quick(), &s));
+  CHECK(s.resized == 0);
+  CHECK(s.literals == 1);
 }

@@ -437,8 +437,8 @@ int print_text(const Model &m, const std::string &path) {
     kv("patch:", p->base_id + " -> " + p->result_id + (p->two_way ? " (two-way)" : " (one-way)"));
     kv("operations:", std::to_string(p->copies) + " kept/moved, " + std::to_string(p->literals) + " new data, " +
                           std::to_string(p->xors) + " xor, " + std::to_string(p->subs) + " sub, " +
-                          std::to_string(p->sorted_subs) + " sorted sub (" + std::to_string(p->resized) +
-                          " of these deltas resized); " +
+                          std::to_string(p->sorted_subs) + " sorted sub" +
+                          (p->resized ? " (" + std::to_string(p->resized) + " of the deltas resized)" : "") + "; " +
                           std::to_string(p->removed) + " base tensors removed, " + std::to_string(p->missing) +
                           " not reversible");
   }
