@@ -562,19 +562,22 @@ mpk::Status craft(const TempDir &dir, const Craft &c) {
   return mpk::apply_patch(dir / "base.mpk", {dir / "crafted"}, dir / "out.mpk", apply_opts());
 }
 
+// craft() must fail with `code`, its message saying `words`, and leave nothing at the output.
+void refused_craft(const TempDir &dir, const Craft &c, mpk_status code, const std::string &words) {
+  INFO(words);
+  const mpk::Status s = craft(dir, c);
+  REQUIRE_CODE(s, code);
+  CHECK(s.message().find(words) != std::string::npos);
+  CHECK(!fs::exists(dir / "out.mpk"));
+}
+
 }  // namespace
 
 TEST_CASE("hostile patch tables are refused by name, before anything is written", "[patch][hostile]") {
   TempDir dir;
   REQUIRE_OK(craft(dir, {}));  // the well-formed one applies
   fs::remove(dir / "out.mpk");
-  auto refused = [&](Craft c, mpk_status code, const std::string &words) {
-    INFO(words);
-    const mpk::Status s = craft(dir, c);
-    REQUIRE_CODE(s, code);
-    CHECK(s.message().find(words) != std::string::npos);
-    CHECK(!fs::exists(dir / "out.mpk"));
-  };
+  auto refused = [&](const Craft &c, mpk_status code, const std::string &words) { refused_craft(dir, c, code, words); };
   Craft c;
   c.source = 5;
   refused(c, MPK_ERR_CORRUPT_HEADER, "has source 5 of 1");
@@ -1039,13 +1042,7 @@ TEST_CASE("SUB_SORTED through diff: tensors of several diff pieces, payload chun
 
 TEST_CASE("a delta's source of another size needs feature bit 1, and only a delta's", "[patch][hostile]") {
   TempDir dir;
-  auto refused = [&](Craft c, mpk_status code, const std::string &words) {
-    INFO(words);
-    const mpk::Status s = craft(dir, c);
-    REQUIRE_CODE(s, code);
-    CHECK(s.message().find(words) != std::string::npos);
-    CHECK(!fs::exists(dir / "out.mpk"));
-  };
+  auto refused = [&](const Craft &c, mpk_status code, const std::string &words) { refused_craft(dir, c, code, words); };
   Craft c;  // a result tensor one element shorter than its source, the payload as long as the base
   c.shape = {999};
   refused(c, MPK_ERR_CORRUPT_HEADER, "differ in size (a delta's source may differ only with patch incompatible bit 1)");
