@@ -28,7 +28,6 @@ struct Access {
     if (!s.dctx_) s.dctx_ = ZSTD_createDCtx();
     return static_cast<ZSTD_DCtx *>(s.dctx_);
   }
-  static detail::ByteBuf &words(Scratch &s) { return s.words_; }
   static detail::ByteBuf &planes(Scratch &s) { return s.planes_; }
   static detail::ByteBuf &trial(Scratch &s) { return s.trial_; }
   static detail::ByteBuf &out(Scratch &s) { return s.out_; }
@@ -77,9 +76,6 @@ const RansDirect &rans_direct() {
   static const RansDirect d;
   return d;
 }
-
-// Grows `v` to at least n bytes (the new ones uninitialised).
-void ensure(detail::ByteBuf &v, size_t n) { detail::room(v, n); }
 
 // ---- split / join: words <-> byte planes, optionally rotating each word by one bit ----------------
 
@@ -314,7 +310,7 @@ Status encode_planes(const PlaneLayout &layout, std::span<const std::byte> in, c
   // under ThreadSanitizer, whose heap put a plane at the very start of a mapping): the planes start
   // kLead bytes into their buffer so that those reads stay inside it.
   constexpr size_t kLead = 64;
-  ensure(planes_buf, kLead + in.size());
+  detail::room(planes_buf, kLead + in.size());
   std::memset(planes_buf.data(), 0, kLead);  // never used, but htscodecs' order-1 encoder reads them
   std::byte *const planes = planes_buf.data() + kLead;
   split(w, rot, in.data(), n, planes);
@@ -322,7 +318,7 @@ Status encode_planes(const PlaneLayout &layout, std::span<const std::byte> in, c
                                         ZSTD_compressBound(n));
   const bool thorough = params.level >= 6;
   // `trial` holds the chosen streams one after another, then room for one candidate at its end.
-  ensure(trial, size_t(w) * n + bound);
+  detail::room(trial, size_t(w) * n + bound);
   std::array<PlaneChoice, 8> choice{};
   size_t used = 0;  // bytes of `trial` holding chosen streams
   for (unsigned j = 0; j < w; ++j) {
@@ -448,7 +444,7 @@ Status encode_chunk(DType dtype, std::span<const std::byte> in, const EncodePara
     const size_t planes_size = out.codec == ChunkCodec::Raw ? in.size() : out.bytes.size();
     if (params.codec == Codec::Auto && params.level >= 9 && double(planes_size) >= 0.9 * double(in.size())) {
       auto &tr = Access::out(scratch);
-      ensure(tr, ZSTD_compressBound(in.size()));
+      detail::room(tr, ZSTD_compressBound(in.size()));
       const size_t r =
           zstd_encode(Access::cctx(scratch), in.data(), in.size(), tr.data(), tr.size(), params.level);
       const size_t current = out.codec == ChunkCodec::Raw ? in.size() : out.bytes.size();
@@ -620,7 +616,7 @@ Status decode_chunk(ChunkCodec codec, std::span<const std::byte> stored, std::sp
                           scratch, 0);
     }
     auto &planes = Access::planes(scratch);
-    ensure(planes, out.size());
+    detail::room(planes, out.size());
     for (unsigned j = 0; j < w; ++j) {
       if (method[j] == PlaneMethod::Raw) continue;
       auto *dst = reinterpret_cast<uint8_t *>(planes.data()) + size_t(j) * n;

@@ -73,7 +73,7 @@ class Scratch {
   friend struct Access;
   void *cctx_ = nullptr;
   void *dctx_ = nullptr;
-  detail::ByteBuf words_, planes_, trial_, out_;
+  detail::ByteBuf planes_, trial_, out_;
 };
 
 // The word width and transform the encoder uses for a dtype (width 0: Planes does not apply and

@@ -88,6 +88,28 @@ bool is_delta(fb::PatchOp op) {
   return op == fb::PatchOp::XOR || op == fb::PatchOp::SUB || op == fb::PatchOp::SUB_SORTED;
 }
 
+// FORMAT.md 7.10 rev. 6: a delta's source is at most 4x its tensor. big <= 4 * small, without overflow.
+bool at_most_4x(uint64_t big, uint64_t small) { return big == 0 || (big - 1) / 4 < small; }
+
+// A delta's source bytes [off, off + dst.size()) as its operation sees them: the source's own bytes
+// (read(off, span) of the part inside its n bytes), then zeros past its end (rev. 6).
+template <class Read>
+Status read_zero_extended(uint64_t n, uint64_t off, std::span<std::byte> dst, Read &&read) {
+  const size_t have = off >= n ? 0 : size_t(std::min<uint64_t>(dst.size(), n - off));
+  if (have)
+    if (Status s = read(off, dst.first(have)); !s) return s;
+  std::memset(dst.data() + have, 0, dst.size() - have);
+  return {};
+}
+
+// A PatchTensor's shape, and its size (valid once open_patch checked the table).
+std::span<const uint64_t> shape_of(const fb::PatchTensor *t) {
+  return t->shape() ? std::span<const uint64_t>(t->shape()->data(), t->shape()->size()) : std::span<const uint64_t>();
+}
+uint64_t checked_nbytes(const fb::PatchTensor *t) {
+  return *detail::tensor_nbytes(DType(uint32_t(t->dtype())), shape_of(t), sv(t->name()));
+}
+
 // SUB_SORTED's key: the exponent field of each op-width element of the source (FORMAT.md 7.10).
 // bits = 0: the dtype has none, and the operation does not apply to it.
 struct ExpField {
@@ -348,15 +370,9 @@ Result<size_t> payload_cost(DType dt, std::span<const std::byte> bytes, int leve
   return e.codec == codec::ChunkCodec::Raw ? bytes.size() : e.bytes.size();
 }
 
-// A delta's source as its operation sees it (FORMAT.md 7.10): the source's bytes, then zeros past
-// its end (a source of another size than the tensor needs Patch.incompatible bit 1).
+// Tensor i of m as the source of a delta (read_zero_extended).
 Status read_extended(const Model &m, size_t i, std::span<std::byte> dst, uint64_t off) {
-  const uint64_t n = m.info(i).nbytes;
-  const size_t have = off >= n ? 0 : size_t(std::min<uint64_t>(dst.size(), n - off));
-  if (have)
-    if (Status s = m.read(i, dst.first(have), off); !s) return s;
-  std::memset(dst.data() + have, 0, dst.size() - have);
-  return {};
+  return read_zero_extended(m.info(i).nbytes, off, dst, [&](uint64_t at, std::span<std::byte> d) { return m.read(i, d, at); });
 }
 
 // Chooses LITERAL, XOR, SUB or (one-way patches) SUB_SORTED for a result tensor whose base
@@ -434,6 +450,7 @@ Status write_payload(Writer &w, fb::PatchOp op, const Model &from, size_t fi, co
     d.resize(x.size());
   }
   detail::Hasher64 hx, hy;
+  const uint64_t bn = base ? base->info(bi).nbytes : 0;
   for (uint64_t off = 0; off < t.nbytes;) {
     const size_t n = size_t(std::min(piece, t.nbytes - off));
     std::span<std::byte> xs(x.data(), n);
@@ -444,7 +461,6 @@ Status write_payload(Writer &w, fb::PatchOp op, const Model &from, size_t fi, co
     } else {
       std::span<std::byte> ys(y.data(), n);
       if (Status s = read_extended(*base, bi, ys, off); !s) return s;
-      const uint64_t bn = base->info(bi).nbytes;
       if (off < bn) hy.update(ys.data(), size_t(std::min<uint64_t>(n, bn - off)));
       if (op == fb::PatchOp::XOR) xor_bytes(ys.data(), xs.data(), d.data(), n);
       else if (op == fb::PatchOp::SUB_SORTED) sorted_encode(wd, exp_field(t.dtype), ys.data(), xs.data(), d.data(), n, pos);
@@ -456,7 +472,7 @@ Status write_payload(Writer &w, fb::PatchOp op, const Model &from, size_t fi, co
   // A base tensor longer than this one (a resized delta uses its first bytes): hash the rest too,
   // a piece at a time (not in steps of this tensor's size: each read of a compressed base decodes
   // whole chunks).
-  for (uint64_t off = t.nbytes, bn = base ? base->info(bi).nbytes : 0; off < bn;) {
+  for (uint64_t off = t.nbytes; off < bn;) {
     const size_t n = size_t(std::min<uint64_t>(piece, bn - off));
     if (Status s = base->read(bi, {detail::room(y, n), n}, off); !s) return s;
     hy.update(y.data(), n);
@@ -535,8 +551,8 @@ Status diff(const std::string &base_path, const std::string &target_path, const 
     // removed at the end, e.g. a vocabulary resized: the source is cut or zero-extended, bit 1), up
     // to 4x either way (FORMAT.md 7.10: what apply decodes stays near what it writes).
     const uint64_t bn = it != bname.end() ? B.tensors[it->second].nbytes : 0;
-    if (it != bname.end() && B.tensors[it->second].dtype == r.dtype && bn > 0 && (bn - 1) / 4 < r.nbytes &&
-        (r.nbytes - 1) / 4 < bn) {
+    if (it != bname.end() && B.tensors[it->second].dtype == r.dtype && bn > 0 && at_most_4x(bn, r.nbytes) &&
+        at_most_4x(r.nbytes, bn)) {
       auto op = choose_op(*base, border[it->second], *target, rorder[i], o, scratch);
       if (!op) return op.status();
       r.op = *op;
@@ -684,10 +700,8 @@ Status check_side(const std::string &path, const Model &m, const fb::PatchSide *
     const uint32_t raw = uint32_t(t->dtype());
     if (!detail::dtype_known_raw(raw)) return bad(path, which, " tensor ", quote(name), " has unknown dtype ", raw);
     const DType dt = DType(raw);
-    std::span<const uint64_t> shape;
     if (!aligned8(t)) return bad(path, which, " tensor ", quote(name), ": shape vector is not 8-byte aligned");
-    if (t->shape()) shape = {t->shape()->data(), t->shape()->size()};
-    auto nbytes = detail::tensor_nbytes(dt, shape, name);
+    auto nbytes = detail::tensor_nbytes(dt, shape_of(t), name);
     if (!nbytes) return nbytes.status();
     if (t->component() >= ncomp) return bad(path, which, " tensor ", quote(name), " has component ", t->component());
     if (t->chunk_size() > MPK_MAX_CHUNK_BYTES || (t->chunk_size() && t->chunk_size() % dtype_block(dt).bytes))
@@ -712,18 +726,16 @@ Status check_side(const std::string &path, const Model &m, const fb::PatchSide *
       if (t->source() >= nother) return bad(path, which, " tensor ", quote(name), " has source ", t->source(), " of ", nother);
       const fb::PatchTensor *src = other->tensors()->Get(t->source());
       if (!aligned8(src)) return bad(path, which, " tensor ", quote(name), ": its source's shape vector is not 8-byte aligned");
-      std::span<const uint64_t> sshape;
-      if (src->shape()) sshape = {src->shape()->data(), src->shape()->size()};
       if (uint32_t(src->dtype()) != raw)
         return bad(path, which, " tensor ", quote(name), " and its source differ in dtype");
-      auto sbytes = detail::dtype_known_raw(uint32_t(src->dtype())) ? detail::tensor_nbytes(dt, sshape, sv(src->name()))
+      auto sbytes = detail::dtype_known_raw(uint32_t(src->dtype())) ? detail::tensor_nbytes(dt, shape_of(src), sv(src->name()))
                                                                     : Result<uint64_t>(uint64_t(0));
       if (!sbytes || (*sbytes != *nbytes && !(is_delta(op) && (incompatible & kResized))))
         return bad(path, which, " tensor ", quote(name), " and its source differ in size",
                    is_delta(op) ? " (a delta's source may differ only with patch incompatible bit 1)" : "");
       // At most 4x the tensor: what apply decodes of the source (and of a payload as long) stays
       // within a small multiple of what it writes.
-      if (uint64_t four; *sbytes > *nbytes && (detail::mul_overflow(*nbytes, 4, &four) ? false : *sbytes > four))
+      if (!at_most_4x(*sbytes, *nbytes))
         return bad(path, which, " tensor ", quote(name), " has ", *nbytes, " bytes and its source ", *sbytes,
                    ", more than 4 times as many");
       src_bytes = *sbytes;
@@ -751,9 +763,6 @@ Status check_side(const std::string &path, const Model &m, const fb::PatchSide *
   auto find_side = [&](std::string_view name) -> const fb::PatchTensor * {
     auto it = std::lower_bound(by_name.begin(), by_name.end(), std::pair(name, uint32_t(0)));
     return it != by_name.end() && it->first == name ? ts->Get(it->second) : nullptr;
-  };
-  auto shape_of = [](const fb::PatchTensor *t) {
-    return t->shape() ? std::span<const uint64_t>(t->shape()->data(), t->shape()->size()) : std::span<const uint64_t>();
   };
   for (uint32_t i = 0; i < n; ++i) {
     const fb::PatchTensor *t = ts->Get(i);
@@ -863,12 +872,11 @@ void will_read(Input &in, size_t i) {
 // Per worker: reused across pieces.
 struct Worker {
   codec::Scratch scratch;
-  detail::ByteBuf stored;  // a stored chunk
-  detail::ByteBuf pay;     // a payload chunk (or segment) decoded
-  detail::ByteBuf part;    // a source chunk decoded, of which a piece wants part
-  std::vector<uint32_t> pos;      // SUB_SORTED: payload index per key
+  detail::ByteBuf stored;      // a stored chunk
+  detail::ByteBuf pay;         // a payload chunk (or segment) decoded
+  detail::ByteBuf part;        // a source chunk decoded, of which a piece wants part
+  std::vector<uint32_t> pos;  // SUB_SORTED: payload index per key
 };
-
 
 // Chunk k of tensor i (decoded bytes: out.size()) into out.
 Status decode_chunk_of(const Input &in, size_t i, size_t k, std::span<std::byte> out, Worker &wk) {
@@ -906,13 +914,10 @@ Status read_range(const Input &in, size_t i, uint64_t off, std::span<std::byte> 
   return {};
 }
 
-// A delta's source range as its operation sees it: zeros past the source's end (FORMAT.md 7.10, bit 1).
+// Tensor i of an apply input as the source of a delta (read_zero_extended).
 Status read_source(const Input &in, size_t i, uint64_t off, std::span<std::byte> dst, Worker &wk) {
-  const uint64_t n = in.m->info(i).nbytes;
-  const size_t have = off >= n ? 0 : size_t(std::min<uint64_t>(dst.size(), n - off));
-  if (Status e = read_range(in, i, off, dst.first(have), wk); !e) return e;
-  std::memset(dst.data() + have, 0, dst.size() - have);
-  return {};
+  return read_zero_extended(in.m->info(i).nbytes, off, dst,
+                            [&](uint64_t at, std::span<std::byte> d) { return read_range(in, i, at, d, wk); });
 }
 
 // out = out OP pay, element-wise (out holds the source's bytes).
@@ -952,9 +957,7 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
                   reverse ? "removed, replaced or changed with a one-way delta" : "lacks",
                   " (make a two-way patch: mpk diff --two-way)");
     any_chunked = any_chunked || t->chunk_size();
-    std::span<const uint64_t> shape;
-    if (t->shape()) shape = {t->shape()->data(), t->shape()->size()};
-    total += *detail::tensor_nbytes(DType(uint32_t(t->dtype())), shape, sv(t->name()));  // checked at open
+    total += checked_nbytes(t);
   }
   Input sin, pin;
   if (Status s = open_input(sin, *src, src_path); !s) return s;
@@ -973,9 +976,7 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
   for (uint32_t i = 0; i < nto; ++i) {
     const fb::PatchTensor *t = to->tensors()->Get(i);
     const DType dt = DType(uint32_t(t->dtype()));
-    std::span<const uint64_t> shape;
-    if (t->shape()) shape = {t->shape()->data(), t->shape()->size()};
-    const uint64_t nbytes = *detail::tensor_nbytes(dt, shape, sv(t->name()));
+    const uint64_t nbytes = checked_nbytes(t);
     const unsigned wd = op_width(dt);
     uint64_t piece = std::max<uint64_t>(wd, kApplyPiece / wd * wd);
     const fb::PatchOp op = t->op();
@@ -1141,10 +1142,8 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
           const Piece &pc = pieces[k];
           const fb::PatchTensor *t = to->tensors()->Get(pc.tensor);
           if (pc.off == 0) {
-            std::span<const uint64_t> shape;
-            if (t->shape()) shape = {t->shape()->data(), t->shape()->size()};
             detail::WriterAccess::set_next_chunk_size(*w, t->chunk_size());
-            if (Status e = w->begin_tensor(sv(t->name()), DType(uint32_t(t->dtype())), shape,
+            if (Status e = w->begin_tensor(sv(t->name()), DType(uint32_t(t->dtype())), shape_of(t),
                                            sv(comps->Get(t->component())->name()));
                 !e)
               return e;
@@ -1223,13 +1222,8 @@ Result<PatchSummary> inspect_patch(const std::string &path) {
       default: break;
     }
     if (t->source() != kNoSource) used[t->source()] = true;
-    auto nbytes_of = [](const fb::PatchTensor *x) {
-      std::span<const uint64_t> shape;
-      if (x->shape()) shape = {x->shape()->data(), x->shape()->size()};
-      return *detail::tensor_nbytes(DType(uint32_t(x->dtype())), shape, sv(x->name()));  // checked at open
-    };
-    const uint64_t nbytes = nbytes_of(t);
-    if (is_delta(t->op()) && nbytes_of(bt->Get(t->source())) != nbytes) ++s.resized;
+    const uint64_t nbytes = checked_nbytes(t);
+    if (is_delta(t->op()) && checked_nbytes(bt->Get(t->source())) != nbytes) ++s.resized;
     s.result_bytes += nbytes;
   }
   for (uint32_t j = 0; bt && j < bt->size(); ++j) {

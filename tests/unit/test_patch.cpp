@@ -1073,6 +1073,8 @@ TEST_CASE("a delta's source of another size needs feature bit 1, and only a delt
   fs::remove(dir / "out.mpk");
   c.shape = {249};
   refused(c, MPK_ERR_CORRUPT_HEADER, "has 996 bytes and its source 4000, more than 4 times as many");
+  c.shape = {0};  // an empty tensor is no delta of a non-empty source
+  refused(c, MPK_ERR_CORRUPT_HEADER, "has 0 bytes and its source 4000, more than 4 times as many");
   c.shape = {500};  // a payload neither the tensor's size nor the source's
   c.pay_bytes = 3000;
   refused(c, MPK_ERR_CORRUPT_HEADER, "payload holds 3000 bytes");
@@ -1183,32 +1185,30 @@ TEST_CASE("deltas across sizes over several pieces and groups: grown, cut, sorte
     INFO("compressed " << (layout == mpk::Codec::Auto) << " chunk " << chunk);
     write(dir / "a.mpk", a, layout);
     write(dir / "b.mpk", b, layout);
-    {
-      mpk::DiffOptions o = quick();
-      o.level = 6;
-      o.chunk_size = chunk;
-      mpk::PatchSummary s;
-      REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "p6", o, &s));
-      CHECK(s.resized == 3);
-      CHECK(s.sorted_subs >= 1);
-      CHECK(s.literals == 0);
-      check_applies(dir / "a.mpk", dir / "p6", dir / "b.mpk", dir / "out.mpk");
-      o.two_way = true;  // both ways: "c"'s base as new data; "g" and "r" reverse through their payloads
-      REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "p2", o, &s));
-      CHECK(s.resized == 3);
-      CHECK(s.sorted_subs == 0);
-      CHECK(s.two_way);
-      check_applies(dir / "a.mpk", dir / "p2", dir / "b.mpk", dir / "out.mpk");
-      for (unsigned threads : {1u, 3u}) {
-        mpk::ApplyOptions ao = apply_opts(true);
-        ao.threads = threads;
-        REQUIRE_OK(mpk::apply_patch(dir / "b.mpk", {dir / "p2"}, dir / "back.mpk", ao));
-        CHECK(same_file(dir / "back.mpk", dir / "a.mpk"));
-        fs::remove(dir / "back.mpk");
-      }
+    mpk::DiffOptions o = quick();
+    o.level = 6;
+    o.chunk_size = chunk;
+    mpk::PatchSummary s;
+    REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "p6", o, &s));
+    CHECK(s.resized == 3);
+    CHECK(s.sorted_subs >= 1);
+    CHECK(s.literals == 0);
+    check_applies(dir / "a.mpk", dir / "p6", dir / "b.mpk", dir / "out.mpk");
+    o.two_way = true;  // both ways: "c"'s base as new data; "g" and "r" reverse through their payloads
+    REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "p2", o, &s));
+    CHECK(s.resized == 3);
+    CHECK(s.sorted_subs == 0);
+    CHECK(s.two_way);
+    check_applies(dir / "a.mpk", dir / "p2", dir / "b.mpk", dir / "out.mpk");
+    for (unsigned threads : {1u, 3u}) {
+      mpk::ApplyOptions ao = apply_opts(true);
+      ao.threads = threads;
+      REQUIRE_OK(mpk::apply_patch(dir / "b.mpk", {dir / "p2"}, dir / "back.mpk", ao));
+      CHECK(same_file(dir / "back.mpk", dir / "a.mpk"));
+      fs::remove(dir / "back.mpk");
     }
   }
-  // More than 4x apart: never paired (new data), so the patch needs no feature bit 1.
+  // More than 4x apart: never paired (new data).
   Spec c = a, d = b;
   c.tensors.resize(1);
   d.tensors = {{"g", MPK_DTYPE_F32, {(small / 5) / 4}, cut(big_b, (small / 5) / 4 * 4), ""}};
