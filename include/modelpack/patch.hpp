@@ -34,6 +34,12 @@ struct DiffOptions {
   int result_level = 3;
   unsigned threads = 0;  // payload encoding threads (0: one per core)
   bool fsync = true;
+  // At levels >= 6 on one-way patches, an f32 tensor of 2+ dimensions may take its delta against the
+  // base plus a low-rank product fitted to the difference (FORMAT.md 7.10 "Low-rank sources": a
+  // fine-tune's change is largely of low rank), where that saves >= 1% with the factors counted. It
+  // does not reverse (the base tensor is MISSING), and the fit holds one tensor's f32 difference in
+  // memory. False: never.
+  bool low_rank = true;
 };
 
 // What a patch holds, per operation on the result side.
@@ -51,6 +57,9 @@ struct PatchSummary {
   // Result tensors (counted above among the deltas) built from a base tensor of another size: rows
   // added or removed at the end, e.g. a resized vocabulary (FORMAT.md 7.10, Patch.incompatible bit 1).
   uint64_t resized = 0;
+  // Result tensors (counted above among the SUB / SUB_SORTED) whose source is predicted by a
+  // low-rank product (FORMAT.md 7.10, Patch.incompatible bit 2; one-way).
+  uint64_t low_rank = 0;
 };
 
 // Writes a patch that turns `base` into `target` at `patch` (atomically). Both inputs are checked

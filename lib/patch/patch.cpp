@@ -13,6 +13,7 @@
 #include "format/quant_record.hpp"
 #include "io/file.hpp"
 #include "model/internal.hpp"
+#include "patch/lowrank.hpp"
 
 #include <modelpack/patch.hpp>
 
@@ -27,6 +28,8 @@
 #include <memory>
 #include <mutex>
 #include <numeric>
+#include <optional>
+#include <cmath>
 #include <unordered_map>
 #include <thread>
 #include <tuple>
@@ -39,6 +42,7 @@ using detail::Hex;
 using detail::quote;
 using detail::sv;
 namespace fbs = flatbuffers;
+namespace lowrank = detail::lowrank;
 
 namespace {
 
@@ -47,7 +51,8 @@ constexpr uint32_t kNoSource = 0xFFFFFFFFu;
 constexpr uint64_t kTwoWay = 1;  // Patch.compatible bit 0
 constexpr uint64_t kSortedSub = 1;  // Patch.incompatible bit 0: SUB_SORTED operations
 constexpr uint64_t kResized = 2;    // Patch.incompatible bit 1: a delta's source may differ in size
-constexpr uint64_t kKnownIncompatible = kSortedSub | kResized;
+constexpr uint64_t kLowRank = 4;    // Patch.incompatible bit 2: an f32 delta's source may be predicted
+constexpr uint64_t kKnownIncompatible = kSortedSub | kResized | kLowRank;
 constexpr uint64_t kSortGroup = 1u << 20;  // SUB_SORTED: bytes per group (a multiple of every op width)
 static_assert(kPiece % kSortGroup == 0, "diff transforms whole groups");
 
@@ -263,6 +268,8 @@ struct SideTensor {
   fb::PatchOp op = fb::PatchOp::MISSING;
   uint32_t source = kNoSource;
   std::string payload;
+  std::string predictor;  // rev. 7: the factor payload of a low-rank source
+  uint8_t rank = 0;
 };
 
 bool is_int8(QuantScheme s) { return s == QuantScheme::Int8Channel || s == QuantScheme::Int8Group; }
@@ -345,8 +352,10 @@ fbs::Offset<fb::PatchSide> build_side(fbs::FlatBufferBuilder &b, const Side &s) 
       quant = fb::CreateQuantization(b, fb::QuantScheme(t.quant.scheme), t.quant.axis, t.quant.group,
                                      is_int8(t.quant.scheme) ? b.CreateString(t.quant.scale) : 0,
                                      static_cast<fb::DType>(t.quant.source_dtype));
+    fbs::Offset<fbs::String> predictor;
+    if (!t.predictor.empty()) predictor = b.CreateString(t.predictor);
     ts.push_back(fb::CreatePatchTensor(b, name, static_cast<fb::DType>(t.dtype), shape, t.component, t.xxh3,
-                                       t.chunk_size, t.op, t.source, payload, quant));
+                                       t.chunk_size, t.op, t.source, payload, quant, predictor, t.rank));
   }
   auto ts_vec = b.CreateVector(ts);
   return fb::CreatePatchSide(b, b.CreateString(s.content_id), s.alignment, s.level, comps_vec, meta_vec, ts_vec);
@@ -357,6 +366,7 @@ std::string payload_name(char side, size_t index) {
   std::snprintf(buf, sizeof buf, "%c/%08zu", side, index);
   return buf;
 }
+std::string factor_name(size_t index) { return payload_name('f', index); }  // result tensor index's factors
 
 // ---- diff -------------------------------------------------------------------------------------
 
@@ -423,6 +433,141 @@ Result<fb::PatchOp> choose_op(const Model &base, size_t bi, const Model &target,
   return ops[best];
 }
 
+// A low-rank source for a result tensor that choose_op made an XOR, SUB or SUB_SORTED (FORMAT.md 7.10
+// rev. 7): fits the f32 difference, picks a rank by the order-0 entropy of the residual on the samples
+// choose_op reads, then keeps it only if the codec's sizes on those samples, factors included, are at
+// least 1% under the current op's.
+struct LowRankChoice {
+  fb::PatchOp op = fb::PatchOp::SUB;
+  unsigned rank = 0;
+  std::vector<std::byte> blob;
+  lowrank::Factors f;
+};
+
+double plane_entropy_bytes(const std::byte *d, size_t n) {  // order-0 entropy of each of 4 byte planes
+  double bits = 0;
+  for (unsigned b = 0; b < 4; ++b) {
+    uint64_t h[256] = {};
+    for (size_t x = b; x < n; x += 4) ++h[uint8_t(d[x])];
+    const double tot = double(n / 4);
+    for (uint64_t c : h)
+      if (c) bits -= double(c) * std::log2(double(c) / tot);
+  }
+  return bits / 8;
+}
+
+Result<std::optional<LowRankChoice>> try_low_rank(const Model &base, size_t bi, const Model &target, size_t ti,
+                                                  fb::PatchOp current, const DiffOptions &o, codec::Scratch &scratch) {
+  const TensorInfo t = target.info(ti);
+  constexpr uint64_t kMinBytes = 64u << 10;
+  if (t.dtype != MPK_DTYPE_F32 || t.shape.size() < 2 || t.nbytes < kMinBytes || !is_delta(current))
+    return std::optional<LowRankChoice>();
+  const lowrank::Dims d{t.shape[0], t.nbytes / 4 / t.shape[0]};
+  if (std::min(d.rows, d.cols) < 8) return std::optional<LowRankChoice>();
+  const unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+  // The difference, as f32 (elements where either side is not finite: 0).
+  std::vector<float> D(size_t(t.nbytes / 4));
+  {
+    detail::ByteBuf a, b;
+    for (uint64_t off = 0; off < t.nbytes;) {
+      const size_t n = size_t(std::min<uint64_t>(kPiece, t.nbytes - off));
+      if (Status s = read_extended(base, bi, {detail::room(a, n), n}, off); !s) return s;
+      if (Status s = target.read(ti, {detail::room(b, n), n}, off); !s) return s;
+      for (size_t x = 0; x < n / 4; ++x) {
+        float fa, fbv;
+        std::memcpy(&fa, a.data() + 4 * x, 4);
+        std::memcpy(&fbv, b.data() + 4 * x, 4);
+        const float v = fbv - fa;
+        D[size_t(off / 4 + x)] = std::isfinite(fa) && std::isfinite(fbv) && std::isfinite(v) ? v : 0.f;
+      }
+      off += n;
+    }
+  }
+  lowrank::Fit fit(D.data(), d, 32, threads);
+  std::vector<float>().swap(D);
+  if (fit.max_rank() == 0) return std::optional<LowRankChoice>();
+  // choose_op's samples.
+  const uint64_t chunk = std::max<uint64_t>(4, uint64_t(o.chunk_size) / 4 * 4);
+  const uint64_t nchunks = (t.nbytes + chunk - 1) / chunk, picks = std::min<uint64_t>(nchunks, 8);
+  struct Sample {
+    uint64_t off;
+    detail::ByteBuf a, b;
+  };
+  std::vector<Sample> samples(static_cast<size_t>(picks));
+  uint64_t sampled = 0;
+  for (uint64_t k = 0; k < picks; ++k) {
+    const uint64_t c = picks == nchunks ? k : (k * nchunks + nchunks / 2) / picks;
+    Sample &sm = samples[size_t(k)];
+    sm.off = c * chunk;
+    const size_t n = size_t(std::min(chunk, t.nbytes - sm.off));
+    if (Status s = read_extended(base, bi, {detail::room(sm.a, n), n}, sm.off); !s) return s;
+    if (Status s = target.read(ti, {detail::room(sm.b, n), n}, sm.off); !s) return s;
+    sampled += n;
+  }
+  const double scale = double(t.nbytes) / double(sampled);
+  detail::ByteBuf pbuf, res;
+  std::vector<uint32_t> pos;
+  // The rank: the smallest estimate of residual + factors.
+  LowRankChoice best;
+  double best_est = 0;
+  for (const Sample &sm : samples) {
+    const size_t n = sm.a.size();
+    sub_encode(4, sm.a.data(), sm.b.data(), detail::room(res, n), n);
+    best_est += plane_entropy_bytes(res.data(), n) * scale;
+  }
+  const double plain_est = best_est;
+  for (unsigned k : {4u, 8u, 16u, 32u}) {
+    if (k > fit.max_rank()) break;
+    LowRankChoice c;
+    c.rank = k;
+    c.blob = fit.blob(k);
+    if (Status s = lowrank::parse(c.blob, d, k, c.f, "diff"); !s) return s;
+    double est = double(c.blob.size());
+    for (const Sample &sm : samples) {
+      const size_t n = sm.a.size();
+      std::memcpy(detail::room(pbuf, n), sm.a.data(), n);
+      lowrank::predict(c.f, sm.off / 4, pbuf.data(), n / 4);
+      sub_encode(4, pbuf.data(), sm.b.data(), detail::room(res, n), n);
+      est += plane_entropy_bytes(res.data(), n) * scale;
+    }
+    if (est < (best.rank ? best_est : plain_est)) {
+      best = std::move(c);
+      best_est = est;
+    }
+  }
+  if (!best.rank) return std::optional<LowRankChoice>();
+  // The codec's verdict: the current op against SUB and SUB_SORTED on the predicted source.
+  const ExpField ef = exp_field(MPK_DTYPE_F32);
+  double cur = 0, sub = 0, sorted = 0;
+  for (const Sample &sm : samples) {
+    const size_t n = sm.a.size();
+    std::byte *r = detail::room(res, n);
+    if (current == fb::PatchOp::XOR) xor_bytes(sm.a.data(), sm.b.data(), r, n);
+    else if (current == fb::PatchOp::SUB) sub_encode(4, sm.a.data(), sm.b.data(), r, n);
+    else sorted_encode(4, ef, sm.a.data(), sm.b.data(), r, n, pos);
+    const PayloadType pt = payload_type(current, t.dtype, t.shape, t.nbytes);
+    auto c0 = payload_cost(pt.dtype, {r, n}, o.level, scratch);
+    if (!c0) return c0.status();
+    cur += double(*c0);
+    std::memcpy(detail::room(pbuf, n), sm.a.data(), n);
+    lowrank::predict(best.f, sm.off / 4, pbuf.data(), n / 4);
+    sub_encode(4, pbuf.data(), sm.b.data(), r, n);
+    auto c1 = payload_cost(MPK_DTYPE_U32, {r, n}, o.level, scratch);
+    if (!c1) return c1.status();
+    sub += double(*c1);
+    sorted_encode(4, ef, pbuf.data(), sm.b.data(), r, n, pos);
+    auto c2 = payload_cost(MPK_DTYPE_U32, {r, n}, o.level, scratch);
+    if (!c2) return c2.status();
+    sorted += double(*c2);
+  }
+  auto cb = payload_cost(MPK_DTYPE_U8, best.blob, o.level, scratch);
+  if (!cb) return cb.status();
+  best.op = sorted < 0.99 * sub ? fb::PatchOp::SUB_SORTED : fb::PatchOp::SUB;
+  const double with = std::min(sub, sorted) * scale + double(*cb);
+  if (!(with < 0.99 * cur * scale)) return std::optional<LowRankChoice>();
+  return std::optional<LowRankChoice>(std::move(best));
+}
+
 Status check_is_model(const Model &m, const std::string &path) {
   if (m.incompatible_features() & MPK_FEATURE_PATCH)
     return fail(MPK_ERR_INVALID_ARGUMENT, quote(path), " is a patch, not a model");
@@ -439,7 +584,8 @@ OpenOptions streaming_open() {
 // Streams one payload (or, with op LITERAL and no base, the target's bytes) into the open writer,
 // checking the target's (and for XOR/SUB the base's) bytes against their checksums on the way.
 Status write_payload(Writer &w, fb::PatchOp op, const Model &from, size_t fi, const std::string &from_path,
-                     const Model *base, size_t bi, const std::string &base_path) {
+                     const Model *base, size_t bi, const std::string &base_path,
+                     const lowrank::Factors *lr = nullptr) {
   const TensorInfo t = from.info(fi);
   const unsigned wd = op_width(t.dtype);
   const uint64_t piece = std::max<uint64_t>(wd, kPiece / wd * wd);  // SUB_SORTED: whole groups
@@ -462,6 +608,7 @@ Status write_payload(Writer &w, fb::PatchOp op, const Model &from, size_t fi, co
       std::span<std::byte> ys(y.data(), n);
       if (Status s = read_extended(*base, bi, ys, off); !s) return s;
       if (off < bn) hy.update(ys.data(), size_t(std::min<uint64_t>(n, bn - off)));
+      if (lr) lowrank::predict(*lr, off / 4, ys.data(), n / 4);  // the source the op sees (rev. 7)
       if (op == fb::PatchOp::XOR) xor_bytes(ys.data(), xs.data(), d.data(), n);
       else if (op == fb::PatchOp::SUB_SORTED) sorted_encode(wd, exp_field(t.dtype), ys.data(), xs.data(), d.data(), n, pos);
       else sub_encode(wd, ys.data(), xs.data(), d.data(), n);
@@ -595,13 +742,30 @@ Status diff(const std::string &base_path, const std::string &target_path, const 
   Status st = [&]() -> Status {
     if (Status s = w->add_component("payloads", "patch"); !s) return s;
     for (uint32_t i = 0; i < R.tensors.size(); ++i) {
-      const SideTensor &r = R.tensors[i];
+      SideTensor &r = R.tensors[i];
       if (r.payload.empty()) continue;
+      // A low-rank source (one-way, levels >= 6): decided here, a tensor at a time, so that memory
+      // holds one tensor's fit, not every tensor's factors.
+      std::optional<LowRankChoice> lr;
+      if (o.low_rank && !o.two_way && o.level >= 6 && is_delta(r.op)) {
+        auto c = try_low_rank(*base, border[r.source], *target, rorder[i], r.op, o, scratch);
+        if (!c) return c.status();
+        lr = std::move(*c);
+      }
+      if (lr) {
+        r.op = lr->op;
+        r.rank = uint8_t(lr->rank);
+        r.predictor = factor_name(i);
+        if (Status s = w->begin_tensor(r.predictor, MPK_DTYPE_U8, {{uint64_t(lr->blob.size())}}, "payloads"); !s)
+          return s;
+        if (Status s = w->write(lr->blob); !s) return s;
+        if (Status s = w->end_tensor(); !s) return s;
+      }
       const PayloadType pt = payload_type(r.op, r.dtype, r.shape, r.nbytes);
       if (Status s = w->begin_tensor(r.payload, pt.dtype, pt.shape, "payloads"); !s) return s;
       const bool delta = is_delta(r.op);
       if (Status s = write_payload(*w, r.op, *target, rorder[i], target_path, delta ? &*base : nullptr,
-                                   delta ? border[r.source] : 0, base_path);
+                                   delta ? border[r.source] : 0, base_path, lr ? &lr->f : nullptr);
           !s)
         return s;
       if (Status s = w->end_tensor(); !s) return s;
@@ -620,9 +784,17 @@ Status diff(const std::string &base_path, const std::string &target_path, const 
     w->abort();
     return st;
   }
-  bool two_way = true, int8 = false, sorted = false, resized = false;
+  // A base tensor rebuilt backwards by a delta whose forward source became a prediction: not any more.
+  for (SideTensor &b : B.tensors)
+    if (is_delta(b.op) && !R.tensors[b.source].predictor.empty()) {
+      b.op = fb::PatchOp::MISSING;
+      b.source = kNoSource;
+      b.payload.clear();
+    }
+  bool two_way = true, int8 = false, sorted = false, resized = false, low_rank = false;
   for (const SideTensor &b : B.tensors) two_way = two_way && b.op != fb::PatchOp::MISSING;
   for (const SideTensor &r : R.tensors) sorted = sorted || r.op == fb::PatchOp::SUB_SORTED;
+  for (const SideTensor &r : R.tensors) low_rank = low_rank || !r.predictor.empty();
   for (const Side *side : {&B, &R})
     for (const SideTensor &t : side->tensors)
       if (is_delta(t.op)) resized = resized || (side == &B ? R : B).tensors[t.source].nbytes != t.nbytes;
@@ -632,11 +804,11 @@ Status diff(const std::string &base_path, const std::string &target_path, const 
   // refuses the patch by that name instead of failing on the sides' content ids (FORMAT.md 7.10).
   detail::WriterAccess::set_patch(
       *w,
-      [&B, &R, two_way, sorted, resized](fbs::FlatBufferBuilder &fbb) {
+      [&B, &R, two_way, sorted, resized, low_rank](fbs::FlatBufferBuilder &fbb) {
         auto bo = build_side(fbb, B);
         auto ro = build_side(fbb, R);
-        return fb::CreatePatch(fbb, 1, (sorted ? kSortedSub : 0) | (resized ? kResized : 0), two_way ? kTwoWay : 0,
-                               bo, ro);
+        return fb::CreatePatch(fbb, 1, (sorted ? kSortedSub : 0) | (resized ? kResized : 0) | (low_rank ? kLowRank : 0),
+                               two_way ? kTwoWay : 0, bo, ro);
       },
       int8 ? MPK_FEATURE_QUANTIZED : 0);
   if (Status s = w->commit(); !s) return s;
@@ -659,6 +831,7 @@ struct OpenPatch {
   Model m;
   const fb::Patch *p = nullptr;
   std::vector<size_t> payload[2];  // per side tensor: index of its payload in m (or SIZE_MAX)
+  std::vector<size_t> factors[2];  // per side tensor: index of its low-rank factors in m (or SIZE_MAX)
 };
 
 Status bad(const std::string &path, auto &&...what) {
@@ -666,7 +839,8 @@ Status bad(const std::string &path, auto &&...what) {
 }
 
 Status check_side(const std::string &path, const Model &m, const fb::PatchSide *s, const fb::PatchSide *other,
-                  const char *which, uint64_t incompatible, std::vector<size_t> &payload) {
+                  const char *which, uint64_t incompatible, std::vector<size_t> &payload,
+                  std::vector<size_t> &factors) {
   const auto *ts = s->tensors();
   const uint32_t n = ts ? ts->size() : 0, nother = other->tensors() ? other->tensors()->size() : 0;
   const uint32_t ncomp = s->components() ? s->components()->size() : 0;
@@ -687,6 +861,7 @@ Status check_side(const std::string &path, const Model &m, const fb::PatchSide *
   // Names unique, tensors valid; the content id from them must be the one the side declares.
   std::vector<std::pair<std::string_view, uint32_t>> by_name;
   payload.assign(n, SIZE_MAX);
+  factors.assign(n, SIZE_MAX);
   // The FlatBuffers verifier checks vectors for 4-byte alignment only; builders write vectors of
   // 8-byte scalars 8-aligned, so anything else is damage (the model reader's rule; fuzz_patch).
   auto aligned8 = [header = detail::ModelAccess::header(m)](const fb::PatchTensor *x) {
@@ -754,6 +929,27 @@ Status check_side(const std::string &path, const Model &m, const fb::PatchSide *
         return bad(path, which, " tensor ", quote(name), ": its payload holds ", pi.nbytes, " bytes, not ", *nbytes);
       payload[i] = *k;
     }
+    if (t->predictor() || t->rank()) {  // rev. 7: a low-rank source
+      if (!(incompatible & kLowRank))
+        return bad(path, which, " tensor ", quote(name), " has a low-rank source but the patch does not set incompatible bit 2");
+      if (!t->predictor() || t->rank() < 1 || t->rank() > lowrank::kMaxRank)
+        return bad(path, which, " tensor ", quote(name), " needs both a predictor and a rank of 1..", lowrank::kMaxRank,
+                   " (rank ", unsigned(t->rank()), ")");
+      if (op != fb::PatchOp::SUB && op != fb::PatchOp::SUB_SORTED)
+        return bad(path, which, " tensor ", quote(name), " has a low-rank source on an operation other than SUB or SUB_SORTED");
+      const std::span<const uint64_t> shp = shape_of(t);
+      if (dt != MPK_DTYPE_F32 || shp.size() < 2 || *nbytes == 0)
+        return bad(path, which, " tensor ", quote(name), " has a low-rank source but is not a non-empty f32 tensor of 2 or more dimensions");
+      const lowrank::Dims d{shp[0], *nbytes / 4 / shp[0]};
+      if (t->rank() > std::min(d.rows, d.cols))
+        return bad(path, which, " tensor ", quote(name), ": rank ", unsigned(t->rank()), " exceeds its ", d.rows, " x ",
+                   d.cols, " shape");
+      auto k = m.find(sv(t->predictor()));
+      if (!k) return bad(path, which, " tensor ", quote(name), ": its predictor ", quote(sv(t->predictor())), " is missing");
+      if (const uint64_t want = lowrank::blob_bytes(d, t->rank()); m.info(*k).nbytes != want)
+        return bad(path, which, " tensor ", quote(name), ": its predictor holds ", m.info(*k).nbytes, " bytes, not ", want);
+      factors[i] = *k;
+    }
     by_name.emplace_back(name, i);
   }
   std::sort(by_name.begin(), by_name.end());
@@ -800,7 +996,7 @@ Result<OpenPatch> open_patch(const std::string &path) {
   if (!m) return m.status();
   if (!(m->incompatible_features() & MPK_FEATURE_PATCH))
     return fail(MPK_ERR_INVALID_ARGUMENT, quote(path), " is a model, not a patch");
-  OpenPatch op{std::move(*m), nullptr, {}};
+  OpenPatch op{std::move(*m), nullptr, {}, {}};
   op.p = detail::ModelAccess::patch(op.m);
   if (op.p->version() != 1)
     return fail(MPK_ERR_UNSUPPORTED_VERSION, quote(path), ": patch version ", op.p->version(),
@@ -810,8 +1006,10 @@ Result<OpenPatch> open_patch(const std::string &path) {
                 " that this library does not know");
   if (!op.p->base() || !op.p->result()) return bad(path, "a side is missing");
   const uint64_t bits = op.p->incompatible();
-  if (Status s = check_side(path, op.m, op.p->base(), op.p->result(), "base", bits, op.payload[0]); !s) return s;
-  if (Status s = check_side(path, op.m, op.p->result(), op.p->base(), "result", bits, op.payload[1]); !s) return s;
+  if (Status s = check_side(path, op.m, op.p->base(), op.p->result(), "base", bits, op.payload[0], op.factors[0]); !s)
+    return s;
+  if (Status s = check_side(path, op.m, op.p->result(), op.p->base(), "result", bits, op.payload[1], op.factors[1]); !s)
+    return s;
   return op;
 }
 
@@ -876,6 +1074,8 @@ struct Worker {
   detail::ByteBuf pay;         // a payload chunk (or segment) decoded
   detail::ByteBuf part;        // a source chunk decoded, of which a piece wants part
   std::vector<uint32_t> pos;  // SUB_SORTED: payload index per key
+  size_t lr_tensor = SIZE_MAX;  // the tensor whose low-rank factors lr holds
+  lowrank::Factors lr;
 };
 
 // Chunk k of tensor i (decoded bytes: out.size()) into out.
@@ -932,6 +1132,7 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
   const fb::PatchSide *from = reverse ? pt.p->result() : pt.p->base();
   const fb::PatchSide *to = reverse ? pt.p->base() : pt.p->result();
   const std::vector<size_t> &payload = pt.payload[reverse ? 0 : 1];
+  const std::vector<size_t> &factors = pt.factors[reverse ? 0 : 1];
   auto src = Model::open(src_path, streaming_open());
   if (!src) return src.status();
   if (Status s = check_is_model(*src, src_path); !s) return s;
@@ -982,6 +1183,7 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
     const fb::PatchOp op = t->op();
     const bool has_payload = payload[i] != SIZE_MAX;  // all but COPY and an empty LITERAL
     if (has_payload) will_read(pin, payload[i]);
+    if (factors[i] != SIZE_MAX) will_read(pin, factors[i]);
     if (op != fb::PatchOp::LITERAL) will_read(sin, src_index[t->source()]);
     if (op == fb::PatchOp::SUB_SORTED) {
       // Whole groups, and whole payload chunks too where a common multiple of the two is at most
@@ -1017,8 +1219,25 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
     if (op == fb::PatchOp::LITERAL) return read_range(pin, pi, pc.off, {dst, pc.n}, wk);
     const size_t si = src_index[t->source()];
     const unsigned wd = op_width(DType(uint32_t(t->dtype())));
+    // A low-rank source: its factors (once per worker and tensor) predict each source block.
+    const lowrank::Factors *lr = nullptr;
+    if (const size_t fi = factors[pc.tensor]; fi != SIZE_MAX) {
+      if (wk.lr_tensor != pc.tensor) {
+        wk.lr_tensor = SIZE_MAX;
+        const uint64_t fb_n = pt.m.info(fi).nbytes;
+        std::byte *f = room(wk.pay, fb_n);
+        if (Status e = read_range(pin, fi, 0, {f, size_t(fb_n)}, wk); !e) return e;
+        const std::span<const uint64_t> shp = shape_of(t);
+        const lowrank::Dims d{shp[0], checked_nbytes(t) / 4 / shp[0]};
+        const std::string what = detail::cat(quote(patch_path), ": tensor ", quote(sv(t->name())));
+        if (Status e = lowrank::parse({f, size_t(fb_n)}, d, t->rank(), wk.lr, what.c_str()); !e) return e;
+        wk.lr_tensor = pc.tensor;
+      }
+      lr = &wk.lr;
+    }
     if (op == fb::PatchOp::SUB_SORTED) {  // the piece is whole groups: the source, then the payload
       if (Status e = read_source(sin, si, pc.off, {dst, pc.n}, wk); !e) return e;
+      if (lr) lowrank::predict(*lr, pc.off / 4, dst, pc.n / 4);
       std::byte *p = room(wk.pay, pc.n);
       if (Status e = read_range(pin, pi, pc.off, {p, pc.n}, wk); !e) return e;
       sorted_decode(wd, exp_field(DType(uint32_t(t->dtype()))), dst, p, pc.n, reverse, wk.pos);
@@ -1043,6 +1262,7 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
         const uint64_t y = std::min(b, x + kBlock);
         std::byte *q = dst + (x - pc.off);
         if (Status e = read_source(sin, si, x, {q, size_t(y - x)}, wk); !e) return e;
+        if (lr) lowrank::predict(*lr, x / 4, q, size_t(y - x) / 4);
         combine(op, wd, reverse, q, p + (x - a), size_t(y - x));
         x = y;
       }
@@ -1224,6 +1444,7 @@ Result<PatchSummary> inspect_patch(const std::string &path) {
     if (t->source() != kNoSource) used[t->source()] = true;
     const uint64_t nbytes = checked_nbytes(t);
     if (is_delta(t->op()) && checked_nbytes(bt->Get(t->source())) != nbytes) ++s.resized;
+    if (t->predictor()) ++s.low_rank;
     s.result_bytes += nbytes;
   }
   for (uint32_t j = 0; bt && j < bt->size(); ++j) {

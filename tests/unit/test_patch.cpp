@@ -511,6 +511,8 @@ struct Craft {
   bool bit4 = false;         // the patch file sets incompatible bit 4 (quantized)
   uint8_t base_op = uint8_t(mpk::fb::PatchOp::XOR);  // how the base side's "t" is rebuilt
   uint32_t base_source = 0;
+  std::string predictor;  // rev. 7: the result tensor's predictor and rank
+  uint8_t rank = 0;
 };
 
 std::string cid_of(const std::string &name, uint16_t dtype, const std::vector<uint64_t> &shape, uint64_t xxh3) {
@@ -548,7 +550,9 @@ mpk::Status craft(const TempDir &dir, const Craft &c) {
         q = fb::CreateQuantization(b, fb::QuantScheme(c.quant), 0, 0, b.CreateString(c.scale), fb::DType::F32);
       auto t = fb::CreatePatchTensor(b, b.CreateString(name), fb::DType(dtype), b.CreateVector(shape),
                                      name == c.rname ? c.component : 0, x, 0, fb::PatchOp(op), source,
-                                     payload.empty() ? 0 : b.CreateString(payload), q);
+                                     payload.empty() ? 0 : b.CreateString(payload), q,
+                                     result && !c.predictor.empty() ? b.CreateString(c.predictor) : 0,
+                                     result ? c.rank : uint8_t(0));
       auto ts = b.CreateVector(std::vector<flatbuffers::Offset<fb::PatchTensor>>{t});
       return fb::CreatePatchSide(b, b.CreateString(cid), 64, 3, comps, 0, ts);
     };
@@ -594,7 +598,7 @@ TEST_CASE("hostile patch tables are refused by name, before anything is written"
   c.version = 2;
   refused(c, MPK_ERR_UNSUPPORTED_VERSION, "patch version 2");
   c = {};
-  c.incompatible = 4;
+  c.incompatible = 8;
   refused(c, MPK_ERR_UNSUPPORTED_FEATURE, "feature bits");
   c = {};
   c.bad_cid = true;
@@ -852,10 +856,10 @@ TEST_CASE("SUB_SORTED needs its feature bit and a dtype with an exponent", "[pat
   REQUIRE_CODE(s, MPK_ERR_CHECKSUM);
   CHECK(s.message().find("came out with checksum") != std::string::npos);
   CHECK(!fs::exists(dir / "out.mpk"));
-  c.incompatible = 5;
+  c.incompatible = 9;
   s = craft(dir, c);
   REQUIRE_CODE(s, MPK_ERR_UNSUPPORTED_FEATURE);
-  CHECK(s.message().find("feature bits 0x4") != std::string::npos);
+  CHECK(s.message().find("feature bits 0x8") != std::string::npos);
   Craft i;  // an i32 result from the f32 base: SUB_SORTED has no key there
   i.incompatible = 1;
   i.op = uint8_t(mpk::fb::PatchOp::SUB_SORTED);
@@ -1218,4 +1222,301 @@ TEST_CASE("deltas across sizes over several pieces and groups: grown, cut, sorte
   REQUIRE_OK(mpk::diff(dir / "c.mpk", dir / "d.mpk", dir / "p", quick(), &s));
   CHECK(s.resized == 0);
   CHECK(s.literals == 1);
+}
+
+namespace {
+
+// FORMAT.md 7.10 "Low-rank sources", written from the text apart from the library: the predicted
+// source of f32 bits s at row i, column j.
+uint32_t spec_predict(uint32_t s, int64_t a, float su, float sv) {
+  const uint32_t ex = (s >> 23) & 255;
+  if (ex == 0 || ex == 255) return s;
+  const double l = (double(a) * double(su)) * double(sv);
+  const double r = double(std::bit_cast<float>(s)) + l;
+  if (std::fabs(r) < 0x1p-126) return s;
+  const float p = float(r);
+  return std::isinf(p) ? s : std::bit_cast<uint32_t>(p);
+}
+
+struct LowRank {
+  uint64_t rows, cols;
+  unsigned k;
+  std::vector<float> su, sv;
+  std::vector<int8_t> u, v;  // rows x k, k x cols
+  std::vector<std::byte> blob() const {
+    std::vector<std::byte> b;
+    auto put = [&b](const void *p, size_t n) {
+      b.insert(b.end(), static_cast<const std::byte *>(p), static_cast<const std::byte *>(p) + n);
+    };
+    put(su.data(), su.size() * 4);
+    put(sv.data(), sv.size() * 4);
+    put(u.data(), u.size());
+    put(v.data(), v.size());
+    return b;
+  }
+  // The predicted source of `src` (f32 bits, rows x cols).
+  std::vector<std::byte> predicted(const std::vector<std::byte> &src) const {
+    std::vector<std::byte> p(src.size());
+    for (uint64_t i = 0; i < rows; ++i)
+      for (uint64_t j = 0; j < cols; ++j) {
+        int64_t a = 0;
+        for (unsigned t = 0; t < k; ++t) a += int64_t(u[i * k + t]) * int64_t(v[t * cols + j]);
+        uint32_t s;
+        std::memcpy(&s, &src[4 * (i * cols + j)], 4);
+        const uint32_t q = spec_predict(s, a, su[i], sv[j]);
+        std::memcpy(&p[4 * (i * cols + j)], &q, 4);
+      }
+    return p;
+  }
+};
+
+std::vector<std::byte> zigzag_sub(const std::vector<std::byte> &from, const std::vector<std::byte> &to) {
+  std::vector<std::byte> p(from.size());
+  for (size_t i = 0; i < from.size() / 4; ++i) {
+    uint32_t x, y;
+    std::memcpy(&x, &from[4 * i], 4);
+    std::memcpy(&y, &to[4 * i], 4);
+    const uint32_t d = y - x, z = (d << 1) ^ (0 - (d >> 31));
+    std::memcpy(&p[4 * i], &z, 4);
+  }
+  return p;
+}
+
+// A patch of one f32 tensor "t" (rows x cols) from a to b: the result side `op` with payload "pr"
+// and, when `rank` > 0, predictor "lr" of `rank`; the base side MISSING.
+void write_low_rank_patch(const std::string &path, uint64_t rows, uint64_t cols, uint64_t ax, uint64_t bx,
+                          mpk::fb::PatchOp op, const std::vector<std::byte> &payload,
+                          const std::vector<std::byte> &factors, unsigned rank, uint64_t incompatible,
+                          mpk::Codec codec = mpk::Codec::None, uint32_t chunk = 1u << 20) {
+  mpk::WriterOptions o;
+  o.fsync = false;
+  o.compression.codec = codec;
+  o.compression.chunk_size = chunk;
+  auto w = mpk::Writer::create(path, o);
+  REQUIRE(w.ok());
+  const uint64_t ps[] = {payload.size() / 4}, fs_[] = {factors.size()};
+  REQUIRE_OK(w->add_tensor("pr", MPK_DTYPE_U32, ps, payload));
+  if (!factors.empty()) REQUIRE_OK(w->add_tensor("lr", MPK_DTYPE_U8, fs_, factors));
+  namespace fb = mpk::fb;
+  const std::vector<uint64_t> shape = {rows, cols};
+  mpk::detail::WriterAccess::set_patch(*w, [&](flatbuffers::FlatBufferBuilder &b) {
+    auto side = [&](uint64_t x, bool result) {
+      auto comp = fb::CreateComponent(b, b.CreateString("weights"), b.CreateString("weights"));
+      auto comps = b.CreateVector(std::vector<flatbuffers::Offset<fb::Component>>{comp});
+      auto t = fb::CreatePatchTensor(b, b.CreateString("t"), fb::DType::F32, b.CreateVector(shape), 0, x, 0,
+                                     result ? op : fb::PatchOp::MISSING, result ? 0 : 0xFFFFFFFFu,
+                                     result ? b.CreateString("pr") : 0, 0,
+                                     result && rank ? b.CreateString("lr") : 0, uint8_t(result ? rank : 0));
+      auto ts = b.CreateVector(std::vector<flatbuffers::Offset<fb::PatchTensor>>{t});
+      return fb::CreatePatchSide(b, b.CreateString(cid_of("t", MPK_DTYPE_F32, shape, x)), 64, 3, comps, 0, ts);
+    };
+    auto bs = side(ax, false);
+    auto rs = side(bx, true);
+    return fb::CreatePatch(b, 1, incompatible, 0, bs, rs);
+  });
+  REQUIRE_OK(w->commit());
+}
+
+}  // namespace
+
+TEST_CASE("low-rank sources made from the spec text apply bit for bit, edge cases of the arithmetic included",
+          "[patch][lowrank]") {
+  using mpk::fb::PatchOp;
+  TempDir dir;
+  const uint64_t rows = 300, cols = 1000;  // 1.2 MB: pieces and payload chunks of several sizes
+  const unsigned k = 5;
+  std::mt19937_64 rng(7);
+  LowRank f{rows, cols, k, {}, {}, {}, {}};
+  std::uniform_int_distribution<int> i8(-128, 127);
+  for (uint64_t i = 0; i < rows; ++i) f.su.push_back(std::ldexp(1.f + float(i % 7) / 8, -8 - int(i % 5)));
+  for (uint64_t j = 0; j < cols; ++j) f.sv.push_back(std::ldexp(1.f + float(j % 11) / 16, -9 - int(j % 3)));
+  for (uint64_t x = 0; x < rows * k; ++x) f.u.push_back(int8_t(i8(rng)));
+  for (uint64_t x = 0; x < k * cols; ++x) f.v.push_back(int8_t(i8(rng)));
+  f.su[3] = 0.f;   // a zero row scale: that row's prediction is the source
+  f.sv[4] = -0.f;  // a negative zero
+  f.sv[5] = -f.sv[5];
+  auto av = normal(rows * cols, 0.02f, 8);
+  // Sources the rules keep: zeros, a subnormal, infinities, NaNs.
+  av[10] = 0.f;
+  av[11] = -0.f;
+  av[12] = std::ldexp(1.f, -140);
+  av[13] = INFINITY;
+  av[14] = -INFINITY;
+  av[15] = NAN;
+  // A result that would fall under 2^-126: row 0 column 0 predicts -2^-126 from 1.5 * 2^-126.
+  for (unsigned t = 0; t < k; ++t) f.u[t] = 0, f.v[t * cols] = 0;
+  f.u[0] = -1;
+  f.v[0] = 1;
+  f.su[0] = std::ldexp(1.f, -63);
+  f.sv[0] = std::ldexp(1.f, -63);
+  av[0] = std::ldexp(1.5f, -126);
+  // One that overflows: row 1 column 1, 3e38 + 127 * 127 * 2^120.
+  for (unsigned t = 0; t < k; ++t) f.u[k + t] = 0, f.v[t * cols + 1] = 0;
+  f.u[k] = 127;
+  f.v[1] = 127;
+  f.su[1] = std::ldexp(1.f, 60);
+  f.sv[1] = std::ldexp(1.f, 60);
+  av[cols + 1] = 3e38f;
+  const auto a = f32(av);
+  auto bv = av;
+  nudge(bv, 1e-5f, 9);
+  bv[15] = av[15];
+  const auto b = f32(bv);
+  const auto p = f.predicted(a);
+  // The edge cases came out as the text says.
+  auto elem = [](const std::vector<std::byte> &v, size_t e) {
+    uint32_t x;
+    std::memcpy(&x, &v[4 * e], 4);
+    return x;
+  };
+  for (size_t e : {size_t(0), size_t(cols + 1), size_t(10), size_t(12), size_t(13), size_t(15)})
+    CHECK(elem(p, e) == elem(a, e));
+  CHECK(elem(p, 5 * cols + 5) != elem(a, 5 * cols + 5));  // an ordinary element moves
+  size_t moved = 0;
+  for (size_t e = 0; e < rows * cols; ++e) moved += elem(p, e) != elem(a, e);
+  CHECK(moved > rows * cols * 9 / 10);
+  write(dir / "a.mpk", Spec{{}, {{"t", MPK_DTYPE_F32, {rows, cols}, a, ""}}, {}});
+  write(dir / "b.mpk", Spec{{}, {{"t", MPK_DTYPE_F32, {rows, cols}, b, ""}}, {}});
+  const uint64_t ax = mpk::detail::xxh3_64(a.data(), a.size()), bx = mpk::detail::xxh3_64(b.data(), b.size());
+  const auto blob = f.blob();
+  const auto pay = zigzag_sub(p, b);
+  // SUB on the predicted source; raw, and compressed in chunks that do and do not nest in pieces.
+  for (const auto &[codec, chunk] : {std::pair{mpk::Codec::None, 1u << 20}, std::pair{mpk::Codec::Auto, 999999u},
+                                     std::pair{mpk::Codec::Auto, 64u << 10}}) {
+    INFO("chunk " << chunk);
+    write_low_rank_patch(dir / "p", rows, cols, ax, bx, PatchOp::SUB, pay, blob, k, 4, codec, chunk);
+    check_applies(dir / "a.mpk", dir / "p", dir / "b.mpk", dir / "out.mpk");
+    auto s = mpk::inspect_patch(dir / "p");
+    REQUIRE(s.ok());
+    CHECK(s->low_rank == 1);
+    CHECK(s->missing == 1);
+  }
+  // SUB_SORTED: the keys are the predicted source's exponents (bit 0 as well).
+  write_low_rank_patch(dir / "p", rows, cols, ax, bx, PatchOp::SUB_SORTED, spec_sorted_payload<uint32_t>(p, p, b, 23, 8),
+                       blob, k, 5);
+  check_applies(dir / "a.mpk", dir / "p", dir / "b.mpk", dir / "out.mpk");
+  // The payload of the plain source under a predictor, and the predicted one without: wrong bytes, caught.
+  write_low_rank_patch(dir / "p", rows, cols, ax, bx, PatchOp::SUB, zigzag_sub(a, b), blob, k, 4);
+  REQUIRE_CODE(mpk::apply_patch(dir / "a.mpk", {dir / "p"}, dir / "out.mpk", apply_opts()), MPK_ERR_CHECKSUM);
+  write_low_rank_patch(dir / "p", rows, cols, ax, bx, PatchOp::SUB, pay, {}, 0, 0);
+  REQUIRE_CODE(mpk::apply_patch(dir / "a.mpk", {dir / "p"}, dir / "out.mpk", apply_opts()), MPK_ERR_CHECKSUM);
+  CHECK(!fs::exists(dir / "out.mpk"));
+}
+
+TEST_CASE("hostile low-rank sources are refused by name, before anything is written", "[patch][lowrank][hostile]") {
+  using mpk::fb::PatchOp;
+  TempDir dir;
+  const uint64_t rows = 10, cols = 100;
+  LowRank f{rows, cols, 2, std::vector<float>(rows, 0.01f), std::vector<float>(cols, 0.01f),
+            std::vector<int8_t>(rows * 2, 3), std::vector<int8_t>(2 * cols, -2)};
+  const auto a = f32(normal(rows * cols, 0.02f, 1));
+  auto bv = normal(rows * cols, 0.02f, 1);
+  nudge(bv, 1e-4f, 2);
+  const auto b = f32(bv);
+  write(dir / "a.mpk", Spec{{}, {{"t", MPK_DTYPE_F32, {rows, cols}, a, ""}}, {}});
+  const uint64_t ax = mpk::detail::xxh3_64(a.data(), a.size()), bx = mpk::detail::xxh3_64(b.data(), b.size());
+  const auto pay = zigzag_sub(f.predicted(a), b);
+  auto attempt = [&](PatchOp op, const std::vector<std::byte> &blob, unsigned rank, uint64_t bits, mpk_status code,
+                     const std::string &words, uint64_t r = 10, uint64_t c = 100) {
+    INFO(words);
+    write_low_rank_patch(dir / "p", r, c, ax, bx, op, pay, blob, rank, bits);
+    const mpk::Status s = mpk::apply_patch(dir / "a.mpk", {dir / "p"}, dir / "out.mpk", apply_opts());
+    REQUIRE_CODE(s, code);
+    CHECK(s.message().find(words) != std::string::npos);
+    CHECK(!fs::exists(dir / "out.mpk"));
+  };
+  write_low_rank_patch(dir / "p", rows, cols, ax, bx, PatchOp::SUB, pay, f.blob(), 2, 4);  // the good one
+  REQUIRE_OK(mpk::apply_patch(dir / "a.mpk", {dir / "p"}, dir / "out.mpk", apply_opts()));
+  fs::remove(dir / "out.mpk");
+  attempt(PatchOp::SUB, f.blob(), 2, 0, MPK_ERR_CORRUPT_HEADER, "does not set incompatible bit 2");
+  attempt(PatchOp::SUB, f.blob(), 2, 8, MPK_ERR_UNSUPPORTED_FEATURE, "feature bits 0x8");
+  attempt(PatchOp::XOR, f.blob(), 2, 4, MPK_ERR_CORRUPT_HEADER, "operation other than SUB or SUB_SORTED");
+  attempt(PatchOp::SUB, f.blob(), 65, 4, MPK_ERR_CORRUPT_HEADER, "a rank of 1..64 (rank 65)");
+  attempt(PatchOp::SUB, f.blob(), 11, 4, MPK_ERR_CORRUPT_HEADER, "rank 11 exceeds its 10 x 100 shape");
+  attempt(PatchOp::SUB, f.blob(), 3, 4, MPK_ERR_CORRUPT_HEADER, "predictor holds 660 bytes, not 770");
+  auto short_blob = f.blob();
+  short_blob.pop_back();
+  attempt(PatchOp::SUB, short_blob, 2, 4, MPK_ERR_CORRUPT_HEADER, "predictor holds 659 bytes, not 660");
+  attempt(PatchOp::SUB, f.blob(), 2, 4, MPK_ERR_CORRUPT_HEADER, "rank 2 exceeds its 1 x 1000 shape", 1, 1000);
+  for (float bad : {std::ldexp(1.f, -130), float(INFINITY), float(NAN)}) {
+    LowRank g = f;
+    g.sv[7] = bad;
+    attempt(PatchOp::SUB, g.blob(), 2, 4, MPK_ERR_CORRUPT_DATA, "is not 0 or a finite normal f32");
+  }
+  // Rank without a predictor, a predictor that is not there, a 1-D tensor: through
+  // the general crafted-table helper.
+  Craft c;
+  c.shape = {10, 100};
+  c.op = uint8_t(PatchOp::SUB);
+  c.incompatible = 4;
+  c.rank = 2;
+  refused_craft(dir, c, MPK_ERR_CORRUPT_HEADER, "needs both a predictor and a rank");
+  c.predictor = "nope";
+  refused_craft(dir, c, MPK_ERR_CORRUPT_HEADER, "its predictor 'nope' is missing");
+  c.shape = {1000};
+  refused_craft(dir, c, MPK_ERR_CORRUPT_HEADER, "is not a non-empty f32 tensor of 2 or more dimensions");
+}
+
+namespace {
+
+// A model pair whose 2-D tensors changed by a product of rank 4 plus a little noise: a fine-tune
+// seen from far away.
+void low_rank_pair(const std::string &a_path, const std::string &b_path, mpk::Codec layout) {
+  Model0 a = base_model(false);
+  a.w["wide"] = normal(960 * 64, 0.02f, 40);  // spec() shapes it 960 x 64
+  Model0 b = a;
+  for (auto &[name, v] : b.w) {
+    const size_t rows = v.size() % 64 == 0 ? v.size() / 64 : 1, cols = v.size() / rows;
+    const auto l = normal(rows * 4, 1.f, std::hash<std::string>{}(name) + 1), r = normal(4 * cols, 1.f, 77);
+    for (size_t i = 0; i < rows; ++i)
+      for (size_t j = 0; j < cols; ++j) {
+        float s = 0;
+        for (int t = 0; t < 4; ++t) s += l[i * 4 + t] * r[t * cols + j];
+        v[i * cols + j] += 2e-4f * s;
+      }
+    nudge(v, 2e-6f, std::hash<std::string>{}(name) + 2);
+  }
+  write(a_path, a.spec(), layout);
+  write(b_path, b.spec(), layout);
+}
+
+}  // namespace
+
+TEST_CASE("diff predicts an f32 tensor's change by a low-rank product at levels >= 6, one-way, bit for bit",
+          "[patch][lowrank]") {
+  for (mpk::Codec layout : {mpk::Codec::None, mpk::Codec::Auto}) {
+    INFO("compressed " << (layout == mpk::Codec::Auto));
+    TempDir dir;
+    low_rank_pair(dir / "a.mpk", dir / "b.mpk", layout);
+    mpk::DiffOptions o = quick();
+    o.level = 9;
+    mpk::PatchSummary s, off, l3, two;
+    REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "lr.mpkp", o, &s));
+    check_applies(dir / "a.mpk", dir / "lr.mpkp", dir / "b.mpk", dir / "out.mpk");
+    o.low_rank = false;
+    REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "plain.mpkp", o, &off));
+    o.low_rank = true;
+    o.level = 3;
+    REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "l3.mpkp", o, &l3));
+    o.level = 9;
+    o.two_way = true;
+    REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "two.mpkp", o, &two));
+    INFO("low-rank " << s.payload_bytes << " (" << s.low_rank << " tensors), without " << off.payload_bytes);
+    // The 2-D tensors of >= 64 KiB (embed, mlp x 3, wide; attn is 48 KiB) are predicted; nothing else.
+    CHECK(s.low_rank == 5);
+    CHECK(off.low_rank == 0);
+    CHECK(l3.low_rank == 0);
+    CHECK(two.low_rank == 0);
+    CHECK(double(s.payload_bytes) < 0.8 * double(off.payload_bytes));
+    CHECK(s.missing >= 5);  // their base tensors do not come back from this patch
+    const mpk::Status r = mpk::apply_patch(dir / "b.mpk", {dir / "lr.mpkp"}, dir / "back.mpk", apply_opts(true));
+    REQUIRE_CODE(r, MPK_ERR_UNSUPPORTED_FEATURE);
+    CHECK(!fs::exists(dir / "back.mpk"));
+    REQUIRE_OK(mpk::apply_patch(dir / "b.mpk", {dir / "two.mpkp"}, dir / "back.mpk", apply_opts(true)));
+    CHECK(same_file(dir / "back.mpk", dir / "a.mpk"));
+    // A chain through a low-rank patch and back is the base again.
+    REQUIRE_OK(mpk::diff(dir / "b.mpk", dir / "a.mpk", dir / "ba.mpkp", o, nullptr));
+    REQUIRE_OK(mpk::apply_patch(dir / "a.mpk", {dir / "lr.mpkp", dir / "ba.mpkp"}, dir / "round.mpk", apply_opts()));
+    CHECK(same_file(dir / "round.mpk", dir / "a.mpk"));
+  }
 }
