@@ -15,7 +15,7 @@ using mpk::capi::null_arg;
 namespace {
 constexpr size_t kPatchOptionsV1Size = 24;  // the first release (0.2)
 static_assert(sizeof(mpk_patch_options) == kPatchOptionsV1Size, "mpk_patch_options fields are only ever appended");
-constexpr uint32_t kKnownFlags = MPK_PATCH_TWO_WAY | MPK_PATCH_NO_FSYNC | MPK_PATCH_REVERSE;
+constexpr uint32_t kKnownFlags = MPK_PATCH_TWO_WAY | MPK_PATCH_NO_FSYNC | MPK_PATCH_REVERSE | MPK_PATCH_NO_LOW_RANK;
 
 mpk_status read_patch_options(const char *fn, const mpk_patch_options *opts, mpk_patch_options *o) {
   *o = MPK_PATCH_OPTIONS_INIT;
@@ -57,6 +57,7 @@ mpk_status mpk_diff(const char *base, const char *target, const char *patch, con
     if (o.level) cpp.level = o.level;
     if (o.result_level) cpp.result_level = o.result_level;
     cpp.two_way = o.flags & MPK_PATCH_TWO_WAY;
+    cpp.low_rank = !(o.flags & MPK_PATCH_NO_LOW_RANK);
     cpp.fsync = !(o.flags & MPK_PATCH_NO_FSYNC);
     cpp.threads = o.threads;
     return check(mpk::diff(base, target, patch, cpp));
@@ -73,8 +74,9 @@ mpk_status mpk_patch(const char *base, const char *const *patches, size_t count,
     if (!patches) return null_arg(fn, "patches");
     mpk_patch_options o;
     if (mpk_status s = read_patch_options(fn, opts, &o)) return s;
-    if (o.flags & MPK_PATCH_TWO_WAY)
-      return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": MPK_PATCH_TWO_WAY is a flag of mpk_diff");
+    if (o.flags & (MPK_PATCH_TWO_WAY | MPK_PATCH_NO_LOW_RANK))
+      return fail(MPK_ERR_INVALID_ARGUMENT,
+                  std::string(fn) + ": MPK_PATCH_TWO_WAY and MPK_PATCH_NO_LOW_RANK are flags of mpk_diff");
     if (o.level || o.result_level)
       return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": level and result_level are options of mpk_diff (0 here)");
     std::vector<std::string> list;

@@ -603,6 +603,8 @@ MPK_API mpk_status mpk_convert(const char *in, const char *out, const mpk_conver
                                          patch always applies in reverse */
 #define MPK_PATCH_NO_FSYNC (1u << 1)  /* do not sync the output before/after the final rename */
 #define MPK_PATCH_REVERSE (1u << 2)   /* mpk_patch: `base` is the patches' result; rebuild their base */
+#define MPK_PATCH_NO_LOW_RANK (1u << 3) /* mpk_diff: never predict an f32 tensor's change by a low-rank
+                                           product (which levels >= 6 of one-way patches try) */
 
 typedef struct mpk_patch_options {
   uint32_t struct_size;   /* sizeof(mpk_patch_options) */
@@ -622,7 +624,9 @@ MPK_API mpk_status mpk_patch_options_init(mpk_patch_options *opts, size_t struct
  * (nothing appears there on error). Tensors kept, renamed or moved cost a few bytes; changed ones the
  * smallest of their new data and their XOR or integer difference from the base, compressed (at levels
  * >= 6 the difference of a float tensor may be stored in the order of the base's exponents, which a
- * one-way patch cannot undo: FORMAT.md 7.10 SUB_SORTED). A tensor that gained or lost rows at its end
+ * one-way patch cannot undo: FORMAT.md 7.10 SUB_SORTED; and an f32 matrix's difference may be taken against
+ * the base plus a fitted low-rank product, also one-way: "Low-rank sources"; MPK_PATCH_NO_LOW_RANK turns
+ * that off). A tensor that gained or lost rows at its end
  * (a resized vocabulary) is a delta against the base tensor cut or zero-extended; one that shrank does not
  * reverse from a one-way patch. Memory is bounded by a few pieces of 4 MiB,
  * whatever the model size. NULL options: defaults. */

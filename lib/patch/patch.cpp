@@ -459,7 +459,7 @@ double plane_entropy_bytes(const std::byte *d, size_t n) {  // order-0 entropy o
 Result<std::optional<LowRankChoice>> try_low_rank(const Model &base, size_t bi, const Model &target, size_t ti,
                                                   fb::PatchOp current, const DiffOptions &o, codec::Scratch &scratch) {
   const TensorInfo t = target.info(ti);
-  constexpr uint64_t kMinBytes = 64u << 10;
+  constexpr uint64_t kMinBytes = 1024;  // and 8 rows and columns: the fit is cheap, the 1% rule decides
   if (t.dtype != MPK_DTYPE_F32 || t.shape.size() < 2 || t.nbytes < kMinBytes || !is_delta(current))
     return std::optional<LowRankChoice>();
   const lowrank::Dims d{t.shape[0], t.nbytes / 4 / t.shape[0]};

@@ -1478,13 +1478,15 @@ def _patch_options(flags: int, level: int = 0, result_level: int = 0, threads: i
 
 
 def diff(base, new, patch, two_way: bool = False, *, level: int = 0, result_level: int = 0,
-         threads: int = 0, fsync: bool = True) -> None:
+         threads: int = 0, fsync: bool = True, low_rank: bool = True) -> None:
     """Writes at `patch` a delta patch turning the model `base` into the model `new` (mpk_diff).
     two_way: also store what the patch removes, replaces or cuts short, and use only deltas that
     reverse, so it applies in reverse too (one-way patches at level >= 6 may order float deltas by
     the base's exponents, which cannot be undone). Tensors that gained or lost rows at their end (a
-    resized vocabulary) are deltas too."""
-    flags = (0x1 if two_way else 0) | (0 if fsync else 0x2)  # MPK_PATCH_TWO_WAY, MPK_PATCH_NO_FSYNC
+    resized vocabulary) are deltas too. low_rank=False: never take an f32 matrix's difference against
+    the base plus a fitted low-rank product (tried at level >= 6 on one-way patches; not reversible)."""
+    flags = (0x1 if two_way else 0) | (0 if fsync else 0x2) | (0 if low_rank else 0x8)
+    # MPK_PATCH_TWO_WAY, MPK_PATCH_NO_FSYNC, MPK_PATCH_NO_LOW_RANK
     opts = _patch_options(flags, level, result_level, threads)
     _core.mpk_diff(_cpath(base), _cpath(new), _cpath(patch), byref(opts))
 

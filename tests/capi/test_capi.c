@@ -1962,6 +1962,13 @@ static void test_patch(void) {
           "mpk_patch_options_init defaults");
     CHECK_STATUS(mpk_patch_options_init(&d, 8), MPK_ERR_INVALID_ARGUMENT);
   }
+  o.flags = MPK_PATCH_NO_FSYNC | MPK_PATCH_NO_LOW_RANK; /* a flag of mpk_diff (levels >= 6) */
+  o.level = 9;
+  CHECK_OK(mpk_diff(v1, v2, p12, &o));
+  o.level = 0;
+  o.flags = MPK_PATCH_NO_LOW_RANK;
+  CHECK_STATUS(mpk_patch(v1, chain, 1, out, &o), MPK_ERR_INVALID_ARGUMENT);
+  CHECK_MESSAGE("MPK_PATCH_NO_LOW_RANK");
   o.flags = MPK_PATCH_REVERSE;
   CHECK_STATUS(mpk_diff(v1, v2, p12, &o), MPK_ERR_INVALID_ARGUMENT);
   o.flags = MPK_PATCH_TWO_WAY;

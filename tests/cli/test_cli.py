@@ -788,6 +788,30 @@ def case_patch(tmp):
     code, _, e = run("patch", "--reverse", paths["s2"], ps, "-o", o)
     check(code == 1 and "MPK_ERR_UNSUPPORTED_FEATURE" in e and "'w'" in e and "--two-way" in e
           and not os.path.exists(o), f"reverse of a sorted patch: {code} {e!r}")
+    # A change of rank 3 (plus a little noise), as a fine-tune's mostly is: at --level 9 the delta is
+    # taken against the base plus a fitted low-rank product (one-way), far smaller than without.
+    low = v1["w"] + ((rng.standard_normal((256, 3)) @ rng.standard_normal((3, 300))) * 1e-3
+                     + rng.standard_normal((256, 300)) * 1e-6).astype(np.float32)
+    d = os.path.join(tmp, "vl")
+    write_tree(d, dict(v1, w=low.astype(np.float32)))
+    paths["vl"] = os.path.join(tmp, "vl.mpk")
+    run("pack", d, "-o", paths["vl"], "--no-fsync", expect=0)
+    pl, pn = os.path.join(tmp, "pl.mpkd"), os.path.join(tmp, "pn.mpkd")
+    _, out, _ = run("diff", paths["v1"], paths["vl"], "-o", pl, "--level", "9", "--no-fsync", expect=0)
+    check("1 of the deltas against a low-rank prediction" in out and "1 not reversible" in out,
+          f"diff --level 9 of a low-rank change: {out!r}")
+    _, out, _ = run("diff", paths["v1"], paths["vl"], "-o", pn, "--level", "9", "--no-low-rank", "--no-fsync", expect=0)
+    check("low-rank" not in out, f"diff --no-low-rank: {out!r}")
+    check(os.path.getsize(pl) < 0.8 * os.path.getsize(pn),
+          f"the low-rank patch ({os.path.getsize(pl)} B) is not well under the plain one ({os.path.getsize(pn)} B)")
+    _, text, _ = run("inspect", pl, expect=0)
+    check("1 against a low-rank prediction" in text, f"inspect low-rank patch: {text!r}")
+    run("patch", paths["v1"], pl, "-o", o, "--no-fsync", expect=0)
+    check(open(o, "rb").read() == open(paths["vl"], "rb").read(), "v1 + pl is not vl")
+    os.remove(o)
+    code, _, e = run("patch", "--reverse", paths["vl"], pl, "-o", o)
+    check(code == 1 and "MPK_ERR_UNSUPPORTED_FEATURE" in e and "'w'" in e and not os.path.exists(o),
+          f"reverse of a low-rank patch: {code} {e!r}")
     # A vocabulary grown by 20 rows (and every weight nudged): the shared rows are a delta against
     # the smaller base tensor, and the two-way patch rolls back.
     grown = np.concatenate([v1["w"] + (rng.standard_normal((256, 300)) * 1e-4).astype(np.float32),

@@ -25,7 +25,7 @@ std::span<const std::byte> bytes_of(const std::vector<T> &v) {
 }
 
 // The patch base: a few tensors of several dtypes in two components, with metadata.
-// variant 0 is the base itself; 1..6 are the "new" models the seed patches lead to.
+// variant 0 is the base itself; 1..7 are the "new" models the seed patches lead to.
 inline void write_patch_model(const std::string &path, int variant, bool compressed = false) {
   mpk::WriterOptions wo;
   wo.fsync = false;
@@ -42,6 +42,10 @@ inline void write_patch_model(const std::string &path, int variant, bool compres
   if (variant == 5) {  // every element by a similar step in value (a fine-tune): SUB_SORTED's case
     for (size_t i = 0; i < a.size(); ++i) a[i] += 1e-4f * float(int(i % 7) - 3);
     for (size_t i = 0; i < b.size(); ++i) b[i] += 1e-4f * float(int(i % 5) - 2);
+  }
+  if (variant == 7) {  // layer.a changed by a product of rank 1: a low-rank source (Patch.incompatible bit 2)
+    for (size_t i = 0; i < 16; ++i)
+      for (size_t j = 0; j < 16; ++j) a[i * 16 + j] += 1e-3f * float(int(i) - 7) * float(int(j % 5) - 2);
   }
   if (variant == 6) {  // resized (a delta across sizes): ids grown by 8 entries, layer.b cut by 16, one changed
     for (int k = 16; k < 24; ++k) ids.push_back(k * k);

@@ -216,6 +216,20 @@ int main(int argc, char **argv) {
     }
   }
 
+  {  // one-way, layer.a against a low-rank prediction (Patch.incompatible bit 2)
+    const std::string v = tmp + "/v7.mpk";
+    fuzz::write_patch_model(v, 7);
+    mpk::DiffOptions d;
+    d.fsync = false;
+    d.level = 9;
+    mpk::PatchSummary s;
+    must(mpk::diff(base, v, seed("patch", "low_rank.mpkd"), d, &s), "diff low-rank");
+    if (s.low_rank == 0) {
+      std::cerr << "make_seeds: the low_rank seed holds no low-rank source\n";
+      return 1;
+    }
+  }
+
   // ---- chunks: [codec][decoded size / 4, u16 LE][stored] -------------------------------------------
   {
     mpk::codec::Scratch scratch;

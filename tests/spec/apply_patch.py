@@ -9,8 +9,16 @@ Usage: apply_patch.py FROM PATCH TO [--reverse]
   TO       the model it must make: every tensor of the patch's result side (base side with --reverse)
            is rebuilt from FROM's tensors and the payloads, and must hash to the side's xxh3 and equal
            TO's decoded tensor of that name; the side's content id must be FROM's / TO's.
-Prints one line per operation kind used, then "ok"; exit status 0, or 1 with the first difference.
-Needs python3-xxhash (and python3-zstandard for zstd chunks, as read_mpk.py).
+Prints one line per operation kind used (and "resized sources: N", "low-rank sources: N"), then "ok";
+exit status 0, or 1 with the first difference or broken rule.
+Implements every operation and patch feature bit of §7.10: bit 0 `sorted-sub` (SUB_SORTED), bit 1
+`resized-source` (a delta's source cut or zero-extended to its tensor's size) and bit 2
+`low-rank-source` (rev. 7, "Low-rank sources": an f32 SUB / SUB_SORTED on the source predicted by
+i8 factors; their checks, and the prediction in exactly the document's IEEE binary64 arithmetic,
+which Python's floats are: binary64 rounded to nearest, ties to even, no fused multiply-add).
+Needs python3-xxhash (and python3-zstandard for zstd chunks, as read_mpk.py). The prediction uses
+numpy when it is importable (its float64 elementwise operations and float32 cast are the same IEEE
+operations), else a pure-Python loop of the same steps.
 """
 import array
 import os
@@ -20,11 +28,20 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import read_mpk as R  # noqa: E402
 
+try:
+    import numpy as np
+except ImportError:  # the pure-Python prediction below is the same arithmetic, only slower
+    np = None
+
 xxhash = R.xxhash
 
 OP_NAMES = {0: "COPY", 1: "LITERAL", 2: "XOR", 3: "SUB", 4: "MISSING", 5: "SUB_SORTED"}
 SORTED_SUB_BIT = 1  # Patch.incompatible bit 0
 RESIZED_BIT = 2     # Patch.incompatible bit 1 (rev. 6): a delta's source and payload may differ in size
+LOW_RANK_BIT = 4    # Patch.incompatible bit 2 (rev. 7): an f32 delta's source may be predicted by a low-rank product
+F32 = 2             # DType f32 (R.DTYPES)
+MAX_RANK = 64       # a predictor's rank k is 1..64
+MIN_NORMAL = 2.0 ** -126  # the smallest normal f32
 GROUP = 1 << 20     # SUB_SORTED: bytes per group
 EXPONENT = {3: (10, 5), 4: (7, 8), 2: (23, 8), 20: (23, 8), 1: (52, 11)}  # dtype -> (shift, bits)
 ARRAY_CODE = {1: "B", 2: "H", 4: "I", 8: "Q"}  # unsigned integers of w bytes (checked below)
@@ -114,6 +131,106 @@ def sorted_order(src, w, dtype):
     return order
 
 
+def predictor_error(t, bits, payloads):
+    """§7.10 "Low-rank sources", the checks at open of a PatchTensor t with `predictor` or `rank`, in
+    the document's order: None when t has neither or passes them, else what is wrong."""
+    k, pred, op, shape = t["rank"], t["predictor"], t["op"], t["shape"]
+    if pred is None and k == 0:
+        return None
+    if not bits & LOW_RANK_BIT:
+        return "a predictor or rank without Patch.incompatible bit 2 (low-rank-source)"
+    if pred is None or not 1 <= k <= MAX_RANK:
+        return f"rank {k} {'without' if pred is None else 'with'} a predictor (1..{MAX_RANK} exactly with one)"
+    if op not in (3, 5):
+        return f"a predictor on op {OP_NAMES.get(op, op)}, not SUB or SUB_SORTED"
+    if t["dtype"] != F32:
+        return f"a predictor on dtype {R.DTYPES.get(t['dtype'], (t['dtype'],))[0]}, not f32"
+    if len(shape) < 2:
+        return f"a predictor on a tensor with {len(shape)} dimension(s), not 2 or more"
+    n = side_nbytes(t)
+    if n == 0:
+        return "a predictor on an empty tensor"
+    rows, cols = shape[0], n // (4 * shape[0])
+    if k > min(rows, cols):
+        return f"rank {k} above min(R, C) = min({rows}, {cols})"
+    f = payloads.get(pred)
+    if f is None:
+        return f"its predictor {R.quote(pred)} is not a tensor of the patch"
+    if side_nbytes(f) != (4 + k) * (rows + cols):
+        return (f"its predictor {R.quote(pred)} holds {side_nbytes(f)} bytes, not (4 + {k}) * ({rows} + {cols}) = "
+                f"{(4 + k) * (rows + cols)}")
+    return None
+
+
+def predicted_source(src, rows, cols, k, factors, use_numpy=None):
+    """§7.10 "Low-rank sources", steps 1-3: the predicted source p (4 * rows * cols bytes) of the f32
+    source src (already cut or zero-extended to that size), from the predictor's decoded bytes
+    factors: su[rows], sv[cols] (f32), U[rows][k], V[k][cols] (i8, row-major). Raises ValueError when
+    a scale is neither +-0 nor a finite normal f32 (MPK_ERR_CORRUPT_DATA)."""
+    n = 4 * rows * cols
+    assert len(src) == n and len(factors) == (4 + k) * (rows + cols)
+    scale_bits = struct.unpack_from(f"<{rows + cols}I", factors, 0)
+    for x, b in enumerate(scale_bits):
+        if b & 0x7FFFFFFF and ((b >> 23) & 0xFF) in (0, 0xFF):
+            which = f"su[{x}]" if x < rows else f"sv[{x - rows}]"
+            raise ValueError(f"predictor scale {which} = {b:#010x} is neither +-0 nor a finite normal f32")
+    scales = struct.unpack_from(f"<{rows + cols}f", factors, 0)  # exact: normal f32 -> binary64
+    su, sv = scales[:rows], scales[rows:]
+    u_at, v_at = 4 * (rows + cols), 4 * (rows + cols) + rows * k
+    if use_numpy is None:
+        use_numpy = np is not None
+    if use_numpy:
+        return _predicted_numpy(src, rows, cols, k, su, sv, factors[u_at:v_at], factors[v_at:])
+    U = array.array("b", factors[u_at:v_at])
+    V = array.array("b", factors[v_at:])
+    v_cols = [V[j::cols] for j in range(cols)]  # V[t][j] for t < k
+    s = words(src, 4)
+    out = array.array("I", s)
+    unpack_f, pack_f, unpack_i = struct.Struct("<f").unpack, struct.Struct("<f").pack, struct.Struct("<I").unpack
+    for i in range(rows):
+        u_row, su_i, base = U[i * k:(i + 1) * k], su[i], i * cols
+        for j in range(cols):
+            bits = s[base + j]
+            if ((bits >> 23) & 0xFF) in (0, 0xFF):  # zero, subnormal, infinite, NaN: p = s
+                continue
+            a = sum(x * y for x, y in zip(u_row, v_cols[j]))            # 1. an exact integer
+            r = unpack_f(bits.to_bytes(4, "little"))[0] + (float(a) * su_i) * sv[j]  # 2. binary64, RNE
+            if abs(r) < MIN_NORMAL:                                      # 3. below the normal range
+                continue
+            try:
+                q = unpack_i(pack_f(r))[0]                               # binary32, RNE
+            except OverflowError:
+                continue
+            if (q >> 23) & 0xFF != 0xFF:                                 # not infinite
+                out[base + j] = q
+    if sys.byteorder != "little":
+        out.byteswap()
+    return out.tobytes()
+
+
+def _predicted_numpy(src, rows, cols, k, su, sv, u_bytes, v_bytes):
+    """predicted_source's steps with numpy, a band of rows at a time: the products of i8 factors are
+    summed in int64 (exact), then the same binary64 multiplications and addition, elementwise."""
+    s = np.frombuffer(src, dtype="<u4").reshape(rows, cols)
+    U = np.frombuffer(u_bytes, dtype=np.int8).reshape(rows, k).astype(np.int64)
+    V = np.frombuffer(v_bytes, dtype=np.int8).reshape(k, cols).astype(np.int64)
+    su64 = np.array(su, dtype=np.float64)
+    sv64 = np.array(sv, dtype=np.float64)
+    out = np.empty((rows, cols), dtype="<u4")
+    band = max(1, (1 << 20) // cols)
+    with np.errstate(all="ignore"):
+        for i0 in range(0, rows, band):
+            i1 = min(rows, i0 + band)
+            sb = s[i0:i1]
+            a = U[i0:i1] @ V                                                       # 1.
+            r = sb.view("<f4").astype(np.float64) + (a.astype(np.float64) * su64[i0:i1, None]) * sv64[None, :]  # 2.
+            q = r.astype(np.float32).view(np.uint32)                               # 3. RNE; overflow -> inf
+            e = (sb >> 23) & 0xFF
+            keep = (e == 0) | (e == 0xFF) | (np.abs(r) < MIN_NORMAL) | (((q >> 23) & 0xFF) == 0xFF)
+            out[i0:i1] = np.where(keep, sb, q)
+    return out.tobytes()
+
+
 def main(argv):
     reverse = "--reverse" in argv
     args = [a for a in argv if a != "--reverse"]
@@ -126,11 +243,17 @@ def main(argv):
     if patch is None:
         print(f"{args[1]} is not a patch", file=sys.stderr)
         return 1
-    if patch["version"] != 1 or patch["incompatible"] & ~(SORTED_SUB_BIT | RESIZED_BIT):
+    if patch["version"] != 1 or patch["incompatible"] & ~(SORTED_SUB_BIT | RESIZED_BIT | LOW_RANK_BIT):
         print(f"unsupported patch: version {patch['version']}, incompatible bits {patch['incompatible']:#x}",
               file=sys.stderr)
         return 1
     payloads = {t["name"]: t for t in phdr["tensors"]}
+    for side in ("base", "result"):  # checked at open, both sides
+        for t in patch[side]["tensors"]:
+            err = predictor_error(t, patch["incompatible"], payloads)
+            if err is not None:
+                print(f"{side} tensor {R.quote(t['name'])}: {err}", file=sys.stderr)
+                return 1
     frm, to = (patch["result"], patch["base"]) if reverse else (patch["base"], patch["result"])
     sign = -1 if reverse else 1
     if frm["content_id"].decode() != src.content_id:
@@ -163,6 +286,15 @@ def main(argv):
             if len(s) != n:
                 used["resized sources"] = used.get("resized sources", 0) + 1
             src_bytes, pay = s[:n] + bytes(max(0, n - len(s))), pay[:n]
+            if t["predictor"] is not None:  # the predicted source p in place of the source (keys from p)
+                rows, k = t["shape"][0], t["rank"]
+                factors = tensor_bytes(args[1], ppre, payloads[t["predictor"]])
+                try:
+                    src_bytes = predicted_source(src_bytes, rows, n // (4 * rows), k, factors)
+                except ValueError as e:
+                    print(f"tensor {R.quote(name)}: {e}", file=sys.stderr)
+                    return 1
+                used["low-rank sources"] = used.get("low-rank sources", 0) + 1
         elif (op == 0 and len(src.bytes_of(source)) != n) or (op == 1 and len(pay) != n):
             print(f"tensor {R.quote(name)}: its source or payload is not {n} bytes", file=sys.stderr)
             return 1

@@ -690,8 +690,8 @@ bool sample_nothing(const std::string &path) {
 // Two versions of a model and the patches between them (FORMAT.md 7.10), for apply_patch.py:
 // weights over three decades moved by about the same amount in value (f32 over two SUB_SORTED
 // groups, bf16, f64, f16), a u16 tensor with a few bits flipped, one kept, one renamed, one removed, one
-// added; the new version compressed. A one-way patch at level 9 (SUB_SORTED where it pays) and
-// a two-way one at level 3.
+// added, a matrix changed by a low-rank product; the new version compressed. A one-way patch at
+// level 9 (SUB_SORTED and low-rank sources where they pay) and a two-way one at level 3.
 bool make_patch_samples(const std::string &dir) {
   uint64_t x = 88172645463325252ull;
   auto uniform = [&x] {  // xorshift64: the same numbers on every platform
@@ -740,6 +740,27 @@ bool make_patch_samples(const std::string &dir) {
   auto ca = pattern(500, 64), cb = ca;
   cb.resize(400);
   for (size_t i = 0; i < cb.size(); i += 29) cb[i] ^= std::byte{0x10};
+  // Low-rank source (rev. 7): "lr" (96 x 256 f32) changed by a product of rank 3 plus a little
+  // noise; a zero, a negative zero, a subnormal, infinities and a NaN among its weights, unchanged.
+  std::vector<std::byte> la(96 * 256 * 4), lb(la.size());
+  {
+    std::vector<double> l(96 * 3), r(3 * 256);
+    for (double &v : l) v = uniform() - 0.5;
+    for (double &v : r) v = uniform() - 0.5;
+    for (size_t i = 0; i < 96; ++i)
+      for (size_t j = 0; j < 256; ++j) {
+        double d = 0;
+        for (size_t t = 0; t < 3; ++t) d += l[i * 3 + t] * r[t * 256 + j];
+        float fa = float(0.04 * (uniform() - 0.5)), fb = float(double(fa) + 4e-3 * d + 2e-6 * (uniform() - 0.5));
+        const size_t e = i * 256 + j;
+        if (e >= 100 && e < 106) {
+          const float special[] = {0.f, -0.f, std::ldexp(1.f, -135), INFINITY, -INFINITY, NAN};
+          fa = fb = special[e - 100];
+        }
+        std::memcpy(&la[4 * e], &fa, 4);
+        std::memcpy(&lb[4 * e], &fb, 4);
+      }
+  }
   auto xa = pattern(4000, 61), xb = xa;
   for (size_t i = 0; i < xb.size(); i += 37) xb[i] ^= std::byte{0x04};
   const auto keep = pattern(400, 62), moved = pattern(300, 63);
@@ -756,6 +777,7 @@ bool make_patch_samples(const std::string &dir) {
     ok = ok && check(w->add_tensor("f", MPK_DTYPE_F16, std::vector<uint64_t>{30001}, v ? fb : fa), "f");
     ok = ok && check(w->add_tensor("keep", MPK_DTYPE_I32, std::vector<uint64_t>{100}, keep), "keep");
     ok = ok && check(w->add_tensor("g", MPK_DTYPE_F32, std::vector<uint64_t>{v ? 70000u : 60000u}, v ? gb : ga), "g");
+    ok = ok && check(w->add_tensor("lr", MPK_DTYPE_F32, std::vector<uint64_t>{96, 256}, v ? lb : la), "lr");
     ok = ok && check(w->add_tensor("cut", MPK_DTYPE_U8, std::vector<uint64_t>{v ? 400u : 500u}, v ? cb : ca), "cut");
     ok = ok && check(w->add_tensor(v ? "renamed" : "old", MPK_DTYPE_U8, std::vector<uint64_t>{300}, moved), "moved");
     if (v == 0) ok = ok && add(*w, "gone", MPK_DTYPE_I8, {50}, 64);
@@ -770,9 +792,11 @@ bool make_patch_samples(const std::string &dir) {
   ok = ok && check(mpk::diff(dir + "/patch_a.mpk", dir + "/patch_b.mpk", dir + "/patch_oneway.mpkd", d, &s), "diff");
   // f32 (twice: "g" from a zero-extended source), bf16, f64 and f16: every key width; "g" and "cut"
   // deltas across sizes.
-  if (ok && (s.sorted_subs != 5 || s.resized != 2)) {
-    std::fprintf(stderr, "make_sample: the one-way patch holds %llu SUB_SORTED operations, not 5, and %llu "
-                 "resized deltas, not 2\n", (unsigned long long)s.sorted_subs, (unsigned long long)s.resized);
+  // "lr" against a low-rank prediction.
+  if (ok && (s.sorted_subs != 5 || s.resized != 2 || s.low_rank != 1)) {
+    std::fprintf(stderr, "make_sample: the one-way patch holds %llu SUB_SORTED operations, not 5, %llu "
+                 "resized deltas, not 2, and %llu low-rank sources, not 1\n", (unsigned long long)s.sorted_subs,
+                 (unsigned long long)s.resized, (unsigned long long)s.low_rank);
     return false;
   }
   d.level = 3;

@@ -7,7 +7,8 @@ numbered rules of docs/FORMAT.md section 12 in their order. It exists to prove t
 enough to write a reader, and to cross-check libmodelpack against it (tests/spec/test_spec.sh).
 It reads format 1.4: quantization records (§7.11: `Tensor.quant`, incompatible bit 4, rules Q1-Q10,
 the int8 records in the content id, §11), the patch table (§7.10, structure only: incompatible bit 3;
-`PatchTensor.quant` is verified as a table, not checked), the extended dtypes with their blocks
+`PatchTensor.quant` is verified as a table, not checked; rev. 7's `predictor` and `rank`, ids 10 and
+11, are read and left to an applier to check), the extended dtypes with their blocks
 (§7.2-7.4, rules T8a-T10), incompatible feature bit 1, the metadata value types 11-13 (typed
 scalar, typed array, list; §6.5, §9.1, rules M4 and M5), and compressed tensors (incompatible feature bit 0, `encoding = CHUNKED`, §7.8-7.9,
 rules K1-K6 and X1-X3): chunk codecs raw, zstd and planes, whose planes are raw, zstd or rANS-Nx16.
@@ -561,7 +562,8 @@ def parse_patch(fb, pos):
                                      component=x.scalar(3, "I", 0), xxh3=x.scalar(4, "Q", 0),
                                      chunk_size=x.scalar(5, "I", 0), op=x.scalar(6, "B", 0),
                                      source=x.scalar(7, "I", 0xFFFFFFFF), payload=fb.string(x.ref(8)),
-                                     quant=parse_quant(fb, x.ref(9))))
+                                     quant=parse_quant(fb, x.ref(9)),
+                                     predictor=fb.string(x.ref(10)), rank=x.scalar(11, "B", 0)))  # rev. 7
             fb.end_table()
         fb.end_table()
         p[side] = d

@@ -70,6 +70,7 @@ if [ "$file" = "--patches" ]; then
   run "$d/patch_a.mpk" "$d/patch_oneway.mpkd" "$d/patch_b.mpk"
   grep -q "^SUB_SORTED: 5$" "$out" || { echo "FAIL: the one-way patch did not use SUB_SORTED on its 5 float tensors"; st=1; }
   grep -q "^resized sources: 2$" "$out" || { echo "FAIL: the one-way patch did not resize 2 sources"; st=1; }
+  grep -q "^low-rank sources: 1$" "$out" || { echo "FAIL: the one-way patch did not predict 1 source by a low-rank product"; st=1; }
   run "$d/patch_a.mpk" "$d/patch_twoway.mpkd" "$d/patch_b.mpk"
   run "$d/patch_b.mpk" "$d/patch_twoway.mpkd" "$d/patch_a.mpk" --reverse
   grep -q "^SUB: " "$out" || { echo "FAIL: the two-way patch used no SUB"; st=1; }

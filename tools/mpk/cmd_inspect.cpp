@@ -438,7 +438,9 @@ int print_text(const Model &m, const std::string &path) {
     kv("operations:", std::to_string(p->copies) + " kept/moved, " + std::to_string(p->literals) + " new data, " +
                           std::to_string(p->xors) + " xor, " + std::to_string(p->subs) + " sub, " +
                           std::to_string(p->sorted_subs) + " sorted sub" +
-                          (p->resized ? " (" + std::to_string(p->resized) + " of the deltas resized)" : "") + "; " +
+                          (p->resized ? " (" + std::to_string(p->resized) + " of the deltas resized)" : "") +
+                          (p->low_rank ? ", " + std::to_string(p->low_rank) + " against a low-rank prediction" : "") +
+                          "; " +
                           std::to_string(p->removed) + " base tensors removed, " + std::to_string(p->missing) +
                           " not reversible");
   }

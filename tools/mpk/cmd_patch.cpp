@@ -1,5 +1,5 @@
-// cmd_patch.cpp - `mpk diff BASE NEW -o PATCH [--two-way] [--level N] [--result-level N] [--threads N]
-//                  [--no-fsync]` and `mpk patch BASE PATCH... -o OUT [--reverse] [--threads N] [--no-fsync]`.
+// cmd_patch.cpp - `mpk diff BASE NEW -o PATCH [--two-way] [--level N] [--no-low-rank] [--result-level N]
+//                  [--threads N] [--no-fsync]` and `mpk patch BASE PATCH... -o OUT [--reverse] [--threads N] [--no-fsync]`.
 #include "common.hpp"
 
 #include <modelpack/patch.hpp>
@@ -12,10 +12,11 @@ namespace {
 void print_summary(const PatchSummary &s) {
   std::printf("  %s -> %s%s\n", s.base_id.c_str(), s.result_id.c_str(), s.two_way ? " (two-way)" : "");
   std::printf("  result tensors: %llu kept or moved, %llu new data, %llu xor deltas, %llu sub deltas, "
-              "%llu sorted sub deltas%s; %llu base tensors removed%s\n",
+              "%llu sorted sub deltas%s%s; %llu base tensors removed%s\n",
               (unsigned long long)s.copies, (unsigned long long)s.literals, (unsigned long long)s.xors,
               (unsigned long long)s.subs, (unsigned long long)s.sorted_subs,
               s.resized ? (" (" + std::to_string(s.resized) + " of them resized)").c_str() : "",
+              s.low_rank ? (", " + std::to_string(s.low_rank) + " of the deltas against a low-rank prediction").c_str() : "",
               (unsigned long long)s.removed, s.missing ? (", " + std::to_string(s.missing) + " not reversible").c_str() : "");
 }
 }  // namespace
@@ -26,6 +27,7 @@ int run_diff(const DiffArgs &args) {
   o.level = args.level;
   o.result_level = args.result_level;
   o.two_way = args.two_way;
+  o.low_rank = !args.no_low_rank;
   o.threads = args.threads;
   o.fsync = !args.no_fsync;
   PatchSummary s;

@@ -98,7 +98,7 @@ struct CompressArgs {
 
 struct DiffArgs {
   std::string base, target, output;
-  bool two_way = false;
+  bool two_way = false, no_low_rank = false;
   int level = 3, result_level = 3;
   unsigned threads = 0;
   bool no_fsync = false;

@@ -225,9 +225,13 @@ int run(int argc, char **argv) {
                    "`mpk patch --reverse` always works");
   c_diff->add_option("--level", diff.level,
                      "effort for the payloads, 1..19 (as mpk compress); from 6 a one-way patch may store a float "
-                     "tensor's differences in the order of the base's exponents (smaller, not reversible)")
+                     "tensor's differences in the order of the base's exponents, and an f32 matrix's against the "
+                     "base plus a fitted low-rank product (smaller, not reversible)")
       ->capture_default_str()
       ->check(CLI::Range(1, 19));
+  c_diff->add_flag("--no-low-rank", diff.no_low_rank,
+                   "never predict a tensor's change by a low-rank product (levels >= 6; it costs a fit per f32 "
+                   "matrix and one tensor's difference in memory)");
   c_diff->add_option("--result-level", diff.result_level,
                      "the effort the patched model is compressed with, if NEW is compressed (1..19)")
       ->capture_default_str()
