@@ -483,7 +483,7 @@ Result<std::optional<LowRankChoice>> try_low_rank(const Model &base, size_t bi, 
       off += n;
     }
   }
-  lowrank::Fit fit(D.data(), d, 32, threads);
+  lowrank::Fit fit(D.data(), d, 64, threads);
   std::vector<float>().swap(D);
   if (fit.max_rank() == 0) return std::optional<LowRankChoice>();
   // choose_op's samples.
@@ -516,7 +516,7 @@ Result<std::optional<LowRankChoice>> try_low_rank(const Model &base, size_t bi, 
     best_est += plane_entropy_bytes(res.data(), n) * scale;
   }
   const double plain_est = best_est;
-  for (unsigned k : {4u, 8u, 16u, 32u}) {
+  for (unsigned k : {4u, 8u, 16u, 24u, 32u, 48u, 64u}) {
     if (k > fit.max_rank()) break;
     LowRankChoice c;
     c.rank = k;
