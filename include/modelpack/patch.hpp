@@ -60,6 +60,9 @@ struct PatchSummary {
   // Result tensors (counted above among the SUB / SUB_SORTED) whose source is predicted by a
   // low-rank product (FORMAT.md 7.10, Patch.incompatible bit 2; one-way).
   uint64_t low_rank = 0;
+  // Result tensors (counted above among the deltas) built from a base tensor of another name: renamed
+  // and changed (paired by dtype, shape and place when neither name is on the other side).
+  uint64_t renamed = 0;
 };
 
 // Writes a patch that turns `base` into `target` at `patch` (atomically). Both inputs are checked

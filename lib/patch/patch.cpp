@@ -707,6 +707,39 @@ Status diff(const std::string &base_path, const std::string &target_path, const 
     }
     r.payload = payload_name('r', i);
   }
+  // Renamed and changed: a result tensor with no base namesake is tried against a base tensor that no
+  // result tensor is named after (nor copies), of the same dtype and shape; the k-th of each shape on
+  // one side with the k-th on the other, in file order (renamed layers keep their places). choose_op
+  // keeps new data unless a delta is smaller.
+  {
+    std::unordered_map<std::string_view, uint32_t> rname;
+    for (uint32_t i = 0; i < R.tensors.size(); ++i) rname.emplace(R.tensors[i].name, i);
+    std::vector<bool> copied(B.tensors.size(), false);
+    for (const SideTensor &r : R.tensors)
+      if (r.op == fb::PatchOp::COPY) copied[r.source] = true;
+    using Key = std::pair<DType, std::vector<uint64_t>>;
+    std::map<Key, std::vector<uint32_t>> orphans;  // base tensors by dtype and shape, in file order
+    for (uint32_t j = 0; j < B.tensors.size(); ++j) {
+      const SideTensor &b = B.tensors[j];
+      if (!rname.count(b.name) && !copied[j] && b.nbytes > 0) orphans[{b.dtype, b.shape}].push_back(j);
+    }
+    std::map<Key, size_t> taken;
+    for (uint32_t i = 0; i < R.tensors.size() && !orphans.empty(); ++i) {
+      SideTensor &r = R.tensors[i];
+      if (r.op != fb::PatchOp::LITERAL || r.nbytes == 0 || bname.count(r.name)) continue;
+      const Key key{r.dtype, r.shape};
+      auto pool = orphans.find(key);
+      if (pool == orphans.end()) continue;
+      size_t &k = taken[key];
+      if (k == pool->second.size()) continue;
+      const uint32_t j = pool->second[k++];
+      auto op = choose_op(*base, border[j], *target, rorder[i], o, scratch);
+      if (!op) return op.status();
+      if (*op == fb::PatchOp::LITERAL) continue;
+      r.op = *op;
+      r.source = j;
+    }
+  }
   // The backward operations: each base tensor from a result tensor, where the forward ones allow.
   for (uint32_t i = 0; i < R.tensors.size(); ++i) {
     const SideTensor &r = R.tensors[i];
@@ -1445,6 +1478,7 @@ Result<PatchSummary> inspect_patch(const std::string &path) {
     const uint64_t nbytes = checked_nbytes(t);
     if (is_delta(t->op()) && checked_nbytes(bt->Get(t->source())) != nbytes) ++s.resized;
     if (t->predictor()) ++s.low_rank;
+    if (is_delta(t->op()) && sv(bt->Get(t->source())->name()) != sv(t->name())) ++s.renamed;
     s.result_bytes += nbytes;
   }
   for (uint32_t j = 0; bt && j < bt->size(); ++j) {

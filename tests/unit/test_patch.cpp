@@ -1521,3 +1521,45 @@ TEST_CASE("diff predicts an f32 tensor's change by a low-rank product at levels 
     CHECK(same_file(dir / "round.mpk", dir / "a.mpk"));
   }
 }
+
+TEST_CASE("tensors renamed and changed are deltas against the base tensors they replaced, by shape and place",
+          "[patch]") {
+  for (mpk::Codec layout : {mpk::Codec::None, mpk::Codec::Auto}) {
+    INFO("compressed " << (layout == mpk::Codec::Auto));
+    TempDir dir;
+    Model0 a = base_model(false);
+    Model0 b;
+    // Every "h.L.x" renamed "layers.L.x" (same order among tensors of each shape), every weight nudged.
+    for (const auto &[name, v] : a.w) {
+      std::string n = name.rfind("h.", 0) == 0 ? "layers." + name.substr(2) : name;
+      b.w[n] = v;
+      nudge(b.w[n], 1e-4f, std::hash<std::string>{}(name));
+    }
+    write(dir / "a.mpk", a.spec(), layout);
+    write(dir / "b.mpk", b.spec(), layout);
+    mpk::DiffOptions o = quick();
+    o.two_way = true;
+    mpk::PatchSummary s;
+    REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "ab.mpkp", o, &s));
+    CHECK(s.renamed == 9);  // attn, mlp, bias of 3 layers
+    CHECK(s.literals == 0);
+    CHECK(s.removed == 0);
+    check_applies(dir / "a.mpk", dir / "ab.mpkp", dir / "b.mpk", dir / "out.mpk");
+    REQUIRE_OK(mpk::apply_patch(dir / "b.mpk", {dir / "ab.mpkp"}, dir / "back.mpk", apply_opts(true)));
+    CHECK(same_file(dir / "back.mpk", dir / "a.mpk"));
+    // Against the same renames with the weights replaced by others (nothing to gain from a delta):
+    // new data, and no pairing.
+    Model0 c = b;
+    for (auto &[name, v] : c.w)
+      if (name.rfind("layers.", 0) == 0) v = normal(v.size(), 0.02f, std::hash<std::string>{}(name) + 9);
+    write(dir / "c.mpk", c.spec(), layout);
+    mpk::PatchSummary lit;
+    REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "c.mpk", dir / "ac.mpkp", o, &lit));
+    CHECK(lit.renamed == 0);
+    CHECK(lit.literals == 9);
+    CHECK(lit.removed == 9);
+    check_applies(dir / "a.mpk", dir / "ac.mpkp", dir / "c.mpk", dir / "out.mpk");
+    INFO("renamed deltas " << s.payload_bytes << " B, replaced " << lit.payload_bytes << " B");
+    CHECK(double(s.payload_bytes) < 0.9 * double(lit.payload_bytes));
+  }
+}

@@ -439,6 +439,7 @@ int print_text(const Model &m, const std::string &path) {
                           std::to_string(p->xors) + " xor, " + std::to_string(p->subs) + " sub, " +
                           std::to_string(p->sorted_subs) + " sorted sub" +
                           (p->resized ? " (" + std::to_string(p->resized) + " of the deltas resized)" : "") +
+                          (p->renamed ? " (" + std::to_string(p->renamed) + " of the deltas renamed)" : "") +
                           (p->low_rank ? ", " + std::to_string(p->low_rank) + " against a low-rank prediction" : "") +
                           "; " +
                           std::to_string(p->removed) + " base tensors removed, " + std::to_string(p->missing) +

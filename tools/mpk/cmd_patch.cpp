@@ -15,7 +15,9 @@ void print_summary(const PatchSummary &s) {
               "%llu sorted sub deltas%s%s; %llu base tensors removed%s\n",
               (unsigned long long)s.copies, (unsigned long long)s.literals, (unsigned long long)s.xors,
               (unsigned long long)s.subs, (unsigned long long)s.sorted_subs,
-              s.resized ? (" (" + std::to_string(s.resized) + " of them resized)").c_str() : "",
+              (std::string(s.resized ? " (" + std::to_string(s.resized) + " of them resized)" : "") +
+               (s.renamed ? " (" + std::to_string(s.renamed) + " of them renamed)" : ""))
+                  .c_str(),
               s.low_rank ? (", " + std::to_string(s.low_rank) + " of the deltas against a low-rank prediction").c_str() : "",
               (unsigned long long)s.removed, s.missing ? (", " + std::to_string(s.missing) + " not reversible").c_str() : "");
 }
