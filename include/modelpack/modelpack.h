@@ -628,8 +628,9 @@ MPK_API mpk_status mpk_patch_options_init(mpk_patch_options *opts, size_t struct
  * the base plus a fitted low-rank product, also one-way: "Low-rank sources"; MPK_PATCH_NO_LOW_RANK turns
  * that off). A tensor that gained or lost rows at its end
  * (a resized vocabulary) is a delta against the base tensor cut or zero-extended; one that shrank does not
- * reverse from a one-way patch. Memory is bounded by a few pieces of 4 MiB,
- * whatever the model size. NULL options: defaults. */
+ * reverse from a one-way patch. Memory is bounded by a few pieces of 4 MiB whatever the model size,
+ * plus at levels >= 6 one f32 matrix's difference and fit (a low-rank source is tried per matrix).
+ * NULL options: defaults. */
 MPK_API mpk_status mpk_diff(const char *base, const char *target, const char *patch, const mpk_patch_options *opts);
 
 /* Applies `count` patches in order (a chain v1 -> v2 -> ...; with MPK_PATCH_REVERSE `base` is the last

@@ -6,8 +6,10 @@
 //
 // A patch is a modelpack container (incompatible feature bit 3) whose header describes both sides
 // (content ids, components, metadata, every tensor with its checksum and how to build it from the
-// other side) and whose tensors are the payloads. Memory is bounded by a few pieces of a few MiB,
-// whatever the model size; outputs appear atomically; every output tensor is checked against its
+// other side) and whose tensors are the payloads. Memory is bounded by a few pieces of a few MiB
+// whatever the model size, plus at levels >= 6 one f32 matrix's difference and fit while diff tries a
+// low-rank source, and while applying one, its factors (at most that tensor's size); outputs appear
+// atomically; every output tensor is checked against its
 // checksum while it is written, and a patch for another base is refused (MPK_ERR_WRONG_BASE).
 #pragma once
 
@@ -26,8 +28,9 @@ struct DiffOptions {
   uint32_t chunk_size = kDefaultChunkBytes;  // payload chunks (decoded bytes)
   // Also store the bytes of base tensors the result removes or replaces, and use only deltas that
   // reverse, so that the patch can be applied in reverse. Without it, copies, XOR and SUB deltas
-  // still reverse; a float tensor whose delta is smaller in the order of the base's exponents
-  // (SUB_SORTED, tried at levels >= 6, chosen where it saves >= 1%) and the rest are MISSING.
+  // still reverse, except those against a low-rank prediction (low_rank, below); a float tensor whose
+  // delta is smaller in the order of the base's exponents (SUB_SORTED, tried at levels >= 6, chosen
+  // where it saves >= 1%) and the rest are MISSING.
   bool two_way = false;
   // How the result is written when the patch is applied: by default what the new file looks like
   // (its alignment; compression as `mpk compress` at this level if any tensor is compressed).

@@ -6,13 +6,24 @@
 
 #include <algorithm>
 #include <cfenv>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <numeric>
 
+// The prediction is binary64 arithmetic with one rounding per operation: no x87 extended precision.
+#if !defined(FLT_EVAL_METHOD) || FLT_EVAL_METHOD != 0
+#error "lowrank.cpp needs FLT_EVAL_METHOD == 0 (SSE2 or better floating point, not x87)"
+#endif
+
 namespace mpk::detail::lowrank {
 
-uint64_t blob_bytes(Dims d, unsigned rank) { return (uint64_t(rank) + 4) * (d.rows + d.cols); }
+uint64_t blob_bytes(Dims d, unsigned rank) {
+  uint64_t sum, out;
+  if (__builtin_add_overflow(d.rows, d.cols, &sum) || __builtin_mul_overflow(sum, uint64_t(rank) + 4, &out))
+    return UINT64_MAX;
+  return out;
+}
 
 namespace {
 
@@ -49,14 +60,13 @@ Status parse(std::span<const std::byte> blob, Dims d, unsigned rank, Factors &f,
     if (!usable_scale(b))
       return fail(MPK_ERR_CORRUPT_DATA, what, ": factor scale ", x, " (bits ", Hex{b},
                   ") is not 0 or a finite normal f32");
-    (x < d.rows ? f.su[x] : f.sv[x - d.rows]) = double(f32_of(b));
+    (x < d.rows ? f.su[x] : f.sv[x - d.rows]) = f32_of(b);
   }
   p += 4 * (d.rows + d.cols);
   f.u.resize(size_t(d.rows * rank));
   f.v.resize(size_t(rank * d.cols));
-  for (size_t x = 0; x < f.u.size(); ++x) f.u[x] = int8_t(p[x]);
-  p += f.u.size();
-  for (size_t x = 0; x < f.v.size(); ++x) f.v[x] = int8_t(p[x]);
+  std::memcpy(f.u.data(), p, f.u.size());
+  std::memcpy(f.v.data(), p + f.u.size(), f.v.size());
   return {};
 }
 
@@ -74,19 +84,19 @@ constexpr size_t kBlk = 512;
   std::fill(acc, acc + m, 0);
   const unsigned k = f.rank;
   const uint64_t cols = f.d.cols;
-  const int16_t *ur = f.u.data() + i * k;
+  const int8_t *ur = f.u.data() + i * k;
   for (unsigned t = 0; t < k; ++t) {
     const int32_t ut = ur[t];
-    const int16_t *vr = f.v.data() + t * cols + j0;
+    const int8_t *vr = f.v.data() + t * cols + j0;
     for (size_t x = 0; x < m; ++x) acc[x] += ut * int32_t(vr[x]);  // |sum| <= 64 * 2^14: exact
   }
   const double si = f.su[i];
-  const double *sv = f.sv.data() + j0;
+  const float *sv = f.sv.data() + j0;
   for (size_t x = 0; x < m; ++x) {
     const uint32_t ex = (s[x] >> 23) & 255;
     float sf;
     std::memcpy(&sf, &s[x], 4);
-    const double l = (double(acc[x]) * si) * sv[x];
+    const double l = (double(acc[x]) * si) * double(sv[x]);
     const double r = double(sf) + l;
     const float q = float(r);
     uint32_t qb;
@@ -109,19 +119,36 @@ __attribute__((target("avx2"))) void span_avx2(const Factors &f, uint64_t i, uin
 }
 void span_base(const Factors &f, uint64_t i, uint64_t j0, size_t m, uint8_t *p) { predict_span(f, i, j0, m, p); }
 
-SpanFn pick_span() {
+bool has_512() {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512dq"))
-    return span_512;
-  if (__builtin_cpu_supports("avx2")) return span_avx2;
-  return span_base;
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+}
+bool has_avx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2");
+}
+
+SpanFn span_of(Variant v) {
+  switch (v) {
+    case Variant::Avx512: return span_512;
+    case Variant::Avx2: return span_avx2;
+    case Variant::Base: return span_base;
+    case Variant::Auto: break;
+  }
+  static const SpanFn best = has_512() ? span_512 : has_avx2() ? span_avx2 : span_base;
+  return best;
 }
 
 }  // namespace
 
-void predict(const Factors &f, uint64_t first, std::byte *io, size_t count) {
-  static const SpanFn span = pick_span();
+bool variant_runs(Variant v) {
+  return v == Variant::Auto || v == Variant::Base || (v == Variant::Avx2 && has_avx2()) ||
+         (v == Variant::Avx512 && has_512());
+}
+
+void predict(const Factors &f, uint64_t first, std::byte *io, size_t count, Variant variant) {
+  const SpanFn span = span_of(variant);
   // The rules in predict_span make the result independent of flush-to-zero and denormals-are-zero
   // modes; the rounding mode must be the default one.
   const int saved = std::fegetround();
@@ -295,20 +322,20 @@ Fit::Fit(const float *D, Dims d, unsigned max_rank, unsigned threads) : d_(d) {
   std::stable_sort(order.begin(), order.end(), [&](unsigned a, unsigned b) { return lam[a] > lam[b]; });
   rank_ = 0;
   while (rank_ < want && lam[order[rank_]] > 0 && std::isfinite(lam[order[rank_]])) ++rank_;
-  u_.assign(size_t(d.rows * rank_), 0.0);
-  v_.assign(size_t(rank_ * d.cols), 0.0);
+  u_.assign(size_t(d.rows * rank_), 0.f);
+  v_.assign(size_t(rank_ * d.cols), 0.f);
   for (unsigned t = 0; t < rank_; ++t) {
     const unsigned o = order[t];
     const double up = std::sqrt(std::sqrt(lam[o]));  // sqrt(sigma)
     for (uint64_t i = 0; i < d.rows; ++i) {  // (Q W)[:, o] * sqrt(sigma)
       double s = 0;
       for (unsigned l = 0; l < L; ++l) s += double(Y[i * L + l]) * w[l * L + o];
-      u_[i * rank_ + t] = s * up;
+      u_[i * rank_ + t] = float(s * up);
     }
     for (uint64_t j = 0; j < d.cols; ++j) {  // (W^T B)[o, :] / sqrt(sigma) = (B^T W)[:, o] / sqrt(sigma)
       double s = 0;
       for (unsigned l = 0; l < L; ++l) s += double(Z[j * L + l]) * w[l * L + o];
-      v_[t * d.cols + j] = s / up;
+      v_[t * d.cols + j] = float(s / up);
     }
   }
 }
@@ -319,28 +346,23 @@ std::vector<std::byte> Fit::blob(unsigned k) const {
   auto *p = reinterpret_cast<uint8_t *>(out.data());
   uint8_t *qu = p + 4 * (d_.rows + d_.cols), *qv = qu + d_.rows * k;
   // One scale per row of U and per column of V: the largest magnitude maps to 127.
-  auto quantize = [](double m, float &scale) {
-    scale = float(m / 127.0);
+  // A row (of U) or column (of V) of k values, `step` apart: its scale, and the values as i8.
+  auto quantize = [k](const float *x, size_t step, uint8_t *q, size_t qstep) {
+    double m = 0;
+    for (unsigned t = 0; t < k; ++t)
+      if (const double a = std::fabs(double(x[t * step])); std::isfinite(a) && a > m) m = a;
+    float scale = float(m / 127.0);
     if (!usable_scale(bits_of(scale)) || !(scale > 0)) scale = 0.f;
+    for (unsigned t = 0; t < k; ++t) {
+      const double v = double(x[t * step]);
+      const double r = scale > 0 && std::isfinite(v) ? std::clamp(std::round(v / double(scale)), -127.0, 127.0) : 0.0;
+      q[t * qstep] = uint8_t(int8_t(r));
+    }
+    return scale;
   };
-  for (uint64_t i = 0; i < d_.rows; ++i) {
-    double m = 0;
-    for (unsigned t = 0; t < k; ++t) m = std::max(m, std::fabs(u_[i * rank_ + t]));
-    float s;
-    quantize(m, s);
-    store_u32(p + 4 * i, bits_of(s));
-    for (unsigned t = 0; t < k; ++t)
-      qu[i * k + t] = uint8_t(int8_t(s > 0 ? std::clamp(std::nearbyint(u_[i * rank_ + t] / double(s)), -127.0, 127.0) : 0));
-  }
-  for (uint64_t j = 0; j < d_.cols; ++j) {
-    double m = 0;
-    for (unsigned t = 0; t < k; ++t) m = std::max(m, std::fabs(v_[t * d_.cols + j]));
-    float s;
-    quantize(m, s);
-    store_u32(p + 4 * (d_.rows + j), bits_of(s));
-    for (unsigned t = 0; t < k; ++t)
-      qv[t * d_.cols + j] = uint8_t(int8_t(s > 0 ? std::clamp(std::nearbyint(v_[t * d_.cols + j] / double(s)), -127.0, 127.0) : 0));
-  }
+  for (uint64_t i = 0; i < d_.rows; ++i) store_u32(p + 4 * i, bits_of(quantize(&u_[i * rank_], 1, qu + i * k, 1)));
+  for (uint64_t j = 0; j < d_.cols; ++j)
+    store_u32(p + 4 * (d_.rows + j), bits_of(quantize(&v_[j], d_.cols, qv + j, d_.cols)));
   return out;
 }
 

@@ -23,15 +23,16 @@ struct Dims {
   uint64_t rows = 0, cols = 0;
 };
 
-// Decoded bytes of a factor payload: (4 + rank) * (rows + cols).
+// Decoded bytes of a factor payload: (4 + rank) * (rows + cols); UINT64_MAX if that overflows.
 uint64_t blob_bytes(Dims d, unsigned rank);
 
 // The factors, parsed from a payload: su[rows], sv[cols] (f32 LE), U[rows][rank], V[rank][cols] (i8).
+// As many bytes as the payload (FORMAT.md: at most the tensor's).
 struct Factors {
   Dims d;
   unsigned rank = 0;
-  std::vector<double> su, sv;  // the f32 scales, widened (exactly)
-  std::vector<int16_t> u, v;   // U row-major (rows x rank); V row-major (rank x cols)
+  std::vector<float> su, sv;
+  std::vector<int8_t> u, v;  // U row-major (rows x rank); V row-major (rank x cols)
 };
 
 // Parses and checks a factor payload (its size must be blob_bytes; every scale 0 or a finite normal
@@ -40,11 +41,17 @@ Status parse(std::span<const std::byte> blob, Dims d, unsigned rank, Factors &f,
 
 // Replaces the f32 elements [first, first + count) of the source (bits, little-endian, in io) by
 // their predictions: p = s + (a * su[i]) * sv[j] with a = sum_t U[i,t] V[t,j] (FORMAT.md 7.10).
-void predict(const Factors &f, uint64_t first, std::byte *io, size_t count);
+// `variant` picks a compiled variant (tests: every one must give the same bits); Auto = the best
+// this CPU runs.
+enum class Variant { Auto, Avx512, Avx2, Base };
+bool variant_runs(Variant v);
+void predict(const Factors &f, uint64_t first, std::byte *io, size_t count, Variant variant = Variant::Auto);
 
 // Diff side: a fit of the difference D (rows x cols, f32, row-major) by a randomized range finder
 // (one power iteration) and the eigenvectors of its small projection, up to rank `max_rank`.
 // factors(k) quantizes its best rank-k part (k <= max_rank()) into a payload.
+// Memory: D, plus about 1.2 KB per row and column (rows + cols is at most kMaxFitDims).
+constexpr uint64_t kMaxFitDims = 1u << 16;
 class Fit {
  public:
   Fit(const float *D, Dims d, unsigned max_rank, unsigned threads);
@@ -54,8 +61,8 @@ class Fit {
  private:
   Dims d_;
   unsigned rank_ = 0;
-  std::vector<double> u_;  // rows x rank_, columns scaled by sqrt(sigma)
-  std::vector<double> v_;  // rank_ x cols, rows scaled by sqrt(sigma)
+  std::vector<float> u_;  // rows x rank_, columns scaled by sqrt(sigma)
+  std::vector<float> v_;  // rank_ x cols, rows scaled by sqrt(sigma)
 };
 
 }  // namespace mpk::detail::lowrank

@@ -444,49 +444,88 @@ struct LowRankChoice {
   lowrank::Factors f;
 };
 
-double plane_entropy_bytes(const std::byte *d, size_t n) {  // order-0 entropy of each of 4 byte planes
-  double bits = 0;
+// log2(x) * 2^16 for x >= 1 in integers (a table of log2(1 + i/256), linear between): the rank choice
+// must not depend on the libm (glibc picks log2 variants by CPU), so that a diff's bytes do not.
+int64_t log2_fixed(uint64_t x) {
+  static constexpr int32_t kT[257] = {
+    0, 369, 736, 1102, 1466, 1829, 2190, 2551, 2909, 3267, 3623, 3978, 4331, 4683, 5034, 5384, 5732, 6079, 6425,
+    6769, 7112, 7454, 7795, 8134, 8473, 8810, 9146, 9480, 9814, 10146, 10477, 10807, 11136, 11464, 11791, 12116,
+    12440, 12764, 13086, 13407, 13727, 14046, 14363, 14680, 14996, 15310, 15624, 15937, 16248, 16559, 16868,
+    17177, 17484, 17791, 18096, 18401, 18704, 19007, 19308, 19609, 19909, 20207, 20505, 20802, 21098, 21393,
+    21687, 21980, 22272, 22564, 22854, 23144, 23433, 23720, 24007, 24293, 24579, 24863, 25146, 25429, 25711,
+    25992, 26272, 26551, 26830, 27108, 27384, 27660, 27936, 28210, 28484, 28757, 29029, 29300, 29571, 29840,
+    30109, 30378, 30645, 30912, 31178, 31443, 31707, 31971, 32234, 32496, 32758, 33019, 33279, 33538, 33797,
+    34055, 34312, 34569, 34825, 35080, 35334, 35588, 35841, 36094, 36346, 36597, 36847, 37097, 37346, 37595,
+    37842, 38090, 38336, 38582, 38827, 39072, 39316, 39559, 39802, 40044, 40286, 40527, 40767, 41006, 41246,
+    41484, 41722, 41959, 42196, 42432, 42667, 42902, 43137, 43370, 43603, 43836, 44068, 44300, 44530, 44761,
+    44990, 45220, 45448, 45676, 45904, 46131, 46357, 46583, 46809, 47034, 47258, 47482, 47705, 47928, 48150,
+    48372, 48593, 48813, 49034, 49253, 49472, 49691, 49909, 50127, 50344, 50560, 50776, 50992, 51207, 51422,
+    51636, 51850, 52063, 52276, 52488, 52700, 52911, 53122, 53332, 53542, 53751, 53960, 54169, 54377, 54584,
+    54791, 54998, 55204, 55410, 55615, 55820, 56025, 56229, 56432, 56635, 56838, 57040, 57242, 57443, 57644,
+    57845, 58045, 58245, 58444, 58643, 58841, 59039, 59237, 59434, 59631, 59827, 60023, 60219, 60414, 60609,
+    60803, 60997, 61190, 61384, 61576, 61769, 61961, 62152, 62343, 62534, 62725, 62915, 63104, 63294, 63483,
+    63671, 63859, 64047, 64234, 64421, 64608, 64794, 64980, 65166, 65351, 65536};
+  const int e = 63 - __builtin_clzll(x);
+  const uint64_t m = x << (63 - e);  // 1.f: the top bit set
+  const unsigned i = unsigned((m >> 55) & 255), f = unsigned((m >> 39) & 0xFFFF);
+  return int64_t(e) * 65536 + kT[i] + ((int64_t(kT[i + 1] - kT[i]) * f) >> 16);
+}
+
+// Order-0 entropy of each of the 4 byte planes of d, summed, in bytes.
+double plane_entropy_bytes(const std::byte *d, size_t n) {
+  int64_t bits = 0;  // x 2^16
   for (unsigned b = 0; b < 4; ++b) {
     uint64_t h[256] = {};
     for (size_t x = b; x < n; x += 4) ++h[uint8_t(d[x])];
-    const double tot = double(n / 4);
+    const uint64_t tot = n / 4;
+    if (!tot) continue;
+    const int64_t lt = log2_fixed(tot);
     for (uint64_t c : h)
-      if (c) bits -= double(c) * std::log2(double(c) / tot);
+      if (c) bits += int64_t(c) * (lt - log2_fixed(c));
   }
-  return bits / 8;
+  return double(bits) / 65536.0 / 8.0;
 }
 
 Result<std::optional<LowRankChoice>> try_low_rank(const Model &base, size_t bi, const Model &target, size_t ti,
                                                   fb::PatchOp current, const DiffOptions &o, codec::Scratch &scratch) {
   const TensorInfo t = target.info(ti);
-  constexpr uint64_t kMinBytes = 1024;  // and 8 rows and columns: the fit is cheap, the 1% rule decides
-  if (t.dtype != MPK_DTYPE_F32 || t.shape.size() < 2 || t.nbytes < kMinBytes || !is_delta(current))
-    return std::optional<LowRankChoice>();
+  const std::optional<LowRankChoice> none;
+  if (t.dtype != MPK_DTYPE_F32 || t.shape.size() < 2 || t.nbytes < 1024 || !is_delta(current)) return none;
   const lowrank::Dims d{t.shape[0], t.nbytes / 4 / t.shape[0]};
-  if (std::min(d.rows, d.cols) < 8) return std::optional<LowRankChoice>();
+  // At least 8 rows and columns; the smallest factors (rank 4) at most 1/4 of the tensor; the fit's
+  // buffers bounded (FORMAT.md: factors of at most the tensor's size).
+  if (std::min(d.rows, d.cols) < 8 || lowrank::blob_bytes(d, 4) > t.nbytes / 4 ||
+      d.rows + d.cols > lowrank::kMaxFitDims)
+    return none;
   const unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
-  // The difference, as f32 (elements where either side is not finite: 0).
-  std::vector<float> D(size_t(t.nbytes / 4));
-  {
+  std::optional<lowrank::Fit> fit;
+  try {
+    // The difference, as f32: 0 where the base element is zero, subnormal, inf or NaN (the
+    // prediction keeps those; a zero-extended source's tail too), or the new one is not finite.
+    std::vector<float> D(size_t(t.nbytes / 4));
     detail::ByteBuf a, b;
     for (uint64_t off = 0; off < t.nbytes;) {
       const size_t n = size_t(std::min<uint64_t>(kPiece, t.nbytes - off));
       if (Status s = read_extended(base, bi, {detail::room(a, n), n}, off); !s) return s;
       if (Status s = target.read(ti, {detail::room(b, n), n}, off); !s) return s;
       for (size_t x = 0; x < n / 4; ++x) {
+        uint32_t ab;
         float fa, fbv;
+        std::memcpy(&ab, a.data() + 4 * x, 4);
         std::memcpy(&fa, a.data() + 4 * x, 4);
         std::memcpy(&fbv, b.data() + 4 * x, 4);
+        const uint32_t ex = (ab >> 23) & 255;
         const float v = fbv - fa;
-        D[size_t(off / 4 + x)] = std::isfinite(fa) && std::isfinite(fbv) && std::isfinite(v) ? v : 0.f;
+        D[size_t(off / 4 + x)] = ex != 0 && ex != 255 && std::isfinite(fbv) && std::isfinite(v) ? v : 0.f;
       }
       off += n;
     }
+    fit.emplace(D.data(), d, lowrank::kMaxRank, threads);
+  } catch (const std::bad_alloc &) {
+    return none;  // the fit is optional: the tensor keeps its op
   }
-  lowrank::Fit fit(D.data(), d, 64, threads);
-  std::vector<float>().swap(D);
-  if (fit.max_rank() == 0) return std::optional<LowRankChoice>();
-  // choose_op's samples.
+  if (fit->max_rank() == 0) return none;
+  // choose_op's sample chunks, their first MiB at most.
   const uint64_t chunk = std::max<uint64_t>(4, uint64_t(o.chunk_size) / 4 * 4);
   const uint64_t nchunks = (t.nbytes + chunk - 1) / chunk, picks = std::min<uint64_t>(nchunks, 8);
   struct Sample {
@@ -499,7 +538,7 @@ Result<std::optional<LowRankChoice>> try_low_rank(const Model &base, size_t bi, 
     const uint64_t c = picks == nchunks ? k : (k * nchunks + nchunks / 2) / picks;
     Sample &sm = samples[size_t(k)];
     sm.off = c * chunk;
-    const size_t n = size_t(std::min(chunk, t.nbytes - sm.off));
+    const size_t n = size_t(std::min<uint64_t>({chunk, uint64_t(1) << 20, t.nbytes - sm.off}));
     if (Status s = read_extended(base, bi, {detail::room(sm.a, n), n}, sm.off); !s) return s;
     if (Status s = target.read(ti, {detail::room(sm.b, n), n}, sm.off); !s) return s;
     sampled += n;
@@ -515,12 +554,14 @@ Result<std::optional<LowRankChoice>> try_low_rank(const Model &base, size_t bi, 
     sub_encode(4, sm.a.data(), sm.b.data(), detail::room(res, n), n);
     best_est += plane_entropy_bytes(res.data(), n) * scale;
   }
-  const double plain_est = best_est;
+  unsigned tried = 0;
   for (unsigned k : {4u, 8u, 16u, 24u, 32u, 48u, 64u}) {
-    if (k > fit.max_rank()) break;
+    k = std::min(k, fit->max_rank());
+    if (k == tried || lowrank::blob_bytes(d, k) > t.nbytes) break;
+    tried = k;
     LowRankChoice c;
     c.rank = k;
-    c.blob = fit.blob(k);
+    c.blob = fit->blob(k);
     if (Status s = lowrank::parse(c.blob, d, k, c.f, "diff"); !s) return s;
     double est = double(c.blob.size());
     for (const Sample &sm : samples) {
@@ -530,12 +571,12 @@ Result<std::optional<LowRankChoice>> try_low_rank(const Model &base, size_t bi, 
       sub_encode(4, pbuf.data(), sm.b.data(), detail::room(res, n), n);
       est += plane_entropy_bytes(res.data(), n) * scale;
     }
-    if (est < (best.rank ? best_est : plain_est)) {
+    if (est < best_est) {
       best = std::move(c);
       best_est = est;
     }
   }
-  if (!best.rank) return std::optional<LowRankChoice>();
+  if (!best.rank) return none;
   // The codec's verdict: the current op against SUB and SUB_SORTED on the predicted source.
   const ExpField ef = exp_field(MPK_DTYPE_F32);
   double cur = 0, sub = 0, sorted = 0;
@@ -562,9 +603,9 @@ Result<std::optional<LowRankChoice>> try_low_rank(const Model &base, size_t bi, 
   }
   auto cb = payload_cost(MPK_DTYPE_U8, best.blob, o.level, scratch);
   if (!cb) return cb.status();
-  best.op = sorted < 0.99 * sub ? fb::PatchOp::SUB_SORTED : fb::PatchOp::SUB;
-  const double with = std::min(sub, sorted) * scale + double(*cb);
-  if (!(with < 0.99 * cur * scale)) return std::optional<LowRankChoice>();
+  const bool use_sorted = sorted < 0.99 * sub;
+  best.op = use_sorted ? fb::PatchOp::SUB_SORTED : fb::PatchOp::SUB;
+  if (!((use_sorted ? sorted : sub) * scale + double(*cb) < 0.99 * cur * scale)) return none;
   return std::optional<LowRankChoice>(std::move(best));
 }
 
@@ -979,7 +1020,12 @@ Status check_side(const std::string &path, const Model &m, const fb::PatchSide *
                    d.cols, " shape");
       auto k = m.find(sv(t->predictor()));
       if (!k) return bad(path, which, " tensor ", quote(name), ": its predictor ", quote(sv(t->predictor())), " is missing");
-      if (const uint64_t want = lowrank::blob_bytes(d, t->rank()); m.info(*k).nbytes != want)
+      // Factors of at most the tensor's size: what apply holds for them stays within what it writes.
+      const uint64_t want = lowrank::blob_bytes(d, t->rank());
+      if (want > *nbytes)
+        return bad(path, which, " tensor ", quote(name), ": rank ", unsigned(t->rank()), " factors of its ", d.rows,
+                   " x ", d.cols, " shape would be larger than the tensor");
+      if (m.info(*k).nbytes != want)
         return bad(path, which, " tensor ", quote(name), ": its predictor holds ", m.info(*k).nbytes, " bytes, not ", want);
       factors[i] = *k;
     }
@@ -1043,6 +1089,26 @@ Result<OpenPatch> open_patch(const std::string &path) {
     return s;
   if (Status s = check_side(path, op.m, op.p->result(), op.p->base(), "result", bits, op.payload[1], op.factors[1]); !s)
     return s;
+  // Every low-rank source's factor scales too (FORMAT.md 7.10: 0 or finite normal), so that a chain
+  // fails before it writes anything.
+  for (int side = 0; side < 2; ++side) {
+    const fb::PatchSide *ps = side ? op.p->result() : op.p->base();
+    for (size_t i = 0; i < op.factors[side].size(); ++i) {
+      const size_t fi = op.factors[side][i];
+      if (fi == SIZE_MAX) continue;
+      const fb::PatchTensor *t = ps->tensors()->Get(fbs::uoffset_t(i));
+      detail::ByteBuf blob;
+      const uint64_t n = op.m.info(fi).nbytes;
+      if (Status s = op.m.read(fi, {detail::room(blob, size_t(n)), size_t(n)}, 0); !s) return s;
+      const std::span<const uint64_t> shp = shape_of(t);
+      lowrank::Factors f;
+      const std::string what = detail::cat(quote(path), ": tensor ", quote(sv(t->name())));
+      if (Status s = lowrank::parse({blob.data(), size_t(n)}, {shp[0], checked_nbytes(t) / 4 / shp[0]}, t->rank(), f,
+                                    what.c_str());
+          !s)
+        return s;
+    }
+  }
   return op;
 }
 
@@ -1107,8 +1173,14 @@ struct Worker {
   detail::ByteBuf pay;         // a payload chunk (or segment) decoded
   detail::ByteBuf part;        // a source chunk decoded, of which a piece wants part
   std::vector<uint32_t> pos;  // SUB_SORTED: payload index per key
-  size_t lr_tensor = SIZE_MAX;  // the tensor whose low-rank factors lr holds
-  lowrank::Factors lr;
+};
+
+// Low-rank factors of the tensor being built, parsed once and shared by the workers (pieces go out
+// in order, so at most the current tensor's and the one before are alive).
+struct FactorCache {
+  std::mutex mu;
+  size_t tensor = SIZE_MAX;
+  std::shared_ptr<const lowrank::Factors> f;
 };
 
 // Chunk k of tensor i (decoded bytes: out.size()) into out.
@@ -1243,6 +1315,7 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
   // One piece's bytes into `dst`: a copy or literal read into place; a delta payload chunk by
   // payload chunk (kBlock at a time for a raw payload), each decoded, then the source read next to
   // it and combined kBlock at a time, while both are in cache.
+  FactorCache fcache;
   auto compute = [&](const Piece &pc, std::byte *dst, Worker &wk) -> Status {
     if (pc.n == 0) return {};
     const fb::PatchTensor *t = to->tensors()->Get(pc.tensor);
@@ -1252,22 +1325,27 @@ Status apply_one(const std::string &src_path, const OpenPatch &pt, const std::st
     if (op == fb::PatchOp::LITERAL) return read_range(pin, pi, pc.off, {dst, pc.n}, wk);
     const size_t si = src_index[t->source()];
     const unsigned wd = op_width(DType(uint32_t(t->dtype())));
-    // A low-rank source: its factors (once per worker and tensor) predict each source block.
-    const lowrank::Factors *lr = nullptr;
+    // A low-rank source: its factors (parsed once per tensor) predict each source block.
+    std::shared_ptr<const lowrank::Factors> lr_hold;
     if (const size_t fi = factors[pc.tensor]; fi != SIZE_MAX) {
-      if (wk.lr_tensor != pc.tensor) {
-        wk.lr_tensor = SIZE_MAX;
+      std::lock_guard<std::mutex> lock(fcache.mu);
+      if (fcache.tensor != pc.tensor) {
+        fcache.tensor = SIZE_MAX;
+        fcache.f.reset();
         const uint64_t fb_n = pt.m.info(fi).nbytes;
         std::byte *f = room(wk.pay, fb_n);
         if (Status e = read_range(pin, fi, 0, {f, size_t(fb_n)}, wk); !e) return e;
         const std::span<const uint64_t> shp = shape_of(t);
         const lowrank::Dims d{shp[0], checked_nbytes(t) / 4 / shp[0]};
         const std::string what = detail::cat(quote(patch_path), ": tensor ", quote(sv(t->name())));
-        if (Status e = lowrank::parse({f, size_t(fb_n)}, d, t->rank(), wk.lr, what.c_str()); !e) return e;
-        wk.lr_tensor = pc.tensor;
+        auto parsed = std::make_shared<lowrank::Factors>();
+        if (Status e = lowrank::parse({f, size_t(fb_n)}, d, t->rank(), *parsed, what.c_str()); !e) return e;
+        fcache.f = std::move(parsed);
+        fcache.tensor = pc.tensor;
       }
-      lr = &wk.lr;
+      lr_hold = fcache.f;
     }
+    const lowrank::Factors *lr = lr_hold.get();
     if (op == fb::PatchOp::SUB_SORTED) {  // the piece is whole groups: the source, then the payload
       if (Status e = read_source(sin, si, pc.off, {dst, pc.n}, wk); !e) return e;
       if (lr) lowrank::predict(*lr, pc.off / 4, dst, pc.n / 4);

@@ -153,6 +153,8 @@ def predictor_error(t, bits, payloads):
     rows, cols = shape[0], n // (4 * shape[0])
     if k > min(rows, cols):
         return f"rank {k} above min(R, C) = min({rows}, {cols})"
+    if (4 + k) * (rows + cols) > n:
+        return f"factors of (4 + {k}) * ({rows} + {cols}) bytes, more than the tensor's {n}"
     f = payloads.get(pred)
     if f is None:
         return f"its predictor {R.quote(pred)} is not a tensor of the patch"

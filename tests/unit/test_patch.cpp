@@ -6,6 +6,7 @@
 #include "codec/hash.hpp"
 #include "format/content_id.hpp"
 #include "model/internal.hpp"
+#include "patch/lowrank.hpp"
 
 #include <modelpack/patch.hpp>
 #include <modelpack/quant.hpp>
@@ -1283,11 +1284,11 @@ std::vector<std::byte> zigzag_sub(const std::vector<std::byte> &from, const std:
 }
 
 // A patch of one f32 tensor "t" (rows x cols) from a to b: the result side `op` with payload "pr"
-// and, when `rank` > 0, predictor "lr" of `rank`; the base side MISSING.
+// and, when `rank` > 0, predictor "lr" of `rank`; the base side MISSING (or the other way round).
 void write_low_rank_patch(const std::string &path, uint64_t rows, uint64_t cols, uint64_t ax, uint64_t bx,
                           mpk::fb::PatchOp op, const std::vector<std::byte> &payload,
                           const std::vector<std::byte> &factors, unsigned rank, uint64_t incompatible,
-                          mpk::Codec codec = mpk::Codec::None, uint32_t chunk = 1u << 20) {
+                          mpk::Codec codec = mpk::Codec::None, uint32_t chunk = 1u << 20, bool on_base = false) {
   mpk::WriterOptions o;
   o.fsync = false;
   o.compression.codec = codec;
@@ -1301,6 +1302,7 @@ void write_low_rank_patch(const std::string &path, uint64_t rows, uint64_t cols,
   const std::vector<uint64_t> shape = {rows, cols};
   mpk::detail::WriterAccess::set_patch(*w, [&](flatbuffers::FlatBufferBuilder &b) {
     auto side = [&](uint64_t x, bool result) {
+      result = result != on_base;  // on_base: the op on the base side, the result side MISSING
       auto comp = fb::CreateComponent(b, b.CreateString("weights"), b.CreateString("weights"));
       auto comps = b.CreateVector(std::vector<flatbuffers::Offset<fb::Component>>{comp});
       auto t = fb::CreatePatchTensor(b, b.CreateString("t"), fb::DType::F32, b.CreateVector(shape), 0, x, 0,
@@ -1315,6 +1317,13 @@ void write_low_rank_patch(const std::string &path, uint64_t rows, uint64_t cols,
     return fb::CreatePatch(b, 1, incompatible, 0, bs, rs);
   });
   REQUIRE_OK(w->commit());
+}
+
+mpk::detail::lowrank::Factors parsed(const LowRank &f) {
+  mpk::detail::lowrank::Factors out;
+  const auto blob = f.blob();
+  REQUIRE_OK(mpk::detail::lowrank::parse(blob, {f.rows, f.cols}, f.k, out, "test"));
+  return out;
 }
 
 }  // namespace
@@ -1375,6 +1384,24 @@ TEST_CASE("low-rank sources made from the spec text apply bit for bit, edge case
   size_t moved = 0;
   for (size_t e = 0; e < rows * cols; ++e) moved += elem(p, e) != elem(a, e);
   CHECK(moved > rows * cols * 9 / 10);
+  // Every compiled variant of the library's prediction (AVX-512, AVX2, baseline: those this CPU
+  // runs) gives the spec's bits, from any starting element.
+  {
+    using mpk::detail::lowrank::Variant;
+    const auto lf = parsed(f);
+    for (Variant v : {Variant::Avx512, Variant::Avx2, Variant::Base, Variant::Auto}) {
+      if (!mpk::detail::lowrank::variant_runs(v)) continue;
+      INFO("variant " << int(v));
+      std::vector<std::byte> got = a;
+      mpk::detail::lowrank::predict(lf, 0, got.data(), rows * cols, v);
+      CHECK(got == p);
+      for (size_t first : {size_t(1), size_t(cols - 3), size_t(7 * cols + 511)}) {  // mid-row starts, odd counts
+        std::vector<std::byte> part(a.begin() + 4 * first, a.begin() + 4 * (first + 2 * cols + 5));
+        mpk::detail::lowrank::predict(lf, first, part.data(), 2 * cols + 5, v);
+        CHECK(std::equal(part.begin(), part.end(), p.begin() + 4 * first));
+      }
+    }
+  }
   write(dir / "a.mpk", Spec{{}, {{"t", MPK_DTYPE_F32, {rows, cols}, a, ""}}, {}});
   write(dir / "b.mpk", Spec{{}, {{"t", MPK_DTYPE_F32, {rows, cols}, b, ""}}, {}});
   const uint64_t ax = mpk::detail::xxh3_64(a.data(), a.size()), bx = mpk::detail::xxh3_64(b.data(), b.size());
@@ -1401,6 +1428,12 @@ TEST_CASE("low-rank sources made from the spec text apply bit for bit, edge case
   write_low_rank_patch(dir / "p", rows, cols, ax, bx, PatchOp::SUB, pay, {}, 0, 0);
   REQUIRE_CODE(mpk::apply_patch(dir / "a.mpk", {dir / "p"}, dir / "out.mpk", apply_opts()), MPK_ERR_CHECKSUM);
   CHECK(!fs::exists(dir / "out.mpk"));
+  // On the base side: the base rebuilt from the result predicted (base = p(b) - d), with --reverse.
+  const auto pb = f.predicted(b);
+  write_low_rank_patch(dir / "p", rows, cols, ax, bx, PatchOp::SUB, zigzag_sub(a, pb), blob, k, 4, mpk::Codec::Auto,
+                       64u << 10, true);
+  REQUIRE_OK(mpk::apply_patch(dir / "b.mpk", {dir / "p"}, dir / "back.mpk", apply_opts(true)));
+  CHECK(same_file(dir / "back.mpk", dir / "a.mpk"));
 }
 
 TEST_CASE("hostile low-rank sources are refused by name, before anything is written", "[patch][lowrank][hostile]") {
@@ -1438,6 +1471,9 @@ TEST_CASE("hostile low-rank sources are refused by name, before anything is writ
   short_blob.pop_back();
   attempt(PatchOp::SUB, short_blob, 2, 4, MPK_ERR_CORRUPT_HEADER, "predictor holds 659 bytes, not 660");
   attempt(PatchOp::SUB, f.blob(), 2, 4, MPK_ERR_CORRUPT_HEADER, "rank 2 exceeds its 1 x 1000 shape", 1, 1000);
+  // (4 + 1) x (1 + 1000) bytes of factors for a tensor of 4000: more than it, refused.
+  attempt(PatchOp::SUB, f.blob(), 1, 4, MPK_ERR_CORRUPT_HEADER, "factors of its 1 x 1000 shape would be larger than the tensor",
+          1, 1000);
   for (float bad : {std::ldexp(1.f, -130), float(INFINITY), float(NAN)}) {
     LowRank g = f;
     g.sv[7] = bad;
@@ -1461,7 +1497,7 @@ namespace {
 
 // A model pair whose 2-D tensors changed by a product of rank 4 plus a little noise: a fine-tune
 // seen from far away.
-void low_rank_pair(const std::string &a_path, const std::string &b_path, mpk::Codec layout) {
+void low_rank_pair(const std::string &a_path, const std::string &b_path, mpk::Codec layout, size_t grow = 0) {
   Model0 a = base_model(false);
   a.w["wide"] = normal(960 * 64, 0.02f, 40);  // spec() shapes it 960 x 64
   Model0 b = a;
@@ -1476,6 +1512,8 @@ void low_rank_pair(const std::string &a_path, const std::string &b_path, mpk::Co
       }
     nudge(v, 2e-6f, std::hash<std::string>{}(name) + 2);
   }
+  const auto rows = normal(grow * 64, 0.02f, 41);
+  b.w["wide"].insert(b.w["wide"].end(), rows.begin(), rows.end());
   write(a_path, a.spec(), layout);
   write(b_path, b.spec(), layout);
 }
@@ -1490,7 +1528,7 @@ TEST_CASE("diff predicts an f32 tensor's change by a low-rank product at levels 
     low_rank_pair(dir / "a.mpk", dir / "b.mpk", layout);
     mpk::DiffOptions o = quick();
     o.level = 9;
-    mpk::PatchSummary s, off, l3, two;
+    mpk::PatchSummary s, off, l3, two, grown;
     REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "b.mpk", dir / "lr.mpkp", o, &s));
     check_applies(dir / "a.mpk", dir / "lr.mpkp", dir / "b.mpk", dir / "out.mpk");
     o.low_rank = false;
@@ -1515,6 +1553,15 @@ TEST_CASE("diff predicts an f32 tensor's change by a low-rank product at levels 
     CHECK(!fs::exists(dir / "back.mpk"));
     REQUIRE_OK(mpk::apply_patch(dir / "b.mpk", {dir / "two.mpkp"}, dir / "back.mpk", apply_opts(true)));
     CHECK(same_file(dir / "back.mpk", dir / "a.mpk"));
+    // "wide" grown by 64 rows of new weights as well (a resized vocabulary fine-tuned): still
+    // predicted (the fit ignores the zero-extended rows, which the prediction keeps).
+    low_rank_pair(dir / "a.mpk", dir / "g.mpk", layout, 64);
+    o.two_way = false;
+    REQUIRE_OK(mpk::diff(dir / "a.mpk", dir / "g.mpk", dir / "ag.mpkp", o, &grown));
+    o.two_way = true;
+    CHECK(grown.resized == 1);
+    CHECK(grown.low_rank == 8);
+    check_applies(dir / "a.mpk", dir / "ag.mpkp", dir / "g.mpk", dir / "out.mpk");
     // A chain through a low-rank patch and back is the base again.
     REQUIRE_OK(mpk::diff(dir / "b.mpk", dir / "a.mpk", dir / "ba.mpkp", o, nullptr));
     REQUIRE_OK(mpk::apply_patch(dir / "a.mpk", {dir / "lr.mpkp", dir / "ba.mpkp"}, dir / "round.mpk", apply_opts()));
