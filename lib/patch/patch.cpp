@@ -270,6 +270,7 @@ struct SideTensor {
   std::string payload;
   std::string predictor;  // rev. 7: the factor payload of a low-rank source
   uint8_t rank = 0;
+  uint32_t candidate = kNoSource;  // diff: the base tensor a delta was tried against (kept as LITERAL)
 };
 
 bool is_int8(QuantScheme s) { return s == QuantScheme::Int8Channel || s == QuantScheme::Int8Group; }
@@ -490,7 +491,9 @@ Result<std::optional<LowRankChoice>> try_low_rank(const Model &base, size_t bi, 
                                                   fb::PatchOp current, const DiffOptions &o, codec::Scratch &scratch) {
   const TensorInfo t = target.info(ti);
   const std::optional<LowRankChoice> none;
-  if (t.dtype != MPK_DTYPE_F32 || t.shape.size() < 2 || t.nbytes < 1024 || !is_delta(current)) return none;
+  if (t.dtype != MPK_DTYPE_F32 || t.shape.size() < 2 || t.nbytes < 1024 ||
+      (current != fb::PatchOp::LITERAL && !is_delta(current)))
+    return none;
   const lowrank::Dims d{t.shape[0], t.nbytes / 4 / t.shape[0]};
   // At least 8 rows and columns; the smallest factors (rank 4) at most 1/4 of the tensor; the fit's
   // buffers bounded (FORMAT.md: factors of at most the tensor's size).
@@ -583,7 +586,8 @@ Result<std::optional<LowRankChoice>> try_low_rank(const Model &base, size_t bi, 
   for (const Sample &sm : samples) {
     const size_t n = sm.a.size();
     std::byte *r = detail::room(res, n);
-    if (current == fb::PatchOp::XOR) xor_bytes(sm.a.data(), sm.b.data(), r, n);
+    if (current == fb::PatchOp::LITERAL) std::memcpy(r, sm.b.data(), n);
+    else if (current == fb::PatchOp::XOR) xor_bytes(sm.a.data(), sm.b.data(), r, n);
     else if (current == fb::PatchOp::SUB) sub_encode(4, sm.a.data(), sm.b.data(), r, n);
     else sorted_encode(4, ef, sm.a.data(), sm.b.data(), r, n, pos);
     const PayloadType pt = payload_type(current, t.dtype, t.shape, t.nbytes);
@@ -745,6 +749,7 @@ Status diff(const std::string &base_path, const std::string &target_path, const 
       if (!op) return op.status();
       r.op = *op;
       if (r.op != fb::PatchOp::LITERAL) r.source = it->second;
+      else r.candidate = it->second;  // a low-rank source may still beat new data (below)
     }
     r.payload = payload_name('r', i);
   }
@@ -776,7 +781,10 @@ Status diff(const std::string &base_path, const std::string &target_path, const 
       const uint32_t j = pool->second[k++];
       auto op = choose_op(*base, border[j], *target, rorder[i], o, scratch);
       if (!op) return op.status();
-      if (*op == fb::PatchOp::LITERAL) continue;
+      if (*op == fb::PatchOp::LITERAL) {
+        r.candidate = j;
+        continue;
+      }
       r.op = *op;
       r.source = j;
     }
@@ -820,13 +828,17 @@ Status diff(const std::string &base_path, const std::string &target_path, const 
       if (r.payload.empty()) continue;
       // A low-rank source (one-way, levels >= 6): decided here, a tensor at a time, so that memory
       // holds one tensor's fit, not every tensor's factors.
+      // New data too, where a delta was tried and lost: a change of low rank (a merged adapter) can
+      // be too large for a plain delta and still small against the prediction.
       std::optional<LowRankChoice> lr;
-      if (o.low_rank && !o.two_way && o.level >= 6 && is_delta(r.op)) {
-        auto c = try_low_rank(*base, border[r.source], *target, rorder[i], r.op, o, scratch);
+      const uint32_t against = is_delta(r.op) ? r.source : r.op == fb::PatchOp::LITERAL ? r.candidate : kNoSource;
+      if (o.low_rank && !o.two_way && o.level >= 6 && against != kNoSource) {
+        auto c = try_low_rank(*base, border[against], *target, rorder[i], r.op, o, scratch);
         if (!c) return c.status();
         lr = std::move(*c);
       }
       if (lr) {
+        r.source = against;
         r.op = lr->op;
         r.rank = uint8_t(lr->rank);
         r.predictor = factor_name(i);

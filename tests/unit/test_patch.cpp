@@ -1562,6 +1562,27 @@ TEST_CASE("diff predicts an f32 tensor's change by a low-rank product at levels 
     CHECK(grown.resized == 1);
     CHECK(grown.low_rank == 8);
     check_applies(dir / "a.mpk", dir / "ag.mpkp", dir / "g.mpk", dir / "out.mpk");
+    // A change of low rank as large as the weights themselves (an adapter merged with a large scale):
+    // new data by the plain delta's measure, a low-rank source at level 9.
+    {
+      Model0 a2 = base_model(false), b2 = a2;
+      std::vector<float> &v = b2.w["h.0.mlp"];  // 256 x 64
+      const auto l = normal(256 * 2, 1.f, 50), r = normal(2 * 64, 1.f, 51);
+      for (size_t i = 0; i < 256; ++i)
+        for (size_t j = 0; j < 64; ++j) v[i * 64 + j] += 0.05f * (l[2 * i] * r[j] + l[2 * i + 1] * r[64 + j]);
+      write(dir / "a2.mpk", a2.spec(), layout);
+      write(dir / "b2.mpk", b2.spec(), layout);
+      mpk::PatchSummary big3, big9;
+      mpk::DiffOptions q = quick();
+      REQUIRE_OK(mpk::diff(dir / "a2.mpk", dir / "b2.mpk", dir / "big3.mpkp", q, &big3));
+      q.level = 9;
+      REQUIRE_OK(mpk::diff(dir / "a2.mpk", dir / "b2.mpk", dir / "big9.mpkp", q, &big9));
+      CHECK(big3.literals == 1);
+      CHECK(big9.literals == 0);
+      CHECK(big9.low_rank == 1);
+      CHECK(double(big9.payload_bytes) < 0.85 * double(big3.payload_bytes));  // ~0.73: i8 factors leave ~1% of the change
+      check_applies(dir / "a2.mpk", dir / "big9.mpkp", dir / "b2.mpk", dir / "out.mpk");
+    }
     // A chain through a low-rank patch and back is the base again.
     REQUIRE_OK(mpk::diff(dir / "b.mpk", dir / "a.mpk", dir / "ba.mpkp", o, nullptr));
     REQUIRE_OK(mpk::apply_patch(dir / "a.mpk", {dir / "lr.mpkp", dir / "ba.mpkp"}, dir / "round.mpk", apply_opts()));
