@@ -5,6 +5,7 @@
 #include "parallel.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cfenv>
 #include <cfloat>
 #include <cmath>
@@ -34,16 +35,8 @@ bool usable_scale(uint32_t bits) {
   return (e != 0 && e != 255) || (bits & 0x7FFFFFFFu) == 0;
 }
 
-float f32_of(uint32_t bits) {
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-uint32_t bits_of(float f) {
-  uint32_t b;
-  std::memcpy(&b, &f, 4);
-  return b;
-}
+float f32_of(uint32_t bits) { return std::bit_cast<float>(bits); }
+uint32_t bits_of(float f) { return std::bit_cast<uint32_t>(f); }
 
 }  // namespace
 

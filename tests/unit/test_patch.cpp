@@ -902,6 +902,17 @@ std::vector<std::byte> spec_sorted_payload(const std::vector<std::byte> &keys, c
   return p;
 }
 
+// A writer for a hand-made patch file's payloads, stored with `codec` in chunks of `chunk` bytes.
+mpk::Result<mpk::Writer> payload_writer(const std::string &path, mpk::Codec codec, uint32_t chunk) {
+  mpk::WriterOptions o;
+  o.fsync = false;
+  o.compression.codec = codec;
+  o.compression.chunk_size = chunk;
+  auto w = mpk::Writer::create(path, o);
+  REQUIRE(w.ok());
+  return w;
+}
+
 // A patch of one tensor "t" (dtype dt, n elements) from a to b whose ops and payloads are given:
 // each side's op, and for each payload its name, bytes, dtype; the payloads stored with `codec`
 // in chunks of `chunk` bytes.
@@ -912,12 +923,7 @@ struct CraftSide {
 void write_crafted_patch(const std::string &path, DType dt, uint64_t n, uint64_t ax, uint64_t bx, CraftSide base,
                          CraftSide result, const std::vector<std::pair<std::string, std::vector<std::byte>>> &payloads,
                          DType pay_dt, mpk::Codec codec, uint32_t chunk, uint64_t incompatible) {
-  mpk::WriterOptions o;
-  o.fsync = false;
-  o.compression.codec = codec;
-  o.compression.chunk_size = chunk;
-  auto w = mpk::Writer::create(path, o);
-  REQUIRE(w.ok());
+  auto w = payload_writer(path, codec, chunk);
   for (const auto &[name, bytes] : payloads) {
     const uint64_t shape[] = {bytes.size() / mpk::dtype_size(pay_dt)};
     REQUIRE_OK(w->add_tensor(name, pay_dt, shape, bytes));
@@ -1289,12 +1295,7 @@ void write_low_rank_patch(const std::string &path, uint64_t rows, uint64_t cols,
                           mpk::fb::PatchOp op, const std::vector<std::byte> &payload,
                           const std::vector<std::byte> &factors, unsigned rank, uint64_t incompatible,
                           mpk::Codec codec = mpk::Codec::None, uint32_t chunk = 1u << 20, bool on_base = false) {
-  mpk::WriterOptions o;
-  o.fsync = false;
-  o.compression.codec = codec;
-  o.compression.chunk_size = chunk;
-  auto w = mpk::Writer::create(path, o);
-  REQUIRE(w.ok());
+  auto w = payload_writer(path, codec, chunk);
   const uint64_t ps[] = {payload.size() / 4}, fs_[] = {factors.size()};
   REQUIRE_OK(w->add_tensor("pr", MPK_DTYPE_U32, ps, payload));
   if (!factors.empty()) REQUIRE_OK(w->add_tensor("lr", MPK_DTYPE_U8, fs_, factors));
