@@ -1554,6 +1554,7 @@ TEST_CASE("diff predicts an f32 tensor's change by a low-rank product at levels 
     CHECK(!fs::exists(dir / "back.mpk"));
     REQUIRE_OK(mpk::apply_patch(dir / "b.mpk", {dir / "two.mpkp"}, dir / "back.mpk", apply_opts(true)));
     CHECK(same_file(dir / "back.mpk", dir / "a.mpk"));
+    if (layout == mpk::Codec::None) continue;  // the rest once (sanitizer builds run it slowly)
     // "wide" grown by 64 rows of new weights as well (a resized vocabulary fine-tuned): still
     // predicted (the fit ignores the zero-extended rows, which the prediction keeps).
     low_rank_pair(dir / "a.mpk", dir / "g.mpk", layout, 64);
