@@ -4,7 +4,8 @@
 // sides - content ids, alignment, components, metadata, and every tensor with its checksum and the
 // operation that builds it from the other side - and whose tensors are the payloads of those
 // operations. Both directions stream tensor by tensor, piece by piece: memory is a few pieces of a
-// few MiB plus the writer's buffers, whatever the model size.
+// few MiB plus the writer's buffers, whatever the model size; diff at levels >= 6 also holds one f32
+// matrix's difference and fit (low-rank sources, lowrank.hpp), apply one tensor's factors.
 #include "codec/chunk.hpp"
 #include "codec/hash.hpp"
 #include "common.hpp"
