@@ -502,6 +502,24 @@ Result<std::optional<LowRankChoice>> try_low_rank(const Model &base, size_t bi, 
       d.rows + d.cols > lowrank::kMaxFitDims)
     return none;
   const unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+  // choose_op's sample chunks, their first MiB at most: copied out of the pass that reads the tensor.
+  const uint64_t chunk = std::max<uint64_t>(4, uint64_t(o.chunk_size) / 4 * 4);
+  const uint64_t nchunks = (t.nbytes + chunk - 1) / chunk, picks = std::min<uint64_t>(nchunks, 8);
+  struct Sample {
+    uint64_t off;
+    detail::ByteBuf a, b;
+  };
+  std::vector<Sample> samples(static_cast<size_t>(picks));
+  uint64_t sampled = 0;
+  for (uint64_t k = 0; k < picks; ++k) {
+    const uint64_t c = picks == nchunks ? k : (k * nchunks + nchunks / 2) / picks;
+    Sample &sm = samples[size_t(k)];
+    sm.off = c * chunk;
+    const size_t n = size_t(std::min<uint64_t>({chunk, uint64_t(1) << 20, t.nbytes - sm.off}));
+    sm.a.resize(n);
+    sm.b.resize(n);
+    sampled += n;
+  }
   std::optional<lowrank::Fit> fit;
   try {
     // The difference, as f32: 0 where the base element is zero, subnormal, inf or NaN (the
@@ -512,6 +530,12 @@ Result<std::optional<LowRankChoice>> try_low_rank(const Model &base, size_t bi, 
       const size_t n = size_t(std::min<uint64_t>(kPiece, t.nbytes - off));
       if (Status s = read_extended(base, bi, {detail::room(a, n), n}, off); !s) return s;
       if (Status s = target.read(ti, {detail::room(b, n), n}, off); !s) return s;
+      for (Sample &sm : samples) {  // the part of each sample inside this piece
+        const uint64_t lo = std::max(off, sm.off), hi = std::min(off + n, sm.off + sm.a.size());
+        if (lo >= hi) continue;
+        std::memcpy(sm.a.data() + (lo - sm.off), a.data() + (lo - off), size_t(hi - lo));
+        std::memcpy(sm.b.data() + (lo - sm.off), b.data() + (lo - off), size_t(hi - lo));
+      }
       for (size_t x = 0; x < n / 4; ++x) {
         uint32_t ab;
         float fa, fbv;
@@ -529,24 +553,6 @@ Result<std::optional<LowRankChoice>> try_low_rank(const Model &base, size_t bi, 
     return none;  // the fit is optional: the tensor keeps its op
   }
   if (fit->max_rank() == 0) return none;
-  // choose_op's sample chunks, their first MiB at most.
-  const uint64_t chunk = std::max<uint64_t>(4, uint64_t(o.chunk_size) / 4 * 4);
-  const uint64_t nchunks = (t.nbytes + chunk - 1) / chunk, picks = std::min<uint64_t>(nchunks, 8);
-  struct Sample {
-    uint64_t off;
-    detail::ByteBuf a, b;
-  };
-  std::vector<Sample> samples(static_cast<size_t>(picks));
-  uint64_t sampled = 0;
-  for (uint64_t k = 0; k < picks; ++k) {
-    const uint64_t c = picks == nchunks ? k : (k * nchunks + nchunks / 2) / picks;
-    Sample &sm = samples[size_t(k)];
-    sm.off = c * chunk;
-    const size_t n = size_t(std::min<uint64_t>({chunk, uint64_t(1) << 20, t.nbytes - sm.off}));
-    if (Status s = read_extended(base, bi, {detail::room(sm.a, n), n}, sm.off); !s) return s;
-    if (Status s = target.read(ti, {detail::room(sm.b, n), n}, sm.off); !s) return s;
-    sampled += n;
-  }
   const double scale = double(t.nbytes) / double(sampled);
   detail::ByteBuf pbuf, res;
   std::vector<uint32_t> pos;
