@@ -484,14 +484,30 @@ std::shared_ptr<Prim> entry_prim(ContextImpl &c, Entry &e, bool cache, const Pri
 }
 
 void execute(ContextImpl &c, const Prim &p, const void *src, const void *wei, void *dst, const float *bias) {
+  // The C API with the arguments in an array: the C++ API's unordered_map and its copy into a vector
+  // were ~10 allocations a call, visible at M = 1 on small weights.
   StreamLease s(c);
-  std::unordered_map<int, dnnl::memory> args;
-  args.emplace(DNNL_ARG_SRC, dnnl::memory(p.src, c.eng, const_cast<void *>(src)));
-  args.emplace(DNNL_ARG_WEIGHTS, dnnl::memory(p.wei, c.eng, const_cast<void *>(wei)));
-  args.emplace(DNNL_ARG_DST, dnnl::memory(p.dst, c.eng, dst));
-  if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(p.bias, c.eng, const_cast<float *>(bias)));
-  if (p.scratch) args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(p.pad, c.eng, tl_pad.get(p.scratch)));
-  p.prim.execute(s.s, args);
+  struct Mem {
+    dnnl_memory_t m = nullptr;
+    ~Mem() {
+      if (m) dnnl_memory_destroy(m);
+    }
+  };
+  Mem mem[5];
+  dnnl_exec_arg_t args[5];
+  int n = 0;
+  auto add = [&](int arg, const md_t &md, const void *handle) {
+    dnnl::error::wrap_c_api(dnnl_memory_create(&mem[n].m, &md.data, c.eng.get(), const_cast<void *>(handle)),
+                            "could not create a memory object");
+    args[n] = {arg, mem[n].m};
+    ++n;
+  };
+  add(DNNL_ARG_SRC, p.src, src);
+  add(DNNL_ARG_WEIGHTS, p.wei, wei);
+  add(DNNL_ARG_DST, p.dst, dst);
+  if (bias) add(DNNL_ARG_BIAS, p.bias, bias);
+  if (p.scratch) add(DNNL_ARG_SCRATCHPAD, p.pad, tl_pad.get(p.scratch));
+  dnnl::error::wrap_c_api(dnnl_primitive_execute(p.prim.get(), s.s.get(), n, args), "could not execute a primitive");
   s.s.wait();
 }
 
@@ -897,9 +913,11 @@ Status run_call(const Context &ctx, const char *fn, const ConstMatrixF32 &x, con
                                                            : detail::DirectW::F16;
     run_direct(c.isa, wt, op, x.data, d.ldx, w.data, d.ldw, i8 ? w.scales : nullptr, bias, y.data, d.ldy, d.M, d.K,
                d.N, nt);
-    const char *wn = i8 ? "i8" : w.dtype == MPK_DTYPE_BF16 ? "bf16" : "f16";
-    info.path = cat(wn, " direct ", detail::isa_name(c.isa));
-    info.impl = cat("own:", wn, op == Op::Linear ? "_linear_" : "_matmul_", detail::isa_name(c.isa));
+    if (opt.info) {  // the strings cost ~1 us a call (ostringstream): only for callers that ask
+      const char *wn = i8 ? "i8" : w.dtype == MPK_DTYPE_BF16 ? "bf16" : "f16";
+      info.path = cat(wn, " direct ", detail::isa_name(c.isa));
+      info.impl = cat("own:", wn, op == Op::Linear ? "_linear_" : "_matmul_", detail::isa_name(c.isa));
+    }
     return Status::Ok();
   }
 
@@ -1016,8 +1034,10 @@ Status run_call(const Context &ctx, const char *fn, const ConstMatrixF32 &x, con
                       : compute == Compute::BF16 ? "bf16"
                       : plan.recipe.int8_baked   ? "int8 baked"
                                                  : "int8 s32";
-  info.path = plan.conv != MPK_DTYPE_INVALID ? cat(conv_name(plan.conv), " ", cand.path) : cat(dname, " ", cand.path);
-  info.impl = prim->impl;
+  if (opt.info) {
+    info.path = plan.conv != MPK_DTYPE_INVALID ? cat(conv_name(plan.conv), " ", cand.path) : cat(dname, " ", cand.path);
+    info.impl = prim->impl;
+  }
   info.packed = cand.layout == 0;
   return Status::Ok();
 }
