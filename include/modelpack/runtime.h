@@ -87,6 +87,13 @@ MPK_API void mpk_runtime_clear_cache(mpk_runtime *runtime);
  * Nothing is offered on error. */
 MPK_API mpk_status mpk_runtime_save_packed(const mpk_runtime *runtime, const char *path, uint64_t *count);
 MPK_API mpk_status mpk_runtime_load_packed(mpk_runtime *runtime, const char *path, uint64_t *count);
+/* The same for a file that must be signed (mpk_sign) by one of key_count Ed25519 public keys at
+ * trusted_keys (32 bytes each, back to back; mpk_public_key_load; key_count 1..4096): before anything
+ * is offered, the signature is checked over the header and over every byte of the file, with
+ * `threads` hashing threads (0 = 1). MPK_ERR_SIGNATURE: unsigned, signed by another key, or changed
+ * since it was signed. Without it a file's checksums prove integrity, not origin. */
+MPK_API mpk_status mpk_runtime_load_packed_signed(mpk_runtime *runtime, const char *path, const uint8_t *trusted_keys,
+                                                  size_t key_count, uint32_t threads, uint64_t *count);
 
 /* ---- graphs and sessions (docs/FORMAT.md 7.12, include/modelpack/graph.hpp) ------------------------ */
 

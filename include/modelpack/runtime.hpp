@@ -76,6 +76,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 
 #if defined(_WIN32)
@@ -225,6 +226,15 @@ class MPK_RT_API Context {
   // offered on error. The file stays mapped while the context or an entry packed from it lives.
   // Like a model, the file is trusted input: its checksums prove integrity, not origin.
   Result<uint64_t> load_packed(const std::string &path);
+  // The same for a file that must be signed (mpk sign; docs/SECURITY.md) by one of `trusted_keys`:
+  // before anything is offered, the signature is checked over the header and over every byte of
+  // the file, as Model::open does with OpenOptions::trusted_keys and Verify::Full (`threads` hash
+  // the tensors' checksums; the file's BLAKE2b digest runs on one thread: ~2.2 s per GiB here, about
+  // what packing f32 weights costs, so a signed load buys origin, not speed). MPK_ERR_SIGNATURE if the file
+  // is unsigned, signed by another key or changed since; the packed bytes then have the signer's
+  // word, not only their XXH3 checksums (which a crafted file could match). An empty list is the
+  // unsigned load above.
+  Result<uint64_t> load_packed(const std::string &path, std::span<const PublicKey> trusted_keys, unsigned threads = 1);
   // Offers nothing more from loaded files (entries already packed from them stay).
   void forget_packed();
 

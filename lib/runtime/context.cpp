@@ -1243,12 +1243,21 @@ Result<uint64_t> Context::save_packed(const std::string &path) const {
   return written;
 }
 
-Result<uint64_t> Context::load_packed(const std::string &path) {
+Result<uint64_t> Context::load_packed(const std::string &path) { return load_packed(path, {}, 1); }
+
+Result<uint64_t> Context::load_packed(const std::string &path, std::span<const PublicKey> trusted_keys,
+                                      unsigned threads) {
   if (!impl_) return fail(MPK_ERR_STATE, "load_packed: the context was moved from");
   ContextImpl &c = *impl_;
   std::vector<std::pair<std::string, std::shared_ptr<PackedSource>>> found;
   Status s = detail::guarded("load_packed", [&]() -> Status {
-    auto m = Model::open(path);
+    OpenOptions oo;
+    if (!trusted_keys.empty()) {  // the signature over the header and over every byte, at open
+      oo.trusted_keys.assign(trusted_keys.begin(), trusted_keys.end());
+      oo.verify = Verify::Full;
+      oo.threads = std::max(1u, threads);
+    }
+    auto m = Model::open(path, oo);
     if (!m) return m.status();
     const std::string where = cat("packed weights '", path, "'");
     auto ver = m->metadata("mpk.packed.version");

@@ -511,6 +511,8 @@ _RUNTIME_FUNCTIONS = {
     "mpk_runtime_clear_cache": (None, [c_void_p]),
     "mpk_runtime_save_packed": (_STATUS, [c_void_p, c_char_p, POINTER(c_uint64)]),
     "mpk_runtime_load_packed": (_STATUS, [c_void_p, c_char_p, POINTER(c_uint64)]),
+    "mpk_runtime_load_packed_signed": (_STATUS, [c_void_p, c_char_p, POINTER(ctypes.c_uint8), c_size_t, c_uint32,
+                                                 POINTER(c_uint64)]),
     "mpk_graph_load": (_STATUS, [c_void_p, c_void_p, c_char_p, c_char_p, POINTER(c_void_p)]),
     "mpk_graph_free": (None, [c_void_p]),
     "mpk_graph_input_count": (c_size_t, [c_void_p]),
@@ -1611,14 +1613,22 @@ class Runtime:
         _rt.mpk_runtime_save_packed(h.ptr, os.fsencode(path), byref(n))
         return n.value
 
-    def load_packed(self, path) -> int:
+    def load_packed(self, path, trusted_keys=None, threads: int = 0) -> int:
         """Offers a packed-weights file's weights to this runtime: the same weights packed to the
         same layout are used in place, checked against their checksums on first use
-        (mpk_runtime_load_packed). Raises Error (e.g. ERR_UNSUPPORTED_FEATURE: written by another
-        oneDNN or for another CPU). Returns the number of weights offered."""
+        (mpk_runtime_load_packed). With trusted_keys (32-byte keys or .pub paths) the file must be
+        signed by one of them, checked over every byte on `threads` threads before anything is
+        offered (mpk_runtime_load_packed_signed; Error MPK_ERR_SIGNATURE). Raises Error (e.g.
+        ERR_UNSUPPORTED_FEATURE: written by another oneDNN or for another CPU). Returns the number
+        of weights offered."""
         n = c_uint64()
         h = self._h()  # held until the call returns (see _Handle)
-        _rt.mpk_runtime_load_packed(h.ptr, os.fsencode(path), byref(n))
+        if trusted_keys:
+            keys = _key_block(trusted_keys)
+            _rt.mpk_runtime_load_packed_signed(h.ptr, os.fsencode(path), ctypes.cast(keys, POINTER(ctypes.c_uint8)),
+                                               len(keys) // 32, _uint(threads, "threads"), byref(n))
+        else:
+            _rt.mpk_runtime_load_packed(h.ptr, os.fsencode(path), byref(n))
         return n.value
 
     def linear(self, model: Model, weight: str, x, bias=None, threads: int = 0) -> np.ndarray:

@@ -846,6 +846,19 @@ def test_runtime_packed_weights_file(tmp_path):
             expect_error("MPK_ERR_BAD_FORMAT", later.load_packed, path)  # a model, not packed weights
             expect_error("MPK_ERR_IO", later.load_packed, tmp_path / "missing.mpk")
             assert later.stats()["file_weights"] == 1
+        # Signed: the signer's key (a .pub path or its 32 bytes) loads it; unsigned or another key
+        # is refused before anything is offered.
+        modelpack.keygen(tmp_path / "packer")
+        modelpack.keygen(tmp_path / "other")
+        signed = tmp_path / "m.packed.signed.mpk"
+        modelpack.sign(side, tmp_path / "packer", signed, fsync=False)
+        with modelpack.Runtime() as checked:
+            expect_error("MPK_ERR_SIGNATURE", checked.load_packed, side, tmp_path / "packer.pub")
+            expect_error("MPK_ERR_SIGNATURE", checked.load_packed, signed, [tmp_path / "other.pub"])
+            assert checked.stats()["file_weights"] == 0
+            assert checked.load_packed(signed, [modelpack.public_key(tmp_path / "packer.pub")], threads=2) == 1
+            assert np.array_equal(checked.linear(model, "w", x), y)
+            assert checked.stats()["file_used"] == 1
 
 
 def test_runtime_linear_and_matmul(tmp_path):

@@ -208,6 +208,39 @@ int main(int argc, char **argv) {
       CHECK(st2.packed == 1, "packed entries %llu", (unsigned long long)st2.packed);
       mpk_runtime_free(rt2);
     }
+    /* Signed: loads with the signer's key; unsigned or another key is MPK_ERR_SIGNATURE, nothing offered. */
+    {
+      char keyp[4300], pubp[4400], signedp[4400];
+      uint8_t keys[64];
+      mpk_runtime *rt3 = NULL;
+      mpk_runtime_stats st3 = MPK_RUNTIME_STATS_INIT;
+      snprintf(keyp, sizeof keyp, "%s/packer", dir);
+      snprintf(pubp, sizeof pubp, "%s.pub", keyp);
+      snprintf(signedp, sizeof signedp, "%s/packed.signed.mpk", dir);
+      CHECK_OK(mpk_keygen(keyp, 0));
+      CHECK_OK(mpk_public_key_load(pubp, keys + 32));
+      memcpy(keys, keys + 32, 32);
+      keys[0] ^= 1; /* keys[0..31]: some other key; keys[32..63]: the signer's */
+      CHECK_OK(mpk_sign(side, keyp, signedp, MPK_SIGN_NO_FSYNC));
+      CHECK_OK(mpk_runtime_create(&rt3, NULL));
+      if (rt3) {
+        offered = 7;
+        CHECK_STATUS(mpk_runtime_load_packed_signed(rt3, side, keys, 2, 0, &offered), MPK_ERR_SIGNATURE);
+        CHECK_STATUS(mpk_runtime_load_packed_signed(rt3, signedp, keys, 1, 0, &offered), MPK_ERR_SIGNATURE);
+        CHECK_STATUS(mpk_runtime_load_packed_signed(rt3, signedp, NULL, 1, 0, &offered), MPK_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(mpk_runtime_load_packed_signed(rt3, signedp, keys, 0, 0, &offered), MPK_ERR_INVALID_ARGUMENT);
+        CHECK(offered == 7, "offered written on error: %llu", (unsigned long long)offered);
+        CHECK_OK(mpk_runtime_stats_get(rt3, &st3));
+        CHECK(st3.file_weights == 0, "weights offered after refusals: %llu", (unsigned long long)st3.file_weights);
+        CHECK_OK(mpk_runtime_load_packed_signed(rt3, signedp, keys, 2, 2, &offered));
+        CHECK(offered == 1, "offered %llu", (unsigned long long)offered);
+        CHECK_OK(mpk_run_linear(rt3, mf, iw, X, M, K, K, BIAS, y2, N, &run));
+        CHECK(memcmp(y1, y2, sizeof y1) == 0, "the signed packed file gives other bits");
+        CHECK_OK(mpk_runtime_stats_get(rt3, &st3));
+        CHECK(st3.file_used == 1, "file_used %llu", (unsigned long long)st3.file_used);
+        mpk_runtime_free(rt3);
+      }
+    }
     CHECK_STATUS(mpk_runtime_save_packed(rt, NULL, &n), MPK_ERR_INVALID_ARGUMENT);
   }
 

@@ -3,6 +3,8 @@
 // refused or fall back to packing, never misused.
 #include "rt_testutil.hpp"
 
+#include <modelpack/sign.hpp>
+
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -200,6 +202,69 @@ TEST_CASE_METHOD(Saved, "packed file: a later context uses the saved packed weig
   // forget_packed: nothing more is offered.
   b.forget_packed();
   CHECK(b.cache_stats().file_weights == 0);
+}
+
+TEST_CASE_METHOD(Saved, "packed file: a signed file loads with its key, and unsigned, other-key or changed files are refused",
+                 "[packed]") {
+  auto keys = mpk::sign::generate_keypair();
+  auto other = mpk::sign::generate_keypair();
+  REQUIRE(keys.ok());
+  REQUIRE(other.ok());
+  REQUIRE(mpk::sign::sign_file(dir / "p.mpk", keys->secret, dir / "s.mpk", false).ok());
+  const mpk::PublicKey trusted[1] = {keys->pub}, untrusted[1] = {other->pub};
+  {
+    Context b = make_context();
+    auto offered = b.load_packed(dir / "s.mpk", trusted, 2);
+    REQUIRE(offered.ok());
+    CHECK(*offered == *n);
+    for (size_t i = 0; i < cs.size(); ++i) {
+      INFO(cs[i].what);
+      RunInfo info;
+      CHECK(same_bits(run(b, cs[i], view_of(cs[i], 100 + i, cs[i].digest), &info), ref.y[i]));
+    }
+    CHECK(b.cache_stats().file_used == *n);
+  }
+  // One byte of a packed weight changed after signing: the header (and so every checksum) is intact,
+  // so only the whole-file digest can tell.
+  fs::copy_file(dir / "s.mpk", dir / "t.mpk");
+  {
+    auto m = mpk::Model::open(dir / "t.mpk");
+    REQUIRE(m.ok());
+    const mpk::TensorInfo t0 = m->info(0);
+    std::fstream f(dir / "t.mpk", std::ios::in | std::ios::out | std::ios::binary);
+    const auto at = std::streamoff(t0.offset + t0.nbytes / 2);
+    char c = 0;
+    f.seekg(at);
+    f.read(&c, 1);
+    c = char(c ^ 0x10);
+    f.seekp(at);
+    f.write(&c, 1);
+  }
+  struct Bad {
+    const char *what;
+    std::string path;
+    std::span<const mpk::PublicKey> keys;
+  };
+  const Bad bads[] = {{"unsigned", dir / "p.mpk", trusted},
+                      {"signed by another key", dir / "s.mpk", untrusted},
+                      {"changed since it was signed", dir / "t.mpk", trusted}};
+  for (const Bad &bad : bads) {
+    INFO(bad.what);
+    Context b = make_context();
+    auto r = b.load_packed(bad.path, bad.keys);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == MPK_ERR_SIGNATURE);
+    CHECK(b.cache_stats().file_weights == 0);
+  }
+  {  // without keys the changed file loads (its header is intact), and its first use finds the change
+    Context b = make_context();
+    REQUIRE(b.load_packed(dir / "t.mpk").ok());
+    for (size_t i = 0; i < cs.size(); ++i) {
+      RunInfo info;
+      CHECK(same_bits(run(b, cs[i], view_of(cs[i], 100 + i, cs[i].digest), &info), ref.y[i]));
+    }
+    CHECK(b.cache_stats().file_rejected == 1);
+  }
 }
 
 TEST_CASE_METHOD(Saved, "packed file: other weights, no digest, and damaged bytes are packed as usual", "[packed]") {
