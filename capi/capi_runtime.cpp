@@ -197,12 +197,11 @@ mpk_status mpk_runtime_load_packed_signed(mpk_runtime *runtime, const char *path
     if (!runtime) return null_arg(fn, "runtime");
     if (!path) return null_arg(fn, "path");
     if (!trusted_keys) return null_arg(fn, "trusted_keys");
-    if (key_count == 0 || key_count > 4096)
-      return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": key_count must be 1..4096");
+    if (key_count == 0 || key_count > mpk::bridge::kMaxKeys)
+      return fail(MPK_ERR_INVALID_ARGUMENT,
+                  std::string(fn) + ": key_count must be 1.." + std::to_string(mpk::bridge::kMaxKeys));
     if (threads > 1024) return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": threads over 1024");
-    std::vector<mpk::PublicKey> keys(key_count);
-    for (size_t k = 0; k < key_count; ++k) std::memcpy(keys[k].data(), trusted_keys + 32 * k, 32);
-    auto r = runtime->ctx.load_packed(path, keys, threads ? threads : 1);
+    auto r = runtime->ctx.load_packed(path, mpk::bridge::public_keys(trusted_keys, key_count), threads ? threads : 1);
     if (!r) return check(r.status());
     if (count) *count = *r;
     return MPK_OK;

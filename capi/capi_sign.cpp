@@ -1,5 +1,6 @@
 // capi_sign.cpp - the C ABI of signatures (mpk_keygen, mpk_public_key_load, mpk_sign,
 // mpk_verify_signature), over include/modelpack/sign.hpp.
+#include "capi_bridge.hpp"
 #include "capi_internal.hpp"
 
 #include <modelpack/sign.hpp>
@@ -58,14 +59,12 @@ mpk_status mpk_verify_signature(const char *path, const uint8_t *trusted_keys, s
   return guard(fn, [&]() -> mpk_status {
     if (!path) return null_arg(fn, "path");
     if (!trusted_keys) return null_arg(fn, "trusted_keys");
-    if (count == 0 || count > 4096)
-      return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": count must be 1..4096");
+    if (count == 0 || count > mpk::bridge::kMaxKeys)
+      return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": count must be 1.." + std::to_string(mpk::bridge::kMaxKeys));
     if (verify != MPK_VERIFY_HEADER && verify != MPK_VERIFY_FULL)
       return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": verify must be MPK_VERIFY_HEADER or MPK_VERIFY_FULL");
     if (threads > 1024) return fail(MPK_ERR_INVALID_ARGUMENT, std::string(fn) + ": threads over 1024");
-    std::vector<mpk::PublicKey> keys(count);
-    for (size_t k = 0; k < count; ++k) std::memcpy(keys[k].data(), trusted_keys + 32 * k, 32);
-    return check(mpk::sign::verify_file(path, keys, verify == MPK_VERIFY_FULL ? mpk::Verify::Full : mpk::Verify::Header,
+    return check(mpk::sign::verify_file(path, mpk::bridge::public_keys(trusted_keys, count), verify == MPK_VERIFY_FULL ? mpk::Verify::Full : mpk::Verify::Header,
                                         threads ? threads : 1));
   });
 }

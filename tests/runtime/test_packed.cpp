@@ -141,6 +141,19 @@ void craft(const std::string &from, const std::string &to,
   REQUIRE(w->commit().ok());
 }
 
+// Flips bit 4 of the byte at `offset` of the file at `path`.
+void flip_byte(const std::string &path, uint64_t offset) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  REQUIRE(f);
+  char c = 0;
+  f.seekg(std::streamoff(offset));
+  f.read(&c, 1);
+  c = char(c ^ 0x10);
+  f.seekp(std::streamoff(offset));
+  f.write(&c, 1);
+  REQUIRE(f);
+}
+
 // The case set run on a fresh context `a`, its packed weights saved to dir / "p.mpk" (n of them).
 struct Saved {
   Dir dir;
@@ -231,14 +244,7 @@ TEST_CASE_METHOD(Saved, "packed file: a signed file loads with its key, and unsi
     auto m = mpk::Model::open(dir / "t.mpk");
     REQUIRE(m.ok());
     const mpk::TensorInfo t0 = m->info(0);
-    std::fstream f(dir / "t.mpk", std::ios::in | std::ios::out | std::ios::binary);
-    const auto at = std::streamoff(t0.offset + t0.nbytes / 2);
-    char c = 0;
-    f.seekg(at);
-    f.read(&c, 1);
-    c = char(c ^ 0x10);
-    f.seekp(at);
-    f.write(&c, 1);
+    flip_byte(dir / "t.mpk", t0.offset + t0.nbytes / 2);
   }
   struct Bad {
     const char *what;
@@ -288,15 +294,7 @@ TEST_CASE_METHOD(Saved, "packed file: other weights, no digest, and damaged byte
       const mpk::TensorInfo t0 = m->info(0);
       at = t0.offset + t0.nbytes / 2;
     }
-    {
-      std::fstream f(dir / "p.mpk", std::ios::in | std::ios::out | std::ios::binary);
-      f.seekg(std::streamoff(at));
-      char c = 0;
-      f.read(&c, 1);
-      c = char(c ^ 0x10);
-      f.seekp(std::streamoff(at));
-      f.write(&c, 1);
-    }
+    flip_byte(dir / "p.mpk", at);
     Context b = make_context();
     REQUIRE(b.load_packed(dir / "p.mpk").ok());  // the header is intact
     for (size_t i = 0; i < cs.size(); ++i) {
